@@ -1,0 +1,237 @@
+"""The warehouse contract: every table the Python assets write, and the only code that writes them.
+
+Each table is declared once here (columns, types, one-line docs). The docs feed the README, the
+asset metadata (column schema) and the DDL, so they cannot drift apart.
+
+Writes replace a *slice* (a time range, optionally restricted to some keys) inside one
+transaction: delete the slice, insert the new rows, commit. Re-running a partition, or running over
+a failed run, therefore never duplicates or drops rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import duckdb
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    doc: str
+
+
+@dataclass(frozen=True)
+class Table:
+    schema: str
+    name: str
+    doc: str
+    columns: tuple[Column, ...]
+    time_column: str | None = "ts"
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def ddl(self) -> str:
+        cols = ",\n  ".join(f'"{c.name}" {c.type}' for c in self.columns)
+        return f"CREATE TABLE IF NOT EXISTS {self.qualified} (\n  {cols}\n)"
+
+
+def _t(schema: str, name: str, doc: str, *cols: tuple[str, str, str], time_column="ts") -> Table:
+    return Table(schema, name, doc, tuple(Column(*c) for c in cols), time_column)
+
+
+OBSERVATIONS = _t(
+    "raw", "observations", "Every accepted observation from the landing folder, one row per entity, metric and time.",
+    ("entity_id", "VARCHAR NOT NULL", "Entity (machine, sensor, server, store) as written in the file"),
+    ("metric", "VARCHAR NOT NULL", "Metric name (column name in wide files, `value` for single series)"),
+    ("ts", "TIMESTAMPTZ NOT NULL", "Observation time, UTC"),
+    ("value", "DOUBLE NOT NULL", "Observed value (finite)"),
+    ("source_file", "VARCHAR NOT NULL", "Landing file the row came from, relative to the landing folder"),
+    ("ingested_at", "TIMESTAMPTZ NOT NULL", "When this row was written"),
+)
+REJECTED_ROWS = _t(
+    "raw", "rejected_rows", "Quarantined observations: malformed rows with the file, line and reason.",
+    ("source_file", "VARCHAR NOT NULL", "Landing file, relative to the landing folder"),
+    ("line_number", "BIGINT NOT NULL", "1-based physical line in the file (header = line 1)"),
+    ("raw", "VARCHAR", "The original line text"),
+    ("reason", "VARCHAR NOT NULL", "Why the row was rejected"),
+    ("ingested_at", "TIMESTAMPTZ NOT NULL", "When the rejection was recorded"),
+    time_column=None,
+)
+REJECTED_FILES = _t(
+    "raw", "rejected_files", "Landing files that could not be used at all, with the reason.",
+    ("source_file", "VARCHAR NOT NULL", "Landing file, relative to the landing folder"),
+    ("reason", "VARCHAR NOT NULL", "What was expected and what was found"),
+    ("ingested_at", "TIMESTAMPTZ NOT NULL", "When the rejection was recorded"),
+    time_column=None,
+)
+LANDING_FILES = _t(
+    "raw", "landing_files", "Manifest of landing file versions read: lets a nightly run skip files outside its days.",
+    ("source_file", "VARCHAR NOT NULL", "Landing file, relative to the landing folder"),
+    ("size_bytes", "BIGINT NOT NULL", "File size when read"),
+    ("mtime_ns", "BIGINT NOT NULL", "File modification time (ns) when read"),
+    ("shape", "VARCHAR", "long, wide or single (NULL when the file was rejected)"),
+    ("first_ts", "TIMESTAMPTZ", "Earliest accepted timestamp in the file"),
+    ("last_ts", "TIMESTAMPTZ", "Latest accepted timestamp in the file"),
+    ("rows_read", "BIGINT NOT NULL", "Observations read (= stored + rejected)"),
+    ("rows_rejected", "BIGINT NOT NULL", "Observations quarantined"),
+    ("read_at", "TIMESTAMPTZ NOT NULL", "When the file was read"),
+    time_column=None,
+)
+DECOMPOSITION = _t(
+    "features", "decomposition",
+    "Causal seasonal-trend decomposition: each day's expected values are forecast from history before that day.",
+    ("entity_id", "VARCHAR NOT NULL", "Entity"),
+    ("metric", "VARCHAR NOT NULL", "Metric"),
+    ("ts", "TIMESTAMPTZ NOT NULL", "Observation time, UTC"),
+    ("value", "DOUBLE NOT NULL", "Observed value"),
+    ("expected", "DOUBLE", "trend + seasonal: what the history said this point should be (NULL in cold start)"),
+    ("trend", "DOUBLE", "Trend level carried forward from the history fit"),
+    ("seasonal", "DOUBLE", "Sum of the seasonal components (daily, weekly) at this phase"),
+    ("residual", "DOUBLE", "value - expected"),
+    ("residual_z", "DOUBLE", "residual / robust scale of the history's out-of-sample residuals"),
+)
+MODEL_VERSIONS = _t(
+    "ml", "model_versions", "Every model trained: what, when, on which window, with which parameters, where stored.",
+    ("model_version", "VARCHAR NOT NULL", "Content hash of the parameters, training window and code version"),
+    ("day", "DATE NOT NULL", "The partition day this model scores (trained strictly before it)"),
+    ("model", "VARCHAR NOT NULL", "Estimator name"),
+    ("train_start", "TIMESTAMPTZ NOT NULL", "First timestamp of the training window"),
+    ("train_end", "TIMESTAMPTZ NOT NULL", "End of the training window (exclusive; = start of day)"),
+    ("entities", "BIGINT NOT NULL", "Entities with a fitted model"),
+    ("cold_start_entities", "BIGINT NOT NULL", "Entities without enough history (no model, no score)"),
+    ("training_rows", "BIGINT NOT NULL", "Feature rows used for training"),
+    ("params", "JSON NOT NULL", "Estimator parameters"),
+    ("artifact_path", "VARCHAR NOT NULL", "Where the fitted models are stored (joblib)"),
+    ("trained_at", "TIMESTAMPTZ NOT NULL", "Wall-clock time of training"),
+    time_column=None,
+)
+ANOMALY_SCORES = _t(
+    "scoring", "anomaly_scores", "One row per entity and timestamp: how anomalous, how severe, and why.",
+    ("entity_id", "VARCHAR NOT NULL", "Entity"),
+    ("ts", "TIMESTAMPTZ NOT NULL", "Observation time, UTC"),
+    ("anomaly_score", "DOUBLE", "In [0, 1], higher = more anomalous; NULL in cold start"),
+    ("is_anomaly", "BOOLEAN NOT NULL", "anomaly_score above the warning threshold"),
+    ("severity", "VARCHAR NOT NULL", "normal, warning, critical, or cold_start (not enough history to score)"),
+    ("why", "VARCHAR", "One line for flagged rows: top metric actual vs expected, σ, dominant family share"),
+    ("model_version", "VARCHAR", "ml.model_versions row that scored this point"),
+)
+EXPLANATIONS = _t(
+    "scoring", "explanations", "For every flagged point, every metric ranked by its share of the deviation.",
+    ("entity_id", "VARCHAR NOT NULL", "Entity"),
+    ("ts", "TIMESTAMPTZ NOT NULL", "Observation time, UTC"),
+    ("metric", "VARCHAR NOT NULL", "Metric"),
+    ("rank", "INTEGER NOT NULL", "1 = strongest contributor"),
+    ("contribution", "DOUBLE NOT NULL", "Share of the deviation; sums to 1 per entity and ts"),
+    ("family", "VARCHAR NOT NULL", "Metric family (temperature, vibration, voltage, ...)"),
+    ("expected", "DOUBLE", "Expected value from the decomposition"),
+    ("actual", "DOUBLE", "Observed value"),
+)
+EVALUATION_METRICS = _t(
+    "evaluation", "metrics", "Detection quality against the labels file, per entity and overall (entity_id = '*').",
+    ("entity_id", "VARCHAR NOT NULL", "Entity, or '*' for the mean over entities"),
+    ("points", "BIGINT NOT NULL", "Scored points evaluated"),
+    ("labeled_points", "BIGINT NOT NULL", "Points inside a label window"),
+    ("precision", "DOUBLE", "Point-wise precision of is_anomaly"),
+    ("recall", "DOUBLE", "Point-wise recall of is_anomaly"),
+    ("f1", "DOUBLE", "Point-wise F1 of is_anomaly"),
+    ("best_f1", "DOUBLE", "Point-wise F1 at the best threshold on anomaly_score (threshold-free quality; no point-adjust)"),
+    ("auc_pr", "DOUBLE", "Average precision of anomaly_score"),
+    ("event_recall", "DOUBLE", "Share of labeled windows with at least one flagged point"),
+    ("event_precision", "DOUBLE", "Share of flagged runs that overlap a labeled window"),
+    ("evaluated_from", "TIMESTAMPTZ", "First timestamp evaluated (the test split when one is given)"),
+    ("evaluated_at", "TIMESTAMPTZ NOT NULL", "When the evaluation ran"),
+    time_column=None,
+)
+
+TABLES: tuple[Table, ...] = (
+    OBSERVATIONS, REJECTED_ROWS, REJECTED_FILES, LANDING_FILES, DECOMPOSITION, MODEL_VERSIONS,
+    ANOMALY_SCORES, EXPLANATIONS, EVALUATION_METRICS,
+)
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection, tables: tuple[Table, ...] = TABLES) -> None:
+    for schema in sorted({t.schema for t in tables}):
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    for t in tables:
+        con.execute(t.ddl())
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: Table, rows: pd.DataFrame) -> None:
+    if rows is None or len(rows) == 0:
+        return
+    missing = [c for c in table.column_names if c not in rows.columns]
+    if missing:
+        raise ValueError(f"{table.qualified}: rows to write lack columns {missing}")
+    con.register("_rows", rows[table.column_names])
+    try:
+        cols = ", ".join(f'"{c}"' for c in table.column_names)
+        con.execute(f"INSERT INTO {table.qualified} ({cols}) SELECT {cols} FROM _rows")
+    finally:
+        con.unregister("_rows")
+
+
+def replace_time_slice(
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    rows: pd.DataFrame,
+    start: dt.datetime,
+    end: dt.datetime,
+) -> None:
+    """Replace the rows of ``table`` with ``start <= ts < end`` by ``rows``, atomically."""
+    if table.time_column is None:
+        raise ValueError(f"{table.qualified} has no time column to slice on")
+    if len(rows):
+        ts = pd.to_datetime(rows[table.time_column], utc=True)
+        if ts.min() < pd.Timestamp(start) or ts.max() >= pd.Timestamp(end):
+            raise ValueError(
+                f"{table.qualified}: rows span {ts.min()}..{ts.max()}, outside the slice [{start}, {end})"
+            )
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            f"DELETE FROM {table.qualified} WHERE {table.time_column} >= ? AND {table.time_column} < ?",
+            [start, end],
+        )
+        _insert(con, table, rows)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def replace_keyed(
+    con: duckdb.DuckDBPyConnection, table: Table, rows: pd.DataFrame, key: str, values: list
+) -> None:
+    """Replace every row of ``table`` whose ``key`` is in ``values`` by ``rows``, atomically."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if values:
+            con.execute(
+                f'DELETE FROM {table.qualified} WHERE "{key}" IN (SELECT UNNEST(?::VARCHAR[]))',
+                [list(map(str, values))],
+            )
+        _insert(con, table, rows)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def readme_table_docs(tables: tuple[Table, ...] = TABLES) -> str:
+    """The warehouse contract as markdown (pasted into the README; a test keeps them equal)."""
+    out = []
+    for t in tables:
+        out.append(f"#### `{t.qualified}`\n\n{t.doc}\n\n| column | type | meaning |\n|---|---|---|")
+        out += [f"| `{c.name}` | {c.type.replace(' NOT NULL', '')} | {c.doc} |" for c in t.columns]
+        out.append("")
+    return "\n".join(out)
