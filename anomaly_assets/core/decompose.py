@@ -86,7 +86,7 @@ import warnings
 
 import numpy as np
 import scipy.fft as sfft
-from numpy.lib.stride_tricks import sliding_window_view
+from scipy import signal
 
 __all__ = ["STLResult", "MSTLResult", "stl", "mstl"]
 
@@ -95,8 +95,11 @@ __all__ = ["STLResult", "MSTLResult", "stl", "mstl"]
 _FFT_MIN_SPAN = 65
 # Series (or subseries) this short get one dense (n_out x n) weight matrix.
 _DENSE_MAX_N = 128
-# Chunk size over series, in elements of one (chunk, n_obs + 2 * period) array.
+# Chunk size over series, in elements of one (n_obs + 2 * period, chunk) array.
 _CHUNK_ELEMENTS = 1 << 21
+# Block-Toeplitz correlation: B = max(_TOEPLITZ_MIN_BLOCK, _TOEPLITZ_BLOCK_SPANS * span)
+_TOEPLITZ_MIN_BLOCK = 64
+_TOEPLITZ_BLOCK_SPANS = 2
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,92 @@ class MSTLResult:
 
 
 # --------------------------------------------------------------------------
+# Banded linear operators along time (axis 0 of a time-major (n, S) array)
+# --------------------------------------------------------------------------
+
+
+class _Corr:
+    """Valid correlations of a time-major X with a stack of kernels.
+
+    ``out[k][t, s] = sum_u kern[k, u] * X[t + u, s]`` for t = 0 .. n - span.
+    Short kernels: exact direct sums done as block-Toeplitz matmuls (time cut
+    in blocks of B outputs, each block one GEMM ``(B, B + span - 1) @ (B +
+    span - 1, S)``).  Long kernels: FFT (circular, nfft >= n so the valid part
+    never wraps).
+    """
+
+    def __init__(self, kern: np.ndarray):
+        kern = np.atleast_2d(np.asarray(kern, dtype=np.float64))
+        self.kern = kern
+        self.nk, self.span = kern.shape
+        self.use_fft = self.span >= _FFT_MIN_SPAN
+        self._toeplitz: dict = {}
+        self._fft: dict = {}
+
+    def _tmat(self, B):
+        T = self._toeplitz.get(B)
+        if T is None:
+            L = B + self.span - 1
+            T = np.zeros((self.nk, B, L))
+            for o in range(B):
+                T[:, o, o:o + self.span] = self.kern
+            self._toeplitz[B] = T
+        return T
+
+    def __call__(self, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """X (n, S) -> (nk, n - span + 1, S) (or into ``out``)."""
+        n, S = X.shape
+        m = n - self.span + 1
+        if out is None:
+            out = np.empty((self.nk, m, S))
+        if self.use_fft:
+            nfft = sfft.next_fast_len(n, real=True)
+            Kf = self._fft.get(nfft)
+            if Kf is None:
+                Kf = sfft.rfft(self.kern[:, ::-1], nfft, axis=1)[:, :, None]
+                self._fft[nfft] = Kf
+            Xf = sfft.rfft(X, nfft, axis=0, workers=-1)
+            for k in range(self.nk):
+                out[k] = sfft.irfft(Xf * Kf[k], nfft, axis=0, workers=-1)[self.span - 1:n]
+            return out
+        B = min(m, max(_TOEPLITZ_MIN_BLOCK, _TOEPLITZ_BLOCK_SPANS * self.span))
+        T = self._tmat(B)
+        for t0 in range(0, m, B):
+            b = min(B, m - t0)
+            Tb = T if b == B else T[:, :b, :b + self.span - 1]
+            Xw = X[t0:t0 + b + self.span - 1]
+            for k in range(self.nk):
+                np.matmul(Tb[k], Xw, out=out[k, t0:t0 + b])
+        return out
+
+
+class _BandedOp:
+    """Fixed linear map along time: dense edge blocks + Toeplitz interior.
+
+    ``blocks``: list of (o0, o1, start, W) with ``out[o0:o1] = W @ X[start:start+L]``;
+    ``interior``: (o0, o1, kernel) with ``out[o0 + t] = sum_u kernel[u] X[t + u]``.
+    """
+
+    def __init__(self, n_in, n_out, blocks, interior):
+        self.n_in, self.n_out = n_in, n_out
+        self.blocks = [(o0, o1, st, np.ascontiguousarray(W)) for o0, o1, st, W in blocks]
+        self.interior = None
+        if interior is not None:
+            o0, o1, kern = interior
+            self.interior = (o0, o1, _Corr(kern))
+            assert o1 - o0 == n_in - len(kern) + 1
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        out = np.empty((self.n_out, X.shape[1]))
+        for o0, o1, st, W in self.blocks:
+            np.matmul(W, X[st:st + W.shape[1]], out=out[o0:o1])
+        if self.interior is not None:
+            o0, o1, corr = self.interior
+            corr(X, out=out[None, o0:o1])
+        return out
+
+
+# --------------------------------------------------------------------------
 # Loess plans
 # --------------------------------------------------------------------------
 
@@ -146,7 +235,7 @@ def _tricube(r: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 
 def _row_windows(n: int, span: int, extrapolate: bool):
-    """(xs, nleft, nright) 1-based for every output row, as ``_ess``/``_ss``."""
+    """(xs, nleft, nright), 1-based, of every output row, as ``_ess``/``_ss``."""
     xs = np.arange(1, n + 1)
     if span >= n:
         nl = np.ones(n, dtype=np.int64)
@@ -163,221 +252,208 @@ def _row_windows(n: int, span: int, extrapolate: bool):
 
 
 class _Block:
-    """Output rows sharing one input window ``[start, start + L)`` (0-based)."""
+    """Output rows ``[o0, o1)`` sharing the input window ``[start, start + L)``."""
 
-    def __init__(self, out_idx, start, L, xs, nl, nr, h, deg, rng):
-        self.out_idx = np.asarray(out_idx, dtype=np.intp)
-        self.start = int(start)
-        self.L = int(L)
+    def __init__(self, o0, o1, start, L, xs, nl, nr, h, deg, rng):
+        self.o0, self.o1, self.start, self.L = int(o0), int(o1), int(start), int(L)
         pos = np.arange(start + 1, start + L + 1, dtype=np.float64)  # 1-based
         xs = xs.astype(np.float64)
         inwin = (pos[None, :] >= nl[:, None]) & (pos[None, :] <= nr[:, None])
-        K = _tricube(np.abs(pos[None, :] - xs[:, None]), h[:, None])
-        K = np.where(inwin, K, 0.0)
+        K = np.where(inwin, _tricube(np.abs(pos[None, :] - xs[:, None]), h[:, None]), 0.0)
         a = K.sum(axis=1)
-        self.bad = a <= 0
-        self.apply_deg = (h > 0) & (deg > 0)
-        # --- effective linear weights, exactly as _est (non-robust case)
+        bad = a <= 0
+        self.apply_deg = ((h > 0) & (deg > 0))[:, None]
+        # effective linear weights, exactly as _est computes them (no rho)
         with np.errstate(divide="ignore", invalid="ignore"):
-            w = K / np.where(self.bad, 1.0, a)[:, None]
+            w = K / np.where(bad, 1.0, a)[:, None]
             if deg > 0:
                 am = (w * pos[None, :]).sum(axis=1)
                 b = xs - am
                 c = (w * (pos[None, :] - am[:, None]) ** 2).sum(axis=1)
-                ok = self.apply_deg & (np.sqrt(c) > 0.001 * rng)
+                ok = self.apply_deg[:, 0] & (np.sqrt(c) > 0.001 * rng)
                 fac = b / np.where(ok, c, 1.0)
-                w = np.where(ok[:, None],
-                             w * (fac[:, None] * (pos[None, :] - am[:, None]) + 1.0),
-                             w)
-        w[self.bad] = 0.0
-        self.weff_t = np.ascontiguousarray(w.T)  # (L, rows)
-        # --- kernels for the robust ratio-of-sums form, offsets centred on an
-        # integer reference near the kernel mean (limits cancellation)
-        safe_a = np.where(self.bad, 1.0, a)
-        ref = np.rint((K * pos[None, :]).sum(axis=1) / safe_a)
-        ref = np.where(self.bad, xs, ref)
+                corr = fac[:, None] * (pos[None, :] - am[:, None]) + 1.0
+                w = np.where(ok[:, None], w * corr, w)
+        # a missing fit (no positive weight) can only come from robustness
+        # weights; flag it with NaN weights so it shows up
+        w[bad] = np.nan
+        self.weff = w  # (rows, L)
+        # kernels for the robust sums, offsets centred on an integer
+        # reference near the kernel mean (limits cancellation)
+        ref = np.rint((K * pos[None, :]).sum(axis=1) / np.where(bad, 1.0, a))
+        ref = np.where(bad, xs, ref)
         D = pos[None, :] - ref[:, None]
-        self.x0 = xs - ref
-        if deg > 0:
-            ks = np.concatenate([K, K * D, K * D * D], axis=0)
-        else:
-            ks = K
-        self.k_rho_t = np.ascontiguousarray(ks.T)  # (L, 3*rows) or (L, rows)
-        self.k_z_t = np.ascontiguousarray(ks[: (2 if deg > 0 else 1) * len(K)].T)
+        self.x0 = (xs - ref)[:, None]
+        r = len(K)
+        self.k_rho = np.concatenate([K, K * D, K * D * D]) if deg > 0 else K
+        self.k_z = np.ascontiguousarray(self.k_rho[: (2 * r if deg > 0 else r)])
+
+
+class _RobustState:
+    """Per-outer-iteration loess coefficients for fixed robustness weights.
+
+    The degree-1 fit is linear in y: ``ys = alpha * T0 + beta * T1`` with
+    ``T_k = sum K d^k rho y`` and ``alpha``, ``beta`` functions of the sums
+    ``S_k = sum K d^k rho`` only (see ``_coefs``).
+    """
+
+    def __init__(self, blocks, interior, missing):
+        self.blocks = blocks  # list of (alpha, beta)
+        self.interior = interior  # (alpha, beta) or None
+        self.missing = missing  # (n_out, S) bool or None
+
+
+def _coefs(S0, S1, S2, x0, apply_deg, rng):
+    """alpha, beta of the local fit at x0 (coords of the sums); 0 where missing.
+
+    Weighted LS line through the window evaluated at x0:
+    ``ys = (T0 (S2 - x0 S1) + T1 (x0 S0 - S1)) / (S0 S2 - S1^2)``, used when
+    ``sqrt(c) > 0.001 * rng`` with ``c = (S0 S2 - S1^2) / S0^2`` (as ``_est``),
+    else the weighted mean ``T0 / S0``.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        delta = S0 * S2
+        delta -= S1 * S1
+        ok = delta > (0.001 * rng) ** 2 * (S0 * S0)
+        ok &= apply_deg
+        inv0 = 1.0 / S0
+        alpha = np.where(ok, (S2 - x0 * S1) / delta, inv0)
+        beta = np.where(ok, (x0 * S0 - S1) / delta, 0.0)
+    miss = ~(S0 > 0)
+    if miss.any():
+        alpha[miss] = 0.0
+        beta[miss] = 0.0
+    else:
+        miss = None
+    return alpha, beta, miss
+
+
+def _coefs0(S0):
+    with np.errstate(divide="ignore"):
+        alpha = 1.0 / S0
+    miss = ~(S0 > 0)
+    if miss.any():
+        alpha[miss] = 0.0
+    else:
+        miss = None
+    return alpha, None, miss
 
 
 class _LoessPlan:
-    """All fixed geometry of one loess pass (``_ess``, jump 1) over length n.
+    """Fixed geometry of one loess pass (``_ess``, jump 1) over length n.
 
     With ``extrapolate`` (cycle-subseries smoothing) the output has n + 2
-    points: the ``_ss`` extrapolations at x = 0 and x = n + 1 around the n fits.
+    rows: the ``_ss`` extrapolations at x = 0 and x = n + 1 around the n fits.
     """
 
     def __init__(self, n: int, span: int, deg: int, extrapolate: bool):
         self.n, self.span, self.deg = n, span, deg
-        self.extrapolate = extrapolate
         self.n_out = n + 2 if extrapolate else n
-        rng = n - 1.0
+        self.rng = n - 1.0
         xs, nl, nr = _row_windows(n, span, extrapolate)
         h = np.maximum(xs - nl, nr - xs).astype(np.float64)
         if span > n:
             h += (span - n) // 2
+        q = (span - 1) // 2
         self.blocks: list[_Block] = []
         self.interior = None
-        q = (span - 1) // 2
-        rows = np.arange(self.n_out)
-        if span >= n or n <= _DENSE_MAX_N or span % 2 == 0:
-            self.blocks.append(_Block(rows, 0, n, xs, nl, nr, h, deg, rng))
-            return
-        centred = (xs - nl == q) & (nr - xs == q)
-        interior = rows[centred]
-        left = rows[(~centred) & (nl == 1)]
-        right = rows[(~centred) & (nl != 1) & (nr == n)]
-        assert len(left) + len(right) + len(interior) == self.n_out
-        assert np.all(np.diff(interior) == 1)
-        for sel, start in ((left, 0), (right, n - span)):
-            self.blocks.append(
-                _Block(sel, start, span, xs[sel], nl[sel], nr[sel], h[sel], deg, rng))
-        # interior: every row has the same kernel over offsets d = -q..q
-        o0, o1 = int(interior[0]), int(interior[-1]) + 1
-        self.interior = (o0, o1)
-        first = interior[:1]
-        blk = _Block(first, nl[first[0]] - 1, span, xs[first], nl[first],
-                     nr[first], h[first], deg, rng)
-        self.int_weff = blk.weff_t[:, 0].copy()  # (span,)
-        d = np.arange(-q, q + 1, dtype=np.float64)
-        K = _tricube(np.abs(d), np.float64(q))
-        self.int_apply_deg = deg > 0 and q > 0
-        self.int_support = int(np.max(np.abs(d[K > 0]))) if np.any(K > 0) else -1
-        if deg > 0:
-            self.int_k_rho = np.stack([K, K * d, K * d * d])
-            self.int_k_z = self.int_k_rho[:2]
+        if span >= n or n <= _DENSE_MAX_N:
+            self.blocks.append(_Block(0, self.n_out, 0, n, xs, nl, nr, h, deg, self.rng))
         else:
-            self.int_k_rho = K[None, :]
-            self.int_k_z = K[None, :]
-        self.use_fft = span >= _FFT_MIN_SPAN
-        self._toeplitz_cache: dict = {}
-        self._fft_cache: dict = {}
+            rows = np.arange(self.n_out)
+            centred = (xs - nl == q) & (nr - xs == q)
+            interior = rows[centred]
+            left = rows[(~centred) & (nl == 1)]
+            right = rows[(~centred) & (nl != 1) & (nr == n)]
+            assert len(left) + len(right) + len(interior) == self.n_out
+            for sel, start in ((left, 0), (right, n - span)):
+                assert np.all(np.diff(sel) == 1)
+                self.blocks.append(_Block(sel[0], sel[-1] + 1, start, span, xs[sel], nl[sel],
+                                          nr[sel], h[sel], deg, self.rng))
+            o0, o1 = int(interior[0]), int(interior[-1]) + 1
+            assert o1 - o0 == len(interior) == n - span + 1
+            first = interior[:1]
+            blk = _Block(0, 1, nl[o0] - 1, span, xs[first], nl[first], nr[first], h[first],
+                         deg, self.rng)
+            d = np.arange(-q, q + 1, dtype=np.float64)
+            K = _tricube(np.abs(d), np.float64(q))
+            self.int_apply_deg = deg > 0 and q > 0
+            self.int_support = int(np.max(np.abs(d[K > 0])))
+            k_rho = np.stack([K, K * d, K * d * d]) if deg > 0 else K[None, :]
+            self.interior = (o0, o1)
+            self.int_weff = blk.weff[0]
+            self.corr_rho = _Corr(k_rho)
+            self.corr_z = _Corr(k_rho[:2] if deg > 0 else k_rho)
+        self.op = _BandedOp(
+            n, self.n_out, [(b.o0, b.o1, b.start, b.weff) for b in self.blocks],
+            None if self.interior is None else (*self.interior, self.int_weff))
 
-    # ---------------------------------------------------------- correlations
-    def _corr(self, X: np.ndarray, kern: np.ndarray, key: str) -> np.ndarray:
-        """Valid correlation ``out[:, k, t] = sum_d kern[k, d] X[:, t + d]``."""
-        if self.use_fft:
-            return self._corr_fft(X, kern, key)
-        return self._corr_toeplitz(X, kern, key)
-
-    def _corr_toeplitz(self, X, kern, key):
-        S, n = X.shape
-        nk, span = kern.shape
-        m = n - span + 1
-        B = max(2 * span, 64)
-        nb = -(-m // B)
-        L = B + span - 1
-        T = self._toeplitz_cache.get(key)
-        if T is None:
-            T = np.zeros((L, nk, B))
-            for o in range(B):
-                T[o:o + span, :, o] = kern.T
-            T = T.reshape(L, nk * B)
-            self._toeplitz_cache[key] = T
-        pad = nb * B + span - 1 - n
-        Xp = np.pad(X, ((0, 0), (0, pad))) if pad else X
-        win = sliding_window_view(Xp, L, axis=1)[:, ::B]  # (S, nb, L)
-        out = win.reshape(S * nb, L) @ T  # (S*nb, nk*B)
-        out = out.reshape(S, nb, nk, B).transpose(0, 2, 1, 3).reshape(S, nk, nb * B)
-        return out[:, :, :m]
-
-    def _corr_fft(self, X, kern, key):
-        S, n = X.shape
-        nk, span = kern.shape
-        nfft = sfft.next_fast_len(n, real=True)
-        Kf = self._fft_cache.get((key, nfft))
-        if Kf is None:
-            # circular convolution with the reversed kernel; outputs
-            # span-1 .. n-1 never wrap because nfft >= n
-            Kf = sfft.rfft(kern[:, ::-1], nfft, axis=1)
-            self._fft_cache[(key, nfft)] = Kf
-        Xf = sfft.rfft(X, nfft, axis=1, workers=-1)
-        out = np.empty((S, nk, n - span + 1))
-        for k in range(nk):
-            out[:, k] = sfft.irfft(Xf * Kf[k], nfft, axis=1, workers=-1)[:, span - 1:n]
-        return out
-
-    # ---------------------------------------------------------------- linear
-    def linear(self, Y: np.ndarray) -> np.ndarray:
-        """Loess without robustness weights (NaN where the fit is missing)."""
-        S = Y.shape[0]
-        out = np.empty((S, self.n_out))
-        for b in self.blocks:
-            out[:, b.out_idx] = Y[:, b.start:b.start + b.L] @ b.weff_t
-            if b.bad.any():
-                out[:, b.out_idx[b.bad]] = np.nan
-        if self.interior is not None:
-            o0, o1 = self.interior
-            out[:, o0:o1] = self._corr(Y, self.int_weff[None, :], "lin")[:, 0]
-        return out
-
-    # -------------------------------------------------------------- weighted
-    def weighted(self, Y: np.ndarray, rho: np.ndarray) -> np.ndarray:
-        """Loess with per-series robustness weights ``rho`` (same shape as Y)."""
-        S = Y.shape[0]
+    def prepare(self, rho: np.ndarray) -> _RobustState:
+        """Coefficients for robustness weights ``rho`` (n, S)."""
+        S = rho.shape[1]
         deg1 = self.deg > 0
-        mu = Y.mean(axis=1, keepdims=True)
-        Z = rho * (Y - mu)  # loess is affine-equivariant: fit Y - mu, add mu
-        out = np.empty((S, self.n_out))
+        blocks = []
+        missing = None
+
+        def _miss(o0, o1, m):
+            nonlocal missing
+            if m is not None:
+                if missing is None:
+                    missing = np.zeros((self.n_out, S), dtype=bool)
+                missing[o0:o1] |= m
+
         for b in self.blocks:
-            r = len(b.out_idx)
-            sl = slice(b.start, b.start + b.L)
-            SR = rho[:, sl] @ b.k_rho_t
-            SZ = Z[:, sl] @ b.k_z_t
+            r = b.o1 - b.o0
+            SR = b.k_rho @ rho[b.start:b.start + b.L]
             if deg1:
-                ys = _combine(SR[:, :r], SR[:, r:2 * r], SR[:, 2 * r:], SZ[:, :r],
-                              SZ[:, r:], b.x0[None, :], b.apply_deg[None, :],
-                              self.n - 1.0)
+                al, be, m = _coefs(SR[:r], SR[r:2 * r], SR[2 * r:], b.x0, b.apply_deg, self.rng)
             else:
-                ys = _combine0(SR, SZ)
-            out[:, b.out_idx] = ys
+                al, be, m = _coefs0(SR)
+            blocks.append((al, be))
+            _miss(b.o0, b.o1, m)
+        interior = None
         if self.interior is not None:
             o0, o1 = self.interior
-            SR = self._corr(rho, self.int_k_rho, "rho")
-            SZ = self._corr(Z, self.int_k_z, "z")
-            S0 = SR[:, 0]
-            if self.use_fft:
-                # FFT sums are not exactly zero where every weight vanishes:
+            SR = self.corr_rho(rho)
+            S0 = SR[0]
+            if self.corr_rho.use_fft:
+                # FFT sums are not exactly 0 where every weight vanishes:
                 # find those windows exactly with an integer count
-                e = self.int_support
-                q = (self.span - 1) // 2
-                cnt = np.zeros((S, self.n + 1), dtype=np.int64)
-                np.cumsum(rho > 0, axis=1, out=cnt[:, 1:])
-                lo, hi = q - e, self.n - q - e  # window [t+q-e, t+q+e]
-                nz = cnt[:, lo + 2 * e + 1:hi + 2 * e + 1] - cnt[:, lo:hi]
-                S0 = np.where(nz > 0, S0, 0.0)
+                e, q = self.int_support, (self.span - 1) // 2
+                cnt = np.zeros((self.n + 1, S), dtype=np.int64)
+                np.cumsum(rho > 0, axis=0, out=cnt[1:])
+                lo, hi = q - e, self.n - q - e
+                S0[cnt[lo + 2 * e + 1:hi + 2 * e + 1] == cnt[lo:hi]] = 0.0
             if deg1:
-                ys = _combine(S0, SR[:, 1], SR[:, 2], SZ[:, 0], SZ[:, 1], 0.0,
-                              self.int_apply_deg, self.n - 1.0)
+                al, be, m = _coefs(S0, SR[1], SR[2], 0.0, self.int_apply_deg, self.rng)
             else:
-                ys = _combine0(S0, SZ[:, 0])
-            out[:, o0:o1] = ys
-        out += mu
+                al, be, m = _coefs0(S0)
+            interior = (al, be)
+            _miss(o0, o1, m)
+        return _RobustState(blocks, interior, missing)
+
+    def weighted(self, X: np.ndarray, rho: np.ndarray, st: _RobustState) -> np.ndarray:
+        """Robust loess of X (n, S) with the coefficients ``st`` of ``rho``.
+
+        Missing fits (``st.missing``) are left at 0 for the caller to fill.
+        """
+        Z = rho * X
+        out = np.empty((self.n_out, X.shape[1]))
+        for b, (al, be) in zip(self.blocks, st.blocks):
+            TZ = b.k_z @ Z[b.start:b.start + b.L]
+            r = b.o1 - b.o0
+            ys = np.multiply(al, TZ[:r], out=out[b.o0:b.o1])
+            if be is not None:
+                ys += be * TZ[r:]
+        if self.interior is not None:
+            o0, o1 = self.interior
+            al, be = st.interior
+            TZ = self.corr_z(Z)
+            ys = np.multiply(al, TZ[0], out=out[o0:o1])
+            if be is not None:
+                TZ[1] *= be
+                ys += TZ[1]
         return out
-
-
-def _combine0(S0, T0):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(S0 > 0, T0 / S0, np.nan)
-
-
-def _combine(S0, S1, S2, T0, T1, x0, apply_deg, rng):
-    """Degree-1 loess value from the five weighted sums (see module doc)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = 1.0 / S0
-        a = S1 * inv
-        c = S2 * inv - a * a
-        m0 = T0 * inv
-        m1 = T1 * inv
-        ok = apply_deg & (np.sqrt(c) > 0.001 * rng)
-        ys = np.where(ok, m0 + (x0 - a) / c * (m1 - a * m0), m0)
-    return np.where(S0 > 0, ys, np.nan)
 
 
 @lru_cache(maxsize=64)
@@ -385,116 +461,157 @@ def _plan(n: int, span: int, deg: int, extrapolate: bool) -> _LoessPlan:
     return _LoessPlan(n, span, deg, extrapolate)
 
 
-def _loess(Y, span, deg, rho=None):
-    """``_ess`` (jump 1): missing fits fall back to the input value."""
-    p = _plan(Y.shape[1], span, deg, False)
-    out = p.linear(Y) if rho is None else p.weighted(Y, rho)
-    bad = np.isnan(out)
-    if bad.any():
-        out[bad] = Y[bad]
-    return out
+@lru_cache(maxsize=32)
+def _season_op(n: int, period: int, low_pass: int, low_pass_deg: int) -> _BandedOp:
+    """Linear map C (n + 2p) -> seasonal (n): ``C[p:p+n] - loess(MA3(MAp(MAp(C))))``.
+
+    The three moving averages (``_fts``) are one correlation with
+    ``h = box_p * box_p * box_3`` (length 2p + 1), so the low-pass loess of
+    them is a banded operator on C whose rows are the loess rows convolved
+    with h.
+    """
+    h = np.convolve(np.convolve(np.full(period, 1.0 / period), np.full(period, 1.0 / period)),
+                    np.full(3, 1.0 / 3.0))
+    lp = _plan(n, low_pass, low_pass_deg, False)
+    blocks = []
+    for b in lp.blocks:
+        W = _conv_rows(b.weff, h)  # (rows, L + 2p) over C[start : start + L + 2p]
+        W = -W
+        rows = np.arange(b.o0, b.o1)
+        W[rows - b.o0, period + rows - b.start] += 1.0
+        blocks.append((b.o0, b.o1, b.start, W))
+    interior = None
+    if lp.interior is not None:
+        o0, o1 = lp.interior
+        g = -_conv_rows(lp.int_weff[None, :], h)[0]
+        g[period + (low_pass - 1) // 2] += 1.0
+        interior = (o0, o1, g)
+    return _BandedOp(n + 2 * period, n, blocks, interior)
+
+
+def _conv_rows(W, h):
+    """Full convolution of every row of W with h."""
+    if W.shape[1] * len(h) <= 1 << 16:
+        out = np.zeros((W.shape[0], W.shape[1] + len(h) - 1))
+        for t, ht in enumerate(h):
+            out[:, t:t + W.shape[1]] += ht * W
+        return out
+    return signal.fftconvolve(W, h[None, :], axes=1)
 
 
 # --------------------------------------------------------------------------
-# STL steps
+# STL steps (time-major arrays: (n_obs, n_series))
 # --------------------------------------------------------------------------
 
 
-def _subseries_smooth(X, rho, k, span, deg):
-    """Smooth rows (length k) and extrapolate: ``_ss`` body -> (rows, k + 2)."""
-    p = _plan(k, span, deg, True)
-    out = p.linear(X) if rho is None else p.weighted(X, rho)
-    mid = out[:, 1:k + 1]
-    bad = np.isnan(mid)
-    if bad.any():
-        mid[bad] = X[bad]
-    for e, nb in ((0, 1), (k + 1, k)):
-        bad = np.isnan(out[:, e])
-        if bad.any():
-            out[bad, e] = out[bad, nb]
-    return out
+class _SubseriesRobust:
+    """Robustness weights of the cycle-subseries and their loess coefficients."""
+
+    def __init__(self, groups):
+        self.groups = groups  # list of (rho2d, state)
 
 
-def _ss(W, rho, period, span, deg):
-    """Cycle-subseries smoothing: (S, n) -> C (S, n + 2 * period)."""
-    S, n = W.shape
+def _subseries_layout(n, period):
     K, r = divmod(n, period)
     Kc = K + 1 if r else K
-    tot = Kc * period
-    Wp = np.zeros((S, tot))
-    Wp[:, :n] = W
-    Wp = Wp.reshape(S, Kc, period)
-    if rho is not None:
-        Rp = np.ones((S, tot))
-        Rp[:, :n] = rho
-        Rp = Rp.reshape(S, Kc, period)
-    out = np.empty((S, K + 3, period))
-    groups = [(slice(r, period), K)]
+    groups = [(r, period, K)]  # j in [r, period): length K
     if r:
-        groups.append((slice(0, r), K + 1))
-    for js, k in groups:
-        nj = js.stop - js.start
-        X = Wp[:, :k, js].transpose(0, 2, 1).reshape(S * nj, k)
-        R = None if rho is None else Rp[:, :k, js].transpose(0, 2, 1).reshape(S * nj, k)
-        res = _subseries_smooth(X, R, k, span, deg)
-        out[:, :k + 2, js] = res.reshape(S, nj, k + 2).transpose(0, 2, 1)
-    return out.reshape(S, (K + 3) * period)[:, :n + 2 * period]
+        groups.append((0, r, K + 1))  # j in [0, r): length K + 1
+    return K, Kc, groups
 
 
-def _ma(x, L):
-    """Moving average of length L along axis 1 (``_ma``): n -> n - L + 1."""
-    cs = np.cumsum(x, axis=1)
-    out = np.empty((x.shape[0], x.shape[1] - L + 1))
-    out[:, 0] = cs[:, L - 1]
-    np.subtract(cs[:, L:], cs[:, :-L], out=out[:, 1:])
-    out /= L
-    return out
+def _to_cycles(X, period):
+    """(n, S) -> (Kc, period, S) view/copy (zero-padded to whole cycles)."""
+    n, S = X.shape
+    K, Kc, _ = _subseries_layout(n, period)
+    if Kc * period == n:
+        return X.reshape(Kc, period, S)
+    Xp = np.zeros((Kc * period, S))
+    Xp[:n] = X
+    return Xp.reshape(Kc, period, S)
 
 
-def _fts(C, period):
-    """The three moving averages of the low-pass filter: n + 2p -> n."""
-    mu = C.mean(axis=1, keepdims=True)
-    x = _ma(_ma(_ma(C - mu, period), period), 3)
-    x += mu
-    return x
+def _ss_prepare(rho, period, span, deg):
+    n, S = rho.shape
+    K, Kc, groups = _subseries_layout(n, period)
+    R3 = _to_cycles(rho, period)
+    out = []
+    for j0, j1, k in groups:
+        R = R3[:k, j0:j1].reshape(k, (j1 - j0) * S)
+        out.append((R, _plan(k, span, deg, True).prepare(R)))
+    return _SubseriesRobust(out)
+
+
+def _ss(W, period, span, deg, rob: _SubseriesRobust | None):
+    """Cycle-subseries smoothing ``_ss``: W (n, S) -> C (n + 2 period, S)."""
+    n, S = W.shape
+    K, Kc, groups = _subseries_layout(n, period)
+    W3 = _to_cycles(W, period)
+    out = np.empty((K + 3, period, S))
+    for g, (j0, j1, k) in enumerate(groups):
+        X = W3[:k, j0:j1].reshape(k, (j1 - j0) * S)
+        p = _plan(k, span, deg, True)
+        if rob is None:
+            res = p.op(X)
+        else:
+            R, st = rob.groups[g]
+            res = p.weighted(X, R, st)
+            if st.missing is not None:
+                m = st.missing
+                mid = res[1:k + 1]
+                mid[m[1:k + 1]] = X[m[1:k + 1]]
+                res[0][m[0]] = res[1][m[0]]
+                res[k + 1][m[k + 1]] = res[k][m[k + 1]]
+        out[:k + 2, j0:j1] = res.reshape(k + 2, j1 - j0, S)
+    return out.reshape((K + 3) * period, S)[:n + 2 * period]
 
 
 def _rwts(Y, fit):
-    """Bisquare robustness weights with 6 * median absolute residual."""
+    """Bisquare robustness weights with 6 * median |residual| (``_rwts``)."""
     R = np.abs(Y - fit)
-    n = Y.shape[1]
+    n = Y.shape[0]
     m0 = n // 2
     m1 = n - m0 - 1
-    part = np.partition(R, sorted({m0, m1}), axis=1)
-    cmad = 3.0 * (part[:, m0] + part[:, m1])
-    cm = cmad[:, None]
+    part = np.partition(R, sorted({m0, m1}), axis=0)
+    cmad = 3.0 * (part[m0] + part[m1])
     with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.where(R <= 0.001 * cm, 1.0,
-                     np.where(R <= 0.999 * cm, (1.0 - (R / cm) ** 2) ** 2, 0.0))
-    w[cmad == 0] = 1.0
+        u = R / cmad
+        w = 1.0 - u * u
+        w *= w
+    w[R <= 0.001 * cmad] = 1.0
+    w[R > 0.999 * cmad] = 0.0
+    w[:, cmad == 0] = 1.0
     return w
 
 
 def _stl_chunk(Y, period, seasonal, trend_len, low_pass, sdeg, tdeg, ldeg,
                inner_iter, outer_iter):
-    S, n = Y.shape
-    trend = np.zeros((S, n))
-    season = np.zeros((S, n))
-    rw = np.ones((S, n))
-    use_rw = False
+    """STL of a time-major chunk Y (n, S); returns (trend, seasonal, weights)."""
+    n, S = Y.shape
+    season_op = _season_op(n, period, low_pass, ldeg)
+    tplan = _plan(n, trend_len, tdeg, False)
+    trend = np.zeros((n, S))
+    season = None
+    rw = np.ones((n, S))
+    rob_ss = rob_t = None
     k = 0
     while True:
-        rho = rw if use_rw else None
         for _ in range(inner_iter):
-            C = _ss(Y - trend, rho, period, seasonal, sdeg)
-            low = _loess(_fts(C, period), low_pass, ldeg)
-            season = C[:, period:period + n] - low
-            trend = _loess(Y - season, trend_len, tdeg, rho)
+            C = _ss(Y - trend, period, seasonal, sdeg, rob_ss)
+            season = season_op(C)
+            D = Y - season
+            if rob_t is None:
+                trend = tplan.op(D)
+            else:
+                trend = tplan.weighted(D, rw, rob_t)
+                if rob_t.missing is not None:
+                    trend[rob_t.missing] = D[rob_t.missing]
         k += 1
         if k > outer_iter:
             break
         rw = _rwts(Y, trend + season)
-        use_rw = True
+        rob_ss = _ss_prepare(rw, period, seasonal, sdeg)
+        rob_t = tplan.prepare(rw)
     return trend, season, rw
 
 
@@ -594,8 +711,15 @@ def stl(Y, period, *, seasonal=7, trend=None, low_pass=None, seasonal_deg=1,
     chunk = max(1, _CHUNK_ELEMENTS // (n + 2 * period))
     for s0 in range(0, S, chunk):
         sl = slice(s0, min(S, s0 + chunk))
-        T[sl], Sea[sl], W[sl] = _stl_chunk(Y[sl], period, seasonal, trend, low_pass,
-                                           sdeg, tdeg, ldeg, inner_iter, outer_iter)
+        # STL is equivariant to adding a constant (it all goes to the trend):
+        # decompose the centred series, time-major
+        mu = Y[sl].mean(axis=1, keepdims=True)
+        Yt = np.ascontiguousarray((Y[sl] - mu).T)
+        t, s, w = _stl_chunk(Yt, period, seasonal, trend, low_pass, sdeg, tdeg, ldeg,
+                             inner_iter, outer_iter)
+        T[sl] = t.T + mu
+        Sea[sl] = s.T
+        W[sl] = w.T
     return STLResult(trend=T, seasonal=Sea, resid=Y - T - Sea, weights=W)
 
 

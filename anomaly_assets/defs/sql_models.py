@@ -371,20 +371,26 @@ def _build_asset(model: SqlModel) -> dg.AssetsDefinition:
     def _sql_model(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
         # NB: the parameter must be named `duckdb` (resource key); it shadows the module here.
         with duckdb.get_connection() as con:
-            con.execute("BEGIN TRANSACTION")
+            # DuckDBResource.get_connection() only closes the connection on normal exit;
+            # close it on errors too, or the traceback keeps it (and the DB file) open.
             try:
-                con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(model.schema)}")
-                con.execute(f"CREATE OR REPLACE TABLE {relation} AS (\n{model.sql}\n)")
-                con.execute("COMMIT")
-            except BaseException:
+                con.execute("BEGIN TRANSACTION")
                 try:
-                    con.execute("ROLLBACK")
-                except duckdb_module.Error:
-                    pass  # the failed statement may already have ended the transaction
+                    con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(model.schema)}")
+                    con.execute(f"CREATE OR REPLACE TABLE {relation} AS (\n{model.sql}\n)")
+                    con.execute("COMMIT")
+                except BaseException:
+                    try:
+                        con.execute("ROLLBACK")
+                    except duckdb_module.Error:
+                        pass  # the failed statement may already have ended the transaction
+                    raise
+                row_count = con.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
+                described = con.execute(f"DESCRIBE {relation}").fetchall()
+                preview = _preview_markdown(con, relation)
+            except BaseException:
+                con.close()
                 raise
-            row_count = con.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
-            described = con.execute(f"DESCRIBE {relation}").fetchall()
-            preview = _preview_markdown(con, relation)
         context.log.info("Built %s: %d rows", model.qualified_name, row_count)
         return dg.MaterializeResult(
             metadata={

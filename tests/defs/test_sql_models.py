@@ -5,6 +5,7 @@ Everything runs against a real DuckDB file in ``tmp_path`` with small hand-built
 """
 
 import sys
+from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -14,6 +15,9 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from anomaly_assets.defs import sql_models
+from anomaly_assets.warehouse import ANOMALY_SCORES
+from anomaly_assets.warehouse import EXPLANATIONS as EXPLANATIONS_TABLE
+from anomaly_assets.warehouse import ensure_tables
 from anomaly_assets.defs.sql_models import (
     DEFAULT_SQL_DIR,
     SqlModel,
@@ -81,27 +85,15 @@ EXPLANATION_ROWS = [
 
 
 def create_scoring_tables(db_path: Path, scores=SCORES_ROWS, explanations=EXPLANATION_ROWS):
+    """Create the two input tables from the warehouse contract and fill them."""
     with duckdb.connect(str(db_path)) as con:
-        con.execute("CREATE SCHEMA IF NOT EXISTS scoring")
-        con.execute(
-            """
-            CREATE OR REPLACE TABLE scoring.anomaly_scores (
-                entity_id VARCHAR, ts TIMESTAMPTZ, anomaly_score DOUBLE, is_anomaly BOOLEAN,
-                severity VARCHAR, why VARCHAR, model_version VARCHAR
+        ensure_tables(con, (ANOMALY_SCORES, EXPLANATIONS_TABLE))
+        con.execute("DELETE FROM scoring.anomaly_scores")
+        con.execute("DELETE FROM scoring.explanations")
+        if scores:
+            con.executemany(
+                "INSERT INTO scoring.anomaly_scores VALUES (?, ?, ?, ?, ?, ?, 'v1')", list(scores)
             )
-            """
-        )
-        con.executemany(
-            "INSERT INTO scoring.anomaly_scores VALUES (?, ?, ?, ?, ?, ?, 'v1')", list(scores)
-        )
-        con.execute(
-            """
-            CREATE OR REPLACE TABLE scoring.explanations (
-                entity_id VARCHAR, ts TIMESTAMPTZ, metric VARCHAR, rank INTEGER,
-                contribution DOUBLE, family VARCHAR, expected DOUBLE, actual DOUBLE
-            )
-            """
-        )
         if explanations:
             con.executemany(
                 "INSERT INTO scoring.explanations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -117,10 +109,21 @@ def query(db_path: Path, sql: str) -> list[dict]:
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
-def materialize_marts(db_path: Path, **resource_kwargs) -> dg.ExecuteInProcessResult:
+class NewYorkDuckDBResource(DuckDBResource):
+    """DuckDBResource whose sessions use a non-UTC time zone (set after connecting:
+    TimeZone in connection_config fails because ICU is not loaded yet at that point)."""
+
+    @contextmanager
+    def get_connection(self):
+        with super().get_connection() as con:
+            con.execute("SET TimeZone = 'America/New_York'")
+            yield con
+
+
+def materialize_marts(db_path: Path, resource_cls=DuckDBResource) -> dg.ExecuteInProcessResult:
     result = dg.materialize(
         build_sql_model_assets(REPO_SQL_DIR),
-        resources={"duckdb": DuckDBResource(database=str(db_path), **resource_kwargs)},
+        resources={"duckdb": resource_cls(database=str(db_path))},
     )
     assert result.success
     return result
@@ -195,7 +198,7 @@ def test_deps_between_models_and_ordering(tmp_path: Path):
     }
     assert spec_of(assets, dg.AssetKey(["staging", "a"])).group_name == "staging"
     # Definitions resolve the graph (SQL model -> SQL model edge).
-    defs = dg.Definitions(assets=assets)
+    defs = dg.Definitions(assets=assets, resources={"duckdb": DuckDBResource(database=":memory:")})
     graph = defs.resolve_asset_graph()
     assert dg.AssetKey(["staging", "a"]) in graph.get(dg.AssetKey(["marts", "b"])).parent_keys
 
@@ -276,7 +279,9 @@ def test_bad_layout_raises(tmp_path: Path):
 
 def test_defs_entry_point_loads_repo_models():
     assert DEFAULT_SQL_DIR.resolve() == REPO_SQL_DIR.resolve()
-    defs = sql_models.defs()
+    defs = dg.Definitions.merge(
+        sql_models.defs(), dg.Definitions(resources={"duckdb": DuckDBResource(database=":memory:")})
+    )
     keys = set(defs.resolve_asset_graph().get_all_asset_keys())
     assert {ENTITY_HEALTH, FLEET_HEALTH} <= keys
 
@@ -339,7 +344,7 @@ def test_entity_health_values(db_path: Path):
 
 def test_fleet_health_values(db_path: Path):
     # A non-UTC session time zone must not move points between days.
-    materialize_marts(db_path, connection_config={"TimeZone": "America/New_York"})
+    materialize_marts(db_path, resource_cls=NewYorkDuckDBResource)
     rows = query(db_path, "SELECT * FROM marts.fleet_health ORDER BY day")
     assert [r["day"] for r in rows] == [date(2024, 1, 1), date(2024, 1, 2)]
     day1, day2 = rows
@@ -452,12 +457,7 @@ def test_unpartitioned_marts_run_with_daily_partitioned_upstream(tmp_path: Path)
         days = {date.fromisoformat(k).day for k in context.partition_keys}
         rows = [r for r in SCORES_ROWS if r[1].day in days]
         with duckdb.get_connection() as con:
-            con.execute("CREATE SCHEMA IF NOT EXISTS scoring")
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS scoring.anomaly_scores (entity_id VARCHAR, "
-                "ts TIMESTAMPTZ, anomaly_score DOUBLE, is_anomaly BOOLEAN, severity VARCHAR, "
-                "why VARCHAR, model_version VARCHAR)"
-            )
+            ensure_tables(con, (ANOMALY_SCORES,))
             for day in days:
                 con.execute(
                     "DELETE FROM scoring.anomaly_scores WHERE day(timezone('UTC', ts)) = ?", [day]
@@ -470,11 +470,7 @@ def test_unpartitioned_marts_run_with_daily_partitioned_upstream(tmp_path: Path)
     @dg.asset(key=EXPLANATIONS, partitions_def=daily, backfill_policy=dg.BackfillPolicy.single_run())
     def explanations(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> None:
         with duckdb.get_connection() as con:
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS scoring.explanations (entity_id VARCHAR, "
-                "ts TIMESTAMPTZ, metric VARCHAR, rank INTEGER, contribution DOUBLE, "
-                "family VARCHAR, expected DOUBLE, actual DOUBLE)"
-            )
+            ensure_tables(con, (EXPLANATIONS_TABLE,))
 
     assets = [anomaly_scores, explanations, *build_sql_model_assets(REPO_SQL_DIR)]
     resources = {"duckdb": DuckDBResource(database=str(db_path))}
