@@ -24,8 +24,11 @@ Timestamps are ISO 8601 strings, with or without an offset (naive means UTC, off
 from line to line), or epoch seconds (integer or decimal). They are stored as
 ``datetime64[us, UTC]``.
 
-Everything is vectorised: the csv module's C reader splits the fields, pandas/pyarrow parse the
-numbers and timestamps, and Python only runs per line for the lines that are rejected.
+Speed: lines are classified with numpy over the raw bytes; the regular ones (no quotes, the
+header's number of fields, UTF-8) go to Arrow's multi-threaded CSV reader and only the others
+go through the csv module. Numbers and timestamps are parsed vectorised (Arrow casts, pandas'
+ISO 8601 parser over the distinct timestamp strings), and Python runs per line only for lines
+that are irregular or rejected.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import io
 import os
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +63,7 @@ SUFFIXES = (".csv", ".csv.gz", ".parquet")
 
 LONG_COLUMNS = ("entity_id", "timestamp", "metric", "value")
 SINGLE_COLUMNS = ("timestamp", "value")
+LABEL_COLUMNS = ("entity_id", "start", "end", "metrics")
 ACCEPTED_SHAPES = (
     "long (entity_id,timestamp,metric,value in any order), "
     "wide (entity_id,timestamp,<metric>,<metric>,...) or "
@@ -71,13 +76,16 @@ _TS_MIN = np.datetime64("1677-09-22T00:00:00", "us")
 _TS_MAX = np.datetime64("2262-04-11T00:00:00", "us")
 _TS_MIN_US = int(_TS_MIN.astype(np.int64))
 _TS_MAX_US = int(_TS_MAX.astype(np.int64))
+_NAT = np.iinfo(np.int64).min
 
-_NUMBER_RE = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+_DECIMAL_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"  # after trimming whitespace
+_NOT_FINITE_SPELLINGS = {
+    sign + word for sign in ("", "+", "-") for word in ("nan", "inf", "infinity")
+}
 _BAD_BYTE_RE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, after surrogateescape
 _DELIMITERS = {";": "semicolons (';')", "\t": "tabs", "|": "pipes ('|')"}
-_NAN_SPELLINGS = {"nan", "+nan", "-nan"}
 _GZIP_MAGIC = b"\x1f\x8b"
-_RAW_LIMIT = 200  # characters of a header quoted in a message
+_QUOTE_LIMIT = 200  # characters of a header quoted in a message
 
 
 class LandingError(ValueError):
@@ -96,15 +104,16 @@ class FileRead:
         The detected shape; None when the file is unusable.
     observations : pandas.DataFrame
         ``entity_id`` (str), ``metric`` (str), ``ts`` (datetime64[us, UTC]), ``value``
-        (float64), ``line_number`` (int64, 1-based physical line, header = 1; for Parquet
-        the row index + 2). In file order (line, then metric column).
+        (float64), ``line_number`` (int64: 1-based physical line, header = 1; for Parquet
+        the row index + 2). In file order: by line, then by metric column.
     rejected_rows : pandas.DataFrame
-        ``source_file`` (str), ``line_number`` (int64), ``raw`` (str: the line's text; for
-        Parquet the row rendered as CSV), ``reason`` (str). One row per rejected observation.
+        ``source_file`` (str), ``line_number`` (int64), ``raw`` (str: the line's text, bytes
+        that are not UTF-8 as backslash escapes; for Parquet the row rendered as CSV),
+        ``reason`` (str). One row per rejected observation, in file order.
     rows_read : int
         Observations read: always ``len(observations) + len(rejected_rows)``.
     file_error : str or None
-        Set when the whole file is unusable (observations and rejected_rows are then empty).
+        Set when the whole file is unusable; observations and rejected_rows are then empty.
     """
 
     source_file: str
@@ -115,13 +124,13 @@ class FileRead:
     file_error: str | None = None
 
     def messages(self, limit: int | None = None) -> list[str]:
-        """Problems as sentences: ``'<file> line <n>: <reason>'`` (or the file error)."""
+        """Problems as sentences: ``'<file> line <n>: <reason>'``, or the file error."""
         if self.file_error is not None:
             return [self.file_error]
         rej = self.rejected_rows if limit is None else self.rejected_rows.head(limit)
         return [
-            f"{self.source_file} line {n}: {r}"
-            for n, r in zip(rej["line_number"].tolist(), rej["reason"].tolist())
+            f"{self.source_file} line {n}: {reason}"
+            for n, reason in zip(rej["line_number"].tolist(), rej["reason"].tolist())
         ]
 
 
@@ -136,7 +145,6 @@ class _Unusable(Exception):
 
 def _matching_suffix(name: str) -> str | None:
     lower = name.lower()
-    # longest first so that 'x.csv.gz' is not taken for a '.gz' of something else
     for suffix in sorted(SUFFIXES, key=len, reverse=True):
         if lower.endswith(suffix) and len(name) > len(suffix):
             return suffix
@@ -203,13 +211,6 @@ def _observations_frame(entity, metric, us, value, line) -> pd.DataFrame:
     )
 
 
-def _empty_observations() -> pd.DataFrame:
-    empty = np.array([], dtype=object)
-    return _observations_frame(
-        _str_array(empty), _str_array(empty), np.array([], np.int64), [], []
-    )
-
-
 def _rejected_frame(source_file: str, line, raw, reason) -> pd.DataFrame:
     line = np.asarray(line, dtype=np.int64)
     return pd.DataFrame(
@@ -223,22 +224,26 @@ def _rejected_frame(source_file: str, line, raw, reason) -> pd.DataFrame:
 
 
 def _unusable(source_file: str, message: str) -> FileRead:
+    nothing = np.array([], dtype=object)
     return FileRead(
         source_file=source_file,
         shape=None,
-        observations=_empty_observations(),
-        rejected_rows=_rejected_frame(source_file, [], [], []),
+        observations=_observations_frame(
+            _str_array(nothing), _str_array(nothing), np.array([], np.int64), [], []
+        ),
+        rejected_rows=_rejected_frame(source_file, [], nothing, nothing),
         rows_read=0,
         file_error=f"{source_file}: {message}",
     )
 
 
 # --------------------------------------------------------------------------------------------
-# Bytes -> physical lines -> CSV records
+# Bytes and header
 # --------------------------------------------------------------------------------------------
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when needed, without a UTF-8 BOM."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -252,11 +257,6 @@ def _read_bytes(path: Path) -> bytes:
             raise _Unusable(
                 f"is not a readable gzip file ({exc}); expected a complete gzip-compressed CSV"
             ) from exc
-    return data
-
-
-def _without_bom(data: bytes) -> bytes:
-    """The bytes after a UTF-8 BOM; _Unusable for an empty file or a UTF-16/32 one."""
     if not data:
         raise _Unusable(
             "is empty (0 bytes); expected a CSV header line such as "
@@ -275,105 +275,40 @@ def _without_bom(data: bytes) -> bytes:
     return data
 
 
-def _decode(data: bytes) -> tuple[str, dict[int, int]]:
-    """UTF-8 text, and {0-based physical line: first byte that is not UTF-8}."""
-    try:
-        return data.decode("utf-8"), {}
-    except UnicodeDecodeError:
-        text = data.decode("utf-8", errors="surrogateescape")
-    bad: dict[int, int] = {}
-    line, last = 0, 0
-    for match in _BAD_BYTE_RE.finditer(text):  # one pass, only over the bad bytes
-        line += text.count("\n", last, match.start())
-        last = match.start()
-        bad.setdefault(line, ord(match.group()) - 0xDC00)
-    return text, bad
+def _line_text(line: bytes) -> str:
+    """A line's text; bytes that are not UTF-8 shown as backslash escapes (\\xe9)."""
+    return line.decode("utf-8", errors="backslashreplace").rstrip("\r")
 
 
-def _escaped(text: str) -> str:
-    """Line text with bytes that were not UTF-8 shown as backslash escapes (\\xe9)."""
-    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
-
-
-@dataclass
-class _CsvRecords:
-    rows: list[list[str]]
-    first_line: np.ndarray  # 0-based physical line where each record starts
-    raw: list[str]  # text of each record (the physical lines it spans)
-    parse_error: dict[int, str]  # record index -> why the csv module refused it
-
-
-def _split_lines(text: str) -> list[str]:
-    if "\n" not in text and "\r" in text:  # classic Mac line endings
-        lines = text.split("\r")
-    else:
-        lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
-
-
-def _csv_records(text: str) -> _CsvRecords:
-    lines = _split_lines(text)
-    # Fast path: one record per physical line (no quoted field spans a line break).
-    try:
-        rows = list(csv.reader(lines))
-    except csv.Error:
-        rows = None
-    if rows is not None and len(rows) == len(lines):
-        return _CsvRecords(rows, np.arange(len(lines), dtype=np.int64), lines, {})
-    # Quoted fields with line breaks: let the reader count physical lines.
-    if rows is not None:
-        reader = csv.reader(io.StringIO(text, newline=""))
-        rows, first, raw = [], [], []
-        try:
-            start = 0
-            for row in reader:
-                rows.append(row)
-                first.append(start)
-                raw.append("\n".join(lines[start : reader.line_num]))
-                start = reader.line_num
-            return _CsvRecords(rows, np.asarray(first, dtype=np.int64), raw, {})
-        except csv.Error:
-            pass
-    # A line the csv module refuses (e.g. a stray carriage return): parse line by line so
-    # that only the offending lines are rejected.
-    rows, errors = [], {}
-    for i, line in enumerate(lines):
-        try:
-            rows.append(next(csv.reader([line]), []))
-        except csv.Error as exc:
-            rows.append([])
-            errors[i] = f"line is not valid CSV ({exc})"
-    return _CsvRecords(rows, np.arange(len(lines), dtype=np.int64), lines, errors)
-
-
-def _blank_records(rows: list[list[str]]) -> np.ndarray:
-    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-    blank = lengths == 0
-    for i in np.flatnonzero(lengths == 1):
-        blank[i] = rows[i][0].strip() == ""
-    return blank
+def _quote(text: str, limit: int = _QUOTE_LIMIT) -> str:
+    text = text.rstrip("\r")
+    return f"'{text[:limit]}...'" if len(text) > limit else f"'{text}'"
 
 
 def _clean_name(name: str) -> str:
     return name.strip().lstrip("\ufeff").strip()
 
 
-def _quote(text: str, limit: int = _RAW_LIMIT) -> str:
-    text = text.rstrip("\r")
-    if len(text) > limit:
-        text = text[:limit] + "..."
-    return f"'{text}'"
-
-
-# --------------------------------------------------------------------------------------------
-# Header -> shape
-# --------------------------------------------------------------------------------------------
+def _header_fields(raw_header: bytes) -> tuple[list[str], str]:
+    """Fields and text of the header line, or _Unusable."""
+    try:
+        text = raw_header.decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError:
+        raise _Unusable(
+            f"header line is not valid UTF-8 ({_quote(_line_text(raw_header))}); "
+            "save the file as UTF-8"
+        ) from None
+    try:
+        fields = next(csv.reader([text]), [])
+    except csv.Error as exc:
+        raise _Unusable(f"header line is not valid CSV ({exc}; found {_quote(text)})") from None
+    return fields, text
 
 
 @dataclass
 class _Layout:
+    """Where the columns of a recognised shape are."""
+
     shape: str
     ts_col: int
     value_cols: list[int]
@@ -390,11 +325,6 @@ def _layout(header: list[str], raw_header: str) -> _Layout:
     if "\x00" in raw_header:
         raise _Unusable(
             f"header contains NUL bytes ({found}); the file looks UTF-16 encoded, expected UTF-8"
-        )
-    if _BAD_BYTE_RE.search(raw_header):
-        raise _Unusable(
-            f"header line is not valid UTF-8 ({_quote(_escaped(raw_header))}); "
-            "save the file as UTF-8"
         )
     reserved = set(LONG_COLUMNS)
     has = set(keys)
@@ -413,6 +343,7 @@ def _layout(header: list[str], raw_header: str) -> _Layout:
             raise _Unusable(
                 f"column {position} of the header has no name ({found}); every column needs one"
             )
+    # entity_id, timestamp, metric and value are matched case-insensitively, metric names exactly
     identity = [k if k in reserved else n for n, k in zip(names, keys)]
     seen: dict[str, int] = {}
     for position, name in enumerate(identity, start=1):
@@ -424,13 +355,13 @@ def _layout(header: list[str], raw_header: str) -> _Layout:
         seen[name] = position
     col = {k: i for i, k in enumerate(keys) if k in reserved}
     others = [i for i, k in enumerate(keys) if k not in reserved]
+    long_spec = "entity_id,timestamp,metric,value"
+    wide_spec = "entity_id,timestamp,<metric>,<metric>,..."
 
     def missing(needed: tuple[str, ...], shape: str, spec: str) -> _Unusable:
         absent = ", ".join(c for c in needed if c not in has)
         return _Unusable(f"missing column(s) {absent} for a {shape} file ({found}); expected {spec}")
 
-    long_spec = "entity_id,timestamp,metric,value"
-    wide_spec = "entity_id,timestamp,<metric>,<metric>,..."
     if has == set(LONG_COLUMNS):
         return _Layout(
             "long", col["timestamp"], [col["value"]], ["value"],
@@ -450,9 +381,7 @@ def _layout(header: list[str], raw_header: str) -> _Layout:
         if "value" in has:
             others = sorted(others + [col["value"]])  # 'value' is an ordinary metric here
         if not others:
-            raise _Unusable(
-                f"no metric columns ({found}); expected a wide file {wide_spec}"
-            )
+            raise _Unusable(f"no metric columns ({found}); expected a wide file {wide_spec}")
         return _Layout(
             "wide", col["timestamp"], others, [names[i] for i in others],
             entity_col=col["entity_id"],
@@ -468,6 +397,292 @@ def _layout(header: list[str], raw_header: str) -> _Layout:
     if "timestamp" in has:
         raise missing(("entity_id", "timestamp"), "wide", wide_spec)
     raise missing(SINGLE_COLUMNS, "single-series", "timestamp,value")
+
+
+# --------------------------------------------------------------------------------------------
+# CSV bytes -> records
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Records:
+    """The data lines of a CSV file, split into fields.
+
+    ``columns`` hold the records that have the header's number of fields, in line order; the
+    lines rejected before parsing (wrong field count, not UTF-8, not CSV) are in ``pre_*``.
+    """
+
+    header: list[str]
+    raw_header: str
+    columns: dict[int, object]  # column position -> Arrow string array or object ndarray
+    line_numbers: np.ndarray  # physical line (1-based) of each record, ascending
+    raw: Callable[[np.ndarray], np.ndarray]  # record positions -> their line texts
+    pre_lines: np.ndarray
+    pre_reasons: np.ndarray
+    pre_raws: np.ndarray
+
+
+def _irregular_fields(text: str) -> list[str] | str:
+    """Fields of one line, or why the csv module refuses it."""
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error as exc:
+        return f"line is not valid CSV ({exc})"
+
+
+def _arrow_csv(body: bytes, n_fields: int) -> pa.Table | None:
+    import pyarrow.csv as pa_csv
+
+    names = [f"f{i}" for i in range(n_fields)]
+    try:
+        return pa_csv.read_csv(
+            pa.py_buffer(body),
+            read_options=pa_csv.ReadOptions(column_names=names),
+            parse_options=pa_csv.ParseOptions(quote_char=False, ignore_empty_lines=False),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={name: pa.string() for name in names}, strings_can_be_null=False
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+
+
+def _split_records(data: bytes, check_header: Callable | None = None) -> _Records | None:
+    """Records of a CSV whose records are single lines (the usual case), or None.
+
+    Lines are classified with numpy over the bytes. Regular lines (no quotes, no stray carriage
+    return, the header's number of commas, valid UTF-8) are parsed by Arrow in one go; the
+    others (quoted fields, blank or short lines, bad bytes) one by one with the csv module.
+    Returns None when a quoted field may span lines (a line with an odd number of quotes) or
+    the file uses bare carriage returns as line ends; those go to :func:`_general_records`.
+    """
+    has_cr = b"\r" in data
+    if has_cr and data.count(b"\r\n") == 0:
+        return None
+    arr = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(arr == 10)
+    starts = np.concatenate([[0], newlines + 1])
+    ends = np.concatenate([newlines, [len(arr)]])
+    if starts[-1] == len(arr):  # the file ends with a newline
+        starts, ends = starts[:-1], ends[:-1]
+
+    def per_line(byte: int) -> np.ndarray:
+        positions = np.flatnonzero(arr == byte)
+        if len(positions) == 0:
+            return np.zeros(len(starts), dtype=np.int64)
+        return np.searchsorted(positions, ends) - np.searchsorted(positions, starts)
+
+    quotes = per_line(ord('"'))
+    if (quotes % 2).any():
+        return None
+    crlf_end = (ends > starts) & (arr[np.maximum(ends - 1, 0)] == 13)
+    text_ends = ends - crlf_end
+    stray_cr = (per_line(13) - crlf_end) > 0 if has_cr else np.zeros(len(starts), dtype=bool)
+
+    header_index = None
+    for i in range(len(starts)):  # the header is the first line that is not blank
+        if data[starts[i] : text_ends[i]].strip(b" \t"):
+            header_index = i
+            break
+    if header_index is None:
+        raise _Unusable(
+            "has no header line (only blank lines); expected a CSV header line such as "
+            "'entity_id,timestamp,metric,value'"
+        )
+    header, raw_header = _header_fields(data[starts[header_index] : text_ends[header_index]])
+    if check_header is not None:  # fail early, before the work on the data lines
+        check_header(header, raw_header)
+    n_fields = len(header)
+
+    first = header_index + 1
+    lines = np.arange(first, len(starts))
+    not_utf8 = np.zeros(len(lines), dtype=bool)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        high = per_line(0)  # placeholder, replaced below
+        high = np.zeros(len(starts), dtype=bool)
+        positions = np.flatnonzero(arr >= 0x80)
+        high = (np.searchsorted(positions, ends) - np.searchsorted(positions, starts)) > 0
+        for j in np.flatnonzero(high[first:]):
+            try:
+                data[starts[first + j] : ends[first + j]].decode("utf-8")
+            except UnicodeDecodeError:
+                not_utf8[j] = True
+    commas = per_line(ord(","))[first:]
+    regular = (
+        (quotes[first:] == 0) & (commas == n_fields - 1) & ~stray_cr[first:] & ~not_utf8
+    )
+
+    # Regular lines: Arrow, on the data lines' bytes (all of them when every line is regular).
+    n_regular = int(regular.sum())
+    if n_regular == len(lines):
+        body = data[starts[first] :] if len(lines) else b""
+    else:
+        keep = np.zeros(len(starts), dtype=bool)
+        keep[first:] = regular
+        span = np.diff(np.append(starts, len(arr)))  # each line with its newline
+        body = arr[np.concatenate([np.zeros(starts[0], bool), np.repeat(keep, span)])].tobytes()
+    if n_regular:
+        table = _arrow_csv(body, n_fields)
+        if table is None or table.num_rows != n_regular:
+            return None
+        columns = {c: table.column(c) for c in range(n_fields)}
+    else:
+        columns = {c: pa.chunked_array([], type=pa.string()) for c in range(n_fields)}
+    record_lines = lines[regular]
+
+    # Irregular lines: the csv module, one line at a time.
+    pre_lines, pre_reasons = [], []
+    extra_lines, extra_rows = [], []
+    for j in np.flatnonzero(~regular):
+        i = int(lines[j])
+        if not_utf8[j]:
+            bad = data[starts[i] : text_ends[i]]
+            first_bad = bad.decode("utf-8", errors="surrogateescape")
+            byte = next(ord(ch) - 0xDC00 for ch in first_bad if "\udc80" <= ch <= "\udcff")
+            pre_lines.append(i)
+            pre_reasons.append(f"line is not valid UTF-8 (byte 0x{byte:02x}); expected UTF-8 text")
+            continue
+        text = data[starts[i] : text_ends[i]].decode("utf-8")
+        fields = _irregular_fields(text)
+        if isinstance(fields, str):
+            pre_lines.append(i)
+            pre_reasons.append(fields)
+        elif not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue  # blank line: not an observation
+        elif len(fields) != n_fields:
+            pre_lines.append(i)
+            pre_reasons.append(f"expected {n_fields} fields, found {len(fields)}")
+        else:
+            extra_lines.append(i)
+            extra_rows.append(fields)
+    if extra_rows:
+        order = np.argsort(np.concatenate([record_lines, extra_lines]), kind="stable")
+        by_column = list(zip(*extra_rows))
+        columns = {
+            c: pa.chunked_array(columns[c].chunks + [pa.array(by_column[c], type=pa.string())])
+            .take(pa.array(order))
+            for c in range(n_fields)
+        }
+        record_lines = np.concatenate([record_lines, extra_lines])[order]
+
+    def raw(rec: np.ndarray) -> np.ndarray:
+        idx = record_lines[rec]
+        return np.asarray(
+            [_line_text(data[starts[i] : ends[i]]) for i in idx.tolist()], dtype=object
+        )
+
+    pre = np.asarray(pre_lines, dtype=np.int64)
+    return _Records(
+        header=header,
+        raw_header=raw_header,
+        columns=columns,
+        line_numbers=record_lines.astype(np.int64) + 1,
+        raw=raw,
+        pre_lines=pre + 1,
+        pre_reasons=np.asarray(pre_reasons, dtype=object),
+        pre_raws=np.asarray(
+            [_line_text(data[starts[i] : ends[i]]) for i in pre.tolist()], dtype=object
+        ),
+    )
+
+
+def _general_records(data: bytes, check_header: Callable | None = None) -> _Records:
+    """Records of any CSV, with the csv module reading the whole text.
+
+    For the files :func:`_split_records` declines: quoted fields spanning lines (the reader
+    counts physical lines) and bare carriage-return line ends. Lines with bytes that are not
+    UTF-8 are rejected by position; a line the csv module refuses is rejected on its own.
+    """
+    text = data.decode("utf-8", errors="surrogateescape")
+    bad_lines: dict[int, int] = {}
+    line, last = 0, 0
+    for match in _BAD_BYTE_RE.finditer(text):  # one pass over the bad bytes only
+        line += text.count("\n", last, match.start())
+        last = match.start()
+        bad_lines.setdefault(line, ord(match.group()) - 0xDC00)
+    lines = text.split("\r") if "\n" not in text else text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+
+    records: list[tuple[int, int, list[str] | str]] = []  # (first line, last line + 1, fields)
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        start = 0
+        for row in reader:
+            records.append((start, reader.line_num, row))
+            start = reader.line_num
+    except csv.Error:
+        records = [(i, i + 1, _irregular_fields(t)) for i, t in enumerate(lines)]
+
+    def line_text(a: int, b: int) -> str:
+        joined = "\n".join(s.rstrip("\r") for s in lines[a:b])
+        return joined.encode("utf-8", errors="surrogateescape").decode(
+            "utf-8", errors="backslashreplace"
+        )
+
+    def blank(fields) -> bool:
+        return isinstance(fields, list) and (
+            not fields or (len(fields) == 1 and not fields[0].strip())
+        )
+
+    non_blank = [r for r in records if not blank(r[2])]
+    if not non_blank:
+        raise _Unusable(
+            "has no header line (only blank lines); expected a CSV header line such as "
+            "'entity_id,timestamp,metric,value'"
+        )
+    (h_start, h_end, header) = non_blank[0]
+    if isinstance(header, str) or any(i in bad_lines for i in range(h_start, h_end)):
+        header, raw_header = _header_fields(
+            line_text(h_start, h_end).encode("utf-8", errors="surrogateescape")
+        )
+    raw_header = line_text(h_start, h_end)
+    if check_header is not None:
+        check_header(header, raw_header)
+    n_fields = len(header)
+
+    good_lines, good_rows, good_raw = [], [], []
+    pre_lines, pre_reasons, pre_raws = [], [], []
+    for a, b, fields in non_blank[1:]:
+        bad_byte = next((bad_lines[i] for i in range(a, b) if i in bad_lines), None)
+        if bad_byte is not None:
+            reason = f"line is not valid UTF-8 (byte 0x{bad_byte:02x}); expected UTF-8 text"
+        elif isinstance(fields, str):
+            reason = fields
+        elif len(fields) != n_fields:
+            reason = f"expected {n_fields} fields, found {len(fields)}"
+        else:
+            good_lines.append(a + 1)
+            good_rows.append(fields)
+            good_raw.append(line_text(a, b))
+            continue
+        pre_lines.append(a + 1)
+        pre_reasons.append(reason)
+        pre_raws.append(line_text(a, b))
+    cells = (
+        np.array(good_rows, dtype=object).reshape(len(good_rows), n_fields)
+        if good_rows
+        else np.empty((0, n_fields), dtype=object)
+    )
+    raws = np.asarray(good_raw, dtype=object)
+    return _Records(
+        header=header,
+        raw_header=raw_header,
+        columns={c: cells[:, c] for c in range(n_fields)},
+        line_numbers=np.asarray(good_lines, dtype=np.int64),
+        raw=lambda rec: raws[rec],
+        pre_lines=np.asarray(pre_lines, dtype=np.int64),
+        pre_reasons=np.asarray(pre_reasons, dtype=object),
+        pre_raws=np.asarray(pre_raws, dtype=object),
+    )
+
+
+def _csv_records(data: bytes, check_header: Callable | None = None) -> _Records:
+    """Records of a CSV file; ``check_header(fields, text)`` may raise _Unusable early."""
+    records = _split_records(data, check_header)
+    return records if records is not None else _general_records(data, check_header)
 
 
 # --------------------------------------------------------------------------------------------
@@ -491,35 +706,27 @@ class _Instants:
     null: np.ndarray
 
 
-def _null_mask(array: pa.Array) -> np.ndarray:
-    if array.null_count == 0:
-        return np.zeros(len(array), dtype=bool)
-    return np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _is_arrow(col) -> bool:
-    return isinstance(col, (pa.Array, pa.ChunkedArray))
-
-
-def _arrow_strings(col):
+def _arrow_strings(col) -> pa.Array | pa.ChunkedArray:
     """A text column as an Arrow string array (None -> null)."""
-    return col if _is_arrow(col) else pa.array(col, type=pa.string(), from_pandas=True)
+    if isinstance(col, (pa.Array, pa.ChunkedArray)):
+        return col
+    return pa.array(np.asarray(col, dtype=object), type=pa.string(), from_pandas=True)
 
 
-def _objects(col) -> np.ndarray:
-    """A text column as a numpy object array of str (None where null)."""
-    if _is_arrow(col):
-        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
-    return np.asarray(col, dtype=object)
+def _as_numpy(array, dtype) -> np.ndarray:
+    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=dtype)
 
 
 def _texts(col, idx: np.ndarray) -> np.ndarray:
     """Stripped text of the chosen cells (object array)."""
-    chosen = col.take(pa.array(idx)).to_pylist() if _is_arrow(col) else col[idx]
-    return np.asarray(pd.Series(chosen, dtype=object).astype(str).str.strip(), dtype=object)
+    if isinstance(col, (pa.Array, pa.ChunkedArray)):
+        chosen = col.take(pa.array(idx, type=pa.int64())).to_pylist()
+    else:
+        chosen = np.asarray(col, dtype=object)[idx]
+    return np.asarray([("" if t is None else str(t)).strip() for t in chosen], dtype=object)
 
 
-def _fmt(parts: list) -> np.ndarray:
+def _fmt(*parts) -> np.ndarray:
     """Concatenate strings and object arrays elementwise (numpy loops in C)."""
     out = np.asarray(parts[0], dtype=object)
     for part in parts[1:]:
@@ -527,34 +734,51 @@ def _fmt(parts: list) -> np.ndarray:
     return np.asarray(out, dtype=object)
 
 
-_NAT = np.iinfo(np.int64).min
+def _decimal_values(strings) -> np.ndarray:
+    """float64 of each text that is a decimal number (whitespace allowed around), else NaN."""
+    trimmed = pc.utf8_trim_whitespace(strings)
+    ok = pc.match_substring_regex(trimmed, _DECIMAL_RE)
+    values = pc.cast(pc.if_else(ok, trimmed, pa.scalar(None, pa.string())), pa.float64())
+    return _as_numpy(pc.fill_null(values, np.nan), np.float64)
 
 
 def _dictionary(col) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct values of a text column (object array, None last for nulls) and each cell's
-    index into them. Long files repeat each timestamp and name many times; parsing the
-    distinct values once is what keeps them fast."""
+    """Distinct values of a text column (object array, with None last standing for null) and
+    each cell's index into them. Long files repeat each timestamp and name many times, so
+    parsing the distinct values once is what keeps them fast."""
     strings = _arrow_strings(col)
     if isinstance(strings, pa.ChunkedArray):
-        strings = strings.combine_chunks()
+        strings = (
+            strings.combine_chunks() if strings.num_chunks else pa.array([], type=pa.string())
+        )
     encoded = pc.dictionary_encode(strings)
-    distinct = encoded.dictionary.to_numpy(zero_copy_only=False)
-    indices = pc.fill_null(encoded.indices.cast(pa.int64()), len(distinct))
-    distinct = np.append(np.asarray(distinct, dtype=object), None)
-    return distinct, np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    distinct = np.append(_as_numpy(encoded.dictionary, object), None)
+    indices = pc.fill_null(encoded.indices.cast(pa.int64()), len(distinct) - 1)
+    return distinct, _as_numpy(indices, np.int64)
 
 
-def _parse_timestamps(col) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """UTC microseconds, the rejected mask and the reasons (object, None where accepted).
+@dataclass
+class _Timestamps:
+    us: np.ndarray  # UTC microseconds (_NAT where rejected)
+    code: np.ndarray  # the same instant has the same code
+    rejected: np.ndarray
+    reasons: np.ndarray  # object, None where accepted
 
-    Text that looks like a number is epoch seconds; other text is parsed as ISO 8601 (naive =
-    UTC, offsets converted). Typed Parquet timestamps are taken as they are (naive = UTC).
+
+def _parse_timestamps(col) -> _Timestamps:
+    """Timestamps of a column: text (ISO 8601 or epoch seconds), or typed Parquet values.
+
+    Text that is a decimal number is epoch seconds; other text is ISO 8601 (naive = UTC,
+    offsets converted). Text is parsed once per distinct string.
     """
-    if not isinstance(col, (_Instants, _Numbers)):
-        distinct, indices = _dictionary(col)
-        us, rejected, reasons = _parse_timestamp_values(distinct)
-        return us[indices], rejected[indices], reasons[indices]
-    return _parse_timestamp_values(col)
+    if isinstance(col, (_Instants, _Numbers)):
+        us, rejected, reasons = _parse_timestamp_values(col)
+        code = pd.factorize(us)[0].astype(np.int64)
+        return _Timestamps(us, code, rejected, reasons)
+    distinct, indices = _dictionary(col)
+    us, rejected, reasons = _parse_timestamp_values(distinct)
+    code = pd.factorize(us)[0].astype(np.int64)
+    return _Timestamps(us[indices], code[indices], rejected[indices], reasons[indices])
 
 
 def _parse_timestamp_values(col) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -567,19 +791,12 @@ def _parse_timestamp_values(col) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if isinstance(col, _Numbers):
             seconds, null = col.values, col.null
         else:
-            strings = _arrow_strings(col)
-            texts = _objects(col)
-            null = np.asarray(
-                pc.fill_null(pc.equal(pc.utf8_trim_whitespace(strings), ""), True), dtype=bool
+            texts = np.asarray(col, dtype=object)
+            strings = _arrow_strings(texts)
+            null = _as_numpy(
+                pc.fill_null(pc.equal(pc.utf8_trim_whitespace(strings), ""), True), bool
             )
-            looks_numeric = np.asarray(
-                pc.fill_null(pc.match_substring_regex(strings, _NUMBER_RE), False), dtype=bool
-            )
-            seconds = np.full(len(texts), np.nan)
-            if looks_numeric.any():
-                seconds[looks_numeric] = np.asarray(
-                    pd.to_numeric(texts[looks_numeric], errors="coerce"), dtype=np.float64
-                )
+            seconds = _decimal_values(strings)
         us = np.full(len(seconds), _NAT, dtype=np.int64)
         epoch = ~np.isnan(seconds)
         with np.errstate(invalid="ignore", over="ignore"):
@@ -599,9 +816,7 @@ def _parse_timestamp_values(col) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     reasons = np.full(len(us), None, dtype=object)
     reasons[null] = "missing timestamp"
     failed = (us == _NAT) & ~null & ~epoch_out
-    out_of_range = epoch_out | (
-        (us != _NAT) & ~null & ((us < _TS_MIN_US) | (us > _TS_MAX_US))
-    )
+    out_of_range = epoch_out | ((us != _NAT) & ~null & ((us < _TS_MIN_US) | (us > _TS_MAX_US)))
 
     def shown(idx: np.ndarray) -> np.ndarray:
         if texts is not None:
@@ -612,41 +827,41 @@ def _parse_timestamp_values(col) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     if failed.any():
         idx = np.flatnonzero(failed)
-        reasons[idx] = _fmt(["timestamp '", shown(idx), f"' is not a date {TIMESTAMP_EXPECTED}"])
+        reasons[idx] = _fmt("timestamp '", shown(idx), f"' is not a date {TIMESTAMP_EXPECTED}")
     if out_of_range.any():
         idx = np.flatnonzero(out_of_range)
         span = f"{_TS_MIN.astype('datetime64[D]')} and {_TS_MAX.astype('datetime64[D]')}"
-        reason = _fmt(["timestamp '", shown(idx), f"' is out of range (expected a date between {span})"])
+        reason = _fmt(
+            "timestamp '", shown(idx), f"' is out of range (expected a date between {span})"
+        )
         if seconds is not None:
             looks_ms = np.abs(np.nan_to_num(seconds[idx], nan=0.0)) > 1e11
-            reason = np.where(
-                looks_ms,
-                reason + "; epoch values must be in seconds, this looks like milliseconds",
-                reason,
-            ).astype(object)
+            hint = "; epoch values must be in seconds, this looks like milliseconds"
+            reason = np.where(looks_ms, reason + hint, reason).astype(object)
         reasons[idx] = reason
     return us, null | failed | out_of_range, reasons
 
 
-def _parse_values(col, name: str, max_abs_value: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """float64 values, and the (index, reason) of each cell that is not a storable number."""
+def _parse_values(col, name: str, max_abs_value: float):
+    """float64 values, and the index and reason of each cell that is not a storable number."""
     if isinstance(col, _Numbers):
-        values, null, texts = col.values.astype(np.float64, copy=False), col.null, None
+        values, null = col.values.astype(np.float64, copy=False), col.null
+        texts = None
     else:
         texts = col
         strings = _arrow_strings(col)
-        null = _null_mask(strings)
-        values = None
+        null = (
+            _as_numpy(strings.is_null(), bool)
+            if strings.null_count
+            else np.zeros(len(strings), dtype=bool)
+        )
         try:  # fast path: every cell is a plain number
-            values = pc.cast(strings, pa.float64()).to_numpy(zero_copy_only=False)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            pass
-        if values is None:
-            values = np.asarray(pd.to_numeric(_objects(col), errors="coerce"), dtype=np.float64)
+            values = _as_numpy(pc.cast(strings, pa.float64()), np.float64)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            values = _decimal_values(strings)
         values = np.where(null, np.nan, values)
     with np.errstate(invalid="ignore"):
-        huge = np.abs(values) > max_abs_value
-    bad = ~np.isfinite(values) | huge
+        bad = ~np.isfinite(values) | (np.abs(values) > max_abs_value)
     idx = np.flatnonzero(bad)
     if len(idx) == 0:
         return values, idx, np.array([], dtype=object)
@@ -656,30 +871,29 @@ def _parse_values(col, name: str, max_abs_value: float) -> tuple[np.ndarray, np.
         shown = np.asarray([repr(float(v)) for v in values[idx]], dtype=object)
     v = values[idx]
     empty = null[idx] | (shown == "")
-    nan_text = np.isin(pd.Series(shown, dtype=object).str.lower().to_numpy(dtype=object),
-                       list(_NAN_SPELLINGS))
-    column = f" in column '{name}'"
-    not_number = _fmt(["value '", shown, f"'{column} is not a number"])
-    not_finite = _fmt(["value '", shown, f"'{column} is not finite"])
-    too_big = _fmt(
-        ["value '", shown, f"'{column} is beyond the limit of ±{max_abs_value:g}"]
-    )
+    spelled = np.asarray([t.lower() in _NOT_FINITE_SPELLINGS for t in shown], dtype=bool)
+    not_finite = np.isinf(v) | spelled | (np.isnan(v) & (texts is None))
+    where = f"' in column '{name}'"
     reasons = np.where(
         empty,
-        f"empty value{column}",
+        f"empty value in column '{name}'",
         np.where(
-            np.isinf(v) | (np.isnan(v) & (nan_text | (texts is None))),
             not_finite,
-            np.where(np.isnan(v), not_number, too_big),
+            _fmt("value '", shown, f"{where} is not finite"),
+            np.where(
+                np.isnan(v),
+                _fmt("value '", shown, f"{where} is not a number"),
+                _fmt("value '", shown, f"{where} is beyond the limit of ±{max_abs_value:g}"),
+            ),
         ),
     ).astype(object)
     return values, idx, reasons
 
 
-def _names(col, what: str) -> tuple[np.ndarray, pd.api.extensions.ExtensionArray, np.ndarray]:
-    """Codes, stripped distinct names (str) and the mask of missing names."""
+def _names(col) -> tuple[np.ndarray, pd.api.extensions.ExtensionArray, np.ndarray]:
+    """Codes, stripped distinct names (str) and the mask of missing (null or empty) names."""
     distinct, indices = _dictionary(col)
-    # names equal after stripping share one code; null and empty names are missing
+    # names equal after stripping share one code
     stripped = np.asarray(["" if u is None else str(u).strip() for u in distinct], dtype=object)
     codes_of_distinct, names = pd.factorize(stripped)
     codes = codes_of_distinct[indices].astype(np.int64)
@@ -688,57 +902,73 @@ def _names(col, what: str) -> tuple[np.ndarray, pd.api.extensions.ExtensionArray
     return codes, _str_array(names), missing
 
 
+def _repeated(keys: list[np.ndarray], sizes: list[int]) -> np.ndarray:
+    """Mask of the rows whose combination of integer codes occurs more than once.
+
+    ``keys[i]`` are codes in ``range(sizes[i])``. The codes are combined exactly into one
+    int64 when the product of sizes allows, then counted with bincount (small key space) or a
+    hash table; otherwise hashed, which may flag a few extra rows (callers check exactly).
+    """
+    n = len(keys[0])
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    space = 1
+    for size in sizes:
+        space *= max(int(size), 1)
+    combined = np.zeros(n, dtype=np.int64)
+    if space < 2**62:
+        for key, size in zip(keys, sizes):
+            combined = combined * np.int64(max(int(size), 1)) + key
+        if space <= 4 * n + 1024:
+            return np.bincount(combined, minlength=space)[combined] > 1
+    else:
+        with np.errstate(over="ignore"):
+            for key in keys:
+                combined = combined * np.int64(1_000_003) + key
+    return pd.Series(combined).duplicated(keep=False).to_numpy()
+
+
 # --------------------------------------------------------------------------------------------
 # Records -> tidy frame
 # --------------------------------------------------------------------------------------------
 
 
-def _tidy(
-    layout: _Layout,
-    columns: dict[int, object],
-    n: int,
-    line_number: np.ndarray,
-    entity: str | None,
-    max_abs_value: float,
-):
-    """Observations of the parsed records, and (observation index, reason) of those rejected.
+def _tidy(layout: _Layout, columns: dict, line_number: np.ndarray, entity: str | None,
+          max_abs_value: float):
+    """Observations of the records, and the observation index and reason of those rejected.
 
-    Observation ``r * k + j`` is record ``r``, value column ``j`` (k value columns).
+    Observation ``r * k + j`` is record ``r``, value column ``j`` (``k`` value columns).
     """
+    n = len(line_number)
     k = len(layout.value_cols)
     line_reason = np.full(n, None, dtype=object)
     line_bad = np.zeros(n, dtype=bool)
 
     def reject_lines(mask: np.ndarray, reason) -> None:
         new = mask & ~line_bad
-        if isinstance(reason, np.ndarray):
-            line_reason[new] = reason[new]
-        else:
-            line_reason[new] = reason
+        line_reason[new] = reason[new] if isinstance(reason, np.ndarray) else reason
         line_bad[:] |= new
 
     if layout.entity_col is not None:
-        e_codes, e_names, e_missing = _names(columns[layout.entity_col], "entity_id")
+        e_codes, e_names, e_missing = _names(columns[layout.entity_col])
         reject_lines(e_missing, "missing entity_id")
     else:
         e_codes, e_names = np.zeros(n, dtype=np.int64), _str_array([entity])
     if layout.metric_col is not None:
-        m_codes, m_names, m_missing = _names(columns[layout.metric_col], "metric")
+        m_codes, m_names, m_missing = _names(columns[layout.metric_col])
         reject_lines(m_missing, "missing metric")
         obs_metric = m_codes
     else:
         m_names = _str_array(layout.metric_names)
         obs_metric = np.tile(np.arange(k, dtype=np.int64), n)
-    us, ts_bad, ts_reason = _parse_timestamps(columns[layout.ts_col])
-    reject_lines(ts_bad, ts_reason)
+    ts = _parse_timestamps(columns[layout.ts_col])
+    reject_lines(ts.rejected, ts.reasons)
 
     values = np.empty((n, k), dtype=np.float64)
     reason = np.full(n * k, None, dtype=object)
     bad = np.zeros(n * k, dtype=bool)
-    for j, (c, name) in enumerate(zip(layout.value_cols, layout.metric_names)):
-        if layout.shape == "long":
-            name = "value"
-        vals, idx, why = _parse_values(columns[c], name, max_abs_value)
+    for j, (c, metric) in enumerate(zip(layout.value_cols, layout.metric_names)):
+        vals, idx, why = _parse_values(columns[c], metric, max_abs_value)
         values[:, j] = vals
         reason[idx * k + j] = why
         bad[idx * k + j] = True
@@ -749,40 +979,36 @@ def _tidy(
         bad[obs] = True
 
     # Duplicates of (entity, metric, ts): keep the first good observation, reject the later.
-    good_rec = ~line_bad
-    # One int64 hash per record finds the candidates fast; the exact check below removes
-    # any hash collision.
-    with np.errstate(over="ignore"):
-        rec_hash = us * np.int64(1_000_003) + e_codes * np.int64(7_919)
-        if layout.metric_col is not None:
-            rec_hash = rec_hash + m_codes * np.int64(104_729)
-    candidate = np.zeros(n, dtype=bool)
-    candidate[good_rec] = pd.Series(rec_hash[good_rec]).duplicated(keep=False).to_numpy()
-    if candidate.any():
-        rec = np.flatnonzero(candidate)
-        obs = (rec[:, None] * k + np.arange(k)).ravel()
+    good = np.flatnonzero(~line_bad)
+    keys = [e_codes[good], ts.code[good]]
+    sizes = [len(e_names), int(ts.code.max(initial=0)) + 1]
+    if layout.metric_col is not None:
+        keys.append(m_codes[good])
+        sizes.append(len(m_names))
+    candidate = good[_repeated(keys, sizes)]
+    if len(candidate):
+        obs = (candidate[:, None] * k + np.arange(k)).ravel()
         obs = obs[~bad[obs]]
-        keys = pd.DataFrame(
+        frame = pd.DataFrame(
             {
                 "e": e_codes[obs // k],
                 "m": obs_metric[obs],
-                "t": us[obs // k],
+                "t": ts.us[obs // k],
                 "line": line_number[obs // k],
             }
         )
-        later = keys.duplicated(["e", "m", "t"], keep="first").to_numpy()
+        later = frame.duplicated(["e", "m", "t"], keep="first").to_numpy()
         if later.any():
-            first = keys.groupby(["e", "m", "t"], sort=False)["line"].transform("first")
-            dup_obs = obs[later]
-            reason[dup_obs] = _fmt(["duplicate of line ", first.to_numpy()[later].astype(str)])
-            bad[dup_obs] = True
+            first = frame.groupby(["e", "m", "t"], sort=False)["line"].transform("first")
+            reason[obs[later]] = _fmt("duplicate of line ", first.to_numpy()[later].astype(str))
+            bad[obs[later]] = True
 
     keep = np.flatnonzero(~bad)
     rec_of = keep // k
     observations = _observations_frame(
         e_names.take(e_codes[rec_of]),
         m_names.take(obs_metric[keep]),
-        us[rec_of],
+        ts.us[rec_of],
         values.ravel()[keep],
         line_number[rec_of],
     )
@@ -790,29 +1016,26 @@ def _tidy(
     return observations, rejected, reason[rejected]
 
 
-def _assemble(
-    source_file: str,
-    layout: _Layout,
-    observations: pd.DataFrame,
-    rejected_obs: np.ndarray,
-    rejected_reason: np.ndarray,
-    record_lines: np.ndarray,
-    record_raw,
-    pre_lines: np.ndarray,
-    pre_reason: np.ndarray,
-    pre_raw: np.ndarray,
-) -> FileRead:
-    """Join the parse rejections with those made before parsing, in file order."""
-    k = len(layout.value_cols)
-    rec = rejected_obs // k
-    raw = record_raw(rec) if len(rec) else np.array([], dtype=object)
-    line = np.concatenate([record_lines[rec], np.repeat(pre_lines, k)])
-    col = np.concatenate([rejected_obs % k, np.tile(np.arange(k), len(pre_lines))])
-    raws = np.concatenate([np.asarray(raw, dtype=object), np.repeat(pre_raw, k)])
-    reasons = np.concatenate(
-        [np.asarray(rejected_reason, dtype=object), np.repeat(pre_reason, k)]
+def _file_read(source_file: str, layout: _Layout, columns: dict, line_numbers: np.ndarray,
+               raw: Callable[[np.ndarray], np.ndarray], entity: str, max_abs_value: float,
+               pre_lines=None, pre_reasons=None, pre_raws=None) -> FileRead:
+    """Tidy the records and join their rejections with those made before parsing."""
+    observations, rejected_obs, rejected_reason = _tidy(
+        layout, columns, line_numbers, entity, max_abs_value
     )
-    order = np.lexsort((col, line))
+    k = len(layout.value_cols)
+    if pre_lines is None:
+        pre_lines = np.array([], dtype=np.int64)
+        pre_reasons = pre_raws = np.array([], dtype=object)
+    rec = rejected_obs // k
+    rec_raw = raw(rec) if len(rec) else np.array([], dtype=object)
+    line = np.concatenate([line_numbers[rec], np.repeat(pre_lines, k)])
+    column = np.concatenate([rejected_obs % k, np.tile(np.arange(k), len(pre_lines))])
+    raws = np.concatenate([np.asarray(rec_raw, dtype=object), np.repeat(pre_raws, k)])
+    reasons = np.concatenate(
+        [np.asarray(rejected_reason, dtype=object), np.repeat(pre_reasons, k)]
+    )
+    order = np.lexsort((column, line))
     rejected_rows = _rejected_frame(source_file, line[order], raws[order], reasons[order])
     return FileRead(
         source_file=source_file,
@@ -825,198 +1048,16 @@ def _assemble(
 
 
 # --------------------------------------------------------------------------------------------
-# CSV and Parquet readers
+# CSV and Parquet files
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _CsvTable:
-    header: list[str]
-    raw_header: str
-    header_line: int  # 1-based
-    records: _CsvRecords
-    data: np.ndarray  # indices of the data records (after the header, not blank)
-    bad_bytes: dict[int, int]  # 0-based physical line -> first byte that is not UTF-8
-
-
-def _csv_table(data: bytes) -> _CsvTable:
-    text, bad_bytes = _decode(data)
-    records = _csv_records(text)
-    blank = _blank_records(records.rows)
-    non_blank = np.flatnonzero(~blank)
-    if len(non_blank) == 0:
-        raise _Unusable(
-            "has no header line (only blank lines); expected a CSV header line such as "
-            "'entity_id,timestamp,metric,value'"
-        )
-    h = int(non_blank[0])
-    return _CsvTable(
-        header=records.rows[h],
-        raw_header=records.raw[h].rstrip("\r"),
-        header_line=int(records.first_line[h]) + 1,
-        records=records,
-        data=non_blank[1:],
-        bad_bytes=bad_bytes,
-    )
-
-
-def _record_bad_bytes(records: _CsvRecords, idx: np.ndarray, bad_bytes: dict[int, int]):
-    """For the chosen records: the first non-UTF-8 byte (or -1)."""
-    out = np.full(len(idx), -1, dtype=np.int64)
-    if not bad_bytes:
-        return out
-    bad_lines = np.fromiter(bad_bytes, dtype=np.int64)
-    first = records.first_line[idx]
-    # a record spans the physical lines [first, next record's first line)
-    ends = np.append(records.first_line[1:], np.iinfo(np.int64).max)[idx]
-    pos = np.searchsorted(np.sort(bad_lines), first)
-    sorted_bad = np.sort(bad_lines)
-    hit = (pos < len(sorted_bad)) & (sorted_bad[np.minimum(pos, len(sorted_bad) - 1)] < ends)
-    for i in np.flatnonzero(hit):
-        out[i] = bad_bytes[int(sorted_bad[pos[i]])]
-    return out
-
-
-@dataclass
-class _FastCsv:
-    header: list[str]
-    raw_header: str
-    columns: dict[int, pa.ChunkedArray]
-    line_numbers: np.ndarray
-    raw: object  # record indices -> object array of line texts
-
-
-def _fast_csv(data: bytes) -> _FastCsv | None:
-    """Read a plain CSV with Arrow's multi-threaded reader, or None to take the general path.
-
-    Taken only when lines and records correspond one to one and no line needs a rejection
-    before parsing: no quotes after the header, '\r' only in '\r\n', every data line with
-    the header's number of fields (Arrow refuses the file otherwise, blank lines included),
-    all UTF-8 (likewise). Anything else goes to the csv module, which works line by line.
-    """
-    import pyarrow.csv as pa_csv
-
-    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
-        return None
-    pos, line_no = 0, 1
-    while True:  # the header is the first line that is not blank
-        end = data.find(b"\n", pos)
-        line = data[pos:] if end < 0 else data[pos:end]
-        if line.strip(b" \t\r"):
-            break
-        if end < 0:
-            return None
-        pos, line_no = end + 1, line_no + 1
-    try:
-        raw_header = line.decode("utf-8").rstrip("\r")
-        header = next(csv.reader([raw_header]), [])
-    except (UnicodeDecodeError, csv.Error):
-        return None
-    if raw_header.count('"') % 2:
-        return None
-    body = b"" if end < 0 else data[end + 1 :]
-    if b'"' in body:
-        return None
-    n_lines = body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1)
-    names = [f"f{i}" for i in range(len(header))]
-    if n_lines:
-        try:
-            table = pa_csv.read_csv(
-                pa.py_buffer(body),
-                read_options=pa_csv.ReadOptions(column_names=names),
-                parse_options=pa_csv.ParseOptions(quote_char=False, ignore_empty_lines=False),
-                convert_options=pa_csv.ConvertOptions(
-                    column_types={name: pa.string() for name in names},
-                    strings_can_be_null=False,
-                ),
-            )
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            return None
-        if table.num_rows != n_lines:
-            return None
-        columns = {i: table.column(i) for i in range(len(names))}
-    else:
-        columns = {i: pa.chunked_array([], type=pa.string()) for i in range(len(names))}
-
-    def raw(rec: np.ndarray) -> np.ndarray:
-        """Text of the chosen data lines (only computed when some are rejected)."""
-        newlines = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10)
-        starts = np.concatenate([[0], newlines + 1])
-        ends = np.concatenate([newlines, [len(body)]])
-        return np.asarray(
-            [body[starts[r] : ends[r]].decode("utf-8").rstrip("\r") for r in rec], dtype=object
-        )
-
-    line_numbers = line_no + 1 + np.arange(n_lines, dtype=np.int64)
-    return _FastCsv(header, raw_header, columns, line_numbers, raw)
-
-
 def _read_csv(path: Path, source_file: str, entity: str, max_abs_value: float) -> FileRead:
-    data = _without_bom(_read_bytes(path))
-    fast = _fast_csv(data)
-    if fast is not None:
-        layout = _layout(fast.header, fast.raw_header)
-        observations, rej_obs, rej_reason = _tidy(
-            layout, fast.columns, len(fast.line_numbers), fast.line_numbers, entity,
-            max_abs_value,
-        )
-        nothing = np.array([], dtype=object)
-        return _assemble(
-            source_file, layout, observations, rej_obs, rej_reason, fast.line_numbers,
-            fast.raw, np.array([], dtype=np.int64), nothing, nothing,
-        )
-
-    table = _csv_table(data)
-    layout = _layout(table.header, table.raw_header)
-    records = table.records
-    n_fields = len(table.header)
-    idx = table.data
-    line_numbers = records.first_line + 1
-
-    lengths = np.fromiter(map(len, records.rows), dtype=np.int64, count=len(records.rows))[idx]
-    bad_byte = _record_bad_bytes(records, idx, table.bad_bytes)
-    pre_reason = np.full(len(idx), None, dtype=object)
-    not_utf8 = bad_byte >= 0
-    for i in np.flatnonzero(not_utf8):
-        pre_reason[i] = f"line is not valid UTF-8 (byte 0x{bad_byte[i]:02x}); expected UTF-8 text"
-    csv_error = np.zeros(len(idx), dtype=bool)
-    for i in np.flatnonzero(np.isin(idx, list(records.parse_error))):
-        if pre_reason[i] is None:
-            pre_reason[i] = records.parse_error[int(idx[i])]
-        csv_error[i] = True
-    wrong_count = (lengths != n_fields) & ~not_utf8 & ~csv_error
-    if wrong_count.any():
-        pre_reason[wrong_count] = _fmt(
-            [f"expected {n_fields} fields, found ", lengths[wrong_count].astype(str)]
-        )
-    pre = not_utf8 | csv_error | wrong_count
-    good = idx[~pre]
-    if len(good) and good[-1] - good[0] + 1 == len(good):  # contiguous: no copy per row
-        cells_rows = records.rows[good[0] : good[-1] + 1]
-    else:
-        rows = records.rows
-        cells_rows = [rows[i] for i in good]
-    cells = (
-        np.array(cells_rows, dtype=object).reshape(len(good), n_fields)
-        if len(good)
-        else np.empty((0, n_fields), dtype=object)
-    )
-    columns = {c: cells[:, c] for c in range(n_fields)}
-    good_lines = line_numbers[good]
-    observations, rej_obs, rej_reason = _tidy(
-        layout, columns, len(good), good_lines, entity, max_abs_value
-    )
-    raw_all = records.raw
-
-    def record_raw(rec: np.ndarray) -> np.ndarray:
-        chosen = np.asarray(raw_all, dtype=object)[good[rec]]
-        return np.asarray(pd.Series(chosen, dtype=object).str.rstrip("\r"), dtype=object)
-
-    pre_idx = idx[pre]
-    pre_raw = np.asarray([_escaped(raw_all[i].rstrip("\r")) for i in pre_idx], dtype=object)
-    return _assemble(
-        source_file, layout, observations, rej_obs, rej_reason, good_lines, record_raw,
-        line_numbers[pre_idx], pre_reason[pre], pre_raw,
+    records = _csv_records(_read_bytes(path), check_header=_layout)
+    layout = _layout(records.header, records.raw_header)
+    return _file_read(
+        source_file, layout, records.columns, records.line_numbers, records.raw, entity,
+        max_abs_value, records.pre_lines, records.pre_reasons, records.pre_raws,
     )
 
 
@@ -1027,38 +1068,34 @@ def _parquet_column(table: pa.Table, i: int, role: str, name: str):
     if pa.types.is_dictionary(typ):
         col = col.cast(typ.value_type)
         typ = col.type
-    null = np.asarray(col.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    is_text = pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_string_view(typ)
+    null = _as_numpy(col.is_null(), bool)
+    is_text = pa.types.is_string(typ) or pa.types.is_large_string(typ)
     numeric = pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ)
+    if is_text:
+        return col.cast(pa.string())
     if role == "name":
-        if not is_text:
-            try:
-                col = col.cast(pa.string())
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise _Unusable(f"column '{name}' has type {typ}; expected text") from exc
-        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
+        try:
+            return col.cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise _Unusable(f"column '{name}' has type {typ}; expected text") from exc
     if role == "timestamp":
         if pa.types.is_timestamp(typ) or pa.types.is_date(typ):
             if pa.types.is_date(typ):
                 col = col.cast(pa.timestamp("us"))
             series = col.to_pandas()
-            if getattr(series.dt, "tz", None) is None:
+            if series.dt.tz is None:
                 series = series.dt.tz_localize("UTC")
             us = pd.DatetimeIndex(series).tz_convert(None).as_unit("us").asi8.copy()
             return _Instants(us, null)
         if numeric:
-            values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
-            return _Numbers(np.where(null, np.nan, values).astype(np.float64), null)
-        if is_text:
-            return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
+            values = _as_numpy(col.cast(pa.float64()), np.float64)
+            return _Numbers(np.where(null, np.nan, values), null)
         raise _Unusable(
             f"column '{name}' has type {typ}; expected timestamps, ISO 8601 text or epoch seconds"
         )
     if numeric:
-        values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        return _Numbers(np.where(null, np.nan, values).astype(np.float64), null)
-    if is_text:
-        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
+        values = _as_numpy(col.cast(pa.float64()), np.float64)
+        return _Numbers(np.where(null, np.nan, values), null)
     raise _Unusable(f"column '{name}' has type {typ}; expected numbers")
 
 
@@ -1084,17 +1121,12 @@ def _read_parquet(path: Path, source_file: str, entity: str, max_abs_value: floa
     for c in layout.value_cols:
         roles[c] = "value"
     columns = {c: _parquet_column(table, c, role, header[c]) for c, role in roles.items()}
-    n = table.num_rows
-    line_numbers = np.arange(n, dtype=np.int64) + 2
-    observations, rej_obs, rej_reason = _tidy(
-        layout, columns, n, line_numbers, entity, max_abs_value
-    )
 
-    def record_raw(rec: np.ndarray) -> np.ndarray:
+    def raw(rec: np.ndarray) -> np.ndarray:
+        """Rejected rows rendered as CSV."""
         unique, inverse = np.unique(rec, return_inverse=True)
-        rows = table.take(pa.array(unique)).to_pylist()
         rendered = []
-        for row in rows:
+        for row in table.take(pa.array(unique)).to_pylist():
             buffer = io.StringIO()
             csv.writer(buffer, lineterminator="").writerow(
                 "" if v is None else v for v in row.values()
@@ -1102,11 +1134,8 @@ def _read_parquet(path: Path, source_file: str, entity: str, max_abs_value: floa
             rendered.append(buffer.getvalue())
         return np.asarray(rendered, dtype=object)[inverse]
 
-    empty = np.array([], dtype=np.int64)
-    return _assemble(
-        source_file, layout, observations, rej_obs, rej_reason, line_numbers, record_raw,
-        empty, np.array([], dtype=object), np.array([], dtype=object),
-    )
+    line_numbers = np.arange(table.num_rows, dtype=np.int64) + 2
+    return _file_read(source_file, layout, columns, line_numbers, raw, entity, max_abs_value)
 
 
 def read_file(path: Path, *, root: Path | None = None, max_abs_value: float = 1e15) -> FileRead:
@@ -1154,15 +1183,13 @@ def read_file(path: Path, *, root: Path | None = None, max_abs_value: float = 1e
 # Labels
 # --------------------------------------------------------------------------------------------
 
-LABEL_COLUMNS = ("entity_id", "start", "end", "metrics")
-
 
 def read_labels(path: Path) -> pd.DataFrame:
     """Read a labels file: known anomaly windows.
 
-    The file is CSV with the header ``entity_id,start,end,metrics`` (any order); ``start`` and
-    ``end`` are timestamps like those of the landing files (naive = UTC) and ``metrics`` is a
-    ``;``-separated list of metric names (empty: no particular metric).
+    The file is CSV with the header ``entity_id,start,end,metrics`` (any order, other columns
+    ignored); ``start`` and ``end`` are timestamps like those of the landing files (naive =
+    UTC) and ``metrics`` is a ``;``-separated list of metric names (empty: no particular one).
 
     Returns
     -------
@@ -1173,65 +1200,48 @@ def read_labels(path: Path) -> pd.DataFrame:
     Raises
     ------
     LandingError
-        Naming the file, line, field and value of the first bad row (and how many more there are).
+        Naming the file, line, field and value of the first bad row (and how many more
+        problems there are).
     """
     path = Path(path)
     where = str(path)
     try:
-        table = _csv_table(_without_bom(_read_bytes(path)))
+        records = _general_records(_read_bytes(path))
     except _Unusable as problem:
         raise LandingError(f"{where}: {problem}") from None
-    names = [_clean_name(h).lower() for h in table.header]
+    names = [_clean_name(h).lower() for h in records.header]
     missing = [c for c in LABEL_COLUMNS if c not in names]
     if missing:
         raise LandingError(
             f"{where}: missing column(s) {', '.join(missing)} (found header "
-            f"{_quote(table.raw_header)}); expected {','.join(LABEL_COLUMNS)}"
+            f"{_quote(records.raw_header)}); expected {','.join(LABEL_COLUMNS)}"
         )
     col = {c: names.index(c) for c in LABEL_COLUMNS}
-    records = table.records
-    idx = table.data
-    lines = records.first_line[idx] + 1
-    problems: list[tuple[int, str]] = []
-    bad_byte = _record_bad_bytes(records, idx, table.bad_bytes)
-    for i in np.flatnonzero(bad_byte >= 0):
-        problems.append((int(lines[i]), f"line is not valid UTF-8 (byte 0x{bad_byte[i]:02x})"))
-    for i, r in enumerate(idx):
-        if bad_byte[i] < 0 and len(records.rows[r]) != len(names):
-            problems.append(
-                (int(lines[i]), f"expected {len(names)} fields, found {len(records.rows[r])}")
-            )
-    bad_lines = {line for line, _ in problems}
-    keep = np.asarray([int(line) not in bad_lines for line in lines], dtype=bool)
-    rows = [records.rows[r] for r in idx[keep]]
-    kept_lines = lines[keep]
-    cells = (
-        np.array(rows, dtype=object).reshape(len(rows), len(names))
-        if rows
-        else np.empty((0, len(names)), dtype=object)
-    )
-    entity = np.asarray([str(v).strip() for v in cells[:, col["entity_id"]]], dtype=object)
+    lines = records.line_numbers
+    problems = list(zip(records.pre_lines.tolist(), records.pre_reasons.tolist()))
+    cell = {c: np.asarray(records.columns[col[c]], dtype=object) for c in LABEL_COLUMNS}
+    entity = np.asarray([v.strip() for v in cell["entity_id"]], dtype=object)
     for i in np.flatnonzero(entity == ""):
-        problems.append((int(kept_lines[i]), "field 'entity_id' is empty"))
+        problems.append((int(lines[i]), "field 'entity_id' is empty"))
     bounds = {}
-    bad_bound = np.zeros(len(cells), dtype=bool)
+    bad_bound = np.zeros(len(lines), dtype=bool)
     for field in ("start", "end"):
-        us, rejected, reasons = _parse_timestamps(cells[:, col[field]])
-        bounds[field] = us
-        bad_bound |= rejected
-        for i in np.flatnonzero(rejected):
-            if reasons[i] == "missing timestamp":
+        parsed = _parse_timestamps(cell[field])
+        bounds[field] = parsed.us
+        bad_bound |= parsed.rejected
+        for i in np.flatnonzero(parsed.rejected):
+            reason = parsed.reasons[i]
+            if reason == "missing timestamp":
                 message = f"field '{field}' is empty"
             else:
-                message = reasons[i].replace("timestamp", f"field '{field}' value", 1)
-            problems.append((int(kept_lines[i]), message))
-    inverted = (bounds["end"] < bounds["start"]) & ~bad_bound
-    for i in np.flatnonzero(inverted):
+                message = reason.replace("timestamp", f"field '{field}' value", 1)
+            problems.append((int(lines[i]), message))
+    for i in np.flatnonzero((bounds["end"] < bounds["start"]) & ~bad_bound):
         problems.append(
             (
-                int(kept_lines[i]),
-                f"field 'end' value '{cells[i, col['end']].strip()}' is before start "
-                f"'{cells[i, col['start']].strip()}'",
+                int(lines[i]),
+                f"field 'end' value '{cell['end'][i].strip()}' is before start "
+                f"'{cell['start'][i].strip()}'",
             )
         )
     if problems:
@@ -1239,9 +1249,7 @@ def read_labels(path: Path) -> pd.DataFrame:
         line, message = problems[0]
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise LandingError(f"{where} line {line}: {message}{more}")
-    metrics = [
-        [m.strip() for m in str(v).split(";") if m.strip()] for v in cells[:, col["metrics"]]
-    ]
+    metrics = [[m.strip() for m in v.split(";") if m.strip()] for v in cell["metrics"]]
     return pd.DataFrame(
         {
             "entity_id": _str_array(entity),

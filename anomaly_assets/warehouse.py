@@ -11,6 +11,7 @@ a failed run, therefore never duplicates or drops rows.
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import duckdb
@@ -180,6 +181,18 @@ def _insert(con: duckdb.DuckDBPyConnection, table: Table, rows: pd.DataFrame) ->
         con.unregister("_rows")
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection):
+    """All writes of one asset run commit together or not at all."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
 def replace_time_slice(
     con: duckdb.DuckDBPyConnection,
     table: Table,
@@ -187,7 +200,7 @@ def replace_time_slice(
     start: dt.datetime,
     end: dt.datetime,
 ) -> None:
-    """Replace the rows of ``table`` with ``start <= ts < end`` by ``rows``, atomically."""
+    """Replace the rows of ``table`` with ``start <= ts < end`` by ``rows`` (call inside ``transaction``)."""
     if table.time_column is None:
         raise ValueError(f"{table.qualified} has no time column to slice on")
     if len(rows):
@@ -196,35 +209,29 @@ def replace_time_slice(
             raise ValueError(
                 f"{table.qualified}: rows span {ts.min()}..{ts.max()}, outside the slice [{start}, {end})"
             )
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute(
-            f"DELETE FROM {table.qualified} WHERE {table.time_column} >= ? AND {table.time_column} < ?",
-            [start, end],
-        )
-        _insert(con, table, rows)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+    con.execute(
+        f"DELETE FROM {table.qualified} WHERE {table.time_column} >= ? AND {table.time_column} < ?",
+        [start, end],
+    )
+    _insert(con, table, rows)
 
 
 def replace_keyed(
     con: duckdb.DuckDBPyConnection, table: Table, rows: pd.DataFrame, key: str, values: list
 ) -> None:
-    """Replace every row of ``table`` whose ``key`` is in ``values`` by ``rows``, atomically."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        if values:
-            con.execute(
-                f'DELETE FROM {table.qualified} WHERE "{key}" IN (SELECT UNNEST(?::VARCHAR[]))',
-                [list(map(str, values))],
-            )
-        _insert(con, table, rows)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+    """Replace every row of ``table`` whose ``key`` is in ``values`` by ``rows`` (call inside ``transaction``)."""
+    if values:
+        con.execute(
+            f'DELETE FROM {table.qualified} WHERE CAST("{key}" AS VARCHAR) IN (SELECT UNNEST(?::VARCHAR[]))',
+            [list(map(str, values))],
+        )
+    _insert(con, table, rows)
+
+
+def replace_all(con: duckdb.DuckDBPyConnection, table: Table, rows: pd.DataFrame) -> None:
+    """Replace the whole table's contents (call inside ``transaction``)."""
+    con.execute(f"DELETE FROM {table.qualified}")
+    _insert(con, table, rows)
 
 
 def readme_table_docs(tables: tuple[Table, ...] = TABLES) -> str:

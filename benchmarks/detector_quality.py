@@ -29,6 +29,8 @@ from anomaly_assets.core.fleet import (  # noqa: E402
 )
 from anomaly_assets.landing import discover_files, read_file, read_labels  # noqa: E402
 
+SIDECARS = {"labels.csv", "splits.csv"}
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -101,6 +103,8 @@ def main(argv=None):
         rows = []
         for f in discover_files(root):
             t0 = time.perf_counter()
+            if f.name in SIDECARS:
+                continue
             obs = read_file(f, root=root).observations
             entity = obs.entity_id.iloc[0]
             if a.entities and entity not in a.entities:

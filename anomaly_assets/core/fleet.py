@@ -84,18 +84,24 @@ def decompose_days(obs: pd.DataFrame, days: list[pd.Timestamp], params: Decompos
     if obs.empty or not days:
         return pd.DataFrame(columns=cols)
     obs = obs[["entity_id", "metric", "ts", "value"]]
-    interval = sampling_interval(obs)
+    history = pd.Timedelta(days=params.history_days)
     out = []
-    for step, entities in interval.groupby(interval).groups.items():
-        group = obs[obs["entity_id"].isin(entities)]
-        out += _decompose_group(group, int(step), days, params)
+    for day in days:
+        # Everything about day D, the sampling interval included, is learnt from [D - history, D):
+        # a backfill over many days and a nightly run of one day give the same answer.
+        window = obs[(obs["ts"] >= day - history) & (obs["ts"] < day + DAY)]
+        past = window[window["ts"] < day]
+        interval = sampling_interval(past if len(past) else window)
+        for step, entities in interval.groupby(interval).groups.items():
+            group = window[window["entity_id"].isin(entities)]
+            out += _decompose_group(group, int(step), day, params)
     if not out:
         return pd.DataFrame(columns=cols)
     return pd.concat(out, ignore_index=True)[cols]
 
 
-def _decompose_group(obs, step, days, params):
-    origin = days[0] - pd.Timedelta(days=params.history_days)
+def _decompose_group(obs, step, day, params):
+    origin = day - pd.Timedelta(days=params.history_days)
     secs = _epoch_seconds(obs["ts"]) - origin.timestamp()
     g = np.rint(secs / step).astype(np.int64)
     keep = g >= 0
@@ -105,49 +111,51 @@ def _decompose_group(obs, step, days, params):
     n_grid = int(g.max()) + 1
     dense = np.full((len(series), n_grid), np.nan)
     dense[code, g] = obs["value"].to_numpy(float)  # later duplicates on one grid cell win
+    # The grid only aligns series for STL; rows keep their own timestamps (they may be off-grid).
+    stamp = np.zeros((len(series), n_grid), dtype=np.int64)
+    stamp[code, g] = obs["ts"].astype("datetime64[us, UTC]").astype("int64").to_numpy()
     per_day = 86_400 / step
     hist_n = int(np.ceil(params.history_days * per_day))
     min_hist = max(int(params.min_history_days * per_day), 8)
     observed = ~np.isnan(dense)
     first_obs = np.where(observed.any(axis=1), observed.argmax(axis=1), n_grid)
     frames = []
-    for day in days:
-        g0 = int(np.ceil((day - origin).total_seconds() / step - 1e-9))
-        g1 = min(int(np.ceil((day + DAY - origin).total_seconds() / step - 1e-9)), n_grid)
-        if g1 <= g0:
-            continue
-        today = observed[:, g0:g1]
-        rows = np.flatnonzero(today.any(axis=1))
-        if len(rows) == 0:
-            continue
-        start = np.maximum(first_obs[rows], g0 - hist_n)
-        expected = np.full((len(rows), g1 - g0), np.nan)
-        trend, seasonal, scale = expected.copy(), expected.copy(), np.full(len(rows), np.nan)
-        n_obs_hist = np.array([observed[r, s:g0].sum() if s < g0 else 0 for r, s in zip(rows, start)])
-        ok = n_obs_hist >= min_hist
-        for s in np.unique(start[ok]):
-            sel = np.flatnonzero(ok & (start == s))
-            hist = pd.DataFrame(dense[rows[sel], s:g0].T).interpolate(limit_direction="both").to_numpy().T
-            periods = seasonal_periods(step, g0 - s, params.periods)
-            spread = np.nanpercentile(hist, 99, axis=1) - np.nanpercentile(hist, 1, axis=1)
-            fc = forecast(hist, g1 - g0, periods, robust=params.robust, outer_iter=params.robust_passes,
-                          min_scale=np.maximum(1e-3 * spread, 1e-9))
-            expected[sel], trend[sel], seasonal[sel], scale[sel] = fc.expected, fc.trend, fc.seasonal, fc.scale
-        r_idx, c_idx = np.nonzero(today[rows])
-        value = dense[rows[r_idx], g0 + c_idx]
-        exp_v = expected[r_idx, c_idx]
-        ts_us = (origin.value // 1000 + (g0 + c_idx).astype(np.int64) * step * 1_000_000)
-        frames.append(pd.DataFrame({
-            "entity_id": series.get_level_values(0)[rows[r_idx]],
-            "metric": series.get_level_values(1)[rows[r_idx]],
-            "ts": pd.to_datetime(ts_us, unit="us", utc=True),
-            "value": value,
-            "expected": exp_v,
-            "trend": trend[r_idx, c_idx],
-            "seasonal": seasonal[r_idx, c_idx],
-            "residual": value - exp_v,
-            "residual_z": (value - exp_v) / scale[r_idx],
-        }))
+    g0 = int(np.ceil((day - origin).total_seconds() / step - 1e-9))
+    g1 = n_grid  # ``obs`` ends with day D, so the grid does too
+    if g1 <= g0:
+        return frames
+    today = observed[:, g0:g1] & (stamp[:, g0:g1] >= day.value // 1000)
+    rows = np.flatnonzero(today.any(axis=1))
+    if len(rows) == 0:
+        return frames
+    start = np.maximum(first_obs[rows], g0 - hist_n)
+    expected = np.full((len(rows), g1 - g0), np.nan)
+    trend, seasonal, scale = expected.copy(), expected.copy(), np.full(len(rows), np.nan)
+    n_obs_hist = np.array([observed[r, s:g0].sum() if s < g0 else 0 for r, s in zip(rows, start)])
+    ok = n_obs_hist >= min_hist
+    for s in np.unique(start[ok]):
+        sel = np.flatnonzero(ok & (start == s))
+        hist = pd.DataFrame(dense[rows[sel], s:g0].T).interpolate(limit_direction="both").to_numpy().T
+        periods = seasonal_periods(step, g0 - s, params.periods)
+        spread = np.nanpercentile(hist, 99, axis=1) - np.nanpercentile(hist, 1, axis=1)
+        fc = forecast(hist, g1 - g0, periods, robust=params.robust, outer_iter=params.robust_passes,
+                      min_scale=np.maximum(1e-3 * spread, 1e-9))
+        expected[sel], trend[sel], seasonal[sel], scale[sel] = fc.expected, fc.trend, fc.seasonal, fc.scale
+    r_idx, c_idx = np.nonzero(today[rows])
+    value = dense[rows[r_idx], g0 + c_idx]
+    exp_v = expected[r_idx, c_idx]
+    ts_us = stamp[rows[r_idx], g0 + c_idx]
+    frames.append(pd.DataFrame({
+        "entity_id": series.get_level_values(0)[rows[r_idx]],
+        "metric": series.get_level_values(1)[rows[r_idx]],
+        "ts": pd.to_datetime(ts_us, unit="us", utc=True),
+        "value": value,
+        "expected": exp_v,
+        "trend": trend[r_idx, c_idx],
+        "seasonal": seasonal[r_idx, c_idx],
+        "residual": value - exp_v,
+        "residual_z": (value - exp_v) / scale[r_idx],
+    }))
     return frames
 
 

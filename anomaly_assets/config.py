@@ -1,0 +1,49 @@
+"""User-edited YAML config, validated with pydantic when definitions load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+
+class ConfigFileError(ValueError):
+    """A config file is invalid; the message names the file, the field and the value."""
+
+
+class MetricFamilies(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    families: dict[str, str] = {}
+    units: dict[str, str] = {}
+
+    @field_validator("families", "units")
+    @classmethod
+    def _non_empty(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, x in v.items():
+            if not str(k).strip() or not str(x).strip():
+                raise ValueError(f"empty name or value in entry {k!r}: {x!r}")
+        return v
+
+
+def _errors(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid config"]
+    for e in exc.errors():
+        where = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        lines.append(f"  field '{where}': {e['msg']} (found {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_metric_families(path: Path | None) -> MetricFamilies:
+    if path is None or not path.exists():
+        return MetricFamilies()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigFileError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path}: expected a mapping with 'families' and 'units', found {type(data).__name__}")
+    try:
+        return MetricFamilies.model_validate(data)
+    except ValidationError as e:
+        raise ConfigFileError(_errors(path, e)) from e

@@ -1,0 +1,57 @@
+"""Resources: configured once in definitions.py, never constructed inside assets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import joblib
+
+from anomaly_assets.config import MetricFamilies, load_metric_families
+
+
+class LandingFolder(dg.ConfigurableResource):
+    """The landing folder the ingest reads, plus the optional labels and test split files."""
+
+    path: str
+    labels: str | None = None
+    splits: str | None = None
+
+    @property
+    def root(self) -> Path:
+        return Path(self.path)
+
+    def sidecars(self) -> set[Path]:
+        """Files in the landing folder that are not telemetry (labels, splits)."""
+        names = {self.root / "labels.csv", self.root / "splits.csv"}
+        names |= {Path(p).resolve() for p in (self.labels, self.splits) if p}
+        return {p.resolve() for p in names}
+
+
+class ModelStore(dg.ConfigurableResource):
+    """Where fitted fleet models are kept (one joblib file per day and model version)."""
+
+    path: str
+
+    def artifact(self, day: str, version: str) -> Path:
+        return Path(self.path) / f"{day}_{version}.joblib"
+
+    def save(self, obj, day: str, version: str) -> Path:
+        target = self.artifact(day, version)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        joblib.dump(obj, tmp)
+        tmp.replace(target)  # atomic: a reader never sees half a model
+        return target
+
+    def load(self, path: str):
+        return joblib.load(path)
+
+
+class MetricCatalog(dg.ConfigurableResource):
+    """Metric families and units (configs/metric_families.yaml), validated when loaded."""
+
+    path: str | None = None
+
+    def load(self) -> MetricFamilies:
+        return load_metric_families(Path(self.path) if self.path else None)
