@@ -1,6 +1,5 @@
 """raw.observations: the landing folder, parsed, quarantined and stored per day."""
 
-from __future__ import annotations
 
 import datetime as dt
 import os

@@ -1,8 +1,9 @@
 """Resources: configured once in definitions.py, never constructed inside assets."""
 
-from __future__ import annotations
 
 from pathlib import Path
+
+from typing import Optional
 
 import dagster as dg
 import joblib
@@ -14,8 +15,8 @@ class LandingFolder(dg.ConfigurableResource):
     """The landing folder the ingest reads, plus the optional labels and test split files."""
 
     path: str
-    labels: str | None = None
-    splits: str | None = None
+    labels: Optional[str] = None
+    splits: Optional[str] = None
 
     @property
     def root(self) -> Path:
@@ -51,7 +52,7 @@ class ModelStore(dg.ConfigurableResource):
 class MetricCatalog(dg.ConfigurableResource):
     """Metric families and units (configs/metric_families.yaml), validated when loaded."""
 
-    path: str | None = None
+    path: Optional[str] = None
 
     def load(self) -> MetricFamilies:
         return load_metric_families(Path(self.path) if self.path else None)

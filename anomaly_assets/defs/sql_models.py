@@ -414,11 +414,3 @@ def _build_asset(model: SqlModel) -> dg.AssetsDefinition:
 def build_sql_model_assets(sql_dir: Path) -> list[dg.AssetsDefinition]:
     """One unpartitioned asset per SQL model under ``sql_dir`` (needs resource ``duckdb``)."""
     return [_build_asset(m) for m in load_sql_models(sql_dir)]
-
-
-@dg.definitions
-def defs() -> dg.Definitions:
-    """Picked up by ``load_from_defs_folder``; the ``duckdb`` resource is bound elsewhere."""
-    if not DEFAULT_SQL_DIR.is_dir():
-        return dg.Definitions()
-    return dg.Definitions(assets=build_sql_model_assets(DEFAULT_SQL_DIR))

@@ -138,12 +138,13 @@ class FleetData:
     values: np.ndarray
     faults: tuple[Fault, ...]
     freq: str
+    step_seconds: int
     seed: int
     clean: np.ndarray | None = None
 
     @property
     def periods_per_day(self) -> int:
-        return int(pd.Timedelta(days=1) / (self.timestamps[1] - self.timestamps[0])) if len(self.timestamps) > 1 else 1
+        return _DAY_S // self.step_seconds
 
     def entities_frame(self) -> pd.DataFrame:
         """``entity_id,site,model,tags``."""
@@ -430,6 +431,7 @@ def simulate_fleet(
         values=values,
         faults=faults,
         freq=freq,
+        step_seconds=step_s,
         seed=seed,
         clean=clean,
     )

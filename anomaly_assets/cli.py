@@ -1,0 +1,148 @@
+"""`anomaly-assets`: backfill the landing folder, or generate and run the demo fleet."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _instance():
+    os.environ.setdefault("DAGSTER_HOME", str(REPO / "dagster_home"))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    import dagster as dg
+
+    return dg.DagsterInstance.get()
+
+
+def landing_range(landing_dir: Path, skip: set[Path]) -> tuple[str, str] | None:
+    """First and last day that the landing folder's files hold accepted rows for."""
+    from anomaly_assets.landing import discover_files, read_file
+
+    lo = hi = None
+    for f in discover_files(landing_dir):
+        if f.resolve() in skip:
+            continue
+        obs = read_file(f, root=landing_dir).observations
+        if len(obs):
+            a, b = obs["ts"].min(), obs["ts"].max()
+            lo = a if lo is None or a < lo else lo
+            hi = b if hi is None or b > hi else hi
+    if lo is None:
+        return None
+    return str(lo.date()), str(hi.date())
+
+
+def backfill(date_from: str | None = None, date_to: str | None = None) -> bool:
+    """Materialize every partition in range (default: what the landing folder covers) in one run."""
+    import dagster as dg
+
+    from anomaly_assets.definitions import defs, resources, settings
+
+    landing = resources()["landing"]
+    if date_from is None or date_to is None:
+        covered = landing_range(settings.landing_dir, landing.sidecars())
+        if covered is None:
+            print(f"no usable rows in {settings.landing_dir}: nothing to backfill", file=sys.stderr)
+            return False
+        date_from = date_from or covered[0]
+        date_to = date_to or covered[1]
+    keys = defs.resolve_job_def("anomaly_chain").partitions_def.get_partition_keys()
+    lo, hi = keys[0], keys[-1]
+    if date_from < lo or date_to > hi:
+        print(f"range {date_from}..{date_to} is outside the partitions {lo}..{hi} "
+              f"(set ANOMALY_PARTITION_START to an earlier date; the last partition is yesterday)", file=sys.stderr)
+        return False
+    print(f"backfilling {date_from} .. {date_to} from {settings.landing_dir} into {settings.warehouse}", flush=True)
+    t0 = time.perf_counter()
+    result = defs.resolve_job_def("anomaly_chain").execute_in_process(
+        instance=_instance(),
+        tags={"dagster/asset_partition_range_start": date_from, "dagster/asset_partition_range_end": date_to},
+        raise_on_error=False,
+    )
+    print(f"run {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f} s", flush=True)
+    return result.success
+
+
+def summary(limit: int = 8) -> str:
+    import duckdb
+
+    from anomaly_assets.definitions import settings
+
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    try:
+        lines = ["", "tables:"]
+        for schema, table in con.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() ORDER BY schema_name, table_name"
+        ).fetchall():
+            n = con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0]
+            lines.append(f"  {schema}.{table:<18} {n:>10,} rows")
+        top = con.execute(
+            """SELECT entity_id, ts, severity, round(anomaly_score, 4), why FROM scoring.anomaly_scores
+               WHERE is_anomaly QUALIFY row_number() OVER (PARTITION BY entity_id ORDER BY anomaly_score DESC, ts) = 1
+               ORDER BY anomaly_score DESC, entity_id LIMIT ?""", [limit]).fetchall()
+        lines += ["", "top anomalies:"] + [f"  {e}  {t:%Y-%m-%d %H:%M}  {s:<8} {sc}  {w}" for e, t, s, sc, w in top]
+        ev = con.execute(
+            "SELECT best_f1, f1, precision, recall, event_recall, event_precision FROM evaluation.metrics WHERE entity_id = '*'"
+        ).fetchall()
+        if ev:
+            b, f, p, r, er, ep = ev[0]
+            lines += ["", f"evaluation vs labels: best-F1 {b:.3f}, F1 {f:.3f} (precision {p:.3f}, recall {r:.3f}), "
+                          f"event recall {er:.3f}, event precision {ep:.3f}"]
+        return "\n".join(lines)
+    finally:
+        con.close()
+
+
+def demo(entities: int, days: int, freq: str, out: Path) -> bool:
+    from anomaly_assets.demo.fleet import generate_fleet
+
+    landing = out / "landing"
+    if landing.exists():
+        import shutil
+
+        shutil.rmtree(landing)
+    s = generate_fleet(landing, entities=entities, days=days, freq=freq,
+                       labels_path=out / "labels.csv", entities_path=out / "entities.csv")
+    print(f"demo fleet: {s.entities} entities x {len(s.metrics)} metrics, {s.rows:,} rows in {s.files} files -> {landing}")
+    os.environ["ANOMALY_LANDING_DIR"] = str(landing)
+    os.environ["ANOMALY_LABELS"] = str(out / "labels.csv")
+    os.environ.setdefault("ANOMALY_WAREHOUSE", str(out / "warehouse.duckdb"))
+    ok = backfill()
+    if ok:
+        print(summary())
+        print(f"\nopen the UI: ANOMALY_LANDING_DIR={landing} ANOMALY_LABELS={out / 'labels.csv'} "
+              f"ANOMALY_WAREHOUSE={os.environ['ANOMALY_WAREHOUSE']} make ui   (http://127.0.0.1:3000)")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="anomaly-assets", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("backfill", help="materialize every partition the landing folder covers (or a range)")
+    b.add_argument("--from", dest="date_from", help="first day, YYYY-MM-DD")
+    b.add_argument("--to", dest="date_to", help="last day, YYYY-MM-DD (inclusive)")
+    d = sub.add_parser("demo", help="generate the demo fleet and run the whole chain")
+    d.add_argument("--entities", type=int, default=200)
+    d.add_argument("--days", type=int, default=35)
+    d.add_argument("--freq", default="1h")
+    d.add_argument("--out", type=Path, default=Path("data/demo"))
+    sub.add_parser("summary", help="print tables, top anomalies and evaluation of the warehouse")
+    a = p.parse_args(argv)
+    if a.cmd == "backfill":
+        ok = backfill(a.date_from, a.date_to)
+        if ok:
+            print(summary())
+        return 0 if ok else 1
+    if a.cmd == "demo":
+        return 0 if demo(a.entities, a.days, a.freq, a.out.resolve()) else 1
+    print(summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The one place the pipeline is assembled.
+
+landing folder -> raw.observations -> features.decomposition -> ml.model_versions
+  -> scoring.anomaly_scores + scoring.explanations -> marts.* (dbt_like_sql/) and evaluation.metrics
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from anomaly_assets.defs import decomposition, evaluation, ingest, scoring
+from anomaly_assets.defs.resources import LandingFolder, MetricCatalog, ModelStore
+from anomaly_assets.defs.sql_models import build_sql_model_assets
+from anomaly_assets.settings import load_settings
+
+settings = load_settings()
+
+python_assets = dg.load_assets_from_modules([ingest, decomposition, scoring, evaluation])
+sql_assets = build_sql_model_assets(settings.sql_dir)
+
+# The whole chain for one day (or a range, in one run: every asset has BackfillPolicy.single_run()).
+anomaly_chain = dg.define_asset_job(
+    "anomaly_chain",
+    selection=dg.AssetSelection.all(),
+    description="Ingest, decompose, train, score, explain, then rebuild marts and evaluation.",
+)
+
+
+def resources(s=settings) -> dict:
+    return {
+        "duckdb": DuckDBResource(database=str(s.warehouse)),
+        "landing": LandingFolder(path=str(s.landing_dir), labels=str(s.labels) if s.labels else None,
+                                 splits=str(s.splits) if s.splits else None),
+        "models": ModelStore(path=str(s.model_dir)),
+        "catalog": MetricCatalog(path=str(s.families) if s.families else None),
+    }
+
+
+defs = dg.Definitions(
+    assets=[*python_assets, *sql_assets],
+    jobs=[anomaly_chain],
+    resources=resources(),
+)

@@ -1,0 +1,133 @@
+"""ml.model_versions, scoring.anomaly_scores and scoring.explanations."""
+
+
+import dataclasses
+import datetime as dt
+import json
+
+import dagster as dg
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from anomaly_assets import warehouse as wh
+from anomaly_assets.core.fleet import DAY, DetectorParams, days_in, fit_fleet, score_day
+from anomaly_assets.defs.metadata import column_schema, markdown_preview, table_metadata, time_window
+from anomaly_assets.defs.partitions import daily_partitions
+from anomaly_assets.defs.resources import MetricCatalog, ModelStore
+
+# Earlier points read only to prime the temporal smoothing of the first points of a day.
+WARMUP = pd.Timedelta(days=2)
+
+
+class DetectorConfig(dg.Config):
+    """Tuning knobs, editable in the Launchpad. Probabilities are per point under normal behaviour."""
+
+    training_days: int = 28
+    min_training_days: float = 3.0
+    smoothing_alpha: float = 0.1
+    if_weight: float = 0.0
+    tail_quantile: float = 0.98
+    warning_p: float = 1e-3
+    critical_p: float = 1e-5
+
+    def params(self) -> DetectorParams:
+        return DetectorParams(**self.model_dump())
+
+
+@dg.asset(
+    key=["ml", "model_versions"],
+    deps=[dg.AssetKey(["features", "decomposition"])],
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="scoring",
+    kinds={"duckdb", "scikitlearn"},
+    pool="duckdb_writer",
+    description=wh.MODEL_VERSIONS.doc + " One fleet model per day, trained strictly before it.",
+    metadata={"dagster/column_schema": column_schema(wh.MODEL_VERSIONS)},
+)
+def model_versions(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb: DuckDBResource,
+                   models: ModelStore) -> dg.MaterializeResult:
+    start, end = time_window(context)
+    params = config.params()
+    with duckdb.get_connection() as con:
+        features = con.execute(
+            "SELECT entity_id, metric, ts, value, residual_z FROM features.decomposition WHERE ts >= ? AND ts < ?",
+            [start - pd.Timedelta(days=params.training_days), end],
+        ).df()
+    records = []
+    for day in days_in(start, end):
+        today = features[(features["ts"] >= day) & (features["ts"] < day + DAY)]
+        model = fit_fleet(features, day, params, entities=sorted(today["entity_id"].unique()))
+        path = models.save(model, str(day.date()), model.version)
+        records.append({
+            "model_version": model.version, "day": day.date(), "model": "EntityDetector",
+            "train_start": model.train_start, "train_end": day, "entities": len(model.detectors),
+            "cold_start_entities": len(model.cold_start), "training_rows": model.training_rows,
+            "params": json.dumps(dataclasses.asdict(params)), "artifact_path": str(path),
+            "trained_at": dt.datetime.now(dt.timezone.utc),
+        })
+    rows = pd.DataFrame(records, columns=wh.MODEL_VERSIONS.column_names)
+    with duckdb.get_connection() as con, wh.transaction(con):
+        wh.ensure_tables(con)
+        wh.replace_keyed(con, wh.MODEL_VERSIONS, rows, "day", [str(d.date()) for d in days_in(start, end)])
+    return dg.MaterializeResult(metadata={
+        **table_metadata(wh.MODEL_VERSIONS, rows, start, end),
+        "entities_modelled": int(rows["entities"].sum()) if len(rows) else 0,
+        "cold_start_entities": int(rows["cold_start_entities"].sum()) if len(rows) else 0,
+    })
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(["scoring", "anomaly_scores"], deps=[["ml", "model_versions"], ["features", "decomposition"]],
+                     description=wh.ANOMALY_SCORES.doc, kinds={"duckdb", "python"},
+                     metadata={"dagster/column_schema": column_schema(wh.ANOMALY_SCORES)}),
+        dg.AssetSpec(["scoring", "explanations"], deps=[["ml", "model_versions"], ["features", "decomposition"]],
+                     description=wh.EXPLANATIONS.doc, kinds={"duckdb", "python"},
+                     metadata={"dagster/column_schema": column_schema(wh.EXPLANATIONS)}),
+    ],
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="scoring",
+    pool="duckdb_writer",
+)
+def anomaly_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource, models: ModelStore,
+                   catalog: MetricCatalog):
+    """Score each day with that day's model; explain every flagged point in the same pass."""
+    start, end = time_window(context)
+    fam = catalog.load()
+    with duckdb.get_connection() as con:
+        versions = con.execute(
+            "SELECT day, artifact_path FROM ml.model_versions WHERE day >= ? AND day < ?", [start.date(), end.date()]
+        ).df()
+        features = con.execute(
+            "SELECT entity_id, metric, ts, value, residual, residual_z FROM features.decomposition "
+            "WHERE ts >= ? AND ts < ? ORDER BY entity_id, ts, metric",
+            [start - WARMUP, end],
+        ).df()
+    artifacts = {pd.Timestamp(d).date(): p for d, p in zip(versions["day"], versions["artifact_path"])}
+    scores, explanations = [], []
+    for day in days_in(start, end):
+        if day.date() not in artifacts:
+            raise dg.Failure(f"no model for {day.date()} in ml.model_versions: materialize ml/model_versions for it first")
+        model = models.load(artifacts[day.date()])
+        window = features[(features["ts"] >= day - WARMUP) & (features["ts"] < day + DAY)]
+        s, e = score_day(window, model, fam.families, fam.units)
+        scores.append(s)
+        explanations.append(e)
+    s = pd.concat(scores, ignore_index=True) if scores else pd.DataFrame(columns=wh.ANOMALY_SCORES.column_names)
+    e = pd.concat(explanations, ignore_index=True) if explanations else pd.DataFrame(columns=wh.EXPLANATIONS.column_names)
+    with duckdb.get_connection() as con, wh.transaction(con):
+        wh.ensure_tables(con)
+        wh.replace_time_slice(con, wh.ANOMALY_SCORES, s, start, end)
+        wh.replace_time_slice(con, wh.EXPLANATIONS, e, start, end)
+    flagged = s[s["is_anomaly"]] if len(s) else s
+    top = flagged.sort_values("anomaly_score", ascending=False).drop_duplicates("entity_id").head(10) if len(flagged) else flagged
+    yield dg.MaterializeResult(asset_key=["scoring", "anomaly_scores"], metadata={
+        **table_metadata(wh.ANOMALY_SCORES, s, start, end),
+        "flagged": len(flagged),
+        "critical": int((s["severity"] == "critical").sum()) if len(s) else 0,
+        "cold_start_points": int((s["severity"] == "cold_start").sum()) if len(s) else 0,
+        "top_anomalies": markdown_preview(top[["entity_id", "ts", "anomaly_score", "severity", "why"]] if len(top) else top),
+    })
+    yield dg.MaterializeResult(asset_key=["scoring", "explanations"], metadata=table_metadata(wh.EXPLANATIONS, e, start, end))
