@@ -447,6 +447,65 @@ def _arrow_csv(body: bytes, n_fields: int) -> pa.Table | None:
         return None
 
 
+def _plain_records(data: bytes, check_header: Callable | None, has_cr: bool) -> _Records | None:
+    """Records of a file where every data line is regular, in one Arrow read; else None.
+
+    Arrow refuses a line with the wrong number of fields and bytes that are not UTF-8; blank
+    lines (which Arrow would take as rows), quotes and stray carriage returns are ruled out
+    beforehand, so rows and lines correspond one to one.
+    """
+    pos, line_no = 0, 1
+    while True:  # the header is the first line that is not blank
+        end = data.find(b"\n", pos)
+        line = data[pos:] if end < 0 else data[pos:end]
+        if line.strip(b" \t\r"):
+            break
+        if end < 0:
+            return None
+        pos, line_no = end + 1, line_no + 1
+    body = b"" if end < 0 else data[end + 1 :]
+    if b'"' in body or (has_cr and body.count(b"\r") != body.count(b"\r\n")):
+        return None
+    if body.startswith((b"\n", b"\r\n")) or b"\n\n" in body or b"\n\r\n" in body:
+        return None
+    try:
+        header, raw_header = _header_fields(line)
+    except _Unusable:
+        return None  # the general path says what is wrong
+    if check_header is not None:
+        check_header(header, raw_header)
+    n_fields = len(header)
+    n_lines = body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1)
+    if n_lines:
+        table = _arrow_csv(body, n_fields)
+        if table is None or table.num_rows != n_lines:
+            return None
+        columns = {c: table.column(c) for c in range(n_fields)}
+    else:
+        columns = {c: pa.chunked_array([], type=pa.string()) for c in range(n_fields)}
+
+    def raw(rec: np.ndarray) -> np.ndarray:
+        """Text of the chosen data lines (computed only when some are rejected)."""
+        newlines = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10)
+        starts = np.concatenate([[0], newlines + 1])
+        ends = np.concatenate([newlines, [len(body)]])
+        return np.asarray(
+            [_line_text(body[starts[r] : ends[r]]) for r in rec.tolist()], dtype=object
+        )
+
+    nothing = np.array([], dtype=object)
+    return _Records(
+        header=header,
+        raw_header=raw_header,
+        columns=columns,
+        line_numbers=line_no + 1 + np.arange(n_lines, dtype=np.int64),
+        raw=raw,
+        pre_lines=np.array([], dtype=np.int64),
+        pre_reasons=nothing,
+        pre_raws=nothing,
+    )
+
+
 def _split_records(data: bytes, check_header: Callable | None = None) -> _Records | None:
     """Records of a CSV whose records are single lines (the usual case), or None.
 
@@ -459,6 +518,9 @@ def _split_records(data: bytes, check_header: Callable | None = None) -> _Record
     has_cr = b"\r" in data
     if has_cr and data.count(b"\r\n") == 0:
         return None
+    clean = _plain_records(data, check_header, has_cr)
+    if clean is not None:
+        return clean
     arr = np.frombuffer(data, dtype=np.uint8)
     newlines = np.flatnonzero(arr == 10)
     starts = np.concatenate([[0], newlines + 1])
@@ -500,8 +562,6 @@ def _split_records(data: bytes, check_header: Callable | None = None) -> _Record
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
-        high = per_line(0)  # placeholder, replaced below
-        high = np.zeros(len(starts), dtype=bool)
         positions = np.flatnonzero(arr >= 0x80)
         high = (np.searchsorted(positions, ends) - np.searchsorted(positions, starts)) > 0
         for j in np.flatnonzero(high[first:]):
@@ -522,7 +582,7 @@ def _split_records(data: bytes, check_header: Callable | None = None) -> _Record
         keep = np.zeros(len(starts), dtype=bool)
         keep[first:] = regular
         span = np.diff(np.append(starts, len(arr)))  # each line with its newline
-        body = arr[np.concatenate([np.zeros(starts[0], bool), np.repeat(keep, span)])].tobytes()
+        body = arr[np.repeat(keep, span)].tobytes()
     if n_regular:
         table = _arrow_csv(body, n_fields)
         if table is None or table.num_rows != n_regular:
@@ -596,13 +656,14 @@ def _general_records(data: bytes, check_header: Callable | None = None) -> _Reco
     UTF-8 are rejected by position; a line the csv module refuses is rejected on its own.
     """
     text = data.decode("utf-8", errors="surrogateescape")
+    separator = "\n" if "\n" in text else "\r"
     bad_lines: dict[int, int] = {}
     line, last = 0, 0
     for match in _BAD_BYTE_RE.finditer(text):  # one pass over the bad bytes only
-        line += text.count("\n", last, match.start())
+        line += text.count(separator, last, match.start())
         last = match.start()
         bad_lines.setdefault(line, ord(match.group()) - 0xDC00)
-    lines = text.split("\r") if "\n" not in text else text.split("\n")
+    lines = text.split(separator)
     if lines and lines[-1] == "":
         lines.pop()
 
@@ -634,16 +695,18 @@ def _general_records(data: bytes, check_header: Callable | None = None) -> _Reco
             "'entity_id,timestamp,metric,value'"
         )
     (h_start, h_end, header) = non_blank[0]
-    if isinstance(header, str) or any(i in bad_lines for i in range(h_start, h_end)):
-        header, raw_header = _header_fields(
-            line_text(h_start, h_end).encode("utf-8", errors="surrogateescape")
-        )
     raw_header = line_text(h_start, h_end)
+    if any(i in bad_lines for i in range(h_start, h_end)):
+        raise _Unusable(
+            f"header line is not valid UTF-8 ({_quote(raw_header)}); save the file as UTF-8"
+        )
+    if isinstance(header, str):
+        raise _Unusable(f"header {header} (found {_quote(raw_header)})")
     if check_header is not None:
         check_header(header, raw_header)
     n_fields = len(header)
 
-    good_lines, good_rows, good_raw = [], [], []
+    good_lines, good_rows, good_spans = [], [], []
     pre_lines, pre_reasons, pre_raws = [], [], []
     for a, b, fields in non_blank[1:]:
         bad_byte = next((bad_lines[i] for i in range(a, b) if i in bad_lines), None)
@@ -656,7 +719,7 @@ def _general_records(data: bytes, check_header: Callable | None = None) -> _Reco
         else:
             good_lines.append(a + 1)
             good_rows.append(fields)
-            good_raw.append(line_text(a, b))
+            good_spans.append((a, b))
             continue
         pre_lines.append(a + 1)
         pre_reasons.append(reason)
@@ -666,13 +729,16 @@ def _general_records(data: bytes, check_header: Callable | None = None) -> _Reco
         if good_rows
         else np.empty((0, n_fields), dtype=object)
     )
-    raws = np.asarray(good_raw, dtype=object)
+
+    def raw(rec: np.ndarray) -> np.ndarray:
+        return np.asarray([line_text(*good_spans[r]) for r in rec.tolist()], dtype=object)
+
     return _Records(
         header=header,
         raw_header=raw_header,
         columns={c: cells[:, c] for c in range(n_fields)},
         line_numbers=np.asarray(good_lines, dtype=np.int64),
-        raw=lambda rec: raws[rec],
+        raw=raw,
         pre_lines=np.asarray(pre_lines, dtype=np.int64),
         pre_reasons=np.asarray(pre_reasons, dtype=object),
         pre_raws=np.asarray(pre_raws, dtype=object),

@@ -97,9 +97,10 @@ _FFT_MIN_SPAN = 65
 _DENSE_MAX_N = 128
 # Chunk size over series, in elements of one (n_obs + 2 * period, chunk) array.
 _CHUNK_ELEMENTS = 1 << 21
-# Block-Toeplitz correlation: B = max(_TOEPLITZ_MIN_BLOCK, _TOEPLITZ_BLOCK_SPANS * span)
-_TOEPLITZ_MIN_BLOCK = 64
-_TOEPLITZ_BLOCK_SPANS = 2
+# Block-Toeplitz correlation: blocks of B = max(_TOEPLITZ_BLOCK,
+# _TOEPLITZ_MIN_GEMM / n_series) outputs.
+_TOEPLITZ_BLOCK = 16
+_TOEPLITZ_MIN_GEMM = 8192
 
 
 @dataclass(frozen=True)
@@ -182,14 +183,14 @@ class _Corr:
             for k in range(self.nk):
                 out[k] = sfft.irfft(Xf * Kf[k], nfft, axis=0, workers=-1)[self.span - 1:n]
             return out
-        B = min(m, max(_TOEPLITZ_MIN_BLOCK, _TOEPLITZ_BLOCK_SPANS * self.span))
+        # small blocks waste fewest multiply-adds (B + span - 1 per output
+        # instead of span); with few series use bigger blocks (fewer calls)
+        B = min(m, max(_TOEPLITZ_BLOCK, -(-_TOEPLITZ_MIN_GEMM // max(S, 1))))
         T = self._tmat(B)
         for t0 in range(0, m, B):
             b = min(B, m - t0)
             Tb = T if b == B else T[:, :b, :b + self.span - 1]
-            Xw = X[t0:t0 + b + self.span - 1]
-            for k in range(self.nk):
-                np.matmul(Tb[k], Xw, out=out[k, t0:t0 + b])
+            np.matmul(Tb, X[t0:t0 + b + self.span - 1], out=out[:, t0:t0 + b])
         return out
 
 
@@ -314,11 +315,22 @@ def _coefs(S0, S1, S2, x0, apply_deg, rng):
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         delta = S0 * S2
         delta -= S1 * S1
-        ok = delta > (0.001 * rng) ** 2 * (S0 * S0)
-        ok &= apply_deg
-        inv0 = 1.0 / S0
-        alpha = np.where(ok, (S2 - x0 * S1) / delta, inv0)
-        beta = np.where(ok, (x0 * S0 - S1) / delta, 0.0)
+        inv = 1.0 / delta
+        if np.ndim(x0) == 0 and x0 == 0:
+            alpha = S2 * inv
+            beta = S1 * inv
+            np.negative(beta, out=beta)
+        else:
+            alpha = (S2 - x0 * S1) * inv
+            beta = (x0 * S0 - S1) * inv
+        s0sq = S0 * S0
+        s0sq *= (0.001 * rng) ** 2
+        low = ~(delta > s0sq)  # also true where S0 == 0 (delta == 0)
+        if not np.all(apply_deg):
+            low |= ~np.asarray(apply_deg)
+        if low.any():
+            alpha[low] = 1.0 / S0[low]
+            beta[low] = 0.0
     miss = ~(S0 > 0)
     if miss.any():
         alpha[miss] = 0.0
@@ -571,9 +583,11 @@ def _rwts(Y, fit):
     R = np.abs(Y - fit)
     n = Y.shape[0]
     m0 = n // 2
-    m1 = n - m0 - 1
-    part = np.partition(R, sorted({m0, m1}), axis=0)
-    cmad = 3.0 * (part[m0] + part[m1])
+    m1 = n - m0 - 1  # == m0 for odd n, m0 - 1 for even n
+    part = np.ascontiguousarray(R.T)
+    part.partition(m0, axis=1)
+    med2 = part[:, m0] + (part[:, m0] if m1 == m0 else part[:, :m0].max(axis=1))
+    cmad = 3.0 * med2
     with np.errstate(divide="ignore", invalid="ignore"):
         u = R / cmad
         w = 1.0 - u * u

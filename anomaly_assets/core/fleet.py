@@ -29,7 +29,7 @@ class DecompositionParams:
     periods: tuple[int, ...] | None = None  # in samples; None = daily and weekly from the interval
     robust: bool = True
     robust_passes: int = 2
-    min_history_days: float = 2.0
+    min_history_days: float = 7.0
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,8 @@ class FleetModel:
 
 
 def _wide(features: pd.DataFrame, column: str) -> pd.DataFrame:
-    return features.pivot_table(index="ts", columns="metric", values=column, aggfunc="last", dropna=False)
+    # (entity, metric, ts) is unique in features.decomposition, so a plain unstack is exact.
+    return features.set_index(["ts", "metric"])[column].unstack("metric").sort_index()
 
 
 def fit_fleet(features: pd.DataFrame, day: pd.Timestamp, params: DetectorParams,
@@ -232,8 +233,8 @@ def score_day(features: pd.DataFrame, model: FleetModel, families: dict[str, str
         why = np.full(len(sev), None, dtype=object)
         if flagged.any():
             act = values.to_numpy()[first - lo:][flagged]
-            exp_ = (values - rows.pivot_table(index="ts", columns="metric", values="residual", aggfunc="last")
-                    .reindex(index=values.index, columns=metrics)).to_numpy()[first - lo:][flagged]
+            exp_ = (values - _wide(rows, "residual").reindex(index=values.index, columns=metrics)
+                    ).to_numpy()[first - lo:][flagged]
             frame, why_f = explain(entity, today_ts[flagged].to_numpy(), metrics, parts.deviation[flagged],
                                    act, exp_, families, units)
             why[flagged] = why_f

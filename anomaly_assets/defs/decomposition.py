@@ -19,7 +19,7 @@ class DecompositionConfig(dg.Config):
     history_days: int = 14
     periods: Optional[list[int]] = None  # samples per cycle; default: daily from the sampling interval
     robust: bool = True
-    min_history_days: float = 2.0
+    min_history_days: float = 7.0
 
     def params(self) -> DecompositionParams:
         return DecompositionParams(history_days=self.history_days, periods=tuple(self.periods) if self.periods else None,

@@ -341,7 +341,9 @@ def simulate_fleet(
     s_volt = 400.0 + rng_ent.normal(0.0, 2.5, n_sites)
     s_ambient = rng_ent.normal(0.0, 2.0, n_sites)
 
-    col = lambda a: np.asarray(a, dtype=float)[:, None]  # noqa: E731  (n,) -> (n, 1)
+    def col(a: np.ndarray) -> np.ndarray:  # (n,) -> (n, 1), broadcasts over time
+        return np.asarray(a, dtype=float)[:, None]
+
     shift_start = col(s_shift_start[site_idx] + rng_ent.normal(0.0, 0.3, n))
     shift_end = col(s_shift_end[site_idx] + rng_ent.normal(0.0, 0.3, n))
     base_load = col(rng_ent.uniform(0.12, 0.25, n))

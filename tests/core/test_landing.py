@@ -658,6 +658,16 @@ def test_real_nab_single_series():
     assert obs["ts"].iloc[0] == utc("2014-07-01 00:00:00") and obs["value"].iloc[0] == 10844.0
 
 
+def test_real_nab_file_with_repeated_timestamps():
+    # NAB's machine_temperature repeats one hour of timestamps (a clock change in the source)
+    r = read_file(DATA / "nab/realKnownCause/machine_temperature_system_failure.csv", root=DATA)
+    check(r)
+    assert r.rows_read == 22695 and len(r.rejected_rows) == 12
+    assert r.rejected_rows["line_number"].tolist() == list(range(10151, 10163))
+    assert r.rejected_rows["reason"].tolist() == [f"duplicate of line {n}" for n in range(10139, 10151)]
+    assert r.rejected_rows["raw"].iloc[0] == "2014-01-07 02:00:00,94.13972336"
+
+
 def test_real_smd_wide_file_is_fast():
     path = DATA / "smd/machine-1-6.csv.gz"
     started = time.perf_counter()
@@ -775,3 +785,72 @@ def test_entity_from_path():
     assert entity_from_path(Path("x/site-3.csv.gz")) == "site-3"
     assert entity_from_path(Path("x/site.3.parquet")) == "site.3"
     assert entity_from_path(Path("x/site-3.CSV")) == "site-3"
+
+
+# ------------------------------------------------------------------------------ read paths
+
+
+def _summary(records) -> tuple:
+    def cells(col) -> list:
+        values = col.to_pylist() if hasattr(col, "to_pylist") else list(col)
+        return [None if v is None else str(v) for v in values]
+
+    positions = np.arange(len(records.line_numbers))
+    return (
+        records.header,
+        records.raw_header,
+        {c: cells(col) for c, col in records.columns.items()},
+        records.line_numbers.tolist(),
+        list(records.raw(positions)) if len(positions) else [],
+        records.pre_lines.tolist(),
+        records.pre_reasons.tolist(),
+        records.pre_raws.tolist(),
+    )
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"entity_id,timestamp,metric,value\na,2024-01-01,cpu,1\na,2024-01-02,cpu,x\n",
+        b"entity_id,timestamp,metric,value\na,2024-01-01,cpu,1",  # no final newline
+        b"entity_id,timestamp,metric,value\n",
+        b"\n\n entity_id,timestamp,metric,value\n\na,2024-01-01,cpu,1\n  \n,,,\na,1,cpu\n",
+        b"entity_id,timestamp,metric,value\r\na,2024-01-01,cpu,1\r\n\r\nb,2024-01-01,cpu,2\r\n",
+        b'entity_id,timestamp,metric,value\n"a, b",2024-01-01,cpu,1\nc,2024-01-01,"m ""q""",2\n',
+        b"entity_id,timestamp,metric,value\ncaf\xe9,2024-01-01,cpu,1\nb,2024-01-01,cpu,2\n",
+        b'"entity_id","timestamp","cpu, %"\na,2024-01-01,1\na,2024-01-02,2,3\n',
+    ],
+)
+def test_fast_and_general_csv_paths_agree(content):
+    """The Arrow paths (plain and split) must give what the csv module alone gives."""
+    from anomaly_assets.landing import _csv_records, _general_records
+
+    assert _summary(_csv_records(content)) == _summary(_general_records(content))
+
+
+def test_many_lines_with_a_few_irregular_ones(tmp_path):
+    lines = [f"h{i % 7},{1704067200 + i},cpu,{i}" for i in range(20_000)]
+    lines[100] = '"h,quoted",1704067200,cpu,1'
+    lines[200] = ""
+    lines[300] = "h1,1704067200"
+    lines[400] = "h1,1704067200,cpu,1e99"
+    r = read(tmp_path, "big.csv", "entity_id,timestamp,metric,value\n" + "\n".join(lines) + "\n")
+    assert rejected(r) == [
+        (302, "expected 4 fields, found 2"),
+        (402, "value '1e99' in column 'value' is beyond the limit of ±1e+15"),
+    ]
+    assert r.rows_read == 20_000 - 1  # the blank line is not an observation
+    obs = r.observations
+    assert obs["line_number"].is_monotonic_increasing
+    assert obs.loc[obs["line_number"] == 102, "entity_id"].tolist() == ["h,quoted"]
+    assert obs.loc[obs["line_number"] == 5002, "value"].tolist() == [5000.0]
+
+
+def test_header_that_is_not_utf8(tmp_path):
+    r = read(tmp_path, "h.csv", b"entity_id,timestamp,caf\xe9\na,2024-01-01,1\n")
+    assert r.file_error == (
+        "h.csv: header line is not valid UTF-8 ('entity_id,timestamp,caf\\xe9'); "
+        "save the file as UTF-8"
+    )
+    r = read(tmp_path, "h2.csv", b'entity_id,"x\ny",caf\xe9\na,2024-01-01,1\n')
+    assert "header line is not valid UTF-8" in r.file_error
