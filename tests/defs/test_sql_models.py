@@ -277,18 +277,6 @@ def test_bad_layout_raises(tmp_path: Path):
         load_sql_models(sql_dir)
 
 
-def test_defs_entry_point_loads_repo_models():
-    assert DEFAULT_SQL_DIR.resolve() == REPO_SQL_DIR.resolve()
-    defs = dg.Definitions.merge(
-        sql_models.defs(), dg.Definitions(resources={"duckdb": DuckDBResource(database=":memory:")})
-    )
-    keys = set(defs.resolve_asset_graph().get_all_asset_keys())
-    assert {ENTITY_HEALTH, FLEET_HEALTH} <= keys
-
-
-# --------------------------------------------------------------------------- marts
-
-
 def test_entity_health_values(db_path: Path):
     materialize_marts(db_path)
     rows = {r["entity_id"]: r for r in query(db_path, "SELECT * FROM marts.entity_health")}
