@@ -80,7 +80,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from collections import OrderedDict
 from typing import Sequence
 import warnings
 
@@ -92,15 +92,16 @@ __all__ = ["STLResult", "MSTLResult", "stl", "mstl"]
 
 # Interior correlations with a span above this use FFT, else an exact
 # block-Toeplitz matmul.
-_FFT_MIN_SPAN = 65
+_FFT_MIN_SPAN = 192
 # Series (or subseries) this short get one dense (n_out x n) weight matrix.
 _DENSE_MAX_N = 128
 # Chunk size over series, in elements of one (n_obs + 2 * period, chunk) array.
-_CHUNK_ELEMENTS = 1 << 21
+_CHUNK_ELEMENTS = 1 << 17
+_MIN_CHUNK_SERIES = 64
 # Block-Toeplitz correlation: blocks of B = max(_TOEPLITZ_BLOCK,
 # _TOEPLITZ_MIN_GEMM / n_series) outputs.
 _TOEPLITZ_BLOCK = 16
-_TOEPLITZ_MIN_GEMM = 8192
+_TOEPLITZ_MIN_GEMM = 2048
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,10 @@ class _BandedOp:
             o0, o1, kern = interior
             self.interior = (o0, o1, _Corr(kern))
             assert o1 - o0 == n_in - len(kern) + 1
+
+    @property
+    def nbytes(self) -> int:
+        return sum(W.nbytes for *_, W in self.blocks)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         out = np.empty((self.n_out, X.shape[1]))
@@ -400,6 +405,10 @@ class _LoessPlan:
             n, self.n_out, [(b.o0, b.o1, b.start, b.weff) for b in self.blocks],
             None if self.interior is None else (*self.interior, self.int_weff))
 
+    @property
+    def nbytes(self) -> int:
+        return sum(b.weff.nbytes + b.k_rho.nbytes for b in self.blocks)
+
     def prepare(self, rho: np.ndarray) -> _RobustState:
         """Coefficients for robustness weights ``rho`` (n, S)."""
         S = rho.shape[1]
@@ -468,13 +477,41 @@ class _LoessPlan:
         return out
 
 
-@lru_cache(maxsize=64)
-def _plan(n: int, span: int, deg: int, extrapolate: bool) -> _LoessPlan:
-    return _LoessPlan(n, span, deg, extrapolate)
+# Plans are reused across chunks and iterations of one call; small ones (the
+# usual fleet case) are also kept across calls, big ones (long spans: their
+# edge matrices are span^2 sized) are dropped when the call returns.
+_SHARED_PLANS: "OrderedDict[tuple, object]" = OrderedDict()
+_SHARED_MAX_ENTRIES = 32
+_SHARED_MAX_BYTES = 16 << 20
 
 
-@lru_cache(maxsize=32)
-def _season_op(n: int, period: int, low_pass: int, low_pass_deg: int) -> _BandedOp:
+class _Plans:
+    def __init__(self):
+        self.local: dict = {}
+
+    def _get(self, key, build):
+        obj = self.local.get(key)
+        if obj is None:
+            obj = _SHARED_PLANS.get(key)
+        if obj is None:
+            obj = build()
+            if obj.nbytes <= _SHARED_MAX_BYTES:
+                _SHARED_PLANS[key] = obj
+                while len(_SHARED_PLANS) > _SHARED_MAX_ENTRIES:
+                    _SHARED_PLANS.popitem(last=False)
+        self.local[key] = obj
+        return obj
+
+    def loess(self, n: int, span: int, deg: int, extrapolate: bool) -> _LoessPlan:
+        return self._get(("loess", n, span, deg, extrapolate),
+                         lambda: _LoessPlan(n, span, deg, extrapolate))
+
+    def season_op(self, n: int, period: int, low_pass: int, low_pass_deg: int) -> _BandedOp:
+        return self._get(("season", n, period, low_pass, low_pass_deg),
+                         lambda: _season_op(n, period, low_pass, low_pass_deg, self))
+
+
+def _season_op(n: int, period: int, low_pass: int, low_pass_deg: int, plans: _Plans) -> _BandedOp:
     """Linear map C (n + 2p) -> seasonal (n): ``C[p:p+n] - loess(MA3(MAp(MAp(C))))``.
 
     The three moving averages (``_fts``) are one correlation with
@@ -484,7 +521,7 @@ def _season_op(n: int, period: int, low_pass: int, low_pass_deg: int) -> _Banded
     """
     h = np.convolve(np.convolve(np.full(period, 1.0 / period), np.full(period, 1.0 / period)),
                     np.full(3, 1.0 / 3.0))
-    lp = _plan(n, low_pass, low_pass_deg, False)
+    lp = plans.loess(n, low_pass, low_pass_deg, False)
     blocks = []
     for b in lp.blocks:
         W = _conv_rows(b.weff, h)  # (rows, L + 2p) over C[start : start + L + 2p]
@@ -543,18 +580,18 @@ def _to_cycles(X, period):
     return Xp.reshape(Kc, period, S)
 
 
-def _ss_prepare(rho, period, span, deg):
+def _ss_prepare(rho, period, span, deg, plans):
     n, S = rho.shape
     K, Kc, groups = _subseries_layout(n, period)
     R3 = _to_cycles(rho, period)
     out = []
     for j0, j1, k in groups:
         R = R3[:k, j0:j1].reshape(k, (j1 - j0) * S)
-        out.append((R, _plan(k, span, deg, True).prepare(R)))
+        out.append((R, plans.loess(k, span, deg, True).prepare(R)))
     return _SubseriesRobust(out)
 
 
-def _ss(W, period, span, deg, rob: _SubseriesRobust | None):
+def _ss(W, period, span, deg, rob: _SubseriesRobust | None, plans: _Plans):
     """Cycle-subseries smoothing ``_ss``: W (n, S) -> C (n + 2 period, S)."""
     n, S = W.shape
     K, Kc, groups = _subseries_layout(n, period)
@@ -562,7 +599,7 @@ def _ss(W, period, span, deg, rob: _SubseriesRobust | None):
     out = np.empty((K + 3, period, S))
     for g, (j0, j1, k) in enumerate(groups):
         X = W3[:k, j0:j1].reshape(k, (j1 - j0) * S)
-        p = _plan(k, span, deg, True)
+        p = plans.loess(k, span, deg, True)
         if rob is None:
             res = p.op(X)
         else:
@@ -599,11 +636,11 @@ def _rwts(Y, fit):
 
 
 def _stl_chunk(Y, period, seasonal, trend_len, low_pass, sdeg, tdeg, ldeg,
-               inner_iter, outer_iter):
+               inner_iter, outer_iter, plans):
     """STL of a time-major chunk Y (n, S); returns (trend, seasonal, weights)."""
     n, S = Y.shape
-    season_op = _season_op(n, period, low_pass, ldeg)
-    tplan = _plan(n, trend_len, tdeg, False)
+    season_op = plans.season_op(n, period, low_pass, ldeg)
+    tplan = plans.loess(n, trend_len, tdeg, False)
     trend = np.zeros((n, S))
     season = None
     rw = np.ones((n, S))
@@ -611,7 +648,7 @@ def _stl_chunk(Y, period, seasonal, trend_len, low_pass, sdeg, tdeg, ldeg,
     k = 0
     while True:
         for _ in range(inner_iter):
-            C = _ss(Y - trend, period, seasonal, sdeg, rob_ss)
+            C = _ss(Y - trend, period, seasonal, sdeg, rob_ss, plans)
             season = season_op(C)
             D = Y - season
             if rob_t is None:
@@ -624,7 +661,7 @@ def _stl_chunk(Y, period, seasonal, trend_len, low_pass, sdeg, tdeg, ldeg,
         if k > outer_iter:
             break
         rw = _rwts(Y, trend + season)
-        rob_ss = _ss_prepare(rw, period, seasonal, sdeg)
+        rob_ss = _ss_prepare(rw, period, seasonal, sdeg, plans)
         rob_t = tplan.prepare(rw)
     return trend, season, rw
 
@@ -722,7 +759,9 @@ def stl(Y, period, *, seasonal=7, trend=None, low_pass=None, seasonal_deg=1,
     T = np.empty((S, n))
     Sea = np.empty((S, n))
     W = np.empty((S, n))
-    chunk = max(1, _CHUNK_ELEMENTS // (n + 2 * period))
+    # enough series per chunk for efficient matmuls, few enough to stay in cache
+    chunk = max(_MIN_CHUNK_SERIES, _CHUNK_ELEMENTS // (n + 2 * period))
+    plans = _Plans()
     for s0 in range(0, S, chunk):
         sl = slice(s0, min(S, s0 + chunk))
         # STL is equivariant to adding a constant (it all goes to the trend):
@@ -730,7 +769,7 @@ def stl(Y, period, *, seasonal=7, trend=None, low_pass=None, seasonal_deg=1,
         mu = Y[sl].mean(axis=1, keepdims=True)
         Yt = np.ascontiguousarray((Y[sl] - mu).T)
         t, s, w = _stl_chunk(Yt, period, seasonal, trend, low_pass, sdeg, tdeg, ldeg,
-                             inner_iter, outer_iter)
+                             inner_iter, outer_iter, plans)
         T[sl] = t.T + mu
         Sea[sl] = s.T
         W[sl] = w.T

@@ -122,9 +122,7 @@ class EntityDetector:
             rng = np.nan_to_num(np.nanmax(values, axis=0) - np.nanmin(values, axis=0))
             # residual_z is standardized already; re-centre/scale on its out-of-sample history
             self.rmean_ = np.nan_to_num(np.nanmean(residual_z, axis=0))
-            # robust (MAD) scale: a few huge early residuals must not mute every later one
-            rmed = np.nanmedian(residual_z, axis=0)
-            rsd = np.nan_to_num(1.4826 * np.nanmedian(np.abs(residual_z - rmed), axis=0), nan=1.0)
+            rsd = np.nan_to_num(np.nanstd(residual_z, axis=0), nan=1.0)
         floor = np.maximum(self.min_sd_fraction * rng, 1e-6 * np.maximum(np.abs(self.mean_), 1.0))
         self.sd_ = np.maximum(sd, floor)
         self.rsd_ = np.maximum(rsd, 0.1)

@@ -81,6 +81,7 @@ __all__ = [
     "FleetSummary",
     "generate_fleet",
     "simulate_fleet",
+    "write_fleet",
 ]
 
 METRICS: tuple[str, ...] = ("bearing_temp_c", "vibration_mm_s", "voltage_v", "current_a")
