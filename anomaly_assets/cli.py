@@ -39,8 +39,6 @@ def landing_range(landing_dir: Path, skip: set[Path]) -> tuple[str, str] | None:
 
 def backfill(date_from: str | None = None, date_to: str | None = None) -> bool:
     """Materialize every partition in range (default: what the landing folder covers) in one run."""
-    import dagster as dg
-
     from anomaly_assets.definitions import defs, resources, settings
 
     landing = resources()["landing"]

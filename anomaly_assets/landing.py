@@ -430,6 +430,16 @@ def _irregular_fields(text: str) -> list[str] | str:
         return f"line is not valid CSV ({exc})"
 
 
+def _arrow_columns(body: bytes, n_fields: int, n_rows: int) -> dict[int, pa.ChunkedArray] | None:
+    """String columns of ``n_rows`` regular CSV lines, or None when Arrow disagrees on the count."""
+    if not n_rows:
+        return {c: pa.chunked_array([], type=pa.string()) for c in range(n_fields)}
+    table = _arrow_csv(body, n_fields)
+    if table is None or table.num_rows != n_rows:
+        return None
+    return {c: table.column(c) for c in range(n_fields)}
+
+
 def _arrow_csv(body: bytes, n_fields: int) -> pa.Table | None:
     import pyarrow.csv as pa_csv
 
@@ -476,13 +486,9 @@ def _plain_records(data: bytes, check_header: Callable | None, has_cr: bool) -> 
         check_header(header, raw_header)
     n_fields = len(header)
     n_lines = body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1)
-    if n_lines:
-        table = _arrow_csv(body, n_fields)
-        if table is None or table.num_rows != n_lines:
-            return None
-        columns = {c: table.column(c) for c in range(n_fields)}
-    else:
-        columns = {c: pa.chunked_array([], type=pa.string()) for c in range(n_fields)}
+    columns = _arrow_columns(body, n_fields, n_lines)
+    if columns is None:
+        return None
 
     def raw(rec: np.ndarray) -> np.ndarray:
         """Text of the chosen data lines (computed only when some are rejected)."""
@@ -583,13 +589,9 @@ def _split_records(data: bytes, check_header: Callable | None = None) -> _Record
         keep[first:] = regular
         span = np.diff(np.append(starts, len(arr)))  # each line with its newline
         body = arr[np.repeat(keep, span)].tobytes()
-    if n_regular:
-        table = _arrow_csv(body, n_fields)
-        if table is None or table.num_rows != n_regular:
-            return None
-        columns = {c: table.column(c) for c in range(n_fields)}
-    else:
-        columns = {c: pa.chunked_array([], type=pa.string()) for c in range(n_fields)}
+    columns = _arrow_columns(body, n_fields, n_regular)
+    if columns is None:
+        return None
     record_lines = lines[regular]
 
     # Irregular lines: the csv module, one line at a time.

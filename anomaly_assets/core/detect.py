@@ -128,7 +128,7 @@ class EntityDetector:
         self.rsd_ = np.maximum(rsd, 0.1)
         self.n_metrics_ = values.shape[1]
 
-        features = self._features(values, residual_z)
+        features = np.hstack(self._z(values, residual_z))
         self.forest_ = None
         if self.if_weight > 0:
             self.forest_ = IsolationForest(
@@ -148,14 +148,14 @@ class EntityDetector:
         return self
 
     # -- scoring -----------------------------------------------------------------------------
-    def _features(self, values, residual_z):
+    def _z(self, values, residual_z):
+        """Standardized value and residual deviations, NaN (missing) read as no deviation."""
         zv = np.nan_to_num((values - self.mean_) / self.sd_)
         zr = np.nan_to_num((residual_z - self.rmean_) / self.rsd_)
-        return np.hstack([zv, zr])
+        return zv, zr
 
     def _raw(self, values, residual_z):
-        zv = np.nan_to_num((values - self.mean_) / self.sd_)
-        zr = np.nan_to_num((residual_z - self.rmean_) / self.rsd_)
+        zv, zr = self._z(values, residual_z)
         use_r = np.abs(zr) > np.abs(zv)
         deviation = np.where(use_r, zr, zv)
         raw = np.abs(deviation).max(axis=1)

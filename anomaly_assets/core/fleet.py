@@ -26,7 +26,7 @@ CODE_VERSION = "2026.11.1"  # bump when a change alters scores for the same data
 @dataclass(frozen=True)
 class DecompositionParams:
     history_days: int = 14
-    periods: tuple[int, ...] | None = None  # in samples; None = daily and weekly from the interval
+    periods: tuple[int, ...] | None = None  # in samples; None = from the interval; the shortest supported is used
     robust: bool = True
     robust_passes: int = 2
     min_history_days: float = 7.0
@@ -131,7 +131,9 @@ def _decompose_group(obs, step, day, params):
     start = np.maximum(first_obs[rows], g0 - hist_n)
     expected = np.full((len(rows), g1 - g0), np.nan)
     trend, seasonal, scale = expected.copy(), expected.copy(), np.full(len(rows), np.nan)
-    n_obs_hist = np.array([observed[r, s:g0].sum() if s < g0 else 0 for r, s in zip(rows, start)])
+    # observed points in [start, g0) per series, from a running count (no per-series loop)
+    counted = np.concatenate([np.zeros((len(rows), 1), np.int64), observed[rows, :g0].cumsum(axis=1)], axis=1)
+    n_obs_hist = counted[:, g0] - counted[np.arange(len(rows)), np.minimum(start, g0)]
     ok = n_obs_hist >= min_hist
     for s in np.unique(start[ok]):
         sel = np.flatnonzero(ok & (start == s))

@@ -9,34 +9,24 @@ from dagster_duckdb import DuckDBResource
 
 from anomaly_assets import warehouse as wh
 from anomaly_assets.core.fleet import DecompositionParams, days_in, decompose_days
-from anomaly_assets.defs.metadata import column_schema, table_metadata, time_window
-from anomaly_assets.defs.partitions import daily_partitions
+from anomaly_assets.defs.metadata import table_metadata, time_window
+from anomaly_assets.defs.partitions import daily_table_asset
 
 
 class DecompositionConfig(dg.Config):
     """Tuning knobs, editable in the Launchpad."""
 
-    history_days: int = 14
+    history_days: int = DecompositionParams.history_days
     periods: Optional[list[int]] = None  # samples per cycle; default: daily from the sampling interval
-    robust: bool = True
-    min_history_days: float = 7.0
+    robust: bool = DecompositionParams.robust
+    min_history_days: float = DecompositionParams.min_history_days
 
     def params(self) -> DecompositionParams:
         return DecompositionParams(history_days=self.history_days, periods=tuple(self.periods) if self.periods else None,
                                    robust=self.robust, min_history_days=self.min_history_days)
 
 
-@dg.asset(
-    key=["features", "decomposition"],
-    deps=[dg.AssetKey(["raw", "observations"])],
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="features",
-    kinds={"duckdb", "python"},
-    pool="duckdb_writer",
-    description=wh.DECOMPOSITION.doc,
-    metadata={"dagster/column_schema": column_schema(wh.DECOMPOSITION)},
-)
+@daily_table_asset(wh.DECOMPOSITION, group="features", deps=[["raw", "observations"]])
 def decomposition(context: dg.AssetExecutionContext, config: DecompositionConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     start, end = time_window(context)
     params = config.params()

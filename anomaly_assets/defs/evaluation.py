@@ -12,6 +12,7 @@ from dagster_duckdb import DuckDBResource
 from anomaly_assets import warehouse as wh
 from anomaly_assets.core import evaluate
 from anomaly_assets.defs.metadata import column_schema, markdown_preview
+from anomaly_assets.defs.partitions import WRITER_POOL
 from anomaly_assets.defs.resources import LandingFolder
 from anomaly_assets.landing import LandingError, read_labels
 
@@ -69,7 +70,7 @@ def evaluate_scores(scores: pd.DataFrame, labels: pd.DataFrame, splits: dict[str
     deps=[dg.AssetKey(["scoring", "anomaly_scores"])],
     group_name="evaluation",
     kinds={"duckdb", "python"},
-    pool="duckdb_writer",
+    pool=WRITER_POOL,
     description=wh.EVALUATION_METRICS.doc + " Mean over entities that have labels; SMD/ASD count only the test split.",
     metadata={"dagster/column_schema": column_schema(wh.EVALUATION_METRICS)},
 )

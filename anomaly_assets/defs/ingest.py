@@ -9,8 +9,8 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from anomaly_assets import warehouse as wh
-from anomaly_assets.defs.metadata import column_schema, table_metadata, time_window
-from anomaly_assets.defs.partitions import daily_partitions
+from anomaly_assets.defs.metadata import table_metadata, time_window
+from anomaly_assets.defs.partitions import daily_table_asset
 from anomaly_assets.defs.resources import LandingFolder
 from anomaly_assets.landing import discover_files, read_file
 
@@ -78,16 +78,7 @@ def collect(reads, start, end, now) -> dict[str, pd.DataFrame]:
     }
 
 
-@dg.asset(
-    key=["raw", "observations"],
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="ingest",
-    kinds={"duckdb", "python"},
-    pool="duckdb_writer",
-    description=wh.OBSERVATIONS.doc,
-    metadata={"dagster/column_schema": column_schema(wh.OBSERVATIONS)},
-)
+@daily_table_asset(wh.OBSERVATIONS, group="ingest")
 def observations(context: dg.AssetExecutionContext, duckdb: DuckDBResource, landing: LandingFolder) -> dg.MaterializeResult:
     start, end = time_window(context)
     now = dt.datetime.now(dt.timezone.utc)

@@ -1,7 +1,28 @@
-"""Daily partitions (UTC). The first day is ANOMALY_PARTITION_START; the last is yesterday."""
+"""Daily partitions (UTC), and what every daily asset that writes the warehouse shares."""
 
 import dagster as dg
 
+from anomaly_assets.defs.metadata import column_schema
 from anomaly_assets.settings import load_settings
+from anomaly_assets.warehouse import Table
 
+# The first day is ANOMALY_PARTITION_START; the last is yesterday.
 daily_partitions = dg.DailyPartitionsDefinition(start_date=load_settings().partition_start, timezone="UTC")
+
+# DuckDB has one writer: every asset that writes the warehouse joins this pool (dagster_home/dagster.yaml).
+WRITER_POOL = "duckdb_writer"
+
+
+def daily_table_asset(table: Table, *, group: str, deps=(), kinds=("duckdb", "python"), description=None):
+    """``@asset`` for a daily-partitioned table: single-run backfills, the writer pool, documented columns."""
+    return dg.asset(
+        key=[table.schema, table.name],
+        deps=list(deps),
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=group,
+        kinds=set(kinds),
+        pool=WRITER_POOL,
+        description=description or table.doc,
+        metadata={"dagster/column_schema": column_schema(table)},
+    )

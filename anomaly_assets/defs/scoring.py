@@ -12,7 +12,7 @@ from dagster_duckdb import DuckDBResource
 from anomaly_assets import warehouse as wh
 from anomaly_assets.core.fleet import DAY, DetectorParams, days_in, fit_fleet, score_day
 from anomaly_assets.defs.metadata import column_schema, markdown_preview, table_metadata, time_window
-from anomaly_assets.defs.partitions import daily_partitions
+from anomaly_assets.defs.partitions import WRITER_POOL, daily_partitions, daily_table_asset
 from anomaly_assets.defs.resources import MetricCatalog, ModelStore
 
 # Earlier points read only to prime the temporal smoothing of the first points of a day.
@@ -22,29 +22,21 @@ WARMUP = pd.Timedelta(days=2)
 class DetectorConfig(dg.Config):
     """Tuning knobs, editable in the Launchpad. Probabilities are per point under normal behaviour."""
 
-    training_days: int = 28
-    min_training_days: float = 3.0
-    smoothing_alpha: float = 0.1
-    if_weight: float = 0.0
-    tail_quantile: float = 0.98
-    warning_p: float = 1e-3
-    critical_p: float = 1e-5
+    training_days: int = DetectorParams.training_days
+    min_training_days: float = DetectorParams.min_training_days
+    smoothing_alpha: float = DetectorParams.smoothing_alpha
+    if_weight: float = DetectorParams.if_weight
+    tail_quantile: float = DetectorParams.tail_quantile
+    warning_p: float = DetectorParams.warning_p
+    critical_p: float = DetectorParams.critical_p
 
     def params(self) -> DetectorParams:
         return DetectorParams(**self.model_dump())
 
 
-@dg.asset(
-    key=["ml", "model_versions"],
-    deps=[dg.AssetKey(["features", "decomposition"])],
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="scoring",
-    kinds={"duckdb", "scikitlearn"},
-    pool="duckdb_writer",
-    description=wh.MODEL_VERSIONS.doc + " One fleet model per day, trained strictly before it.",
-    metadata={"dagster/column_schema": column_schema(wh.MODEL_VERSIONS)},
-)
+@daily_table_asset(wh.MODEL_VERSIONS, group="scoring", deps=[["features", "decomposition"]],
+                   kinds=("duckdb", "scikitlearn"),
+                   description=wh.MODEL_VERSIONS.doc + " One fleet model per day, trained strictly before it.")
 def model_versions(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb: DuckDBResource,
                    models: ModelStore) -> dg.MaterializeResult:
     start, end = time_window(context)
@@ -89,7 +81,7 @@ def model_versions(context: dg.AssetExecutionContext, config: DetectorConfig, du
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="scoring",
-    pool="duckdb_writer",
+    pool=WRITER_POOL,
 )
 def anomaly_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource, models: ModelStore,
                    catalog: MetricCatalog):

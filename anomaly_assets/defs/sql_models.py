@@ -26,7 +26,6 @@ indented deeper than the column name continue its description.
 import graphlib
 import hashlib
 import json
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,16 +38,10 @@ import duckdb as duckdb_module  # `duckdb` is shadowed by the resource parameter
 from dagster_duckdb import DuckDBResource
 
 __all__ = [
-    "DEFAULT_SQL_DIR",
     "SqlModel",
     "build_sql_model_assets",
     "load_sql_models",
 ]
-
-#: Repository-level folder with the SQL models (override with ANOMALY_ASSETS_SQL_DIR).
-DEFAULT_SQL_DIR = Path(
-    os.environ.get("ANOMALY_ASSETS_SQL_DIR", Path(__file__).resolve().parents[2] / "dbt_like_sql")
-)
 
 PREVIEW_ROWS = 10
 _IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]*$")

@@ -19,7 +19,6 @@ from anomaly_assets.warehouse import ANOMALY_SCORES
 from anomaly_assets.warehouse import EXPLANATIONS as EXPLANATIONS_TABLE
 from anomaly_assets.warehouse import ensure_tables
 from anomaly_assets.defs.sql_models import (
-    DEFAULT_SQL_DIR,
     SqlModel,
     build_sql_model_assets,
     load_sql_models,
