@@ -66,6 +66,29 @@ def backfill(date_from: str | None = None, date_to: str | None = None) -> bool:
     return result.success
 
 
+def publish() -> bool:
+    """Publish the analysts' read-only copy of the warehouse now (every chain run also does it).
+
+    Materializes the ``analyst_copy`` asset, so it waits for the ``duckdb_writer`` pool like any
+    writer (copying while a run writes would make that run fail on DuckDB's file lock) and the
+    copy is recorded in the instance.
+    """
+    import dagster as dg
+
+    from anomaly_assets.definitions import analyst_copy, resources, settings
+
+    if not settings.warehouse.exists():
+        print(f"warehouse {settings.warehouse} does not exist: nothing to publish (run `anomaly-assets backfill` first)",
+              file=sys.stderr)
+        return False
+    result = dg.materialize([analyst_copy], resources=resources(), instance=_instance(), raise_on_error=False)
+    if result.success:
+        md = result.asset_materializations_for_node(analyst_copy.op.name)[0].metadata
+        print(f"published {md['tables'].value} tables ({md['dagster/row_count'].value:,} rows) "
+              f"to {settings.analyst_copy} in {md['seconds'].value:.2f} s")
+    return result.success
+
+
 def summary(limit: int = 8) -> str:
     import duckdb
 
@@ -130,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--freq", default="1h")
     d.add_argument("--out", type=Path, default=Path("data/demo"))
     sub.add_parser("summary", help="print tables, top anomalies and evaluation of the warehouse")
+    sub.add_parser("publish", help="copy the warehouse to the analysts' read-only copy (ANOMALY_ANALYST_COPY) now")
     a = p.parse_args(argv)
     if a.cmd == "backfill":
         ok = backfill(a.date_from, a.date_to)
@@ -138,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     if a.cmd == "demo":
         return 0 if demo(a.entities, a.days, a.freq, a.out.resolve()) else 1
+    if a.cmd == "publish":
+        return 0 if publish() else 1
     print(summary())
     return 0
 

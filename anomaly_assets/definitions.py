@@ -9,8 +9,8 @@ from __future__ import annotations
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from anomaly_assets.defs import decomposition, evaluation, ingest, scoring
-from anomaly_assets.defs.resources import LandingFolder, MetricCatalog, ModelStore
+from anomaly_assets.defs import automation, decomposition, evaluation, ingest, publish, scoring
+from anomaly_assets.defs.resources import AnalystCopy, LandingFolder, MetricCatalog, ModelStore
 from anomaly_assets.defs.sql_models import build_sql_model_assets
 from anomaly_assets.settings import load_settings
 
@@ -26,6 +26,12 @@ anomaly_chain = dg.define_asset_job(
     description="Ingest, decompose, train, score, explain, then rebuild marts and evaluation.",
 )
 
+# Last in every run: the read-only copy analysts query. Then the nightly schedule, the landing
+# sensor and the failure alerts, all from the environment (defs/automation.py).
+analyst_copy = publish.build_analyst_copy([*python_assets, *sql_assets])
+automation_settings = automation.load_automation_settings()
+schedules, sensors = automation.build_automation(anomaly_chain, automation_settings)
+
 
 def resources(s=settings) -> dict:
     return {
@@ -34,11 +40,15 @@ def resources(s=settings) -> dict:
                                  splits=str(s.splits) if s.splits else None),
         "models": ModelStore(path=str(s.model_dir)),
         "catalog": MetricCatalog(path=str(s.families) if s.families else None),
+        "analyst": AnalystCopy(path=str(s.analyst_copy)),
     }
 
 
 defs = dg.Definitions(
-    assets=[*python_assets, *sql_assets],
+    # one freshness policy for every asset, applied here once (windows from the environment)
+    assets=automation.with_freshness([*python_assets, *sql_assets, analyst_copy], automation_settings),
     jobs=[anomaly_chain],
+    schedules=schedules,
+    sensors=sensors,
     resources=resources(),
 )

@@ -52,9 +52,11 @@ import pyarrow.compute as pc
 __all__ = [
     "SUFFIXES",
     "FileRead",
+    "FileDays",
     "LandingError",
     "discover_files",
     "entity_from_path",
+    "observation_days",
     "read_file",
     "read_labels",
 ]
@@ -1245,6 +1247,67 @@ def read_file(path: Path, *, root: Path | None = None, max_abs_value: float = 1e
             source_file, "single-series file has no name to use as entity_id; rename the file"
         )
     return result
+
+
+@dataclass
+class FileDays:
+    """The UTC days a landing file holds timestamps for (see :func:`observation_days`).
+
+    Attributes
+    ----------
+    source_file : str
+        As in :class:`FileRead`.
+    days : list of str
+        Sorted ``YYYY-MM-DD`` UTC days of the file's parseable timestamps.
+    file_error : str or None
+        Set, as in :class:`FileRead`, when the whole file is unusable; ``days`` is then empty.
+    """
+
+    source_file: str
+    days: list[str]
+    file_error: str | None = None
+
+
+def observation_days(path: Path, *, root: Path | None = None) -> FileDays:
+    """Which UTC days a landing file covers, reading only what that takes.
+
+    A CSV file is split into fields once (no value is parsed), a Parquet file reads its schema
+    and its timestamp column only; the timestamps are parsed as :func:`read_file` parses them.
+    Days of rows that :func:`read_file` would reject for another reason (a bad value) are
+    included: the answer is where the file's rows would go, not which rows are valid. Never
+    raises for a problem in the file: an unusable file has ``file_error`` set (the same message
+    :func:`read_file` gives for the header or the encoding).
+    """
+    path = Path(path)
+    source_file = path.name
+    if root is not None:
+        try:
+            source_file = path.relative_to(root).as_posix()
+        except ValueError:
+            source_file = path.as_posix()
+    try:
+        if path.name.lower().endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            try:
+                if path.stat().st_size == 0:
+                    raise _Unusable("is empty (0 bytes); expected a Parquet file")
+                header = list(pq.read_schema(path).names)
+                layout = _layout(header, ",".join(header))
+                name = header[layout.ts_col]
+                table = pq.read_table(path, columns=[name])
+            except (pa.ArrowException, OSError, ValueError) as exc:
+                raise _Unusable(f"is not a readable Parquet file ({exc})") from exc
+            column = _parquet_column(table, 0, "timestamp", name)
+        else:
+            records = _csv_records(_read_bytes(path), check_header=_layout)
+            column = records.columns[_layout(records.header, records.raw_header).ts_col]
+        parsed = _parse_timestamps(column)
+    except _Unusable as problem:
+        return FileDays(source_file, [], f"{source_file}: {problem}")
+    us = parsed.us[~parsed.rejected]
+    days = np.unique(us // 86_400_000_000).astype("datetime64[D]")
+    return FileDays(source_file, [str(d) for d in days])
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ class Settings:
     partition_start: str
     sql_dir: Path
     families: Path
+    analyst_copy: Path
 
     @property
     def model_dir(self) -> Path:
@@ -35,12 +36,15 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     splits = path("ANOMALY_SPLITS", None)
     if splits is None and labels is not None and (labels.parent / "splits.csv").exists():
         splits = labels.parent / "splits.csv"
+    warehouse = path("ANOMALY_WAREHOUSE", "data/warehouse.duckdb")
     return Settings(
         landing_dir=path("ANOMALY_LANDING_DIR", "data/landing"),
-        warehouse=path("ANOMALY_WAREHOUSE", "data/warehouse.duckdb"),
+        warehouse=warehouse,
         labels=labels,
         splits=splits,
         partition_start=env.get("ANOMALY_PARTITION_START", "2013-01-01"),
         sql_dir=path("ANOMALY_ASSETS_SQL_DIR", str(REPO_ROOT / "dbt_like_sql")),
         families=path("ANOMALY_METRIC_FAMILIES", str(REPO_ROOT / "configs" / "metric_families.yaml")),
+        # the read-only copy analysts query; beside the warehouse unless set
+        analyst_copy=path("ANOMALY_ANALYST_COPY", None) or warehouse.parent / "analytics.duckdb",
     )

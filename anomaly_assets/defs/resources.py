@@ -56,3 +56,13 @@ class MetricCatalog(dg.ConfigurableResource):
 
     def load(self) -> MetricFamilies:
         return load_metric_families(Path(self.path) if self.path else None)
+
+
+class AnalystCopy(dg.ConfigurableResource):
+    """The read-only copy of the warehouse that analysts query (ANOMALY_ANALYST_COPY)."""
+
+    path: str
+
+    @property
+    def target(self) -> Path:
+        return Path(self.path)

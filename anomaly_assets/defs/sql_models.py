@@ -37,6 +37,8 @@ import duckdb
 import duckdb as duckdb_module  # `duckdb` is shadowed by the resource parameter below
 from dagster_duckdb import DuckDBResource
 
+from anomaly_assets.defs.partitions import WRITER_POOL
+
 __all__ = [
     "SqlModel",
     "build_sql_model_assets",
@@ -353,6 +355,7 @@ def _build_asset(model: SqlModel) -> dg.AssetsDefinition:
         deps=model.dep_keys,
         group_name=model.schema,
         kinds={"duckdb", "sql"},
+        pool=WRITER_POOL,  # CREATE OR REPLACE writes the warehouse: one writer at a time
         description=model.description,
         code_version=model.code_version,
         metadata={

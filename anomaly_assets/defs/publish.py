@@ -1,0 +1,60 @@
+"""analyst_copy: the warehouse, published as a read-only copy for analysts at the end of every run.
+
+A final asset rather than a sensor reacting to finished runs, because:
+
+* it runs in the ``duckdb_writer`` pool, so the moment it reads the warehouse no run of the chain
+  is writing it (a sensor copying on its own schedule would hold a read lock that makes a
+  concurrent writer fail);
+* it depends on every leaf of the graph, so it runs only when everything upstream succeeded and
+  its blocking checks passed: analysts never see a half-updated or rejected day, they keep the
+  last good copy;
+* it is part of ``anomaly_chain``, so schedule, sensor, UI and shell runs all publish, with the
+  copy's size and timing recorded as materialization metadata.
+
+``anomaly-assets publish`` does the same by hand. See :mod:`anomaly_assets.analyst_copy` for how
+the copy is made.
+"""
+
+from pathlib import Path
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from anomaly_assets.analyst_copy import publish
+from anomaly_assets.defs.partitions import WRITER_POOL
+from anomaly_assets.defs.resources import AnalystCopy
+
+
+def leaf_keys(assets) -> list[dg.AssetKey]:
+    """Keys of the assets nothing else depends on: the end of every path through the graph."""
+    keys, upstream = set(), set()
+    for a in assets:
+        keys |= set(a.keys)
+        upstream |= {d for d in a.dependency_keys}
+    return sorted(keys - upstream, key=lambda k: k.to_user_string())
+
+
+def build_analyst_copy(assets) -> dg.AssetsDefinition:
+    """The publishing asset, downstream of every leaf of ``assets``."""
+
+    @dg.asset(
+        key="analyst_copy",
+        deps=leaf_keys(assets),
+        group_name="publish",
+        kinds={"duckdb"},
+        pool=WRITER_POOL,
+        description="Read-only copy of the whole warehouse for analysts (ANOMALY_ANALYST_COPY), "
+                    "replaced atomically when every upstream asset succeeded.",
+    )
+    def analyst_copy(context: dg.AssetExecutionContext, duckdb: DuckDBResource, analyst: AnalystCopy) -> dg.MaterializeResult:
+        p = publish(Path(duckdb.database), analyst.target)
+        context.log.info(f"published {p.tables} tables ({p.rows:,} rows) to {p.target} in {p.seconds:.2f} s")
+        return dg.MaterializeResult(metadata={
+            "path": dg.MetadataValue.path(str(p.target)),
+            "tables": p.tables,
+            "dagster/row_count": p.rows,
+            "bytes": p.bytes,
+            "seconds": round(p.seconds, 3),
+        })
+
+    return analyst_copy
