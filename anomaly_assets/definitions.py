@@ -9,8 +9,8 @@ from __future__ import annotations
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from anomaly_assets.defs import automation, decomposition, evaluation, ingest, publish, scoring
-from anomaly_assets.defs.resources import AnalystCopy, LandingFolder, MetricCatalog, ModelStore
+from anomaly_assets.defs import automation, checks, decomposition, evaluation, ingest, publish, scoring
+from anomaly_assets.defs.resources import AnalystCopy, DataExpectations, LandingFolder, MetricCatalog, ModelStore
 from anomaly_assets.defs.sql_models import build_sql_model_assets
 from anomaly_assets.settings import load_settings
 
@@ -34,6 +34,8 @@ schedules, sensors = automation.build_automation(anomaly_chain, automation_setti
 
 
 def resources(s=settings) -> dict:
+    expectations = DataExpectations(path=str(s.expectations))
+    expectations.load()  # a bad configs/expectations.yaml fails here, naming the file and field
     return {
         "duckdb": DuckDBResource(database=str(s.warehouse)),
         "landing": LandingFolder(path=str(s.landing_dir), labels=str(s.labels) if s.labels else None,
@@ -41,12 +43,15 @@ def resources(s=settings) -> dict:
         "models": ModelStore(path=str(s.model_dir)),
         "catalog": MetricCatalog(path=str(s.families) if s.families else None),
         "analyst": AnalystCopy(path=str(s.analyst_copy)),
+        "expectations": expectations,
     }
 
 
 defs = dg.Definitions(
     # one freshness policy for every asset, applied here once (windows from the environment)
     assets=automation.with_freshness([*python_assets, *sql_assets, analyst_copy], automation_settings),
+    # GX checks beside their tables (defs/checks.py); anomaly_chain's AssetSelection.all() runs them
+    asset_checks=checks.CHECKS,
     jobs=[anomaly_chain],
     schedules=schedules,
     sensors=sensors,

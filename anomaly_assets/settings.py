@@ -19,6 +19,7 @@ class Settings:
     sql_dir: Path
     families: Path
     analyst_copy: Path
+    expectations: Path
 
     @property
     def model_dir(self) -> Path:
@@ -47,4 +48,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         families=path("ANOMALY_METRIC_FAMILIES", str(REPO_ROOT / "configs" / "metric_families.yaml")),
         # the read-only copy analysts query; beside the warehouse unless set
         analyst_copy=path("ANOMALY_ANALYST_COPY", None) or warehouse.parent / "analytics.duckdb",
+        expectations=path("ANOMALY_EXPECTATIONS", str(REPO_ROOT / "configs" / "expectations.yaml")),
     )

@@ -9,6 +9,7 @@ import dagster as dg
 import joblib
 
 from anomaly_assets.config import MetricFamilies, load_metric_families
+from anomaly_assets.expectations import ExpectationRules, load_expectations
 
 
 class LandingFolder(dg.ConfigurableResource):
@@ -56,6 +57,15 @@ class MetricCatalog(dg.ConfigurableResource):
 
     def load(self) -> MetricFamilies:
         return load_metric_families(Path(self.path) if self.path else None)
+
+
+class DataExpectations(dg.ConfigurableResource):
+    """The rules the asset checks apply (configs/expectations.yaml), validated when loaded."""
+
+    path: Optional[str] = None
+
+    def load(self) -> ExpectationRules:
+        return load_expectations(Path(self.path) if self.path else None)
 
 
 class AnalystCopy(dg.ConfigurableResource):

@@ -1,0 +1,161 @@
+"""Asset checks for real: the chain with its GX checks on a temp warehouse, then the warehouse
+tampered with (a copy per case) and the checks run again."""
+
+import shutil
+
+import dagster as dg
+import duckdb
+import pytest
+
+from anomaly_assets import definitions
+from anomaly_assets.config import ConfigFileError
+from anomaly_assets.definitions import python_assets, resources, sql_assets
+from anomaly_assets.defs.checks import CHECKS
+from anomaly_assets.demo.fleet import generate_fleet
+from anomaly_assets.settings import load_settings
+
+FIRST, LAST = "2026-09-07", "2026-09-21"  # 15 days: a week of cold start, then fitted and scored days
+OBS = dg.AssetKey(["raw", "observations"])
+DEC = dg.AssetKey(["features", "decomposition"])
+SCORES = dg.AssetKey(["scoring", "anomaly_scores"])
+BLOCKING = {(OBS, "schema"), (OBS, "keys_present"), (OBS, "no_duplicates"),
+            (DEC, "finite_past_cold_start"), (SCORES, "score_in_unit_interval")}
+
+
+def _env(root, **extra):
+    return {"ANOMALY_LANDING_DIR": str(root / "landing"), "ANOMALY_WAREHOUSE": str(root / "wh.duckdb"), **extra}
+
+
+def _run(res, start, end=None, selection=None):
+    tags = ({"dagster/partition": start} if end is None else
+            {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end})
+    return dg.materialize([*python_assets, *sql_assets, *CHECKS], resources=res, selection=selection,
+                          instance=dg.DagsterInstance.ephemeral(), tags=tags, raise_on_error=False)
+
+
+def _evaluations(result) -> dict:
+    return {(e.asset_key, e.check_name): e for e in result.get_asset_check_evaluations()}
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checks")
+    generate_fleet(root / "landing", entities=6, days=15, labels_path=root / "labels.csv",
+                   entities_path=root / "entities.csv")
+    result = _run(resources(load_settings(_env(root))), FIRST, LAST)
+    assert result.success
+    return root, result
+
+
+def test_the_chain_job_selects_every_check():
+    job = definitions.defs.resolve_job_def("anomaly_chain")
+    keys = definitions.defs.resolve_asset_graph().asset_check_keys
+    assert len(keys) == 12 and BLOCKING <= {(k.asset_key, k.name) for k in keys}
+    assert {n.name for n in job.graph.nodes} >= {"observations_checks", "decomposition_checks",
+                                                   "anomaly_scores_checks"}
+
+
+def test_clean_chain_passes_its_checks_with_gx_statistics(chain):
+    _, result = chain
+    evals = _evaluations(result)
+    assert len(evals) == 12
+    for key, e in evals.items():
+        assert e.metadata["gx_statistics"].value["evaluated_expectations"] >= 1 or key[1] == "residual_z_scale"
+        assert e.partition is None  # a range run: one evaluation over the range
+        if key != (SCORES, "anomaly_rate"):  # the detector's flag rate is its own business here
+            assert e.passed, (key, e.description)
+        assert bool(e.blocking) == (key in BLOCKING)
+    volume = evals[(OBS, "volume")].description
+    assert volume.startswith("8 day(s) within 0.5..2.0") and "7 day(s) without enough history" in volume
+    assert evals[(DEC, "finite_past_cold_start")].metadata["fitted_rows"].value == 8 * 6 * 4 * 24
+    assert evals[(SCORES, "score_in_unit_interval")].metadata["scored_points"].value > 0
+
+
+def test_one_day_records_the_partition_and_says_when_history_is_short(chain):
+    root, _ = chain
+    result = _run(resources(load_settings(_env(root))), "2026-09-08",
+                  selection=dg.AssetSelection.checks_for_assets(OBS))
+    evals = _evaluations(result)
+    assert result.success and {e.partition for e in evals.values()} == {"2026-09-08"}
+    assert evals[(OBS, "volume")].passed
+    assert evals[(OBS, "volume")].description.startswith("not enough history: 2026-09-08 had fewer than 7")
+    assert result.get_asset_materialization_events() == []  # checks alone read what is there
+
+
+ONE_ROW = "(SELECT rowid FROM {t} WHERE ts >= '2026-09-19' ORDER BY entity_id, ts, rowid LIMIT 1)"
+TAMPER = {
+    "inf value": (OBS, "keys_present",
+                  f"UPDATE raw.observations SET value = 'inf' WHERE rowid = {ONE_ROW.format(t='raw.observations')}"),
+    "duplicate row": (OBS, "no_duplicates",
+                      "INSERT INTO raw.observations SELECT * FROM raw.observations WHERE ts >= '2026-09-19' LIMIT 1"),
+    "extra column": (OBS, "schema", "ALTER TABLE raw.observations ADD COLUMN note VARCHAR"),
+    "voltage 5 kV": (OBS, "value_ranges", "UPDATE raw.observations SET value = 5000 WHERE metric = 'voltage_v' "
+                                          "AND ts = '2026-09-19 10:00:00+00'"),
+    "half a day lost": (OBS, "volume", "DELETE FROM raw.observations WHERE ts >= '2026-09-19 10:00:00+00' "
+                                       "AND ts < '2026-09-20'"),
+    "NaN in a fitted series": (DEC, "finite_past_cold_start",
+                               f"UPDATE features.decomposition SET residual_z = 'nan' "
+                               f"WHERE rowid = {ONE_ROW.format(t='features.decomposition')}"),
+    "unfitted with long history": (DEC, "cold_start_only_when_history_is_short",
+                                   "UPDATE features.decomposition SET expected = NULL, residual = NULL, "
+                                   "residual_z = NULL WHERE entity_id = 'pump-0001' AND ts >= '2026-09-19'"),
+    "residual scale x100": (DEC, "residual_z_scale", "UPDATE features.decomposition SET residual_z = residual_z * 100"),
+    "score 1.5": (SCORES, "score_in_unit_interval",
+                  f"UPDATE scoring.anomaly_scores SET anomaly_score = 1.5 "
+                  f"WHERE rowid = {ONE_ROW.format(t='scoring.anomaly_scores')}"),
+    "NULL score outside cold start": (SCORES, "score_in_unit_interval",
+                                      "UPDATE scoring.anomaly_scores SET anomaly_score = NULL "
+                                      "WHERE severity = 'normal' AND ts >= '2026-09-20 05:00:00+00' "
+                                      "AND ts < '2026-09-20 06:00:00+00'"),
+    "every point flagged": (SCORES, "anomaly_rate",
+                            "UPDATE scoring.anomaly_scores SET severity = 'warning', is_anomaly = true "
+                            "WHERE severity <> 'cold_start' AND ts >= '2026-09-19'"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPER))
+def test_tampered_warehouse_fails_the_right_check(chain, tmp_path, case):
+    root, _ = chain
+    asset, check, sql = TAMPER[case]
+    (tmp_path / "landing").mkdir()
+    shutil.copy(root / "wh.duckdb", tmp_path / "wh.duckdb")
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    try:
+        con.execute(sql)
+    finally:
+        con.close()
+    result = _run(resources(load_settings(_env(tmp_path))), "2026-09-19", "2026-09-20",
+                  selection=dg.AssetSelection.checks_for_assets(asset))
+    evals = _evaluations(result)
+    failed = {name for (_, name), e in evals.items() if not e.passed}
+    assert check in failed, {name: e.description for (_, name), e in evals.items()}
+    e = evals[(asset, check)]
+    assert e.metadata["gx_statistics"].value["unsuccessful_expectations"] >= 1
+    if check not in ("schema", "volume", "residual_z_scale", "anomaly_rate"):
+        assert "_no rows_" not in e.metadata["failing_examples"].value  # the offending rows are shown
+    # a failed blocking check fails the step (and so stops what is downstream); a warning does not
+    assert result.success == ((asset, check) not in BLOCKING)
+
+
+def test_a_failed_blocking_check_stops_the_chain(chain, tmp_path):
+    root, _ = chain
+    shutil.copytree(root / "landing", tmp_path / "landing")
+    shutil.copy(root / "wh.duckdb", tmp_path / "wh.duckdb")
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    try:
+        con.execute("ALTER TABLE raw.observations ADD COLUMN note VARCHAR")  # the contract is broken
+    finally:
+        con.close()
+    result = _run(resources(load_settings(_env(tmp_path))), LAST)
+    assert not result.success
+    materialized = {m.asset_key for m in result.get_asset_materialization_events()}
+    assert OBS in materialized and DEC not in materialized and SCORES not in materialized
+    schema = _evaluations(result)[(OBS, "schema")]
+    assert not schema.passed and "note" in schema.metadata["failing_examples"].value
+
+
+def test_bad_expectations_file_fails_when_definitions_load(tmp_path):
+    bad = tmp_path / "expectations.yaml"
+    bad.write_text("scores:\n  anomaly_rate: {min: 0.5, max: 0.1}\n")
+    with pytest.raises(ConfigFileError, match=rf"{bad}: field 'scores.anomaly_rate': min 0.5 is above max 0.1"):
+        resources(load_settings(_env(tmp_path, ANOMALY_EXPECTATIONS=str(bad))))
