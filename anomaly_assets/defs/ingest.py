@@ -1,18 +1,41 @@
-"""raw.observations: the landing folder, parsed, quarantined and stored per day."""
+"""raw.observations: the landing folder, parsed, quarantined and stored per day.
+
+Nothing read is lost: every observation of a landing file ends up either stored in
+raw.observations (by the run of its day) or quarantined in raw.rejected_rows with its line and
+reason, so for every file ``rows_read = stored + rejected`` once its days have run
+(raw.landing_files keeps both counts). Rows are quarantined when
+
+* the line is malformed (landing.py: bad timestamp or number, missing key, wrong field count,
+  not UTF-8, a duplicate inside the file, ...);
+* the timestamp is outside every partition: before the first day (``ANOMALY_PARTITION_START``)
+  or in the future when the file is read. Rows of other days are not rejected: they belong to
+  those days' partitions and are stored when those run. Rows of today are stored by tomorrow's
+  run (the last partition is yesterday);
+* another file (earlier by path) holds the same entity, metric and time: the first file wins.
+
+A file that cannot be used at all goes to raw.rejected_files with a message naming the file, what
+was expected and what was found. Fixing a file (its size or modification time changes) makes the
+next run read it again and replace what it left.
+"""
 
 
 import datetime as dt
 import os
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from anomaly_assets import warehouse as wh
-from anomaly_assets.defs.metadata import table_metadata, time_window
-from anomaly_assets.defs.partitions import daily_table_asset
+from anomaly_assets.defs.metadata import markdown_preview, table_metadata, time_window
+from anomaly_assets.defs.partitions import daily_partitions, daily_table_asset
 from anomaly_assets.defs.resources import LandingFolder
 from anomaly_assets.landing import discover_files, read_file
+
+# Rejections that depend on the other files read for a day (not on the file alone) start so.
+ACROSS_FILES = "duplicate across files: "
+_REJECTED = ["source_file", "line_number", "raw", "reason"]
 
 
 def _manifest(con) -> pd.DataFrame:
@@ -37,51 +60,111 @@ def _needs_reading(files, root, manifest: pd.DataFrame, start, end) -> list:
     return out
 
 
-def collect(reads, start, end, now) -> dict[str, pd.DataFrame]:
-    """Combine file reads into the rows to write for [start, end)."""
+def _iso(ts: pd.Series) -> pd.Series:
+    return ts.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str.removesuffix(".000000") + "Z"
+
+
+def outside_partitions(o: pd.DataFrame, first: pd.Timestamp, now: pd.Timestamp) -> tuple[np.ndarray, pd.Series]:
+    """Mask of observations no partition can hold, and the reason for each (index of ``o``)."""
+    early = (o["ts"] < first).to_numpy()
+    late = (o["ts"] > now).to_numpy()
+    reason = pd.Series(None, index=o.index, dtype=object)
+    if early.any():
+        reason[early] = ("timestamp " + _iso(o["ts"][early]) + f" is before the first partition {first.date()} "
+                         "(ANOMALY_PARTITION_START); set it earlier and touch the file to load this row")
+    if late.any():
+        reason[late] = ("timestamp " + _iso(o["ts"][late])
+                        + f" is in the future (the file was read at {now.strftime('%Y-%m-%dT%H:%M:%SZ')})")
+    return early | late, reason
+
+
+def collect(reads, start, end, now, first=None) -> dict[str, pd.DataFrame]:
+    """Combine file reads into the rows to write for [start, end).
+
+    Returns observations (the window's rows to store), rejected_rows (every row of the files read
+    that is quarantined for a reason of its own, plus this window's duplicates across files),
+    rejected_files, landing_files (the manifest, ``rows_rejected`` still without the rejections
+    across files of other windows: see :func:`merge_rejections`) and window_lines (source_file and
+    line_number of every accepted row inside the window).
+    """
+    now = pd.Timestamp(now)
+    first = pd.Timestamp(first) if first is not None else pd.Timestamp.min.tz_localize("UTC")
     obs, rejected, rejected_files, manifest = [], [], [], []
     for (f, rel, st), fr in reads:
+        o = fr.observations
+        out, reason = outside_partitions(o, first, now)
+        if out.any():
+            rejected.append(pd.DataFrame({"source_file": rel, "line_number": o["line_number"][out],
+                                          "raw": None, "reason": reason[out]}))
+        o = o[~out]
         manifest.append({
             "source_file": rel, "size_bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "shape": fr.shape,
-            "first_ts": fr.observations["ts"].min() if len(fr.observations) else pd.NaT,
-            "last_ts": fr.observations["ts"].max() if len(fr.observations) else pd.NaT,
-            "rows_read": fr.rows_read, "rows_rejected": len(fr.rejected_rows), "read_at": now,
+            "first_ts": o["ts"].min() if len(o) else pd.NaT,
+            "last_ts": o["ts"].max() if len(o) else pd.NaT,
+            "rows_read": fr.rows_read, "rows_rejected": len(fr.rejected_rows) + int(out.sum()), "read_at": now,
         })
         if fr.file_error:
             rejected_files.append({"source_file": rel, "reason": fr.file_error, "ingested_at": now})
             continue
-        o = fr.observations
-        o = o[(o["ts"] >= start) & (o["ts"] < end)].assign(source_file=rel)
-        obs.append(o)
+        obs.append(o[(o["ts"] >= start) & (o["ts"] < end)].assign(source_file=rel))
         rejected.append(fr.rejected_rows.assign(source_file=rel))
     cols = ["entity_id", "metric", "ts", "value", "source_file", "line_number"]
     o = pd.concat(obs, ignore_index=True) if obs else pd.DataFrame(columns=cols)
+    window_lines = o[["source_file", "line_number"]].drop_duplicates()
     # The same (entity, metric, ts) from two files: the first file (by path) wins, the rest are
     # quarantined with a pointer to the kept row.
     o = o.sort_values(["source_file", "line_number"], kind="stable")
     key = ["entity_id", "metric", "ts"]
     dup = o.duplicated(key, keep="first")
     if dup.any():
-        first = o[~dup].set_index(key)[["source_file", "line_number"]]
-        d = o[dup].join(first, on=key, rsuffix="_kept")
+        first_seen = o[~dup].set_index(key)[["source_file", "line_number"]]
+        d = o[dup].join(first_seen, on=key, rsuffix="_kept")
         rejected.append(pd.DataFrame({
             "source_file": d["source_file"], "line_number": d["line_number"], "raw": None,
-            "reason": "duplicate of " + d["source_file_kept"] + " line " + d["line_number_kept"].astype(str),
+            "reason": ACROSS_FILES + "same entity_id, metric and ts as " + d["source_file_kept"] + " line "
+                      + d["line_number_kept"].astype(str) + " (the first file by path is kept)",
         }))
-    rej = pd.concat(rejected, ignore_index=True) if rejected else pd.DataFrame(
-        columns=["source_file", "line_number", "raw", "reason"])
+    rej = pd.concat([r[_REJECTED] for r in rejected if len(r)], ignore_index=True) if any(
+        len(r) for r in rejected) else pd.DataFrame(columns=_REJECTED)
+    rej = rej.sort_values(["source_file", "line_number"], kind="stable", ignore_index=True)
+    landing = pd.DataFrame(manifest, columns=wh.LANDING_FILES.column_names)
+    across = rej[rej["reason"].str.startswith(ACROSS_FILES)].groupby("source_file").size()
+    landing["rows_rejected"] = landing["rows_rejected"] + landing["source_file"].map(across).fillna(0).astype(int)
     return {
         "observations": o[~dup].assign(ingested_at=now),
         "rejected_rows": rej.assign(ingested_at=now),
         "rejected_files": pd.DataFrame(rejected_files, columns=["source_file", "reason", "ingested_at"]),
-        "landing_files": pd.DataFrame(manifest, columns=wh.LANDING_FILES.column_names),
+        "landing_files": landing,
+        "window_lines": window_lines,
     }
+
+
+def merge_rejections(fresh: pd.DataFrame, previous: pd.DataFrame, window_lines: pd.DataFrame,
+                     landing: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Keep the duplicates-across-files of *other* windows when a file is read again.
+
+    ``previous`` are the stored rejections across files of the files read now. Those of lines
+    inside this window were decided again (``fresh``); those of lines rejected now for a reason of
+    their own are gone. The rest belong to days this run does not touch and stay, so the file's
+    accounting still holds. Returns the rejected rows to write and the manifest with
+    ``rows_rejected`` counting them.
+    """
+    if len(previous):
+        line = ["source_file", "line_number"]
+        redone = pd.concat([window_lines[line], fresh[line]], ignore_index=True).drop_duplicates()
+        keep = previous.merge(redone.assign(_redone=True), on=line, how="left")["_redone"].isna().to_numpy()
+        fresh = pd.concat([fresh, previous[keep]], ignore_index=True)
+        kept = previous[keep].groupby("source_file").size()
+        landing = landing.assign(rows_rejected=landing["rows_rejected"]
+                                 + landing["source_file"].map(kept).fillna(0).astype(int))
+    return fresh, landing
 
 
 @daily_table_asset(wh.OBSERVATIONS, group="ingest")
 def observations(context: dg.AssetExecutionContext, duckdb: DuckDBResource, landing: LandingFolder) -> dg.MaterializeResult:
     start, end = time_window(context)
     now = dt.datetime.now(dt.timezone.utc)
+    first = pd.Timestamp(daily_partitions.start).tz_convert("UTC")
     skip = landing.sidecars()
     files = [f for f in discover_files(landing.root) if f.resolve() not in skip]
     with duckdb.get_connection() as con:
@@ -89,23 +172,43 @@ def observations(context: dg.AssetExecutionContext, duckdb: DuckDBResource, land
         manifest = _manifest(con)
     todo = _needs_reading(files, landing.root, manifest, start, end)
     reads = [(t, read_file(t[0], root=landing.root)) for t in todo]
-    rows = collect(reads, start, end, now)
+    rows = collect(reads, start, end, now, first)
     read_files = [rel for (_, rel, _), _ in reads]
     with duckdb.get_connection() as con, wh.transaction(con):
+        previous = con.execute(
+            f"SELECT {', '.join(wh.REJECTED_ROWS.column_names)} FROM {wh.REJECTED_ROWS.qualified} "
+            "WHERE source_file IN (SELECT UNNEST(?::VARCHAR[])) AND starts_with(reason, ?)",
+            [read_files, ACROSS_FILES],
+        ).df()
+        rejected, manifest_rows = merge_rejections(rows["rejected_rows"], previous, rows["window_lines"],
+                                                   rows["landing_files"])
         wh.replace_time_slice(con, wh.OBSERVATIONS, rows["observations"], start, end)
-        wh.replace_keyed(con, wh.REJECTED_ROWS, rows["rejected_rows"], "source_file", read_files)
+        wh.replace_keyed(con, wh.REJECTED_ROWS, rejected, "source_file", read_files)
         wh.replace_keyed(con, wh.REJECTED_FILES, rows["rejected_files"], "source_file", read_files)
-        wh.replace_keyed(con, wh.LANDING_FILES, rows["landing_files"], "source_file", read_files)
+        wh.replace_keyed(con, wh.LANDING_FILES, manifest_rows, "source_file", read_files)
     for r in rows["rejected_files"].itertuples():
         context.log.warning(r.reason)
+    new = rows["rejected_rows"]
+    if len(new):
+        context.log.warning(f"{len(new)} row(s) quarantined in {wh.REJECTED_ROWS.qualified}, e.g. "
+                            + "; ".join(f"{r.source_file} line {r.line_number}: {r.reason}" for r in new.head(3).itertuples()))
     o = rows["observations"]
+    rows_read = int(manifest_rows["rows_read"].sum())
+    rows_rejected = int(manifest_rows["rows_rejected"].sum())
     return dg.MaterializeResult(metadata={
         **table_metadata(wh.OBSERVATIONS, o, start, end),
         "files_in_landing": len(files),
         "files_read": len(read_files),
         "files_rejected": len(rows["rejected_files"]),
-        "rows_read": int(rows["landing_files"]["rows_read"].sum()) if len(read_files) else 0,
-        "rows_rejected": len(rows["rejected_rows"]),
+        # rows_read = rows_stored + rows_rejected + rows_of_other_days
+        "rows_read": rows_read,
+        "rows_stored": len(o),
+        "rows_rejected": rows_rejected,
+        "rows_of_other_days": rows_read - len(o) - rows_rejected,
+        "rejected_reasons": markdown_preview(
+            new.assign(reason=new["reason"].str.replace(r"'[^']*'", "'…'", regex=True))
+            .groupby("reason", as_index=False).size().sort_values("size", ascending=False)
+            if len(new) else new, n=10),
         "entities": int(o["entity_id"].nunique()) if len(o) else 0,
         "metrics": int(o["metric"].nunique()) if len(o) else 0,
     })
