@@ -114,6 +114,9 @@ def summary(limit: int = 8) -> str:
             b, f, p, r, er, ep = ev[0]
             lines += ["", f"evaluation vs labels: best-F1 {b:.3f}, F1 {f:.3f} (precision {p:.3f}, recall {r:.3f}), "
                           f"event recall {er:.3f}, event precision {ep:.3f}"]
+        from anomaly_assets.alert_lifecycle import summary_lines
+
+        lines += summary_lines(con, limit)
         return "\n".join(lines)
     finally:
         con.close()
@@ -132,10 +135,16 @@ def demo(entities: int, days: int, freq: str, out: Path) -> bool:
     print(f"demo fleet: {s.entities} entities x {len(s.metrics)} metrics, {s.rows:,} rows in {s.files} files -> {landing}")
     os.environ["ANOMALY_LANDING_DIR"] = str(landing)
     os.environ["ANOMALY_LABELS"] = str(out / "labels.csv")
+    os.environ.setdefault("ANOMALY_ENTITIES", str(out / "entities.csv"))  # sites and tags: alert peers, routing
     os.environ.setdefault("ANOMALY_WAREHOUSE", str(out / "warehouse.duckdb"))
     ok = backfill()
     if ok:
         print(summary())
+        from anomaly_assets.alert_lifecycle import fault_routing_report
+        from anomaly_assets.definitions import resources
+
+        print("\n" + fault_routing_report(Path(os.environ["ANOMALY_WAREHOUSE"]), out / "faults.csv",
+                                          resources()["alert_rules"].load())[0])
         print(f"\nopen the UI: ANOMALY_LANDING_DIR={landing} ANOMALY_LABELS={out / 'labels.csv'} "
               f"ANOMALY_WAREHOUSE={os.environ['ANOMALY_WAREHOUSE']} make ui   (http://127.0.0.1:3000)")
     return ok
@@ -154,7 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--out", type=Path, default=Path("data/demo"))
     sub.add_parser("summary", help="print tables, top anomalies and evaluation of the warehouse")
     sub.add_parser("publish", help="copy the warehouse to the analysts' read-only copy (ANOMALY_ANALYST_COPY) now")
+    from anomaly_assets import alert_lifecycle
+
+    alert_lifecycle.add_cli(sub)
     a = p.parse_args(argv)
+    if a.cmd == "alerts":
+        from anomaly_assets.settings import load_settings
+
+        return alert_lifecycle.run_cli(a, load_settings().warehouse)
     if a.cmd == "backfill":
         ok = backfill(a.date_from, a.date_to)
         if ok:

@@ -10,13 +10,14 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from anomaly_assets.defs import automation, checks, decomposition, evaluation, ingest, publish, scoring
+from anomaly_assets.defs import alerts as alert_defs
 from anomaly_assets.defs.resources import AnalystCopy, DataExpectations, LandingFolder, MetricCatalog, ModelStore
 from anomaly_assets.defs.sql_models import build_sql_model_assets
 from anomaly_assets.settings import load_settings
 
 settings = load_settings()
 
-python_assets = dg.load_assets_from_modules([ingest, decomposition, scoring, evaluation])
+python_assets = dg.load_assets_from_modules([ingest, decomposition, scoring, evaluation, alert_defs])
 sql_assets = build_sql_model_assets(settings.sql_dir)
 
 # The whole chain for one day (or a range, in one run: every asset has BackfillPolicy.single_run()).
@@ -42,6 +43,8 @@ def resources(s=settings) -> dict:
                                  splits=str(s.splits) if s.splits else None),
         "models": ModelStore(path=str(s.model_dir)),
         "catalog": MetricCatalog(path=str(s.families) if s.families else None),
+        # a bad configs/alert_rules.yaml fails here, naming the rule, field and value
+        "alert_rules": alert_defs.alert_rulebook(s.families),
         "analyst": AnalystCopy(path=str(s.analyst_copy)),
         "expectations": expectations,
     }
@@ -54,6 +57,6 @@ defs = dg.Definitions(
     asset_checks=checks.CHECKS,
     jobs=[anomaly_chain],
     schedules=schedules,
-    sensors=sensors,
+    sensors=[*sensors, alert_defs.alert_delivery],
     resources=resources(),
 )

@@ -154,9 +154,55 @@ EVALUATION_METRICS = _t(
     time_column=None,
 )
 
+ALERTS = _t(
+    "alerts", "alerts", "Alerts people act on: one per rule and entity while it lasts, routed to a team, with the evidence.",
+    ("alert_id", "VARCHAR NOT NULL", "hash(rule, entity, opened_at): re-running the same data updates, never duplicates"),
+    ("rule", "VARCHAR NOT NULL", "Rule in configs/alert_rules.yaml that fired"),
+    ("entity_id", "VARCHAR NOT NULL", "Entity"),
+    ("opened_at", "TIMESTAMPTZ NOT NULL", "First hit (data time)"),
+    ("last_seen_at", "TIMESTAMPTZ NOT NULL", "Latest hit (data time)"),
+    ("status", "VARCHAR NOT NULL", "open, acknowledged or resolved (by a person, or when quiet for resolve_after)"),
+    ("severity", "VARCHAR NOT NULL", "info, warning or critical: the worst seen (a rise is an escalation)"),
+    ("team", "VARCHAR NOT NULL", "Whose job it is (routing by fault kind, family, tag or site; else the default team)"),
+    ("confidence", "DOUBLE NOT NULL", "0-1: rule precision from feedback x how clearly the evidence cleared the rule"),
+    ("title", "VARCHAR NOT NULL", "Short headline: what and where"),
+    ("why", "VARCHAR NOT NULL", "One paragraph a person can act on: what deviates, by how much, since when, what to do"),
+    ("evidence", "JSON NOT NULL", "Expected vs actual, σ, top metrics with contributions, family shares, peer comparison"),
+    ("fault_kind", "VARCHAR", "Diagnosis (the rule's, or a diagnosing rule's on the same entity)"),
+    ("family", "VARCHAR", "Dominant metric family at the peak hit"),
+    ("hits", "BIGINT NOT NULL", "Rule hits folded into this alert"),
+    ("resolved_at", "TIMESTAMPTZ", "When it resolved (data time when automatic, wall time when by a person)"),
+    time_column=None,
+)
+ALERT_EVENTS = _t(
+    "alerts", "alert_events", "What happened to alerts: acknowledgements, resolutions, feedback and webhook deliveries.",
+    ("alert_id", "VARCHAR NOT NULL", "Alert"),
+    ("at", "TIMESTAMPTZ NOT NULL", "Wall-clock time of the event"),
+    ("action", "VARCHAR NOT NULL", "ack, resolve, feedback, delivered or delivery_failed"),
+    ("actor", "VARCHAR", "Who (user name, or 'sensor' for deliveries)"),
+    ("note", "VARCHAR", "Free text from the person, or the delivery outcome"),
+    ("verdict", "VARCHAR", "feedback only: true_positive or false_positive"),
+    ("severity", "VARCHAR", "deliveries: the severity that was sent (a later rise is sent again once)"),
+    ("channel", "VARCHAR", "deliveries: the environment variable naming the webhook (never the URL)"),
+    time_column=None,
+)
+ALERT_PRECISION = _t(
+    "evaluation", "alert_precision", "Alert precision per rule and team, from people's feedback and, when labels exist, from the labels.",
+    ("rule", "VARCHAR NOT NULL", "Rule, or '*' for all rules"),
+    ("team", "VARCHAR NOT NULL", "Team, or '*' for all teams"),
+    ("alerts", "BIGINT NOT NULL", "Alerts raised"),
+    ("with_feedback", "BIGINT NOT NULL", "Alerts with a feedback verdict (the latest counts)"),
+    ("true_positives", "BIGINT NOT NULL", "Verdict true_positive"),
+    ("false_positives", "BIGINT NOT NULL", "Verdict false_positive"),
+    ("feedback_precision", "DOUBLE", "true / (true + false) positives; NULL without feedback"),
+    ("label_precision", "DOUBLE", "Share of alerts overlapping a labeled window of their entity; NULL without labels"),
+    ("evaluated_at", "TIMESTAMPTZ NOT NULL", "When the evaluation ran"),
+    time_column=None,
+)
+
 TABLES: tuple[Table, ...] = (
     OBSERVATIONS, REJECTED_ROWS, REJECTED_FILES, LANDING_FILES, DECOMPOSITION, MODEL_VERSIONS,
-    ANOMALY_SCORES, EXPLANATIONS, EVALUATION_METRICS,
+    ANOMALY_SCORES, EXPLANATIONS, EVALUATION_METRICS, ALERTS, ALERT_EVENTS, ALERT_PRECISION,
 )
 
 
@@ -225,6 +271,11 @@ def replace_keyed(
             f'DELETE FROM {table.qualified} WHERE CAST("{key}" AS VARCHAR) IN (SELECT UNNEST(?::VARCHAR[]))',
             [list(map(str, values))],
         )
+    _insert(con, table, rows)
+
+
+def append(con: duckdb.DuckDBPyConnection, table: Table, rows: pd.DataFrame) -> None:
+    """Add rows to an append-only log table such as alerts.alert_events (call inside ``transaction``)."""
     _insert(con, table, rows)
 
 

@@ -1,0 +1,221 @@
+"""alerts.alerts (rules over scores, explanations and the decomposition), alert precision, and the
+sensor that delivers alerts to webhooks.
+
+The asset reads what the rules need for the run's days (plus a lookback that fills the rules'
+windows), the alerts that may continue from earlier days, and what people did (alerts.alert_events);
+the rules (core/rules.py) do the rest. Alerts opened in the run's days are rebuilt unless a person
+touched them or a later day's run extended them, so re-running a day gives the same alerts.
+"""
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from anomaly_assets import alert_lifecycle as life
+from anomaly_assets import warehouse as wh
+from anomaly_assets.alert_config import AlertRules, alert_paths, load_alert_rules, load_entities
+from anomaly_assets.core import rules as core
+from anomaly_assets.core.explain import _FAMILY_PATTERNS
+from anomaly_assets.core.fleet import DAY
+from anomaly_assets.defs.metadata import column_schema, markdown_preview, table_metadata, time_window
+from anomaly_assets.defs.partitions import WRITER_POOL, daily_table_asset
+from anomaly_assets.defs.resources import LandingFolder, MetricCatalog
+from anomaly_assets.landing import read_labels
+
+LOOKBACK = pd.Timedelta(days=3)  # rule windows (bursts, runs, stuck readings) reach this far back
+
+
+class AlertRulebook(dg.ConfigurableResource):
+    """configs/alert_rules.yaml and the entity register (sites, tags, teams), validated when loaded."""
+
+    path: str
+    entities: Optional[str] = None
+    families: Optional[str] = None  # metric_families.yaml: families the rules may name
+
+    def known_families(self) -> set[str]:
+        from anomaly_assets.config import load_metric_families
+
+        fam = load_metric_families(Path(self.families) if self.families else None)
+        return set(fam.families.values()) | {f for f, _ in _FAMILY_PATTERNS}
+
+    def load(self) -> AlertRules:
+        return load_alert_rules(Path(self.path), self.known_families())
+
+    def entity_frame(self) -> pd.DataFrame:
+        reg = load_entities(Path(self.entities) if self.entities else None)
+        return pd.DataFrame([{"entity_id": k, "site": v.site, "tags": list(v.tags), "team": v.team}
+                             for k, v in reg.entities.items()], columns=["entity_id", "site", "tags", "team"])
+
+
+def alert_rulebook(families: Optional[Path] = None, environ=None) -> AlertRulebook:
+    """The rulebook from ANOMALY_ALERT_RULES / ANOMALY_ENTITIES, validated now: a bad rule fails the load."""
+    rules, entities = alert_paths(environ)
+    book = AlertRulebook(path=str(rules), entities=str(entities), families=str(families) if families else None)
+    book.load()
+    book.entity_frame()
+    return book
+
+
+def _read_inputs(con, start, end, fam, entities) -> core.RuleInputs:
+    lo = start - LOOKBACK
+    q = lambda sql: con.execute(sql, [lo, end]).df()  # noqa: E731
+    return core.RuleInputs(
+        scores=q("SELECT entity_id, ts, anomaly_score, is_anomaly, severity FROM scoring.anomaly_scores "
+                 "WHERE ts >= ? AND ts < ?"),
+        explanations=q("SELECT entity_id, ts, metric, rank, contribution, family, expected, actual "
+                       "FROM scoring.explanations WHERE ts >= ? AND ts < ?"),
+        decomposition=q("SELECT entity_id, metric, ts, value, expected, residual, residual_z "
+                        "FROM features.decomposition WHERE ts >= ? AND ts < ?"),
+        entities=entities, families=fam.families, units=fam.units,
+    )
+
+
+def build_alerts(con, cfg: AlertRules, start, end, fam, entities) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
+    """(rows to upsert, alert ids to delete, hits) for the days [start, end). Reads only."""
+    wh.ensure_tables(con, (wh.ALERTS, wh.ALERT_EVENTS))
+    inputs = _read_inputs(con, start, end, fam, entities)
+    clock = con.execute("SELECT max(ts) FROM scoring.anomaly_scores").fetchone()[0]
+    clock = pd.Timestamp(clock) if clock is not None else end
+    reach = max([cfg.resolve_after(r) + cfg.cooldown(r) for r in cfg.rules], default=dt.timedelta(0))
+    stored = con.execute("SELECT * FROM alerts.alerts WHERE last_seen_at >= ? OR status <> 'resolved'",
+                         [start - reach]).df()
+    ev = life.events(con)
+    human = life.human_states(ev)
+    feedback = life.feedback_counts(con)
+    in_range = (stored["opened_at"] >= start) & (stored["opened_at"] < end)
+    owned = stored["alert_id"].isin(list(human)) | (stored["last_seen_at"] >= end)
+    prior = stored[(stored["opened_at"] < start) | (in_range & owned)]
+    rebuilt = stored[in_range & ~owned]["alert_id"].tolist()  # opened in these days, nobody else's: rebuilt
+
+    hits = core.find_hits(cfg, inputs, start, end)
+    folded = core.fold_alerts(hits, cfg, prior=prior, human=human)
+    rows = core.alert_rows(folded, cfg, inputs, clock, feedback)
+    # alerts not hit in these days still resolve as the data clock moves on
+    others = stored[stored["status"].isin(["open", "acknowledged"]) & ~stored["alert_id"].isin(rows["alert_id"])
+                    & ~stored["alert_id"].isin(rebuilt)]
+    resolved = core.apply_clock(others, cfg, clock, [a for a, s in human.items() if s == "resolved"])
+    changed = resolved[resolved["status"] != others["status"]]
+    rows = pd.concat([rows, changed[rows.columns]], ignore_index=True) if len(changed) else rows
+    return rows, rebuilt, hits
+
+
+def _respect_people(con, rows: pd.DataFrame) -> pd.DataFrame:
+    """Inside the write transaction: what people did since the read wins over the computed status."""
+    human = life.human_states(life.events(con))
+    if not len(rows):
+        return rows
+    rows = rows.copy()
+    for i, aid in zip(rows.index, rows["alert_id"]):
+        state = human.get(aid)
+        if state == "resolved" and rows.at[i, "status"] != "resolved":
+            stored = con.execute("SELECT status, resolved_at FROM alerts.alerts WHERE alert_id = ?", [aid]).fetchone()
+            rows.at[i, "status"] = "resolved"
+            if stored:
+                rows.at[i, "resolved_at"] = stored[1]
+        elif state == "acknowledged" and rows.at[i, "status"] == "open":
+            rows.at[i, "status"] = "acknowledged"
+    return rows
+
+
+@daily_table_asset(wh.ALERTS, group="alerts",
+                   deps=[["scoring", "anomaly_scores"], ["scoring", "explanations"], ["features", "decomposition"]],
+                   description=wh.ALERTS.doc + " Rules, routing and timing in configs/alert_rules.yaml.")
+def alerts(context: dg.AssetExecutionContext, duckdb: DuckDBResource, alert_rules: AlertRulebook,
+           catalog: MetricCatalog) -> dg.MaterializeResult:
+    start, end = time_window(context)
+    cfg, fam, entities = alert_rules.load(), catalog.load(), alert_rules.entity_frame()
+    with duckdb.get_connection() as con:
+        rows, rebuilt, hits = build_alerts(con, cfg, start, end, fam, entities)
+    with duckdb.get_connection() as con, wh.transaction(con):
+        wh.ensure_tables(con, (wh.ALERTS, wh.ALERT_EVENTS))
+        rows = _respect_people(con, rows)
+        wh.replace_keyed(con, wh.ALERTS, rows, "alert_id", sorted(set(rebuilt) | set(rows["alert_id"])))
+    new = rows[(rows["opened_at"] >= start) & (rows["opened_at"] < end)] if len(rows) else rows
+    md = table_metadata(wh.ALERTS, rows)
+    md.update({
+        "partition_range": f"{start.date()} .. {(end - DAY).date()}",
+        "rule_hits": len(hits), "alerts_written": len(rows), "opened": len(new),
+        "by_team": json.dumps(rows["team"].value_counts().to_dict()) if len(rows) else "{}",
+        "by_status": json.dumps(rows["status"].value_counts().to_dict()) if len(rows) else "{}",
+        "preview": markdown_preview(rows.sort_values(["severity", "confidence"], ascending=[True, False])[
+            ["alert_id", "entity_id", "rule", "severity", "team", "confidence", "status", "why"]] if len(rows) else rows),
+    })
+    return dg.MaterializeResult(metadata=md)
+
+
+# ------------------------------------------------------------------------------------------------
+# precision of alerts, from feedback and from labels
+# ------------------------------------------------------------------------------------------------
+def alert_precision_rows(alerts_df: pd.DataFrame, ev: pd.DataFrame, labels: pd.DataFrame | None, now) -> pd.DataFrame:
+    a = alerts_df.copy()
+    v = life.latest_verdicts(ev) if len(ev) else pd.DataFrame(columns=["alert_id", "verdict"])
+    a = a.merge(v, on="alert_id", how="left")
+    if labels is not None and len(labels):
+        lab = labels[["entity_id", "start", "end"]]
+        m = a[["alert_id", "entity_id", "opened_at", "last_seen_at"]].merge(lab, on="entity_id")
+        hit = m[(m["opened_at"] <= m["end"]) & (m["last_seen_at"] >= m["start"])]["alert_id"].unique()
+        a["label_true"] = a["alert_id"].isin(hit)
+    else:
+        a["label_true"] = pd.NA
+    out = []
+    for rule, team, g in ([("*", "*", a)] + [(r, "*", g) for r, g in a.groupby("rule")]
+                          + [("*", t, g) for t, g in a.groupby("team")]):
+        tp = int((g["verdict"] == "true_positive").sum())
+        fp = int((g["verdict"] == "false_positive").sum())
+        out.append({"rule": rule, "team": team, "alerts": len(g), "with_feedback": tp + fp,
+                    "true_positives": tp, "false_positives": fp,
+                    "feedback_precision": tp / (tp + fp) if tp + fp else None,
+                    "label_precision": float(g["label_true"].astype(float).mean()) if labels is not None and len(g) else None,
+                    "evaluated_at": now})
+    return pd.DataFrame(out, columns=wh.ALERT_PRECISION.column_names)
+
+
+@dg.asset(
+    key=["evaluation", "alert_precision"], deps=[dg.AssetKey(["alerts", "alerts"])], group_name="evaluation",
+    kinds={"duckdb", "python"}, pool=WRITER_POOL,
+    description=wh.ALERT_PRECISION.doc + " An alert overlapping a labeled window of its entity counts as true.",
+    metadata={"dagster/column_schema": column_schema(wh.ALERT_PRECISION)},
+)
+def alert_precision(context: dg.AssetExecutionContext, duckdb: DuckDBResource, landing: LandingFolder) -> dg.MaterializeResult:
+    labels = read_labels(Path(landing.labels)) if landing.labels else None
+    with duckdb.get_connection() as con:
+        wh.ensure_tables(con, (wh.ALERTS, wh.ALERT_EVENTS))
+        a = con.execute("SELECT alert_id, rule, team, entity_id, opened_at, last_seen_at FROM alerts.alerts").df()
+        ev = life.events(con)
+    rows = alert_precision_rows(a, ev, labels, dt.datetime.now(dt.timezone.utc))
+    with duckdb.get_connection() as con, wh.transaction(con):
+        wh.ensure_tables(con, (wh.ALERT_PRECISION,))
+        wh.replace_all(con, wh.ALERT_PRECISION, rows)
+    overall = rows.iloc[0] if len(rows) else None
+    md = {"dagster/row_count": len(rows), "by_rule_and_team": markdown_preview(rows, 50)}
+    if overall is not None:
+        for c in ("alerts", "with_feedback", "feedback_precision", "label_precision"):
+            x = overall[c]
+            md[c] = None if x is None or pd.isna(x) else float(x)
+    return dg.MaterializeResult(metadata=md)
+
+
+# ------------------------------------------------------------------------------------------------
+# delivery
+# ------------------------------------------------------------------------------------------------
+@dg.sensor(
+    name="alert_delivery", minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING if life.any_webhook_configured() else dg.DefaultSensorStatus.STOPPED,
+    description="Posts new and escalated alerts to the team webhooks (ANOMALY_ALERT_WEBHOOK_URL[_<TEAM>]), "
+                "Slack-compatible; deliveries are recorded in alerts.alert_events so nothing is sent twice.",
+)
+def alert_delivery(context: dg.SensorEvaluationContext, duckdb: DuckDBResource):
+    import duckdb as duckdb_module
+
+    if not life.any_webhook_configured():
+        return dg.SkipReason(f"no webhook configured (set {life.WEBHOOK_ENV} or {life.WEBHOOK_ENV}_<TEAM>)")
+    try:
+        report = life.deliver(duckdb.database, log=context.log)
+    except duckdb_module.IOException as e:  # a run holds the warehouse: next tick
+        return dg.SkipReason(f"warehouse busy, retrying next tick ({type(e).__name__})")
+    return dg.SkipReason(f"alerts: {report}")

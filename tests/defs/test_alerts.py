@@ -1,0 +1,263 @@
+"""alerts.alerts materialized for real on the demo fleet; the lifecycle through the real CLI; the
+delivery sensor against a local HTTP server (retries, no double sending, restarts, escalation)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+from dagster_duckdb import DuckDBResource
+
+from anomaly_assets.definitions import python_assets, resources, sql_assets
+from anomaly_assets.defs.alerts import AlertRulebook, alert_delivery, alert_precision, alerts
+from anomaly_assets.demo.fleet import generate_fleet
+from anomaly_assets.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).parent / "anomaly-assets")
+FIRST, LAST = "2026-09-07", "2026-09-24"  # 18 days: faults in the last 4
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    root = tmp_path_factory.mktemp("alerts")
+    generate_fleet(root / "landing", entities=20, days=18, labels_path=root / "labels.csv",
+                   entities_path=root / "entities.csv")
+    env = {"ANOMALY_LANDING_DIR": str(root / "landing"), "ANOMALY_WAREHOUSE": str(root / "wh.duckdb"),
+           "ANOMALY_LABELS": str(root / "labels.csv")}
+    res = resources(load_settings(env))
+    res["alert_rules"] = AlertRulebook(path=str(REPO / "configs" / "alert_rules.yaml"),
+                                       entities=str(root / "entities.csv"), families=res["catalog"].path)
+    assert _run([*python_assets, *sql_assets], res, FIRST, LAST).success
+    return root, res
+
+
+def _run(assets, res, start, end):
+    return dg.materialize(assets, resources=res, instance=dg.DagsterInstance.ephemeral(), tags={
+        "dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end})
+
+
+def _q(db, sql, params=None):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, params or []).df()
+    finally:
+        con.close()
+
+
+def _alerts(root):
+    return _q(root / "wh.duckdb", "SELECT * FROM alerts.alerts ORDER BY alert_id")
+
+
+def _cli(root, *args):
+    env = {**os.environ, "ANOMALY_WAREHOUSE": str(root / "wh.duckdb"), "ANOMALY_ACTOR": "ana"}
+    return subprocess.run([CLI, "alerts", *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_alerts_say_who_what_why_and_how_sure(fleet):
+    root, _ = fleet
+    a = _alerts(root)
+    assert len(a) > 0 and a["alert_id"].is_unique
+    assert a["team"].notna().all() and a["severity"].isin(["info", "warning", "critical"]).all()
+    assert a["confidence"].between(0, 1).all() and (a["why"].str.len() > 40).all()
+    assert a["status"].isin(["open", "acknowledged", "resolved"]).all()
+    assert (a["last_seen_at"] >= a["opened_at"]).all()
+    # one open alert per entity and rule at a time
+    active = a[a["status"] != "resolved"]
+    assert not active.duplicated(["entity_id", "rule"]).any()
+    ev = json.loads(a["evidence"].iloc[0])
+    for key in ("expected", "actual", "sigma", "top_metrics", "family_shares", "peers", "hits"):
+        assert key in ev
+    # every known fault reached the team its fault kind is routed to
+    faults = pd.read_csv(root / "faults.csv")
+    from anomaly_assets.core.rules import fault_routing
+
+    inc = fault_routing(a, faults, AlertRulebook(path=str(REPO / "configs" / "alert_rules.yaml")).load())
+    assert inc["right_team"].any(), inc
+
+
+def test_rerunning_a_day_gives_the_same_alerts(fleet):
+    root, res = fleet
+    before = _alerts(root)
+    assert _run([alerts], res, "2026-09-22", "2026-09-22").success
+    pd.testing.assert_frame_equal(before, _alerts(root))
+
+
+def test_day_by_day_runs_continue_alerts_like_one_backfill(fleet, tmp_path):
+    root, res = fleet
+    backfill = _alerts(root)
+    db = tmp_path / "wh.duckdb"
+    shutil.copy(root / "wh.duckdb", db)
+    con = duckdb.connect(str(db))
+    con.execute("DELETE FROM alerts.alerts")
+    con.close()
+    res = {**res, "duckdb": DuckDBResource(database=str(db))}
+    for day in pd.date_range("2026-09-14", LAST).strftime("%Y-%m-%d"):  # nightly runs, one day each
+        assert _run([alerts], res, day, day).success
+    daily = _q(db, "SELECT * FROM alerts.alerts ORDER BY alert_id")
+    cols = ["alert_id", "rule", "entity_id", "opened_at", "last_seen_at", "status", "severity", "team", "hits"]
+    pd.testing.assert_frame_equal(backfill[cols], daily[cols])
+
+
+def test_people_act_through_the_cli_and_reruns_keep_what_they_did(fleet):
+    root, res = fleet
+    a = _alerts(root)
+    active = a[a["status"] == "open"]
+    assert len(active) >= 2, "the fleet's faults end on its last day: their alerts are still open"
+    first, second = active["alert_id"].iloc[0], active["alert_id"].iloc[1]
+    out = _cli(root, "ack", first[:8], "--note", "on my way")  # a prefix of the id is enough
+    assert out.returncode == 0 and "acknowledged" in out.stdout, out.stderr
+    assert _cli(root, "resolve", second, "--note", "replaced the bearing").returncode == 0
+    assert _cli(root, "feedback", second, "--verdict", "true_positive").returncode == 0
+    bad = _cli(root, "resolve", second)
+    assert bad.returncode == 2 and "already resolved" in bad.stderr
+    assert "no alert with id" in _cli(root, "ack", "ffffffffffff").stderr
+    assert _cli(root, "feedback", second, "--verdict", "maybe").returncode != 0
+
+    assert _run([alerts], res, FIRST, LAST).success  # re-run every day
+    after = _alerts(root).set_index("alert_id")
+    assert after.loc[second, "status"] == "resolved" and after.loc[first, "status"] == "acknowledged"
+    ev = _q(root / "wh.duckdb", "SELECT * FROM alerts.alert_events ORDER BY \"at\"")
+    assert ev["action"].tolist()[:3] == ["ack", "resolve", "feedback"] and set(ev["actor"]) == {"ana"}
+    assert ev["note"].iloc[1] == "replaced the bearing"
+    listed = _cli(root, "list", "--status", "all")
+    assert listed.returncode == 0 and second in listed.stdout
+
+    assert _run([alert_precision], res, FIRST, LAST).success
+    p = _q(root / "wh.duckdb", "SELECT * FROM evaluation.alert_precision").set_index(["rule", "team"])
+    rule = after.loc[second, "rule"]
+    assert p.loc[(rule, "*"), "feedback_precision"] == 1.0 and p.loc[("*", "*"), "with_feedback"] == 1
+    assert 0 <= p.loc[("*", "*"), "label_precision"] <= 1  # labels exist: alerts overlapping them
+
+
+def test_a_bad_rule_stops_the_definitions_from_loading(tmp_path):
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("rules:\n  - {name: burst, type: burst, count: 3, within: soon}\n")
+    env = {**os.environ, "ANOMALY_ALERT_RULES": str(bad)}
+    out = subprocess.run([sys.executable, "-c", "import anomaly_assets.definitions"], capture_output=True,
+                         text=True, env=env, cwd=REPO, timeout=120)
+    assert out.returncode != 0
+    assert "rule 'burst' (rules[0]) field 'within'" in out.stderr and "'soon'" in out.stderr
+
+
+# ------------------------------------------------------------------------------------------------ delivery
+class _Hook(BaseHTTPRequestHandler):
+    received: list = []
+    fail_next = 0
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if type(self).fail_next > 0:
+            type(self).fail_next -= 1
+            self.send_response(500)
+        else:
+            type(self).received.append(body)
+            self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hook():
+    _Hook.received, _Hook.fail_next = [], 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield _Hook, f"http://127.0.0.1:{server.server_address[1]}/secret-token-xyz"
+    server.shutdown()
+
+
+def _tick(db):
+    ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(),
+                                  resources={"duckdb": DuckDBResource(database=str(db))})
+    return alert_delivery(ctx)
+
+
+RESTART = """
+import sys, dagster as dg
+from dagster_duckdb import DuckDBResource
+from anomaly_assets.defs.alerts import alert_delivery
+ctx = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources={"duckdb": DuckDBResource(database=sys.argv[1])})
+print(alert_delivery(ctx).skip_message)
+"""
+
+
+def test_delivery_once_with_retries_across_restarts_and_escalation_once(fleet, hook, tmp_path, monkeypatch, caplog):
+    root, _ = fleet
+    server, url = hook
+    db = tmp_path / "wh.duckdb"
+    shutil.copy(root / "wh.duckdb", db)
+    con = duckdb.connect(str(db))
+    con.execute("DELETE FROM alerts.alert_events")
+    con.execute("UPDATE alerts.alerts SET status = 'open', severity = 'warning'")  # all live, one team each
+    n = con.execute("SELECT count(*) FROM alerts.alerts").fetchone()[0]
+    teams = sorted(set(con.execute("SELECT team FROM alerts.alerts").df()["team"]))
+    con.close()
+    monkeypatch.setenv("ANOMALY_ALERT_WEBHOOK_URL", url)
+    server.fail_next = 1  # the first POST gets a 500: retried
+
+    result = _tick(db)
+    assert len(server.received) == min(n, 25) and "1 failed" not in result.skip_message
+    first = server.received[0]
+    assert first["text"] and first["blocks"][0]["type"] == "header" and not first["escalated"]
+    while "0 delivered" not in _tick(db).skip_message:  # drains 25 per tick
+        pass
+    assert len(server.received) == n
+    assert sorted({b["alert_id"] for b in server.received}) == sorted(
+        _q(db, "SELECT alert_id FROM alerts.alerts")["alert_id"])
+
+    # a restart: a new process with no memory sends nothing again
+    out = subprocess.run([sys.executable, "-c", RESTART, str(db)], capture_output=True, text=True,
+                         env={**os.environ}, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "0 delivered" in out.stdout and len(server.received) == n
+
+    # an escalation is sent once
+    con = duckdb.connect(str(db))
+    aid = con.execute("SELECT alert_id FROM alerts.alerts ORDER BY alert_id LIMIT 1").fetchone()[0]
+    con.execute("UPDATE alerts.alerts SET severity = 'critical' WHERE alert_id = ?", [aid])
+    con.close()
+    _tick(db)
+    _tick(db)
+    assert len(server.received) == n + 1
+    esc = server.received[-1]
+    assert esc["escalated"] and esc["alert_id"] == aid and "ESCALATED warning -> critical" in esc["text"]
+
+    ev = _q(db, "SELECT * FROM alerts.alert_events")
+    assert (ev["action"] == "delivered").sum() == n + 1 and set(ev["channel"]) == {"ANOMALY_ALERT_WEBHOOK_URL"}
+    # the URL (a secret) is never stored or logged
+    assert "secret-token-xyz" not in ev.to_string() and "secret-token-xyz" not in caplog.text
+    assert len(teams) >= 1
+
+
+def test_a_failing_webhook_is_retried_next_tick_and_team_hooks_win(fleet, hook, tmp_path, monkeypatch):
+    root, _ = fleet
+    server, url = hook
+    db = tmp_path / "wh.duckdb"
+    shutil.copy(root / "wh.duckdb", db)
+    con = duckdb.connect(str(db))
+    con.execute("DELETE FROM alerts.alert_events")
+    con.execute("UPDATE alerts.alerts SET status = 'resolved'")
+    aid, team = con.execute("SELECT alert_id, team FROM alerts.alerts ORDER BY alert_id LIMIT 1").fetchone()
+    con.execute("UPDATE alerts.alerts SET status = 'open' WHERE alert_id = ?", [aid])
+    con.close()
+    monkeypatch.setenv("ANOMALY_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/unused")  # nothing listens there
+    monkeypatch.setenv(f"ANOMALY_ALERT_WEBHOOK_URL_{team.upper()}", url)
+    server.fail_next = 10  # more than the retries of one tick
+    assert "1 failed" in _tick(db).skip_message and server.received == []
+    server.fail_next = 0
+    assert "1 delivered" in _tick(db).skip_message and len(server.received) == 1
+    ev = _q(db, "SELECT action, channel, note FROM alerts.alert_events ORDER BY \"at\"")
+    assert ev["action"].tolist() == ["delivery_failed", "delivered"]
+    assert ev["channel"].iloc[1] == f"ANOMALY_ALERT_WEBHOOK_URL_{team.upper()}"
+    assert "HTTP 500" in ev["note"].iloc[0] and "127.0.0.1" not in ev["note"].iloc[0]
