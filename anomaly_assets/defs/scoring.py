@@ -24,14 +24,16 @@ class DetectorConfig(dg.Config):
 
     training_days: int = DetectorParams.training_days
     min_training_days: float = DetectorParams.min_training_days
-    smoothing_alpha: float = DetectorParams.smoothing_alpha
+    smoothing_alphas: list[float] = list(DetectorParams.smoothing_alphas)
+    residual_weight: float = DetectorParams.residual_weight
     if_weight: float = DetectorParams.if_weight
     tail_quantile: float = DetectorParams.tail_quantile
+    spike_quantile: float = DetectorParams.spike_quantile
     warning_p: float = DetectorParams.warning_p
     critical_p: float = DetectorParams.critical_p
 
     def params(self) -> DetectorParams:
-        return DetectorParams(**self.model_dump())
+        return DetectorParams(**{**self.model_dump(), "smoothing_alphas": tuple(self.smoothing_alphas)})
 
 
 @daily_table_asset(wh.MODEL_VERSIONS, group="scoring", deps=[["features", "decomposition"]],
