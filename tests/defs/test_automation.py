@@ -382,3 +382,24 @@ def test_publish_replaces_the_copy_atomically_and_leaves_the_warehouse_free(tmp_
     assert sorted(p.name for p in copy.parent.iterdir()) == ["analytics.duckdb"]  # no temp or WAL left
     with pytest.raises(FileNotFoundError, match="does not exist"):
         publish(tmp_path / "missing.duckdb", copy)
+
+
+# ------------------------------------------------------------------------------------ writer pool
+
+
+def test_every_step_that_opens_the_warehouse_is_in_the_pool_the_instance_limits_to_one(tmp_path):
+    repo = definitions.defs.get_repository_def()
+    nodes = {*(a.node_def for a in repo.assets_defs_by_key.values()),
+             *(c.node_def for c in repo.asset_checks_defs_by_key.values())}
+    assert len(nodes) >= 10
+    assert {n.name: n.pool for n in nodes} == {n.name: "duckdb_writer" for n in nodes}
+    # the project's instance config, read by Dagster itself: a pool nobody configured gets limit 1
+    shutil.copy(Path(definitions.__file__).parents[1] / "dagster_home" / "dagster.yaml", tmp_path / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        assert instance.event_log_storage.get_pool_config().default_pool_limit == 1
+        assert instance.event_log_storage.supports_global_concurrency_limits  # sqlite storage enforces it
+        instance.event_log_storage.initialize_concurrency_limit_to_default("duckdb_writer")
+        assert instance.event_log_storage.get_concurrency_info("duckdb_writer").slot_count == 1
+    finally:
+        instance.dispose()
