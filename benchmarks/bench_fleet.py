@@ -1,0 +1,347 @@
+"""Fleet scale: the whole Dagster chain against the per-series way, on the same generated fleet.
+
+    .venv/bin/python benchmarks/bench_fleet.py --entities 1000 --days 35 --repeat 3
+    .venv/bin/python benchmarks/bench_fleet.py --mode nightly --entities 100000      # one night, 100k entities
+    .venv/bin/python benchmarks/bench_fleet.py --mode smd --machines 8               # SMD-like, 1-minute, 38 metrics
+
+``--mode chain`` (default) generates ``--entities`` pumps x 4 metrics x ``--days`` + 1 days with
+``anomaly_assets.demo.fleet.generate_fleet`` (wide CSV per site per day, like the nightly feed)
+under ``--workdir``, then times, each case in its own process (so peak memory is per case) and
+``--repeat`` times (medians printed):
+
+* **backfill**: the real ``anomaly_chain`` job of ``anomaly_assets.definitions`` (ingest, decomposition,
+  models, scores and explanations, alerts, GX checks, marts, evaluation, analysts' copy), one
+  run over the first ``--days`` days, on a fresh warehouse;
+* **nightly**: the same job for the last day, on a copy of the backfilled warehouse;
+* **baseline**: the per-series way on the same landing files, what a careful user would write:
+  pandas ``read_csv`` of every file, one pivot to (entity, metric) arrays, then for every day
+  with at least 7 days of history, per series ``statsmodels.tsa.seasonal.STL(period=24,
+  robust=True)`` on the 14 days before it, the day forecast seasonal-naive from it (last trend
+  + last cycle), residuals scaled by the MAD of the fit, and per entity one
+  ``sklearn.ensemble.IsolationForest`` fitted on the residual features of the 28 days before
+  the day and scoring it. The same windows and the same amount of output as the chain (a
+  causal model per day). It is timed on a random sample of ``--baseline-sample`` entities and
+  extrapolated linearly to the fleet (the output says so); reading is timed on all files.
+
+Printed per case: wall time of the run (the Dagster job, without the Python start-up and
+definitions import, which are printed apart), observation rows per second, the process's peak
+RSS (``getrusage`` of that child) and the slowest steps; then the ratio baseline / chain.
+
+``--mode nightly`` builds the history of a ``--entities`` fleet (default 100,000) chunk by chunk
+with the chain's own core functions straight into the warehouse (raw.observations for 14 days,
+features.decomposition for 28 days: what previous nights leave), lands the last day as CSV, and
+times the nightly job run. ``--mode smd`` lands ``--machines`` copies of the shared SMD machines
+(38 metrics, 1-minute, ~47k rows each) under new names and times the full backfill.
+
+The machine is shared: the load average is printed with every figure; compare medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = REPO.parent / "shared" / "data"
+
+
+# ----------------------------------------------------------------------------------------------
+# child processes: one timed case each
+# ----------------------------------------------------------------------------------------------
+def _child_chain(a: dict) -> dict:
+    """Run anomaly_chain over [a.start, a.end] with the given landing folder and warehouse."""
+    env = {"ANOMALY_LANDING_DIR": a["landing"], "ANOMALY_WAREHOUSE": a["warehouse"],
+           "ANOMALY_PARTITION_START": a.get("partition_start", "2013-01-01")}
+    os.environ.update(env)
+    for k in ("ANOMALY_LABELS", "ANOMALY_SPLITS"):
+        os.environ.pop(k, None)
+    if a.get("labels"):
+        os.environ["ANOMALY_LABELS"] = a["labels"]
+    t_import = time.perf_counter()
+    import dagster as dg
+
+    from anomaly_assets.definitions import defs
+    job = defs.resolve_job_def("anomaly_chain")
+    t0 = time.perf_counter()
+    instance = dg.DagsterInstance.ephemeral()
+    result = job.execute_in_process(
+        instance=instance,
+        tags={"dagster/asset_partition_range_start": a["start"], "dagster/asset_partition_range_end": a["end"]},
+        raise_on_error=False,
+    )
+    wall = time.perf_counter() - t0
+    steps, started = {}, {}
+    for entry in instance.all_logs(result.run_id):
+        ev = entry.dagster_event
+        if ev is None:
+            continue
+        if ev.event_type_value == "STEP_START":
+            started[ev.step_key] = entry.timestamp
+        elif ev.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and ev.step_key in started:
+            steps[ev.step_key] = entry.timestamp - started[ev.step_key]
+    failures = [str(ev.event_specific_data.error.message)[:400] for ev in result.all_events
+                if ev.event_type_value == "STEP_FAILURE"]
+    return {"wall": wall, "import": t0 - t_import, "success": result.success, "steps": steps, "failures": failures}
+
+
+def _child_baseline(a: dict) -> dict:
+    return baseline(Path(a["landing"]), a["start"], a["end"], a["sample"], a["seed"])
+
+
+def _child(spec: str) -> None:
+    a = json.loads(spec)
+    out = {"chain": _child_chain, "baseline": _child_baseline, "history": _child_history}[a["kind"]](a)
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def run_case_measured(kind: str, **kw) -> dict:
+    """run_case with the child's own peak RSS, via a wrapper that reports wait4's rusage."""
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, __file__, "--_child", json.dumps({"kind": kind, **kw})],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    # read the pipes in threads so a chatty child cannot block, then reap with wait4
+    import threading
+
+    bufs = {"out": [], "err": []}
+    threads = [threading.Thread(target=lambda s=s, k=k: bufs[k].append(s.read()), daemon=True)
+               for s, k in ((proc.stdout, "out"), (proc.stderr, "err"))]
+    for t in threads:
+        t.start()
+    _, status, rusage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for t in threads:
+        t.join()
+    total = time.perf_counter() - t0
+    out, err = "".join(bufs["out"]), "".join(bufs["err"])
+    line = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not line:
+        raise RuntimeError(f"{kind} case failed (exit {proc.returncode}):\n{err[-4000:]}")
+    res = json.loads(line[-1][7:])
+    res["process_s"] = total
+    res["peak_mb"] = rusage.ru_maxrss / 1024  # Linux: KiB
+    res["load"] = [round(x, 2) for x in load]
+    return res
+
+
+# ----------------------------------------------------------------------------------------------
+# the per-series baseline
+# ----------------------------------------------------------------------------------------------
+def baseline(landing: Path, start: str, end: str, sample: int, seed: int) -> dict:
+    """Per-series STL + per-entity IsolationForest for every day in [start, end], timed on a sample."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+    from sklearn.ensemble import IsolationForest
+    from statsmodels.tsa.seasonal import STL
+
+    t0 = time.perf_counter()
+    files = sorted(p for p in landing.rglob("*.csv"))
+    wide = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    wide["timestamp"] = pd.to_datetime(wide["timestamp"], utc=True)
+    metrics = [c for c in wide.columns if c not in ("entity_id", "timestamp")]
+    wide = wide.sort_values(["entity_id", "timestamp"])
+    read_s = time.perf_counter() - t0
+    entities = wide["entity_id"].unique()
+    n_entities, n_rows = len(entities), len(wide) * len(metrics)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(n_entities, size=min(sample, n_entities), replace=False))
+    step = int(wide["timestamp"].diff().dt.total_seconds().mode().iloc[0])
+    period = 86_400 // step
+    days = pd.date_range(pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC"), freq="D")
+    stl_s = if_s = 0.0
+    stl_fits = if_fits = 0
+    nightly_stl = nightly_if = 0.0
+    groups = dict(list(wide.groupby("entity_id", sort=True)))
+    for e in entities[pick]:
+        g = groups[e].set_index("timestamp")
+        idx = pd.date_range(g.index.min(), g.index.max(), freq=f"{step}s")
+        X = g.reindex(idx)[metrics].interpolate(limit_direction="both").to_numpy(float)  # (T, m)
+        ts = idx
+        resid_z = np.full_like(X, np.nan)
+        for k, day in enumerate(days):
+            d0 = int(ts.searchsorted(day))
+            d1 = int(ts.searchsorted(day + pd.Timedelta(days=1)))
+            h0 = max(0, d0 - 14 * period)
+            if d1 <= d0 or d0 - h0 < 7 * period:
+                continue
+            t1 = time.perf_counter()
+            for j in range(len(metrics)):
+                y = X[h0:d0, j]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    res = STL(y, period=period, robust=True).fit()
+                h = np.arange(d1 - d0)
+                fc = res.trend[-1] + res.seasonal[len(y) - period + (h % period)]
+                r = res.resid
+                scale = max(1.4826 * np.median(np.abs(r - np.median(r))), 1e-9)
+                resid_z[d0:d1, j] = (X[d0:d1, j] - fc) / scale
+                stl_fits += 1
+            dt_stl = time.perf_counter() - t1
+            stl_s += dt_stl
+            t2 = time.perf_counter()
+            tr0 = max(0, d0 - 28 * period)
+            train = resid_z[tr0:d0]
+            train = train[~np.isnan(train).any(axis=1)]
+            if len(train) >= 3 * period:
+                forest = IsolationForest(n_estimators=100, random_state=0).fit(train)
+                forest.score_samples(np.nan_to_num(resid_z[d0:d1]))
+                if_fits += 1
+            dt_if = time.perf_counter() - t2
+            if_s += dt_if
+            if k == len(days) - 1:
+                nightly_stl += dt_stl
+                nightly_if += dt_if
+    scale = n_entities / len(pick)
+    return {"read_s": read_s, "stl_s": stl_s, "if_s": if_s, "stl_fits": stl_fits, "if_fits": if_fits,
+            "sampled_entities": int(len(pick)), "entities": int(n_entities), "metrics": len(metrics),
+            "rows": int(n_rows), "period": int(period),
+            "backfill_s": read_s + (stl_s + if_s) * scale,
+            "nightly_s": read_s / max(1, len(days)) + (nightly_stl + nightly_if) * scale,
+            "extrapolation": scale}
+
+
+# ----------------------------------------------------------------------------------------------
+# parent
+# ----------------------------------------------------------------------------------------------
+def _median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def _fmt_steps(steps: dict, n: int = 6) -> str:
+    top = sorted(steps.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{k.split('__')[-1] if '__' in k else k} {v:.1f}s" for k, v in top)
+
+
+def _link_tree(src: Path, dst: Path, days: list[str] | None = None) -> None:
+    """Hard-link the landing files of ``days`` (all when None) from src into dst."""
+    for f in src.rglob("*"):
+        if f.is_file() and (days is None or f.parent.name in days):
+            out = dst / f.relative_to(src)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if not out.exists():
+                os.link(f, out)
+
+
+def _report(name: str, runs: list[dict], rows: int) -> dict:
+    walls = [r["wall"] for r in runs]
+    peaks = [r["peak_mb"] for r in runs]
+    med = _median(walls)
+    print(f"{name:<9} wall {med:7.1f} s (median of {len(runs)}: {', '.join(f'{w:.1f}' for w in walls)})  "
+          f"{rows / med:12,.0f} rows/s  peak {_median(peaks):7.0f} MB  "
+          f"start-up {_median([r['import'] for r in runs]):.1f} s  load {runs[len(runs) // 2]['load']}", flush=True)
+    print(f"{'':<9} slowest steps: {_fmt_steps(runs[len(runs) // 2]['steps'])}", flush=True)
+    for r in runs:
+        if not r["success"]:
+            print(f"{'':<9} RUN FAILED: {r['failures']}", flush=True)
+    return {"wall": med, "peak_mb": _median(peaks), "walls": walls}
+
+
+def mode_chain(a) -> None:
+    from anomaly_assets.demo.fleet import generate_fleet
+
+    import pandas as pd
+
+    work = Path(a.workdir) / f"chain_{a.entities}x{a.days}_{a.freq}"
+    gen = work / "generated"
+    if not (gen / "done").exists():
+        shutil.rmtree(gen, ignore_errors=True)
+        t0 = time.perf_counter()
+        s = generate_fleet(gen / "landing", entities=a.entities, days=a.days + 1, freq=a.freq, seed=a.seed,
+                           labels_path=gen / "labels.csv", entities_path=gen / "entities.csv")
+        (gen / "done").write_text("ok")
+        print(f"generated {s.entities} entities x {len(s.metrics)} metrics x {s.periods} points "
+              f"({s.files} files) in {time.perf_counter() - t0:.1f} s", flush=True)
+    days = sorted(p.name for p in (gen / "landing").iterdir() if p.is_dir())
+    backfill_days, night = days[:-1], days[-1]
+    per_day = a.entities * 4 * int(pd.Timedelta("1D") / pd.Timedelta(a.freq))
+    bf_landing, nt_landing = work / "landing_backfill", work / "landing_nightly"
+    _link_tree(gen / "landing", bf_landing, backfill_days)
+    _link_tree(gen / "landing", nt_landing)
+    print(f"fleet {a.entities} entities x 4 metrics, {a.freq}: backfill {backfill_days[0]}..{backfill_days[-1]} "
+          f"({len(backfill_days)} days, {per_day * len(backfill_days):,} rows), nightly {night} ({per_day:,} rows); "
+          f"cpus {os.cpu_count()}, load {os.getloadavg()}", flush=True)
+    runs = []
+    history = work / "history.duckdb"
+    for i in range(a.repeat):
+        wh = work / f"backfill_{i}" / "warehouse.duckdb"
+        shutil.rmtree(wh.parent, ignore_errors=True)
+        wh.parent.mkdir(parents=True)
+        runs.append(run_case_measured("chain", landing=str(bf_landing), warehouse=str(wh),
+                                      start=backfill_days[0], end=backfill_days[-1]))
+        if i == 0:
+            shutil.copy(wh, history)
+        shutil.rmtree(wh.parent, ignore_errors=True)
+    bf = _report("backfill", runs, per_day * len(backfill_days))
+    runs = []
+    for i in range(a.repeat):
+        wh = work / f"nightly_{i}" / "warehouse.duckdb"
+        shutil.rmtree(wh.parent, ignore_errors=True)
+        wh.parent.mkdir(parents=True)
+        shutil.copy(history, wh)
+        runs.append(run_case_measured("chain", landing=str(nt_landing), warehouse=str(wh), start=night, end=night))
+        shutil.rmtree(wh.parent, ignore_errors=True)
+    nt = _report("nightly", runs, per_day)
+    if a.baseline_sample <= 0:
+        return
+    b = run_case_measured("baseline", landing=str(nt_landing), start=backfill_days[0], end=night,
+                          sample=a.baseline_sample, seed=a.seed)
+    # the baseline loop covers the backfill days and the night: split them as the chain's cases
+    night_s = b["nightly_s"]
+    backfill_s = b["backfill_s"] - (night_s - b["read_s"] / (len(backfill_days) + 1))
+    print(f"baseline  per-series statsmodels STL(robust=True) + IsolationForest per entity, timed on "
+          f"{b['sampled_entities']} of {b['entities']} entities ({b['stl_fits']} STL fits, {b['if_fits']} forest fits) "
+          f"and extrapolated x{b['extrapolation']:.1f}; reading all files {b['read_s']:.1f} s (measured, not extrapolated); "
+          f"peak {b['peak_mb']:.0f} MB; load {b['load']}", flush=True)
+    print(f"baseline  backfill {backfill_s:9.1f} s   nightly {night_s:8.1f} s", flush=True)
+    print(f"ratio     backfill baseline/chain = {backfill_s / bf['wall']:.0f}x   "
+          f"nightly baseline/chain = {night_s / nt['wall']:.0f}x", flush=True)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mode", choices=["chain", "nightly", "smd"], default="chain")
+    ap.add_argument("--entities", type=int, default=None)
+    ap.add_argument("--days", type=int, default=35)
+    ap.add_argument("--freq", default="1h")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--baseline-sample", type=int, default=20, help="entities the baseline is timed on (0: skip)")
+    ap.add_argument("--machines", type=int, default=8, help="--mode smd: machines to land")
+    ap.add_argument("--workdir", default=str(REPO / "benchmarks" / "results"))
+    ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a._child:
+        return _child(a._child)
+    if a.mode == "chain":
+        a.entities = a.entities or 1000
+        return mode_chain(a)
+    if a.mode == "nightly":
+        a.entities = a.entities or 100_000
+        return mode_nightly(a)
+    return mode_smd(a)
+
+
+def _child_history(a: dict) -> dict:  # filled in by --mode nightly (below)
+    raise NotImplementedError
+
+
+def mode_nightly(a) -> None:
+    raise SystemExit("--mode nightly: not implemented yet")
+
+
+def mode_smd(a) -> None:
+    raise SystemExit("--mode smd: not implemented yet")
+
+
+if __name__ == "__main__":
+    main()
