@@ -48,7 +48,7 @@ def wide(dec, col):
 
 
 def run(variant, data, training_days=28, alpha=0.1):
-    f1s, hits = [], {1.0: [], 1.5: []}
+    f1s, hits, fa = [], {1.0: [], 1.5: []}, []
     for e, dec, labels, test_start in data:
         V, R = wide(dec, "value"), wide(dec, "residual_z")
         ts = V.index
@@ -70,6 +70,8 @@ def run(variant, data, training_days=28, alpha=0.1):
         t = ts[m].tz_localize(None).to_numpy()
         y = evaluate.label_mask(t, [(r.start.tz_localize(None), r.end.tz_localize(None)) for r in labels.itertuples()])
         f1s.append(evaluate.best_f1(y, scores[m].to_numpy()).f1)
+        if scores.attrs.get("final", True):
+            fa.append(float(np.mean(scores[m].to_numpy()[~y] > -np.log(1e-3))))
         for r in labels[labels.metrics.map(len) > 0].itertuples():
             sel = (ts >= r.start) & (ts <= r.end) & m
             if not sel.any():
@@ -78,6 +80,7 @@ def run(variant, data, training_days=28, alpha=0.1):
             ranked = [[V.columns[j] for j in row] for row in order]
             for p in hits:
                 hits[p].append(evaluate.hit_rate(ranked, [set(r.metrics)] * len(ranked), p))
+    print(f"   false-alarm rate at p<1e-3 on unlabeled points (only meaningful for -log p variants): {np.round(fa, 4).tolist()}")
     return np.mean(f1s), np.mean(hits[1.0]) if hits[1.0] else np.nan, np.mean(hits[1.5]) if hits[1.5] else np.nan, f1s
 
 
@@ -315,6 +318,12 @@ def _real(**kw):
 
 v_real = _real()
 v_real_nospike = _real(spike_quantile=None)
+v_real_if05 = _real(if_weight=0.5)
+v_real_fast = _real(smoothing_alphas=(0.1,))
+v_real_bonf = _real(combine='bonferroni')
+v_real_bonf_q99 = _real(combine='bonferroni', tail_quantile=0.99)
+v_real_slow = _real(smoothing_alphas=(0.02,))
+v_real_if1 = _real(if_weight=1.0)
 
 
 VARIANTS = {k[2:]: v for k, v in globals().items() if k.startswith('v_')}
