@@ -40,6 +40,7 @@ def landing_range(landing_dir: Path, skip: set[Path]) -> tuple[str, str] | None:
 def backfill(date_from: str | None = None, date_to: str | None = None) -> bool:
     """Materialize every partition in range (default: what the landing folder covers) in one run."""
     from anomaly_assets.definitions import defs, resources, settings
+    from anomaly_assets.recovery import release_dead_runs
 
     landing = resources()["landing"]
     if date_from is None or date_to is None:
@@ -57,8 +58,11 @@ def backfill(date_from: str | None = None, date_to: str | None = None) -> bool:
         return False
     print(f"backfilling {date_from} .. {date_to} from {settings.landing_dir} into {settings.warehouse}", flush=True)
     t0 = time.perf_counter()
+    instance = _instance()
+    for run_id in release_dead_runs(instance):  # else they hold the duckdb_writer pool forever
+        print(f"run {run_id} died without ending (killed or crashed): marked failed, pool slot freed", file=sys.stderr)
     result = defs.resolve_job_def("anomaly_chain").execute_in_process(
-        instance=_instance(),
+        instance=instance,
         tags={"dagster/asset_partition_range_start": date_from, "dagster/asset_partition_range_end": date_to},
         raise_on_error=False,
     )
