@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,6 +18,29 @@ def _instance():
     import dagster as dg
 
     return dg.DagsterInstance.get()
+
+
+@contextmanager
+def one_backfill_at_a_time(warehouse: Path):
+    """Shell backfills of one warehouse run one after another (an advisory lock beside it).
+
+    Correctness does not depend on it: every step that opens the warehouse is in the
+    ``duckdb_writer`` pool, which Dagster enforces across processes. But two runs sharing a pool of
+    one interleave step by step, and a blocked step polls with a growing back-off (up to 15 s), so
+    three concurrent backfills took minutes; queued whole, they take the sum of their run times.
+    The lock is released by the OS when the process ends, so a killed backfill leaves none behind.
+    """
+    import fcntl
+
+    lock = warehouse.with_name(warehouse.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another backfill of {warehouse} to finish ({lock.name})", flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def landing_range(landing_dir: Path, skip: set[Path]) -> tuple[str, str] | None:
@@ -58,14 +82,15 @@ def backfill(date_from: str | None = None, date_to: str | None = None) -> bool:
         return False
     print(f"backfilling {date_from} .. {date_to} from {settings.landing_dir} into {settings.warehouse}", flush=True)
     t0 = time.perf_counter()
-    instance = _instance()
-    for run_id in release_dead_runs(instance):  # else they hold the duckdb_writer pool forever
-        print(f"run {run_id} died without ending (killed or crashed): marked failed, pool slot freed", file=sys.stderr)
-    result = defs.resolve_job_def("anomaly_chain").execute_in_process(
-        instance=instance,
-        tags={"dagster/asset_partition_range_start": date_from, "dagster/asset_partition_range_end": date_to},
-        raise_on_error=False,
-    )
+    with one_backfill_at_a_time(settings.warehouse):
+        instance = _instance()
+        for run_id in release_dead_runs(instance):  # else they hold the duckdb_writer pool forever
+            print(f"run {run_id} died without ending (killed or crashed): marked failed, pool slot freed", file=sys.stderr)
+        result = defs.resolve_job_def("anomaly_chain").execute_in_process(
+            instance=instance,
+            tags={"dagster/asset_partition_range_start": date_from, "dagster/asset_partition_range_end": date_to},
+            raise_on_error=False,
+        )
     print(f"run {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f} s", flush=True)
     return result.success
 
