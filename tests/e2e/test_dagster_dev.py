@@ -27,7 +27,8 @@ from anomaly_assets.demo.fleet import generate_fleet
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-DAY = "2026-09-21"
+# the feed of the day that just ended (UTC): the newest partition, as a nightly drop would be
+DAY = last_complete_day(dt.datetime.now(dt.timezone.utc))
 ENTITIES = 4
 
 
@@ -108,7 +109,7 @@ def dagster_dev(tmp_path):
             instance.dispose()
         try:
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
+            proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -152,7 +153,8 @@ def _project_checks() -> dict[str, bool]:
 def test_a_landed_file_runs_the_chain_and_a_bad_file_is_caught(dagster_dev, tmp_path_factory):
     root, instance, hook = dagster_dev
     fleet = tmp_path_factory.mktemp("fleet")
-    generate_fleet(fleet / "landing", entities=ENTITIES, days=15, labels_path=fleet / "labels.csv",
+    first = str(dt.date.fromisoformat(DAY) - dt.timedelta(days=14))
+    generate_fleet(fleet / "landing", entities=ENTITIES, days=15, start=first, labels_path=fleet / "labels.csv",
                    entities_path=fleet / "entities.csv")
     t0 = time.monotonic()
 
@@ -189,8 +191,8 @@ def test_a_landed_file_runs_the_chain_and_a_bad_file_is_caught(dagster_dev, tmp_
         time.sleep(1)
     assert state is not None and state.freshness_state.value == "PASS"
 
-    # 2. a file with a bad shape arrives: no day known, so the newest partition is run
-    (root / "landing" / "broken.csv").write_text("sensor;time;reading\npump-1;2026-09-21T00:00:00Z;3\n")
+    # 2. a file with a bad shape arrives: no day known, so the newest partition (DAY again) is run
+    (root / "landing" / "broken.csv").write_text(f"sensor;time;reading\npump-1;{DAY}T00:00:00Z;3\n")
     bad = _landing_run(instance, exclude={run.run_id})
     assert bad.tags.get("dagster/partition") == last_complete_day(dt.datetime.now(dt.timezone.utc))
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
