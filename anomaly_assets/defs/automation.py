@@ -5,6 +5,8 @@
   ``ANOMALY_FRESHNESS_FAIL_HOURS`` (36 h: a night was missed and the working day has no fresh
   scores). Applied once, to every asset, in ``definitions.py``; the UI shows late feeds as
   warned / failed (the instance's freshness daemon evaluates it, on by default in Dagster 1.13).
+  A time-window policy looks at the newest materialization of any partition: it says "the chain
+  has not run", not "yesterday is missing" (a backfill of old days also counts as fresh).
 * **Nightly schedule** (:func:`build_nightly_schedule`): at ``ANOMALY_SCHEDULE_CRON`` (default
   ``0 2 * * *``) in ``ANOMALY_SCHEDULE_TZ`` (default UTC) it runs the whole chain for the last
   complete UTC day: partitions are UTC days, the time zone only says when to run.
