@@ -98,6 +98,7 @@ class RuleBase(_Strict):
     cooldown: Duration | None = None
     prior_precision: float | None = Field(default=None, gt=0, lt=1)
     peer_z: float | None = Field(default=None, ge=0)  # the hit must stand out from its site peers (0 = off)
+    min_hits: int = Field(default=1, ge=1)  # hits before the alert opens (until then: pending, not sent)
     enabled: bool = True
 
     @field_validator("severity", mode="before")
@@ -142,6 +143,7 @@ class SustainedDeviationRule(RuleBase):
     tolerance: float = Field(default=0.0, ge=0)
     metrics: list[str] | None = None
     families: list[Name] | None = None
+    require_flagged: bool = False  # the detector flagged the entity at least once during the run
 
     @model_validator(mode="after")
     def _needs_a_floor(self):
@@ -162,6 +164,7 @@ class FleetOutlierRule(RuleBase):
     periods: int = Field(default=1, ge=1)
     metrics: list[str] | None = None
     families: list[Name] | None = None
+    require_flagged: bool = False  # the detector flagged the entity at least once during the run
 
     @field_validator("peer_by")
     @classmethod

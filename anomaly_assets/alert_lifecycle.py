@@ -133,13 +133,13 @@ def act(path: str | Path, ident: str, action: str, *, note: str | None = None, v
         row = find_alert(con, ident)
         status = row["status"]
         if action == "ack":
-            if status == "resolved":
+            if status in ("resolved", "expired"):
                 raise AlertActionError(f"alert {row['alert_id']} is resolved: nothing to acknowledge")
             if status == "acknowledged":
                 raise AlertActionError(f"alert {row['alert_id']} is already acknowledged")
             row["status"] = "acknowledged"
         elif action == "resolve":
-            if status == "resolved":
+            if status in ("resolved", "expired"):
                 raise AlertActionError(f"alert {row['alert_id']} is already resolved (at {row['resolved_at']})")
             row["status"], row["resolved_at"] = "resolved", pd.Timestamp(now)
         event = pd.DataFrame([{"alert_id": row["alert_id"], "at": now, "action": action, "actor": actor,
@@ -293,12 +293,16 @@ def summary_lines(con, limit: int = 8) -> list[str]:
     if not _has_tables(con):
         return []
     counts = con.execute("SELECT status, count(*) FROM alerts.alerts GROUP BY ALL ORDER BY ALL").fetchall()
-    teams = con.execute("SELECT team, count(*) FROM alerts.alerts WHERE status <> 'resolved' GROUP BY ALL "
+    teams = con.execute("SELECT team, count(*) FROM alerts.alerts WHERE status IN ('open', 'acknowledged') GROUP BY ALL "
                         "ORDER BY 2 DESC, 1").fetchall()
-    lines = ["", "alerts: " + (", ".join(f"{n} {s}" for s, n in counts) or "none")]
+    shown = [(s, n) for s, n in counts if s not in ("pending", "expired")]
+    quiet = sum(n for s, n in counts if s in ("pending", "expired"))
+    lines = ["", "alerts: " + (", ".join(f"{n} {s}" for s, n in shown) or "none")
+             + (f" (and {quiet} below their rule's min_hits: pending or expired, never sent)" if quiet else "")]
     if teams:
         lines.append("  active by team: " + ", ".join(f"{t} {n}" for t, n in teams))
-    top = con.execute("""SELECT * FROM alerts.alerts ORDER BY status = 'resolved',
+    top = con.execute("""SELECT * FROM alerts.alerts WHERE status NOT IN ('pending', 'expired')
+                         ORDER BY status = 'resolved',
                            CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END,
                            confidence DESC, last_seen_at DESC LIMIT ?""", [limit]).df()
     lines += [_line(a) for a in top.to_dict("records")]
@@ -313,7 +317,8 @@ def add_cli(sub) -> None:
     al = sub.add_parser("alerts", help="list alerts; acknowledge, resolve or give feedback on one")
     asub = al.add_subparsers(dest="alerts_cmd", required=True)
     ls = asub.add_parser("list", help="alerts, worst first")
-    ls.add_argument("--status", default="active", choices=["active", "open", "acknowledged", "resolved", "all"])
+    ls.add_argument("--status", default="active",
+                    choices=["active", "open", "acknowledged", "resolved", "pending", "expired", "all"])
     ls.add_argument("--team")
     ls.add_argument("--limit", type=int, default=50)
     for name, text in (("ack", "acknowledge: someone is on it"), ("resolve", "resolve: it is dealt with")):

@@ -161,7 +161,7 @@ ALERTS = _t(
     ("entity_id", "VARCHAR NOT NULL", "Entity"),
     ("opened_at", "TIMESTAMPTZ NOT NULL", "First hit (data time)"),
     ("last_seen_at", "TIMESTAMPTZ NOT NULL", "Latest hit (data time)"),
-    ("status", "VARCHAR NOT NULL", "open, acknowledged or resolved (by a person, or when quiet for resolve_after)"),
+    ("status", "VARCHAR NOT NULL", "open, acknowledged, resolved (by a person, or quiet for resolve_after); pending/expired: below min_hits"),
     ("severity", "VARCHAR NOT NULL", "info, warning or critical: the worst seen (a rise is an escalation)"),
     ("team", "VARCHAR NOT NULL", "Whose job it is (routing by fault kind, family, tag or site; else the default team)"),
     ("confidence", "DOUBLE NOT NULL", "0-1: rule precision from feedback x how clearly the evidence cleared the rule"),

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from anomaly_assets.core.detect import EntityDetector, severity
-from anomaly_assets.core.explain import explain
+from anomaly_assets.core.explain import explain, smoothed_deviation
 from anomaly_assets.core.forecast import forecast, seasonal_periods
 
 DAY = pd.Timedelta(days=1)
@@ -243,8 +243,11 @@ def score_day(features: pd.DataFrame, model: FleetModel, families: dict[str, str
             act = values.to_numpy()[first - lo:][flagged]
             exp_ = (values - _wide(rows, "residual").reindex(index=values.index, columns=metrics)
                     ).to_numpy()[first - lo:][flagged]
+            # metrics ranked by their recent deviation, smoothed like the evidence (warm-up included)
+            recent = smoothed_deviation(det.score_parts(values.to_numpy(), rz.to_numpy()).deviation,
+                                        p.smoothing_alphas[0])[first - lo:]
             frame, why_f = explain(entity, today_ts[flagged].to_numpy(), metrics, parts.deviation[flagged],
-                                   act, exp_, families, units)
+                                   act, exp_, families, units, rank_by=recent[flagged])
             why[flagged] = why_f
             explanations.append(frame)
         scores.append(pd.DataFrame({"entity_id": entity, "ts": today_ts, "anomaly_score": parts.anomaly_score,

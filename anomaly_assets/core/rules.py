@@ -28,7 +28,9 @@ Two steps:
    whose last hit is more than ``resolve_after`` before the data clock is resolved. ``alert_id``
    = hash(rule, entity, opened_at), so re-running the same data gives the same ids. What people
    did (acknowledge, resolve) is given as ``human`` and is never undone: a resolved alert stays
-   resolved and absorbs hits up to its last_seen_at; later hits open a new alert.
+   resolved and absorbs hits up to its last_seen_at; later hits open a new alert. An alert with
+   fewer hits than its rule's ``min_hits`` is ``pending`` (kept, not shown or sent) and ``expired``
+   if it goes quiet so.
 
 Confidence = p_rule x (0.5 + 0.5 x strength): p_rule is the rule's precision from feedback,
 shrunk to its prior (``(tp + 5 prior) / (tp + fp + 5)``); strength averages how far the peak hit
@@ -328,12 +330,30 @@ def fleet_outlier_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end, pe
 
 
 def _stands_out(hits: pd.DataFrame, peers: pd.DataFrame, z: float, min_peers: int = 3) -> pd.DataFrame:
-    """Drop hits whose metric moves with its site peers (|robust z| < z with at least ``min_peers``
-    peers): a weekend, a heat wave or the grid moves a whole site, not one machine."""
-    p = peers[["entity_id", "ts", "metric", "robust_z", "peers"]]
+    """Drop hits whose metric moves with its site peers: a weekend, a heat wave or the grid moves a
+    whole site, not one machine. A hit stands out when its robust z against the peers is at least
+    ``z`` *and* the peers' common move (their median residual_z) is less than half of its own
+    deviation. Without ``min_peers`` peers nothing can be told: the hit is kept."""
+    p = peers[["entity_id", "ts", "metric", "residual_z", "peer_median_z", "robust_z", "peers"]]
     m = hits.merge(p, on=["entity_id", "ts", "metric"], how="left")
-    keep = (m["peers"].fillna(0) < min_peers) | (m["robust_z"].abs() >= z)
+    own = (m["residual_z"] - m["peer_median_z"]).abs() >= 0.5 * m["residual_z"].abs()
+    keep = (m["peers"].fillna(0) < min_peers) | ((m["robust_z"].abs() >= z) & own)
     return hits[keep.to_numpy()]
+
+
+def _confirmed_by_detector(hits: pd.DataFrame, inputs: RuleInputs) -> pd.DataFrame:
+    """Keep hits whose run ``[since, ts]`` holds at least one point the detector flagged."""
+    f = _flagged(inputs)
+    if f.empty:
+        return hits.iloc[0:0]
+    keep = np.zeros(len(hits), bool)
+    flagged = {e: np.sort(_us(g["ts"])) for e, g in f.groupby("entity_id")}
+    t0, t1 = _us(hits["since"]), _us(hits["ts"])
+    for i, e in enumerate(hits["entity_id"].to_numpy()):
+        ts = flagged.get(e)
+        if ts is not None:
+            keep[i] = np.searchsorted(ts, t1[i], side="right") > np.searchsorted(ts, t0[i], side="left")
+    return hits[keep]
 
 
 def _not_from_stuck_readings(hits: pd.DataFrame, stuck_rules: list[str]) -> pd.DataFrame:
@@ -365,6 +385,8 @@ def find_hits(cfg: AlertRules, inputs: RuleInputs, start, end) -> pd.DataFrame:
             if rule.peer_by not in peers:
                 peers[rule.peer_by] = peer_stats(inputs, rule.peer_by)
             h = fleet_outlier_hits(rule, inputs, cfg, start, end, peers[rule.peer_by])
+        if len(h) and getattr(rule, "require_flagged", False):
+            h = _confirmed_by_detector(h, inputs)
         if len(h) and cfg.peer_z(rule) > 0:
             if "site" not in peers:
                 peers["site"] = peer_stats(inputs, "site")
@@ -714,7 +736,8 @@ def alert_rows(
         conf = confidence(rule_precision(cfg, rule, feedback), a.peak.get("margin", 0.0), a.hits)
         out.append({
             "alert_id": a.id, "rule": a.rule, "entity_id": a.entity_id, "opened_at": a.opened_at,
-            "last_seen_at": a.last_seen_at, "status": "acknowledged" if a.acknowledged else "open",
+            "last_seen_at": a.last_seen_at,
+            "status": "acknowledged" if a.acknowledged else "open" if a.hits >= rule.min_hits else "pending",
             "severity": a.severity, "team": team, "confidence": conf, "title": title, "why": why,
             "evidence": json.dumps(_clean(evidence), default=str), "fault_kind": a.fault_kind,
             "family": a.peak.get("family") if isinstance(a.peak.get("family"), str) else None,
@@ -725,7 +748,8 @@ def alert_rows(
 
 
 def apply_clock(alerts: pd.DataFrame, cfg: AlertRules, clock: pd.Timestamp, human_resolved=()) -> pd.DataFrame:
-    """Resolve open/acknowledged alerts whose last hit is more than resolve_after before ``clock``."""
+    """Resolve open/acknowledged alerts whose last hit is more than resolve_after before ``clock``;
+    pending ones (fewer hits than the rule's min_hits) expire instead."""
     if alerts.empty:
         return alerts
     rules = {r.name: r for r in cfg.rules}
@@ -733,9 +757,9 @@ def apply_clock(alerts: pd.DataFrame, cfg: AlertRules, clock: pd.Timestamp, huma
     quiet = alerts["rule"].map(lambda r: pd.Timedelta(cfg.resolve_after(rules[r])) if r in rules
                                else pd.Timedelta(cfg.defaults.resolve_after))
     last = pd.to_datetime(alerts["last_seen_at"], utc=True)
-    live = alerts["status"].isin(["open", "acknowledged"]) & ~alerts["alert_id"].isin(list(human_resolved))
+    live = alerts["status"].isin(["open", "acknowledged", "pending"]) & ~alerts["alert_id"].isin(list(human_resolved))
     done = live & (pd.Timestamp(clock) - last > quiet)
-    alerts.loc[done, "status"] = "resolved"
+    alerts.loc[done, "status"] = np.where(alerts.loc[done, "status"] == "pending", "expired", "resolved")
     alerts["resolved_at"] = pd.to_datetime(alerts["resolved_at"], utc=True)
     alerts.loc[done, "resolved_at"] = (last + quiet)[done]
     return alerts

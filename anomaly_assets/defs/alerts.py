@@ -82,7 +82,7 @@ def build_alerts(con, cfg: AlertRules, start, end, fam, entities) -> tuple[pd.Da
     clock = con.execute("SELECT max(ts) FROM scoring.anomaly_scores").fetchone()[0]
     clock = pd.Timestamp(clock) if clock is not None else end
     reach = max([cfg.resolve_after(r) + cfg.cooldown(r) for r in cfg.rules], default=dt.timedelta(0))
-    stored = con.execute("SELECT * FROM alerts.alerts WHERE last_seen_at >= ? OR status <> 'resolved'",
+    stored = con.execute("SELECT * FROM alerts.alerts WHERE last_seen_at >= ? OR status NOT IN ('resolved', 'expired')",
                          [start - reach]).df()
     ev = life.events(con)
     human = life.human_states(ev)
@@ -96,7 +96,7 @@ def build_alerts(con, cfg: AlertRules, start, end, fam, entities) -> tuple[pd.Da
     folded = core.fold_alerts(hits, cfg, prior=prior, human=human)
     rows = core.alert_rows(folded, cfg, inputs, clock, feedback)
     # alerts not hit in these days still resolve as the data clock moves on
-    others = stored[stored["status"].isin(["open", "acknowledged"]) & ~stored["alert_id"].isin(rows["alert_id"])
+    others = stored[stored["status"].isin(["open", "acknowledged", "pending"]) & ~stored["alert_id"].isin(rows["alert_id"])
                     & ~stored["alert_id"].isin(rebuilt)]
     resolved = core.apply_clock(others, cfg, clock, [a for a, s in human.items() if s == "resolved"])
     changed = resolved[resolved["status"] != others["status"]]
@@ -117,7 +117,7 @@ def _respect_people(con, rows: pd.DataFrame) -> pd.DataFrame:
             rows.at[i, "status"] = "resolved"
             if stored:
                 rows.at[i, "resolved_at"] = stored[1]
-        elif state == "acknowledged" and rows.at[i, "status"] == "open":
+        elif state == "acknowledged" and rows.at[i, "status"] in ("open", "pending"):
             rows.at[i, "status"] = "acknowledged"
     return rows
 
@@ -185,7 +185,8 @@ def alert_precision(context: dg.AssetExecutionContext, duckdb: DuckDBResource, l
     labels = read_labels(Path(landing.labels)) if landing.labels else None
     with duckdb.get_connection() as con:
         wh.ensure_tables(con, (wh.ALERTS, wh.ALERT_EVENTS))
-        a = con.execute("SELECT alert_id, rule, team, entity_id, opened_at, last_seen_at FROM alerts.alerts").df()
+        a = con.execute("SELECT alert_id, rule, team, entity_id, opened_at, last_seen_at FROM alerts.alerts "
+                        "WHERE status NOT IN ('pending', 'expired')").df()  # alerts people were shown
         ev = life.events(con)
     rows = alert_precision_rows(a, ev, labels, dt.datetime.now(dt.timezone.utc))
     with duckdb.get_connection() as con, wh.transaction(con):

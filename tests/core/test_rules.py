@@ -399,3 +399,17 @@ def test_peer_check_drops_hits_where_the_whole_site_moves():
     assert set(R.find_hits(cfg(hot), inputs(d=d, entities=ents), START, END)["entity_id"]) == {"p0"}
     d, ents = _fleet(lambda i, t: 8.0, n=3)  # too few peers to tell: keep
     assert len(R.find_hits(cfg(hot), inputs(d=d, entities=ents), START, END)) == 6
+
+
+def test_min_hits_keeps_an_alert_pending_until_it_has_them_then_it_opens_or_expires():
+    c = cfg({**BURST_H, "min_hits": 2})
+    inp = inputs()
+    one = R.alert_rows(R.fold_alerts(_hits(("burst", "a", 0, "warning")), c), c, inp, clock=at(0))
+    assert one["status"].tolist() == ["pending"]
+    assert R.alert_rows(R.fold_alerts(_hits(("burst", "a", 0, "warning")), c), c, inp, clock=at(121))[
+        "status"].tolist() == ["expired"]
+    # the second hit comes the next day: the stored pending alert continues and opens, same id
+    two = R.fold_alerts(_hits(("burst", "a", 60, "warning")), c, prior=one)
+    rows = R.alert_rows(two, c, inp, clock=at(60))
+    assert rows["status"].tolist() == ["open"] and rows["alert_id"].tolist() == one["alert_id"].tolist()
+    assert rows["opened_at"].tolist() == [at(0)] and rows["hits"].tolist() == [2]

@@ -68,10 +68,10 @@ def test_alerts_say_who_what_why_and_how_sure(fleet):
     assert len(a) > 0 and a["alert_id"].is_unique
     assert a["team"].notna().all() and a["severity"].isin(["info", "warning", "critical"]).all()
     assert a["confidence"].between(0, 1).all() and (a["why"].str.len() > 40).all()
-    assert a["status"].isin(["open", "acknowledged", "resolved"]).all()
+    assert a["status"].isin(["pending", "open", "acknowledged", "resolved", "expired"]).all()
     assert (a["last_seen_at"] >= a["opened_at"]).all()
     # one open alert per entity and rule at a time
-    active = a[a["status"] != "resolved"]
+    active = a[a["status"].isin(["pending", "open", "acknowledged"])]
     assert not active.duplicated(["entity_id", "rule"]).any()
     ev = json.loads(a["evidence"].iloc[0])
     for key in ("expected", "actual", "sigma", "top_metrics", "family_shares", "peers", "hits"):
