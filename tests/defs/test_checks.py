@@ -107,6 +107,9 @@ TAMPER = {
                                       "UPDATE scoring.anomaly_scores SET anomaly_score = NULL "
                                       "WHERE severity = 'normal' AND ts >= '2026-09-20 05:00:00+00' "
                                       "AND ts < '2026-09-20 06:00:00+00'"),
+    "flagged but normal": (SCORES, "score_in_unit_interval",
+                           "UPDATE scoring.anomaly_scores SET is_anomaly = true WHERE rowid = (SELECT rowid FROM "
+                           "scoring.anomaly_scores WHERE severity = 'normal' AND ts >= '2026-09-19' LIMIT 1)"),
     "every point flagged": (SCORES, "anomaly_rate",
                             "UPDATE scoring.anomaly_scores SET severity = 'warning', is_anomaly = true "
                             "WHERE severity <> 'cold_start' AND ts >= '2026-09-19'"),
