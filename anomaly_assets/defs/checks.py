@@ -129,7 +129,7 @@ def volume_frame(daily: pd.DataFrame, days: list[pd.Timestamp], history: int) ->
     ``daily`` has ``day`` (UTC midnight) and ``rows`` for days with rows. The median and ratio
     are NaN when fewer than ``history`` earlier days have rows.
     """
-    counts = daily.set_index("day")["rows"].sort_index() if len(daily) else pd.Series(dtype="int64")
+    counts = daily.set_index(pd.DatetimeIndex(daily["day"]))["rows"].sort_index()
     out = []
     for day in days:
         earlier = counts[counts.index < day].tail(history)

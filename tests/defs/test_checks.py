@@ -162,3 +162,28 @@ def test_bad_expectations_file_fails_when_definitions_load(tmp_path):
     bad.write_text("scores:\n  anomaly_rate: {min: 0.5, max: 0.1}\n")
     with pytest.raises(ConfigFileError, match=rf"{bad}: field 'scores.anomaly_rate': min 0.5 is above max 0.1"):
         resources(load_settings(_env(tmp_path, ANOMALY_EXPECTATIONS=str(bad))))
+
+
+def test_a_day_without_any_data_passes_and_says_so(tmp_path):
+    (tmp_path / "landing").mkdir()
+    partitioned = dg.AssetSelection.assets(OBS, DEC, ["ml", "model_versions"], SCORES, ["scoring", "explanations"])
+    result = _run(resources(load_settings(_env(tmp_path))), "2026-03-01",
+                  selection=partitioned | dg.AssetSelection.all_asset_checks())
+    evals = _evaluations(result)
+    assert result.success and len(evals) == 12 and all(e.passed for e in evals.values())
+    assert evals[(DEC, "residual_z_scale")].description.startswith("no fitted rows")
+    assert evals[(SCORES, "anomaly_rate")].description.startswith("no scored points")
+
+
+def test_volume_compares_each_day_with_the_median_of_earlier_days_with_rows():
+    import pandas as pd
+
+    from anomaly_assets.defs.checks import volume_frame
+
+    day = [pd.Timestamp(f"2026-03-{d:02d}", tz="UTC") for d in range(1, 13)]
+    rows = [100, 100, 0, 120, 80, 100, 100, 100, 100, 40, 300, 100]  # 03-03 never loaded
+    daily = pd.DataFrame({"day": [d for d, n in zip(day, rows) if n], "rows": [n for n in rows if n]})
+    v = volume_frame(daily, day[6:], history=5).set_index("day")
+    assert v.loc["2026-03-07", "earlier_days"] == 5 and v.loc["2026-03-07", "trailing_median"] == 100
+    assert v.loc["2026-03-10", "ratio"] == 0.4 and v.loc["2026-03-11", "ratio"] == 3.0
+    assert pd.isna(volume_frame(daily, day[3:4], history=5)["ratio"]).all()  # 2 earlier days: not enough
