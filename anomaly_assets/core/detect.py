@@ -94,6 +94,9 @@ class EntityDetector:
         Floor on each metric's standard deviation, as a fraction of its history range, so flat
         metrics do not turn rounding noise into huge z-scores.
     n_estimators, max_samples, random_state : IsolationForest parameters.
+
+    The arithmetic lives in module functions that also take a leading entity axis, shared with
+    :class:`FleetDetector` (the same detector for many entities at once).
     """
 
     def __init__(
@@ -121,16 +124,12 @@ class EntityDetector:
         self.max_samples = max_samples
         self.random_state = random_state
 
-    # -- fitting -----------------------------------------------------------------------------
-    def fit(self, values: np.ndarray, residual_z: np.ndarray) -> "EntityDetector":
-        """Learn the entity's normal behaviour.
+    def _params(self) -> dict:
+        return {k: getattr(self, k) for k in ("if_weight", "smoothing_alphas", "residual_weight", "tail_quantile",
+                                               "spike_quantile", "combine", "min_sd_fraction", "n_estimators",
+                                               "max_samples", "random_state")}
 
-        Parameters
-        ----------
-        values, residual_z : ndarray of shape (n_history, n_metrics)
-            History in time order. NaN marks a missing observation (ignored in statistics,
-            treated as no deviation when scoring).
-        """
+    def _check_params(self) -> None:
         if not self.smoothing_alphas or not all(0 < a <= 1 for a in self.smoothing_alphas):
             raise ValueError(f"smoothing_alphas must be one or more values in (0, 1], got {self.smoothing_alphas}")
         if self.combine not in ("fisher", "bonferroni"):
@@ -143,20 +142,23 @@ class EntityDetector:
                 raise ValueError(f"{name} must be in [0.5, 1), got {q}")
         if self.if_weight < 0:
             raise ValueError(f"if_weight must be >= 0, got {self.if_weight}")
+
+    # -- fitting -----------------------------------------------------------------------------
+    def fit(self, values: np.ndarray, residual_z: np.ndarray) -> "EntityDetector":
+        """Learn the entity's normal behaviour.
+
+        Parameters
+        ----------
+        values, residual_z : ndarray of shape (n_history, n_metrics)
+            History in time order. NaN marks a missing observation (ignored in statistics,
+            treated as no deviation when scoring).
+        """
+        self._check_params()
         values = np.asarray(values, float)
         residual_z = np.asarray(residual_z, float)
         if values.shape != residual_z.shape or values.ndim != 2 or len(values) < 2:
             raise ValueError(f"expected two equal (n_history>=2, n_metrics) arrays, got {values.shape}, {residual_z.shape}")
-        with np.errstate(all="ignore"):
-            self.mean_ = np.nan_to_num(np.nanmean(values, axis=0))
-            sd = np.nan_to_num(np.nanstd(values, axis=0))
-            rng = np.nan_to_num(np.nanmax(values, axis=0) - np.nanmin(values, axis=0))
-            # residual_z is standardized already; re-centre/scale on its out-of-sample history
-            self.rmean_ = np.nan_to_num(np.nanmean(residual_z, axis=0))
-            rsd = np.nan_to_num(np.nanstd(residual_z, axis=0), nan=1.0)
-        floor = np.maximum(self.min_sd_fraction * rng, 1e-6 * np.maximum(np.abs(self.mean_), 1.0))
-        self.sd_ = np.maximum(sd, floor)
-        self.rsd_ = np.maximum(rsd, 0.1)
+        self.mean_, self.sd_, self.rmean_, self.rsd_ = _fit_scales(values, residual_z, self.min_sd_fraction)
         self.n_metrics_ = values.shape[1]
 
         features = np.hstack(self._z(values, residual_z))
@@ -179,15 +181,11 @@ class EntityDetector:
     # -- scoring -----------------------------------------------------------------------------
     def _z(self, values, residual_z):
         """Standardized value and residual deviations, NaN (missing) read as no deviation."""
-        zv = np.nan_to_num((values - self.mean_) / self.sd_)
-        zr = self.residual_weight * np.nan_to_num((residual_z - self.rmean_) / self.rsd_)
-        return zv, zr
+        return _zscores(values, residual_z, self.mean_, self.sd_, self.rmean_, self.rsd_, self.residual_weight)
 
     def _raw(self, values, residual_z):
         zv, zr = self._z(values, residual_z)
-        use_r = np.abs(zr) > np.abs(zv)
-        deviation = np.where(use_r, zr, zv)
-        raw = np.abs(deviation).max(axis=1)
+        deviation, raw = _deviation(zv, zr)
         if self.forest_ is not None:
             f = -self.forest_.score_samples(np.hstack([zv, zr]))
             raw = raw + self.if_weight * np.maximum((f - self.if_loc_) / self.if_scale_, 0.0)
@@ -195,17 +193,9 @@ class EntityDetector:
 
     def tail_probability(self, raw: np.ndarray) -> np.ndarray:
         """P(normal behaviour at least this unusual), from the raw scores of consecutive points."""
-        from scipy.stats import chi2
-
-        logp = [_log_tail(ewma(raw, a), *tail) for a, tail in zip(self.smoothing_alphas, self.tails_)]
-        if self.combine == "fisher":
-            # Fisher's method: -2 sum log p ~ chi2(2k) when every p is uniform and independent
-            p = chi2.sf(-2.0 * np.sum(logp, axis=0), 2 * len(logp))
-        else:  # Bonferroni: valid however correlated the time scales are
-            p = np.minimum(1.0, len(logp) * np.exp(np.min(logp, axis=0)))
-        if self.spike_tail_ is not None:
-            p = np.minimum(1.0, 2.0 * np.minimum(p, np.exp(_log_tail(raw, *self.spike_tail_))))
-        return p
+        logp = [_log_tail(ewma(raw, a, axis=-1), *tail) for a, tail in zip(self.smoothing_alphas, self.tails_)]
+        spike = _log_tail(raw, *self.spike_tail_) if self.spike_tail_ is not None else None
+        return _combine(logp, spike, self.combine)
 
     def score_parts(self, values: np.ndarray, residual_z: np.ndarray, warmup: int = 0) -> ScoreParts:
         """Score points in time order.
@@ -215,12 +205,73 @@ class EntityDetector:
         """
         raw, deviation = self._raw(np.asarray(values, float), np.asarray(residual_z, float))
         p = self.tail_probability(raw)
-        sl = slice(warmup, None)
-        return ScoreParts(score_from_p(p[sl]), p[sl], raw[sl], deviation[sl])
+        sl = (Ellipsis, slice(warmup, None))
+        return ScoreParts(score_from_p(p[sl]), p[sl], raw[sl], deviation[sl + (slice(None),)])
 
     def score_samples(self, values: np.ndarray, residual_z: np.ndarray, warmup: int = 0) -> np.ndarray:
         """anomaly_score in [0, 1] per point, shape (n_points - warmup,)."""
         return self.score_parts(values, residual_z, warmup).anomaly_score
+
+
+class FleetDetector(EntityDetector):
+    """:class:`EntityDetector` for many entities at once, with the same arithmetic.
+
+    ``values`` and ``residual_z`` are ``(n_entities, n_history, n_metrics)``: entities that share
+    their metrics and history length, each fitted on its own slice exactly as an
+    ``EntityDetector`` would be (one vectorized pass instead of a Python loop). Fitted attributes
+    gain a leading entity axis; ``score_parts`` returns ``(n_entities, n_points[, n_metrics])``;
+    :meth:`entity` gives entity ``i``'s fitted ``EntityDetector``. No IsolationForest
+    (``if_weight`` must be 0): fit those one entity at a time.
+    """
+
+    def fit(self, values: np.ndarray, residual_z: np.ndarray) -> "FleetDetector":
+        self._check_params()
+        if self.if_weight > 0:
+            raise ValueError("FleetDetector has no IsolationForest (if_weight must be 0): use EntityDetector")
+        values = np.asarray(values, float)
+        residual_z = np.asarray(residual_z, float)
+        if values.shape != residual_z.shape or values.ndim != 3 or values.shape[1] < 2:
+            raise ValueError(f"expected two equal (n_entities, n_history>=2, n_metrics) arrays, "
+                             f"got {values.shape}, {residual_z.shape}")
+        self.mean_, self.sd_, self.rmean_, self.rsd_ = _fit_scales(values, residual_z, self.min_sd_fraction)
+        self.n_metrics_ = values.shape[2]
+        self.forest_ = None
+        raw = self._raw(values, residual_z)[0]
+        self.tails_ = [_fit_tail(ewma(raw, a, axis=-1), self.tail_quantile) for a in self.smoothing_alphas]
+        self.spike_tail_ = _fit_tail(raw, self.spike_quantile) if self.spike_quantile else None
+        self.n_history_ = np.full(len(values), values.shape[1])
+        return self
+
+    def _z(self, values, residual_z):
+        return _zscores(values, residual_z, self.mean_[:, None, :], self.sd_[:, None, :],
+                        self.rmean_[:, None, :], self.rsd_[:, None, :], self.residual_weight)
+
+    def take(self, rows: np.ndarray) -> "FleetDetector":
+        """The detector of the entities ``rows`` (indices into the fitted batch)."""
+        out = FleetDetector(**self._params())
+        out.mean_, out.sd_, out.rmean_, out.rsd_ = (a[rows] for a in (self.mean_, self.sd_, self.rmean_, self.rsd_))
+        out.n_metrics_, out.forest_ = self.n_metrics_, None
+        out.tails_ = [(u[rows], b[rows], q) for u, b, q in self.tails_]
+        out.spike_tail_ = None
+        if self.spike_tail_ is not None:
+            u, b, q = self.spike_tail_
+            out.spike_tail_ = (u[rows], b[rows], q)
+        out.n_history_ = self.n_history_[rows]
+        return out
+
+    def entity(self, i: int) -> EntityDetector:
+        """Entity ``i``'s fitted detector."""
+        det = EntityDetector(**self._params())
+        det.mean_, det.sd_, det.rmean_, det.rsd_ = (a[i].copy() for a in (self.mean_, self.sd_, self.rmean_, self.rsd_))
+        det.n_metrics_ = self.n_metrics_
+        det.forest_ = None
+        det.tails_ = [(float(u[i]), float(b[i]), q) for u, b, q in self.tails_]
+        det.spike_tail_ = None
+        if self.spike_tail_ is not None:
+            u, b, q = self.spike_tail_
+            det.spike_tail_ = (float(u[i]), float(b[i]), q)
+        det.n_history_ = int(self.n_history_[i])
+        return det
 
 
 def score_from_p(p: np.ndarray) -> np.ndarray:
@@ -243,18 +294,76 @@ def severity(anomaly_score: np.ndarray, warning_p: float, critical_p: float) -> 
     return np.where(p <= critical_p * (1 + 1e-9), "critical", np.where(p <= warning_p * (1 + 1e-9), "warning", "normal"))
 
 
-def _fit_tail(evidence: np.ndarray, q: float) -> tuple[float, float, float]:
-    """(threshold u, exponential scale beta, q) of the peaks over the q-quantile of ``evidence``."""
-    u = float(np.quantile(evidence, q))
-    excess = evidence[evidence > u] - u
-    # Exponential tail (the GPD with shape 0): the MLE of its scale is the mean excess.
-    beta = float(max(excess.mean() if len(excess) else 0.0, 1e-3 * max(u, 1.0), 1e-6))
+def _fit_scales(values, residual_z, min_sd_fraction):
+    """Per-metric location and scale of values and residuals over the history (axis -2)."""
+    with np.errstate(all="ignore"):
+        mean = np.nan_to_num(np.nanmean(values, axis=-2))
+        sd = np.nan_to_num(np.nanstd(values, axis=-2))
+        rng = np.nan_to_num(np.nanmax(values, axis=-2) - np.nanmin(values, axis=-2))
+        # residual_z is standardized already; re-centre/scale on its out-of-sample history
+        rmean = np.nan_to_num(np.nanmean(residual_z, axis=-2))
+        rsd = np.nan_to_num(np.nanstd(residual_z, axis=-2), nan=1.0)
+    floor = np.maximum(min_sd_fraction * rng, 1e-6 * np.maximum(np.abs(mean), 1.0))
+    return mean, np.maximum(sd, floor), rmean, np.maximum(rsd, 0.1)
+
+
+def _zscores(values, residual_z, mean, sd, rmean, rsd, residual_weight):
+    """Standardized value and residual deviations, NaN (missing) read as no deviation."""
+    zv = np.nan_to_num((values - mean) / sd)
+    zr = residual_weight * np.nan_to_num((residual_z - rmean) / rsd)
+    return zv, zr
+
+
+def _deviation(zv, zr):
+    """Per-metric deviation (the larger magnitude of the two z's) and the raw score (max over metrics)."""
+    use_r = np.abs(zr) > np.abs(zv)
+    deviation = np.where(use_r, zr, zv)
+    return deviation, np.abs(deviation).max(axis=-1)
+
+
+def _combine(logp: list, spike_logp, combine: str) -> np.ndarray:
+    """One tail probability from the time scales' log p (and the lone-spike tail's)."""
+    if combine == "fisher":
+        from scipy.stats import chi2
+
+        # Fisher's method: -2 sum log p ~ chi2(2k) when every p is uniform and independent
+        p = chi2.sf(-2.0 * np.sum(logp, axis=0), 2 * len(logp))
+    else:  # Bonferroni: valid however correlated the time scales are
+        p = np.minimum(1.0, len(logp) * np.exp(np.min(logp, axis=0)))
+    if spike_logp is not None:
+        p = np.minimum(1.0, 2.0 * np.minimum(p, np.exp(spike_logp)))
+    return p
+
+
+def _fit_tail(evidence: np.ndarray, q: float) -> tuple:
+    """(threshold u, exponential scale beta, q) of the peaks over the q-quantile of ``evidence``.
+
+    ``evidence`` is one series (floats returned) or a batch along axis 0 (arrays returned).
+    """
+    if evidence.ndim == 1:
+        u = float(np.quantile(evidence, q))
+        excess = evidence[evidence > u] - u
+        # Exponential tail (the GPD with shape 0): the MLE of its scale is the mean excess.
+        beta = float(max(excess.mean() if len(excess) else 0.0, 1e-3 * max(u, 1.0), 1e-6))
+        return u, beta, q
+    u = np.quantile(evidence, q, axis=-1)
+    over = evidence > u[..., None]
+    n = over.sum(axis=-1)
+    total = np.where(over, evidence - u[..., None], 0.0).sum(axis=-1)
+    mean = np.where(n > 0, total / np.maximum(n, 1), 0.0)
+    beta = np.maximum(np.maximum(mean, 1e-3 * np.maximum(u, 1.0)), 1e-6)
     return u, beta, q
 
 
-def _log_tail(evidence: np.ndarray, u: float, beta: float, q: float) -> np.ndarray:
-    """log P(evidence >= e): exponential tail above u; below it, linear from p=1 at 0 to 1-q at u."""
+def _log_tail(evidence: np.ndarray, u, beta, q: float) -> np.ndarray:
+    """log P(evidence >= e): exponential tail above u; below it, linear from p=1 at 0 to 1-q at u.
+
+    ``u`` and ``beta`` are scalars, or one per row of a batch of series (time on the last axis).
+    """
+    u, beta = np.asarray(u, float), np.asarray(beta, float)
+    if u.ndim:
+        u, beta = u[..., None], beta[..., None]
     p_u = 1.0 - q
     above = np.log(p_u) - (evidence - u) / beta
-    below = np.log(1.0 - (1.0 - p_u) * np.clip(evidence / max(u, _EPS), 0.0, 1.0))
+    below = np.log(1.0 - (1.0 - p_u) * np.clip(evidence / np.maximum(u, _EPS), 0.0, 1.0))
     return np.where(evidence > u, above, below)

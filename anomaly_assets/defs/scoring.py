@@ -10,7 +10,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from anomaly_assets import warehouse as wh
-from anomaly_assets.core.fleet import DAY, DetectorParams, days_in, fit_fleet, score_day
+from anomaly_assets.core.fleet import DetectorParams, days_in, fit_days, score_days
 from anomaly_assets.defs.metadata import column_schema, markdown_preview, table_metadata, time_window
 from anomaly_assets.defs.partitions import WRITER_POOL, daily_partitions, daily_table_asset
 from anomaly_assets.defs.resources import MetricCatalog, ModelStore
@@ -49,13 +49,13 @@ def model_versions(context: dg.AssetExecutionContext, config: DetectorConfig, du
             [start - pd.Timedelta(days=params.training_days), end],
         ).df()
     records = []
-    for day in days_in(start, end):
-        today = features[(features["ts"] >= day) & (features["ts"] < day + DAY)]
-        model = fit_fleet(features, day, params, entities=sorted(today["entity_id"].unique()))
+    # one layout of the features for every day of the run; entities with rows on a day are scored on it
+    fitted = fit_days(features, days_in(start, end), params, scored_on_day=True)
+    for day, model in fitted.items():
         path = models.save(model, str(day.date()), model.version)
         records.append({
             "model_version": model.version, "day": day.date(), "model": "EntityDetector",
-            "train_start": model.train_start, "train_end": day, "entities": len(model.detectors),
+            "train_start": model.train_start, "train_end": day, "entities": model.entities,
             "cold_start_entities": len(model.cold_start), "training_rows": model.training_rows,
             "params": json.dumps(dataclasses.asdict(params)), "artifact_path": str(path),
             "trained_at": dt.datetime.now(dt.timezone.utc),
@@ -96,21 +96,17 @@ def anomaly_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource, mo
         ).df()
         features = con.execute(
             "SELECT entity_id, metric, ts, value, residual, residual_z FROM features.decomposition "
-            "WHERE ts >= ? AND ts < ? ORDER BY entity_id, ts, metric",
+            "WHERE ts >= ? AND ts < ?",
             [start - WARMUP, end],
         ).df()
     artifacts = {pd.Timestamp(d).date(): p for d, p in zip(versions["day"], versions["artifact_path"])}
-    scores, explanations = [], []
+    fitted = {}
     for day in days_in(start, end):
         if day.date() not in artifacts:
             raise dg.Failure(f"no model for {day.date()} in ml.model_versions: materialize ml/model_versions for it first")
-        model = models.load(artifacts[day.date()])
-        window = features[(features["ts"] >= day - WARMUP) & (features["ts"] < day + DAY)]
-        s, e = score_day(window, model, fam.families, fam.units)
-        scores.append(s)
-        explanations.append(e)
-    s = pd.concat(scores, ignore_index=True) if scores else pd.DataFrame(columns=wh.ANOMALY_SCORES.column_names)
-    e = pd.concat(explanations, ignore_index=True) if explanations else pd.DataFrame(columns=wh.EXPLANATIONS.column_names)
+        fitted[day] = models.load(artifacts[day.date()])
+    # every day from one layout of the features: day D from [D - WARMUP, D + 1)
+    s, e = score_days(features, fitted, fam.families, fam.units, warmup=WARMUP)
     with duckdb.get_connection() as con, wh.transaction(con):
         wh.ensure_tables(con)
         wh.replace_time_slice(con, wh.ANOMALY_SCORES, s, start, end)

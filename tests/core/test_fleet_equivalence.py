@@ -1,7 +1,8 @@
 """The fleet-batched core gives the numbers of the per-entity core it replaced.
 
 The reference outputs in ``tests/fixtures/fleet_reference/`` were recorded with the per-entity code
-of commit 9f2368f (``core/fleet.py`` looping over entities with one ``EntityDetector`` each) on
+of commit 41fc90c (``core/fleet.py`` looping over entities with one ``EntityDetector`` each; the
+time scales combined by Bonferroni, explanations ranked by recent deviation) on
 two cases: a demo fleet (12 entities x 21 days, hourly, faults included) and a slice of one SMD
 machine (1-minute data, 12 of its 38 metrics, two labeled test days). The chain below is the
 one the assets run (decompose the days, fit each day's model strictly before it, score the day
