@@ -121,7 +121,7 @@ _DEC_FLOATS = ["value", "expected", "trend", "seasonal", "residual", "residual_z
 
 
 def decompose_days(obs: pd.DataFrame, days: list[pd.Timestamp], params: DecompositionParams,
-                   chunk_entities: int = CHUNK_ENTITIES) -> pd.DataFrame:
+                   chunk_entities: int | None = None) -> pd.DataFrame:
     """Forecast-residual decomposition of every observation in ``days``.
 
     ``obs`` holds entity_id, metric, ts, value for at least ``[days[0] - history_days, days[-1] + 1)``.
@@ -147,7 +147,7 @@ def decompose_days(obs: pd.DataFrame, days: list[pd.Timestamp], params: Decompos
     regular = np.flatnonzero(plan.regular_step > 0)
     by_entity = np.argsort(e, kind="stable")
     bounds = np.searchsorted(e[by_entity], np.arange(len(entities) + 1))
-    for sl in _chunks(len(regular), chunk_entities):
+    for sl in _chunks(len(regular), chunk_entities or CHUNK_ENTITIES):
         ents = regular[sl]
         for step in np.unique(plan.regular_step[ents]):
             group = ents[plan.regular_step[ents] == step]
@@ -570,7 +570,7 @@ def fit_fleet(features: pd.DataFrame, day: pd.Timestamp, params: DetectorParams,
 
 def fit_days(features: pd.DataFrame, days: list[pd.Timestamp], params: DetectorParams,
              entities: Mapping[pd.Timestamp, list[str]] | None = None, *, scored_on_day: bool = False,
-             chunk_entities: int = CHUNK_ENTITIES) -> dict[pd.Timestamp, FleetModel]:
+             chunk_entities: int | None = None) -> dict[pd.Timestamp, FleetModel]:
     """:func:`fit_fleet` for several days from one frame (laid out once, sliced per day).
 
     ``features`` holds entity_id, metric, ts, value, residual_z covering every day's training
@@ -585,7 +585,7 @@ def fit_days(features: pd.DataFrame, days: list[pd.Timestamp], params: DetectorP
     if len(features) and days:
         ts = features["ts"]
         features = features[(ts >= min(m.train_start for m in models.values())) & (ts < max(days) + DAY)]
-    for part in _entity_chunks(features, chunk_entities):
+    for part in _entity_chunks(features, chunk_entities or CHUNK_ENTITIES):
         tl = _Timelines(part, ("value", "residual_z"))
         flags = [(~np.isnan(grp.arrays["value"]), (~np.isnan(grp.arrays["residual_z"])).any(axis=2)) for grp in tl.groups]
         for day in days:
@@ -678,7 +678,7 @@ def score_day(features: pd.DataFrame, model: FleetModel, families: dict[str, str
 def score_days(features: pd.DataFrame, models: Mapping[pd.Timestamp, FleetModel],
                families: dict[str, str] | None = None, units: dict[str, str] | None = None,
                warmup: pd.Timedelta | None = pd.Timedelta(days=2),
-               chunk_entities: int = CHUNK_ENTITIES) -> tuple[pd.DataFrame, pd.DataFrame]:
+               chunk_entities: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`score_day` for every day of ``models`` from one frame.
 
     Day D is scored from the rows of ``[D - warmup, D + 1)`` (``warmup=None``: every row before
@@ -688,7 +688,7 @@ def score_days(features: pd.DataFrame, models: Mapping[pd.Timestamp, FleetModel]
     scores, explanations = [], []
     where = {day: {name: (g, i) for g, grp in enumerate(model.groups) for i, name in enumerate(grp.entities)}
              for day, model in models.items()}
-    for part in _entity_chunks(features, chunk_entities):
+    for part in _entity_chunks(features, chunk_entities or CHUNK_ENTITIES):
         tl = _Timelines(part, ("value", "residual_z", "residual"))
         for day, model in sorted(models.items()):
             s, e = _score_one(tl, day, model, where[day], families, units, warmup)
