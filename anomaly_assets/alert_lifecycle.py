@@ -363,7 +363,8 @@ def fault_routing_report(warehouse: Path, faults_csv: Path, rules) -> tuple[str,
     with connect(warehouse, read_only=True) as con:
         if not _has_tables(con):
             return "no alerts table", pd.DataFrame()
-        alerts = con.execute("SELECT alert_id, entity_id, team, opened_at, last_seen_at FROM alerts.alerts").df()
+        alerts = con.execute("SELECT alert_id, entity_id, team, opened_at, last_seen_at FROM alerts.alerts "
+                             "WHERE status NOT IN ('pending', 'expired')").df()  # alerts people saw
     inc = fault_routing(alerts, pd.read_csv(faults_csv), rules)
     if inc.empty:
         return "no known faults", inc

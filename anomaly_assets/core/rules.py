@@ -689,8 +689,10 @@ def describe(a: _Alert, rule, cfg: AlertRules, ev: EvidenceBuilder) -> tuple[str
     why = "; ".join(parts)
     if a.fault_kind:
         why += f". Likely {a.fault_kind.replace('_', ' ')}"
-    if rule.action:
-        why += f". {rule.action}"
+    action = rule.action or next((r.action for r in cfg.rules if r.fault_kind and r.fault_kind == a.fault_kind
+                                  and r.action), None)  # a generic alert takes its diagnosis' action
+    if action:
+        why += f". {action}"
     title = f"{rule.title or rule.name.replace('_', ' ').capitalize()} on {a.entity_id}"
     evidence = {
         "rule_type": rule.type, "measure": _num(p["measure"]), "peak_ts": str(p["ts"]), "since": str(p["since"]),

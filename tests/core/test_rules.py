@@ -282,14 +282,15 @@ def test_routing_first_match_wins_then_entity_team_then_default():
 
 
 def test_a_generic_alert_takes_the_diagnosis_of_the_same_entity_and_is_routed_by_it():
-    c = cfg(BURST_H, {**POWER, "name": "bearing", "families": ["vibration"], "min_each": 0, "fault_kind": "bearing_wear"},
-            routing=ROUTING)
+    c = cfg(BURST_H, {**POWER, "name": "bearing", "families": ["vibration"], "min_each": 0, "fault_kind": "bearing_wear",
+                      "action": "Grease the bearing"}, routing=ROUTING)
     h = _hits(("bearing", "a", 0, "warning"), ("burst", "a", 30, "critical"), ("burst", "b", 30, "critical"))
     folded = {(a.rule, a.entity_id): a for a in R.fold_alerts(h, c)}
     assert folded[("burst", "a")].fault_kind == "bearing_wear"
     assert folded[("burst", "b")].fault_kind is None  # another entity's diagnosis does not leak
     rows = R.alert_rows(list(folded.values()), c, inputs(), clock=at(30)).set_index(["rule", "entity_id"])
     assert rows.loc[("burst", "a"), "team"] == "maintenance"
+    assert rows.loc[("burst", "a"), "why"].endswith("Likely bearing wear. Grease the bearing")
     assert rows.loc[("burst", "b"), "team"] == "thermal"  # by its own family
 
 
@@ -413,3 +414,14 @@ def test_min_hits_keeps_an_alert_pending_until_it_has_them_then_it_opens_or_expi
     rows = R.alert_rows(two, c, inp, clock=at(60))
     assert rows["status"].tolist() == ["open"] and rows["alert_id"].tolist() == one["alert_id"].tolist()
     assert rows["opened_at"].tolist() == [at(0)] and rows["hits"].tolist() == [2]
+
+
+def test_the_readme_rules_example_is_valid(tmp_path):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    if "### Rules as data" not in readme:
+        pytest.skip("README has no alerts section yet")
+    block = readme.split("### Rules as data", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    c = _load(tmp_path, block)
+    assert {r.type for r in c.rules} == {"burst", "dominant_family", "sustained_deviation", "fleet_outlier"}
