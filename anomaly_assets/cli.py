@@ -175,6 +175,7 @@ def demo(entities: int, days: int, freq: str, out: Path) -> bool:
         print("\n" + fault_routing_report(Path(os.environ["ANOMALY_WAREHOUSE"]), out / "faults.csv",
                                           resources()["alert_rules"].load())[0])
         print(f"\nopen the UI: ANOMALY_LANDING_DIR={landing} ANOMALY_LABELS={out / 'labels.csv'} "
+              f"ANOMALY_ENTITIES={os.environ['ANOMALY_ENTITIES']} "
               f"ANOMALY_WAREHOUSE={os.environ['ANOMALY_WAREHOUSE']} make ui   (http://127.0.0.1:3000)")
     return ok
 
