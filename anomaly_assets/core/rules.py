@@ -701,7 +701,9 @@ def describe(a: _Alert, rule, cfg: AlertRules, ev: EvidenceBuilder) -> tuple[str
         "unit": units.get(metric) if metric else None,
         "top_metrics": point["top_metrics"], "family_shares": fam_share, "peers": peers,
         "detector": ev.score(a.entity_id, p["ts"]), "hits": a.hits, "fault_kind": a.fault_kind,
-        "_peak": {k: (str(v) if isinstance(v, pd.Timestamp) else v) for k, v in p.items()
+        # rounded: the same data gives the same bytes (sums over metrics may differ in the last bit)
+        "_peak": {k: (str(v) if isinstance(v, pd.Timestamp) else _num(v) if isinstance(v, (float, np.floating)) else v)
+                  for k, v in p.items()
                   if k in ("ts", "since", "measure", "margin", "metric", "family", "severity", "score_severity")},
     }
     return title, why, evidence
