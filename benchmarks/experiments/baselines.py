@@ -16,6 +16,7 @@ for ds in ["smd", "asd"]:
     labels = read_labels(root / "labels.csv"); splits = pd.read_csv(root / "splits.csv").set_index("entity_id").test_start
     res = []
     hr = {1.0: [], 1.5: []}
+    pooled = {}
     for f in discover_files(root):
         if f.name in ("labels.csv", "splits.csv"):
             continue
@@ -41,6 +42,10 @@ for ds in ["smd", "asd"]:
         for q in hr:
             if ranked_all:
                 hr[q].append(evaluate.hit_rate(ranked_all, truth_all, q))
+                pooled.setdefault(q, ([], []))
+                pooled[q][0].extend(ranked_all); pooled[q][1].extend(truth_all)
+        print("  ", e, "|z| hit@100 %.3f hit@150 %.3f over %d labeled points" % (hr[1.0][-1], hr[1.5][-1], len(ranked_all)) if ranked_all else "")
     df = pd.DataFrame(res, columns=["entity", "l2", "pca"])
     print(ds, df.round(3).to_dict("records"), "mean l2 %.3f pca %.3f" % (df.l2.mean(), df.pca.mean()),
-          "hit@100 %.3f hit@150 %.3f (mean over entities)" % (np.mean(hr[1.0]), np.mean(hr[1.5])))
+          "hit@100 %.3f hit@150 %.3f (mean over entities)" % (np.mean(hr[1.0]), np.mean(hr[1.5])),
+          "pooled over points: hit@100 %.3f hit@150 %.3f" % tuple(evaluate.hit_rate(*pooled[q], q) for q in (1.0, 1.5)))
