@@ -413,7 +413,30 @@ def build_alert_sensors(s: AutomationSettings) -> list[dg.SensorDefinition]:
     return [run_failure_alerts, failed_check_alerts]
 
 
+def build_dead_run_sensor() -> dg.SensorDefinition:
+    """Free what killed runs hold (``recovery.release_dead_runs``), once a minute.
+
+    The default run launcher cannot tell Dagster's run monitoring that a run's process died, so
+    under ``dagster dev`` a killed run would keep its ``duckdb_writer`` slot and block every
+    later run; the shell backfill does the same release before each run.
+    """
+
+    @dg.sensor(name="dead_run_release", minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Marks failed the runs whose processes are gone and frees their pool slots.")
+    def dead_run_release(context: dg.SensorEvaluationContext):
+        from anomaly_assets.recovery import release_dead_runs
+
+        released = release_dead_runs(context.instance)
+        for run_id in released:
+            context.log.warning(f"run {run_id} died without ending: marked failed, duckdb_writer slot freed")
+        return dg.SkipReason(f"released {len(released)} dead run(s)" if released else "no dead runs")
+
+    return dead_run_release
+
+
 def build_automation(job, s: AutomationSettings | None = None) -> tuple[list, list]:
     """(schedules, sensors) for ``job`` (the whole chain)."""
     s = s or load_automation_settings()
-    return [build_nightly_schedule(job, s)], [build_landing_sensor(job, s), *build_alert_sensors(s)]
+    return [build_nightly_schedule(job, s)], [build_landing_sensor(job, s), *build_alert_sensors(s),
+                                              build_dead_run_sensor()]

@@ -97,7 +97,9 @@ OBSERVATION_CHECKS = {
     "in_partition_window": ("Every ts inside the run's partition window and not in the future.", False),
     "value_ranges": ("Values inside the per-metric ranges of configs/expectations.yaml.", False),
     "volume": ("Rows per day within the configured band around the median of earlier days.", False),
-    "no_rejected_files": ("No landing file read by this run was rejected as a whole (raw.rejected_files).", False),
+    # Blocking: a whole file missing means whole entities or days missing; scoring the rest would
+    # page operators about "silent" machines that are only a broken file. Fix the file, re-run.
+    "no_rejected_files": ("No landing file read by this run was rejected as a whole (raw.rejected_files).", True),
 }
 
 

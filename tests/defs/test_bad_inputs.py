@@ -128,7 +128,12 @@ def ingested(tmp_path_factory):
     for name, (content, _, _) in CASES.items():
         _write(root / "landing", name, content)
     result = _ingest(root)
-    assert result.success  # bad input is quarantined: the run goes on, blocking checks pass
+    # Bad rows are quarantined and the good files load; the files refused whole fail the blocking
+    # no_rejected_files check, so the run stops there (nothing downstream would run) and only there.
+    assert not result.success
+    evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert [n for n, e in evals.items() if not e.passed and e.blocking] == ["no_rejected_files"]
+    assert {m.asset_key for m in result.get_asset_materialization_events()} == {dg.AssetKey(["raw", "observations"])}
     return root, result
 
 

@@ -18,7 +18,7 @@ FIRST, LAST = "2026-09-07", "2026-09-21"  # 15 days: a week of cold start, then 
 OBS = dg.AssetKey(["raw", "observations"])
 DEC = dg.AssetKey(["features", "decomposition"])
 SCORES = dg.AssetKey(["scoring", "anomaly_scores"])
-BLOCKING = {(OBS, "schema"), (OBS, "keys_present"), (OBS, "no_duplicates"),
+BLOCKING = {(OBS, "schema"), (OBS, "keys_present"), (OBS, "no_duplicates"), (OBS, "no_rejected_files"),
             (DEC, "finite_past_cold_start"), (SCORES, "score_in_unit_interval")}
 
 
