@@ -11,6 +11,7 @@ a failed run, therefore never duplicates or drops rows.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -213,6 +214,43 @@ def ensure_tables(con: duckdb.DuckDBPyConnection, tables: tuple[Table, ...] = TA
         con.execute(t.ddl())
 
 
+def entity_ranges(con: duckdb.DuckDBPyConnection, table: Table, start, end, max_rows: int) -> list[tuple[str, str]]:
+    """Consecutive (first, last) entity_id ranges of ``table`` in [start, end) of at most ~``max_rows`` rows each.
+
+    Lets an asset read, compute and write a fleet a chunk of entities at a time
+    (``entity_id BETWEEN first AND last``), so memory follows the chunk, not the fleet.
+    """
+    counts = con.execute(
+        f"SELECT entity_id, count(*) FROM {table.qualified} WHERE {table.time_column} >= ? AND "
+        f"{table.time_column} < ? GROUP BY entity_id ORDER BY entity_id", [start, end]).fetchall()
+    out, first, n = [], None, 0
+    for entity, k in counts:
+        if first is not None and n + k > max_rows:
+            out.append((first, last))
+            first, n = None, 0
+        if first is None:
+            first = entity
+        last, n = entity, n + k
+    if first is not None:
+        out.append((first, last))
+    return out
+
+
+def read_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pd.DataFrame:
+    """A query's rows as a DataFrame, text columns as categoricals (each distinct name stored once).
+
+    Through Arrow: on long tables of repeated entity and metric names ~5x faster than ``.df()``
+    and a fraction of its memory.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    tab = con.sql(sql, params=params or None).to_arrow_table()
+    cols = [pc.dictionary_encode(c) if pa.types.is_string(c.type) or pa.types.is_large_string(c.type) else c
+            for c in tab.columns]
+    return pa.table(cols, names=tab.column_names).to_pandas()
+
+
 def _insert(con: duckdb.DuckDBPyConnection, table: Table, rows: pd.DataFrame) -> None:
     if rows is None or len(rows) == 0:
         return
@@ -242,24 +280,30 @@ def transaction(con: duckdb.DuckDBPyConnection):
 def replace_time_slice(
     con: duckdb.DuckDBPyConnection,
     table: Table,
-    rows: pd.DataFrame,
+    rows: pd.DataFrame | Iterable[pd.DataFrame],
     start: dt.datetime,
     end: dt.datetime,
 ) -> None:
-    """Replace the rows of ``table`` with ``start <= ts < end`` by ``rows`` (call inside ``transaction``)."""
+    """Replace the rows of ``table`` with ``start <= ts < end`` by ``rows`` (call inside ``transaction``).
+
+    ``rows`` is one frame, or an iterable of frames (e.g. one per chunk of entities, computed
+    while they are written: memory holds one chunk, the transaction still covers them all).
+    """
     if table.time_column is None:
         raise ValueError(f"{table.qualified} has no time column to slice on")
-    if len(rows):
-        ts = pd.to_datetime(rows[table.time_column], utc=True)
-        if ts.min() < pd.Timestamp(start) or ts.max() >= pd.Timestamp(end):
-            raise ValueError(
-                f"{table.qualified}: rows span {ts.min()}..{ts.max()}, outside the slice [{start}, {end})"
-            )
+    chunks = [rows] if isinstance(rows, pd.DataFrame) else rows
     con.execute(
         f"DELETE FROM {table.qualified} WHERE {table.time_column} >= ? AND {table.time_column} < ?",
         [start, end],
     )
-    _insert(con, table, rows)
+    for chunk in chunks:
+        if len(chunk):
+            ts = pd.to_datetime(chunk[table.time_column], utc=True)
+            if ts.min() < pd.Timestamp(start) or ts.max() >= pd.Timestamp(end):
+                raise ValueError(
+                    f"{table.qualified}: rows span {ts.min()}..{ts.max()}, outside the slice [{start}, {end})"
+                )
+        _insert(con, table, chunk)
 
 
 def replace_keyed(

@@ -121,7 +121,8 @@ _DEC_FLOATS = ["value", "expected", "trend", "seasonal", "residual", "residual_z
 
 
 def decompose_days(obs: pd.DataFrame, days: list[pd.Timestamp], params: DecompositionParams,
-                   chunk_entities: int | None = None) -> pd.DataFrame:
+                   chunk_entities: int | None = None,
+                   use_past: Mapping[pd.Timestamp, bool] | None = None) -> pd.DataFrame:
     """Forecast-residual decomposition of every observation in ``days``.
 
     ``obs`` holds entity_id, metric, ts, value for at least ``[days[0] - history_days, days[-1] + 1)``.
@@ -134,6 +135,9 @@ def decompose_days(obs: pd.DataFrame, days: list[pd.Timestamp], params: Decompos
     regular grid (every timestamp a whole number of steps from midnight, the step dividing a
     day) are decomposed on one array per chunk of entities, sliced per day; any other entity-day
     goes through :func:`_decompose_group` on its own window rows.
+
+    ``use_past[D]``: whether any entity of the fleet has rows in ``[D - history, D)``, when
+    ``obs`` is only a part of the fleet (a chunk of entities); by default it is read off ``obs``.
     """
     if obs.empty or not days:
         return pd.DataFrame(columns=_DEC_COLS)
@@ -141,7 +145,7 @@ def decompose_days(obs: pd.DataFrame, days: list[pd.Timestamp], params: Decompos
     m, metrics = _factorize(obs["metric"])
     ts = _epoch_us(obs["ts"])
     value = obs["value"].to_numpy(float)
-    plan = _interval_plan(e, ts, len(entities), days, params)
+    plan = _interval_plan(e, ts, len(entities), days, params, use_past)
     parts = []
     # regular entity-days, a chunk of entities at a time
     regular = np.flatnonzero(plan.regular_step > 0)
@@ -190,7 +194,7 @@ class _IntervalPlan:
     use_past: np.ndarray  # (n_days,) the interval is learnt from the past (else from the whole window)
 
 
-def _interval_plan(e, ts, n_entities, days, params) -> _IntervalPlan:
+def _interval_plan(e, ts, n_entities, days, params, fleet_past=None) -> _IntervalPlan:
     """Which entity-days can use the regular path, with the same interval the general path infers.
 
     The general path's interval is ``sampling_interval`` of the window before D (of the whole
@@ -243,7 +247,7 @@ def _interval_plan(e, ts, n_entities, days, params) -> _IntervalPlan:
         ent_lo = np.searchsorted(pe, ents)
         ent_hi = np.searchsorted(pe, ents, side="right")
         lo, mid, hi = (np.clip(x, ent_lo, ent_hi) for x in (lo, mid, hi))
-        use_past[k] = bool((mid > lo).any())
+        use_past[k] = bool((mid > lo).any()) if fleet_past is None else bool(fleet_past[day])
         end = mid if use_past[k] else hi
         n = end - lo  # distinct timestamps the interval is learnt from
         present[:, k] = (n > 0) & (hi > mid)  # decomposed that day only with rows learnt from, and rows that day
@@ -554,6 +558,15 @@ class FleetModel:
     @property
     def entities(self) -> int:
         return sum(len(g.entities) for g in self.groups)
+
+    def absorb(self, other: "FleetModel") -> "FleetModel":
+        """This day's model with the entities of ``other`` (the same day, fitted on other entities) added."""
+        if (other.day, other.version) != (self.day, self.version):
+            raise ValueError(f"cannot merge the model of {other.day} ({other.version}) into {self.day} ({self.version})")
+        self.groups += other.groups
+        self.cold_start += other.cold_start
+        self.training_rows += other.training_rows
+        return self
 
 
 def _wide(features: pd.DataFrame, column: str) -> pd.DataFrame:

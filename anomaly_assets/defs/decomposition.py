@@ -9,8 +9,8 @@ from dagster_duckdb import DuckDBResource
 
 from anomaly_assets import warehouse as wh
 from anomaly_assets.core.fleet import DecompositionParams, days_in, decompose_days
-from anomaly_assets.defs.metadata import table_metadata, time_window
-from anomaly_assets.defs.partitions import daily_table_asset
+from anomaly_assets.defs.metadata import ChunkedWrite, time_window
+from anomaly_assets.defs.partitions import CHUNK_ROWS, daily_table_asset
 
 
 class DecompositionConfig(dg.Config):
@@ -30,19 +30,34 @@ class DecompositionConfig(dg.Config):
 def decomposition(context: dg.AssetExecutionContext, config: DecompositionConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     start, end = time_window(context)
     params = config.params()
+    days = days_in(start, end)
+    lo = start - pd.Timedelta(days=params.history_days)
+    written = ChunkedWrite()
     with duckdb.get_connection() as con:
-        obs = con.execute(
-            "SELECT entity_id, metric, ts, value FROM raw.observations WHERE ts >= ? AND ts < ? ORDER BY entity_id, metric, ts",
-            [start - pd.Timedelta(days=params.history_days), end],
-        ).df()
-    rows = decompose_days(obs, days_in(start, end), params)
-    with duckdb.get_connection() as con, wh.transaction(con):
         wh.ensure_tables(con)
-        wh.replace_time_slice(con, wh.DECOMPOSITION, rows, start, end)
-    cold = int(rows["expected"].isna().sum()) if len(rows) else 0
+        # Whether the fleet has any rows in [D - history, D): decided for the fleet, not the chunk.
+        have = {r[0] for r in con.execute(
+            "SELECT DISTINCT epoch_us(ts) // 86400000000 FROM raw.observations WHERE ts >= ? AND ts < ?", [lo, end]).fetchall()}
+        use_past = {d: any(d.value // 86_400_000_000_000 - k in have for k in range(1, params.history_days + 1))
+                    for d in days}
+        ranges = wh.entity_ranges(con, wh.OBSERVATIONS, lo, end, CHUNK_ROWS)
+
+        def chunks():  # a chunk of entities at a time: read, decompose, write
+            for first, last in ranges:
+                obs = wh.read_frame(
+                    con, "SELECT entity_id, metric, ts, value FROM raw.observations "
+                         "WHERE ts >= ? AND ts < ? AND entity_id BETWEEN ? AND ?", [lo, end, first, last])
+                rows = decompose_days(obs, days, params, use_past=use_past)
+                written.add(rows, series=rows[["entity_id", "metric"]].drop_duplicates().shape[0] if len(rows) else 0,
+                            cold_start_rows=int(rows["expected"].isna().sum()) if len(rows) else 0)
+                yield rows
+
+        with wh.transaction(con):
+            wh.replace_time_slice(con, wh.DECOMPOSITION, chunks(), start, end)
     return dg.MaterializeResult(metadata={
-        **table_metadata(wh.DECOMPOSITION, rows, start, end),
-        "series": int(rows[["entity_id", "metric"]].drop_duplicates().shape[0]) if len(rows) else 0,
-        "cold_start_rows": cold,
+        **written.metadata(wh.DECOMPOSITION, start, end),
+        "series": written.counts.get("series", 0),
+        "cold_start_rows": written.counts.get("cold_start_rows", 0),
+        "chunks": len(ranges),
         "params": dg.MetadataValue.json(params.__dict__ | {"periods": list(params.periods or [])}),
     })

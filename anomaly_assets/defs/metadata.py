@@ -48,3 +48,29 @@ def table_metadata(table: Table, rows: pd.DataFrame, start=None, end=None) -> di
         md["first_ts"] = str(ts.min())
         md["last_ts"] = str(ts.max())
     return md
+
+
+class ChunkedWrite:
+    """Row count, preview and time range of a table slice written a chunk at a time."""
+
+    def __init__(self):
+        self.rows, self.preview, self.first, self.last = 0, None, None, None
+        self.counts: dict[str, int] = {}
+
+    def add(self, rows: pd.DataFrame, time_column: str = "ts", **counts: int) -> None:
+        self.rows += len(rows)
+        for k, v in counts.items():
+            self.counts[k] = self.counts.get(k, 0) + int(v)
+        if len(rows):
+            if self.preview is None:
+                self.preview = rows.head(10)
+            ts = pd.to_datetime(rows[time_column], utc=True)
+            self.first = ts.min() if self.first is None else min(self.first, ts.min())
+            self.last = ts.max() if self.last is None else max(self.last, ts.max())
+
+    def metadata(self, table: Table, start=None, end=None) -> dict:
+        md = table_metadata(table, self.preview if self.preview is not None else pd.DataFrame(), start, end)
+        md["dagster/row_count"] = self.rows
+        if self.first is not None:
+            md["first_ts"], md["last_ts"] = str(self.first), str(self.last)
+        return md

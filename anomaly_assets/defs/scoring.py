@@ -11,8 +11,8 @@ from dagster_duckdb import DuckDBResource
 
 from anomaly_assets import warehouse as wh
 from anomaly_assets.core.fleet import DetectorParams, days_in, fit_days, score_days
-from anomaly_assets.defs.metadata import column_schema, markdown_preview, table_metadata, time_window
-from anomaly_assets.defs.partitions import WRITER_POOL, daily_partitions, daily_table_asset
+from anomaly_assets.defs.metadata import ChunkedWrite, column_schema, markdown_preview, table_metadata, time_window
+from anomaly_assets.defs.partitions import CHUNK_ROWS, WRITER_POOL, daily_partitions, daily_table_asset
 from anomaly_assets.defs.resources import MetricCatalog, ModelStore
 
 # Earlier points read only to prime the temporal smoothing of the first points of a day.
@@ -43,15 +43,22 @@ def model_versions(context: dg.AssetExecutionContext, config: DetectorConfig, du
                    models: ModelStore) -> dg.MaterializeResult:
     start, end = time_window(context)
     params = config.params()
+    days = days_in(start, end)
+    lo = start - pd.Timedelta(days=params.training_days)
+    fitted = {}
     with duckdb.get_connection() as con:
-        features = con.execute(
-            "SELECT entity_id, metric, ts, value, residual_z FROM features.decomposition WHERE ts >= ? AND ts < ?",
-            [start - pd.Timedelta(days=params.training_days), end],
-        ).df()
+        # a chunk of entities at a time (all days of the run from one layout of its features);
+        # entities with rows on a day are scored on it
+        for first, last in wh.entity_ranges(con, wh.DECOMPOSITION, lo, end, CHUNK_ROWS):
+            features = wh.read_frame(
+                con, "SELECT entity_id, metric, ts, value, residual_z FROM features.decomposition "
+                     "WHERE ts >= ? AND ts < ? AND entity_id BETWEEN ? AND ?", [lo, end, first, last])
+            for day, model in fit_days(features, days, params, scored_on_day=True).items():
+                fitted[day] = fitted[day].absorb(model) if day in fitted else model
     records = []
-    # one layout of the features for every day of the run; entities with rows on a day are scored on it
-    fitted = fit_days(features, days_in(start, end), params, scored_on_day=True)
-    for day, model in fitted.items():
+    for day in days:
+        model = fitted.get(day) or fit_days(pd.DataFrame(columns=["entity_id", "metric", "ts", "value", "residual_z"]),
+                                            [day], params)[day]
         path = models.save(model, str(day.date()), model.version)
         records.append({
             "model_version": model.version, "day": day.date(), "model": "EntityDetector",
@@ -63,7 +70,7 @@ def model_versions(context: dg.AssetExecutionContext, config: DetectorConfig, du
     rows = pd.DataFrame(records, columns=wh.MODEL_VERSIONS.column_names)
     with duckdb.get_connection() as con, wh.transaction(con):
         wh.ensure_tables(con)
-        wh.replace_keyed(con, wh.MODEL_VERSIONS, rows, "day", [str(d.date()) for d in days_in(start, end)])
+        wh.replace_keyed(con, wh.MODEL_VERSIONS, rows, "day", [str(d.date()) for d in days])
     return dg.MaterializeResult(metadata={
         **table_metadata(wh.MODEL_VERSIONS, rows, start, end),
         "entities_modelled": int(rows["entities"].sum()) if len(rows) else 0,
@@ -90,34 +97,47 @@ def anomaly_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource, mo
     """Score each day with that day's model; explain every flagged point in the same pass."""
     start, end = time_window(context)
     fam = catalog.load()
+    written, explanations, tops = ChunkedWrite(), [], []
     with duckdb.get_connection() as con:
+        wh.ensure_tables(con)
         versions = con.execute(
             "SELECT day, artifact_path FROM ml.model_versions WHERE day >= ? AND day < ?", [start.date(), end.date()]
         ).df()
-        features = con.execute(
-            "SELECT entity_id, metric, ts, value, residual, residual_z FROM features.decomposition "
-            "WHERE ts >= ? AND ts < ?",
-            [start - WARMUP, end],
-        ).df()
-    artifacts = {pd.Timestamp(d).date(): p for d, p in zip(versions["day"], versions["artifact_path"])}
-    fitted = {}
-    for day in days_in(start, end):
-        if day.date() not in artifacts:
-            raise dg.Failure(f"no model for {day.date()} in ml.model_versions: materialize ml/model_versions for it first")
-        fitted[day] = models.load(artifacts[day.date()])
-    # every day from one layout of the features: day D from [D - WARMUP, D + 1)
-    s, e = score_days(features, fitted, fam.families, fam.units, warmup=WARMUP)
-    with duckdb.get_connection() as con, wh.transaction(con):
-        wh.ensure_tables(con)
-        wh.replace_time_slice(con, wh.ANOMALY_SCORES, s, start, end)
-        wh.replace_time_slice(con, wh.EXPLANATIONS, e, start, end)
-    flagged = s[s["is_anomaly"]] if len(s) else s
-    top = flagged.sort_values("anomaly_score", ascending=False).drop_duplicates("entity_id").head(10) if len(flagged) else flagged
+        artifacts = {pd.Timestamp(d).date(): p for d, p in zip(versions["day"], versions["artifact_path"])}
+        fitted = {}
+        for day in days_in(start, end):
+            if day.date() not in artifacts:
+                raise dg.Failure(f"no model for {day.date()} in ml.model_versions: materialize ml/model_versions for it first")
+            fitted[day] = models.load(artifacts[day.date()])
+        ranges = wh.entity_ranges(con, wh.DECOMPOSITION, start - WARMUP, end, CHUNK_ROWS)
+
+        def chunks():  # a chunk of entities at a time; every day from one layout: D from [D - WARMUP, D + 1)
+            for first, last in ranges:
+                features = wh.read_frame(
+                    con, "SELECT entity_id, metric, ts, value, residual, residual_z FROM features.decomposition "
+                         "WHERE ts >= ? AND ts < ? AND entity_id BETWEEN ? AND ?", [start - WARMUP, end, first, last])
+                s, e = score_days(features, fitted, fam.families, fam.units, warmup=WARMUP)
+                flagged = s[s["is_anomaly"]]
+                written.add(s, flagged=len(flagged), critical=int((s["severity"] == "critical").sum()),
+                            cold_start_points=int((s["severity"] == "cold_start").sum()))
+                tops.append(flagged.sort_values("anomaly_score", ascending=False).drop_duplicates("entity_id").head(10))
+                explanations.append(e)
+                yield s
+
+        with wh.transaction(con):
+            wh.replace_time_slice(con, wh.ANOMALY_SCORES, chunks(), start, end)
+            wh.replace_time_slice(con, wh.EXPLANATIONS, explanations, start, end)
+    e_rows = ChunkedWrite()
+    for e in explanations:
+        e_rows.add(e)
+    top = pd.concat(tops, ignore_index=True) if tops else pd.DataFrame()
+    if len(top):
+        top = top.sort_values("anomaly_score", ascending=False).drop_duplicates("entity_id").head(10)
     yield dg.MaterializeResult(asset_key=["scoring", "anomaly_scores"], metadata={
-        **table_metadata(wh.ANOMALY_SCORES, s, start, end),
-        "flagged": len(flagged),
-        "critical": int((s["severity"] == "critical").sum()) if len(s) else 0,
-        "cold_start_points": int((s["severity"] == "cold_start").sum()) if len(s) else 0,
+        **written.metadata(wh.ANOMALY_SCORES, start, end),
+        "flagged": written.counts.get("flagged", 0),
+        "critical": written.counts.get("critical", 0),
+        "cold_start_points": written.counts.get("cold_start_points", 0),
         "top_anomalies": markdown_preview(top[["entity_id", "ts", "anomaly_score", "severity", "why"]] if len(top) else top),
     })
-    yield dg.MaterializeResult(asset_key=["scoring", "explanations"], metadata=table_metadata(wh.EXPLANATIONS, e, start, end))
+    yield dg.MaterializeResult(asset_key=["scoring", "explanations"], metadata=e_rows.metadata(wh.EXPLANATIONS, start, end))
