@@ -123,9 +123,9 @@ def _weekday_profile(history, seasonal, p, week, horizon):
     b, n = history.shape
     days = n // p
     start = n - days * p  # drop a partial leading day
-    daily = np.median(seasonal[:, start:].reshape(b, days, p), axis=1)
+    daily = _median(seasonal[:, start:].reshape(b, days, p), axis=1)
     deseason = history[:, start:].reshape(b, days, p) - daily[:, None, :]
-    level = np.median(deseason, axis=2)
+    level = _median(deseason, axis=2)
     err = deseason[:, 1:] - level[:, :-1, None]  # day k against the level of day k-1
     block_of_day = ((np.arange(1, days) - days) * p % week) // p
     block_of_step = (np.arange(horizon) % week) // p
@@ -133,5 +133,17 @@ def _weekday_profile(history, seasonal, p, week, horizon):
     for blk in np.unique(block_of_step):
         same = block_of_day == blk
         if same.any():
-            offset[:, block_of_step == blk] = np.median(err[:, same].reshape(b, -1), axis=1)[:, None]
+            offset[:, block_of_step == blk] = _median(err[:, same].reshape(b, -1), axis=1)[:, None]
     return level[:, -1], daily, offset
+
+
+def _median(x: np.ndarray, axis: int) -> np.ndarray:
+    """``np.median(x, axis)`` for the short axes here (days, samples of a day): the same numbers
+    (the middle value, or the mean of the two middle ones), from a sort, which on many short
+    rows is ~4x faster than numpy's partition-based median."""
+    n = x.shape[axis]
+    s = np.sort(x, axis=axis)
+    h = n // 2
+    if n % 2:
+        return np.take(s, h, axis=axis)
+    return (np.take(s, h - 1, axis=axis) + np.take(s, h, axis=axis)) / 2.0
