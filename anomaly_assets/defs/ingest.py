@@ -31,7 +31,8 @@ from anomaly_assets import warehouse as wh
 from anomaly_assets.defs.metadata import markdown_preview, table_metadata, time_window
 from anomaly_assets.defs.partitions import daily_partitions, daily_table_asset
 from anomaly_assets.defs.resources import LandingFolder
-from anomaly_assets.landing import discover_files, read_file
+from anomaly_assets.landing import discover_files
+from anomaly_assets.landing import read_files as read_landing_files
 
 # Rejections that depend on the other files read for a day (not on the file alone) start so.
 ACROSS_FILES = "duplicate across files: "
@@ -171,7 +172,7 @@ def observations(context: dg.AssetExecutionContext, duckdb: DuckDBResource, land
         wh.ensure_tables(con)
         manifest = _manifest(con)
     todo = _needs_reading(files, landing.root, manifest, start, end)
-    reads = [(t, read_file(t[0], root=landing.root)) for t in todo]
+    reads = list(zip(todo, read_landing_files([t[0] for t in todo], root=landing.root)))  # many files: in worker processes
     rows = collect(reads, start, end, now, first)
     read_files = [rel for (_, rel, _), _ in reads]
     with duckdb.get_connection() as con, wh.transaction(con):
