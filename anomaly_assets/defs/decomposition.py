@@ -11,6 +11,7 @@ from anomaly_assets import warehouse as wh
 from anomaly_assets.core.fleet import DecompositionParams, days_in, decompose_days
 from anomaly_assets.defs.metadata import ChunkedWrite, time_window
 from anomaly_assets.defs.partitions import CHUNK_ROWS, daily_table_asset
+from anomaly_assets.defs.workers import map_chunks, workers_for
 
 
 class DecompositionConfig(dg.Config):
@@ -42,12 +43,15 @@ def decomposition(context: dg.AssetExecutionContext, config: DecompositionConfig
                     for d in days}
         ranges = wh.entity_ranges(con, wh.OBSERVATIONS, lo, end, CHUNK_ROWS)
 
-        def chunks():  # a chunk of entities at a time: read, decompose, write
+        def reads():  # a chunk of entities at a time, read when a worker is about to need it
             for first, last in ranges:
                 obs = wh.read_frame(
                     con, "SELECT entity_id, metric, ts, value FROM raw.observations "
                          "WHERE ts >= ? AND ts < ? AND entity_id BETWEEN ? AND ?", [lo, end, first, last])
-                rows = decompose_days(obs, days, params, use_past=use_past)
+                yield obs, days, params, None, use_past
+
+        def chunks():  # decomposed in worker processes, written here as they come back
+            for rows in map_chunks(decompose_days, reads(), len(ranges)):
                 written.add(rows, series=rows[["entity_id", "metric"]].drop_duplicates().shape[0] if len(rows) else 0,
                             cold_start_rows=int(rows["expected"].isna().sum()) if len(rows) else 0)
                 yield rows
@@ -59,5 +63,6 @@ def decomposition(context: dg.AssetExecutionContext, config: DecompositionConfig
         "series": written.counts.get("series", 0),
         "cold_start_rows": written.counts.get("cold_start_rows", 0),
         "chunks": len(ranges),
+        "workers": workers_for(len(ranges)),
         "params": dg.MetadataValue.json(params.__dict__ | {"periods": list(params.periods or [])}),
     })

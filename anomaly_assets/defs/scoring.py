@@ -4,6 +4,7 @@
 import dataclasses
 import datetime as dt
 import json
+from functools import partial
 
 import dagster as dg
 import pandas as pd
@@ -14,6 +15,7 @@ from anomaly_assets.core.fleet import DetectorParams, days_in, fit_days, score_d
 from anomaly_assets.defs.metadata import ChunkedWrite, column_schema, markdown_preview, table_metadata, time_window
 from anomaly_assets.defs.partitions import CHUNK_ROWS, WRITER_POOL, daily_partitions, daily_table_asset
 from anomaly_assets.defs.resources import MetricCatalog, ModelStore
+from anomaly_assets.defs.workers import map_chunks
 
 # Earlier points read only to prime the temporal smoothing of the first points of a day.
 WARMUP = pd.Timedelta(days=2)
@@ -47,13 +49,18 @@ def model_versions(context: dg.AssetExecutionContext, config: DetectorConfig, du
     lo = start - pd.Timedelta(days=params.training_days)
     fitted = {}
     with duckdb.get_connection() as con:
-        # a chunk of entities at a time (all days of the run from one layout of its features);
-        # entities with rows on a day are scored on it
-        for first, last in wh.entity_ranges(con, wh.DECOMPOSITION, lo, end, CHUNK_ROWS):
-            features = wh.read_frame(
-                con, "SELECT entity_id, metric, ts, value, residual_z FROM features.decomposition "
-                     "WHERE ts >= ? AND ts < ? AND entity_id BETWEEN ? AND ?", [lo, end, first, last])
-            for day, model in fit_days(features, days, params, scored_on_day=True).items():
+        # a chunk of entities at a time (all days of the run from one layout of its features),
+        # fitted in worker processes; entities with rows on a day are scored on it
+        ranges = wh.entity_ranges(con, wh.DECOMPOSITION, lo, end, CHUNK_ROWS)
+
+        def reads():
+            for first, last in ranges:
+                yield wh.read_frame(
+                    con, "SELECT entity_id, metric, ts, value, residual_z FROM features.decomposition "
+                         "WHERE ts >= ? AND ts < ? AND entity_id BETWEEN ? AND ?", [lo, end, first, last]), days, params
+
+        for part in map_chunks(partial(fit_days, scored_on_day=True), reads(), len(ranges)):
+            for day, model in part.items():
                 fitted[day] = fitted[day].absorb(model) if day in fitted else model
     records = []
     for day in days:
@@ -111,12 +118,15 @@ def anomaly_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource, mo
             fitted[day] = models.load(artifacts[day.date()])
         ranges = wh.entity_ranges(con, wh.DECOMPOSITION, start - WARMUP, end, CHUNK_ROWS)
 
-        def chunks():  # a chunk of entities at a time; every day from one layout: D from [D - WARMUP, D + 1)
+        def reads():  # a chunk of entities at a time; every day from one layout: D from [D - WARMUP, D + 1)
             for first, last in ranges:
-                features = wh.read_frame(
+                yield wh.read_frame(
                     con, "SELECT entity_id, metric, ts, value, residual, residual_z FROM features.decomposition "
-                         "WHERE ts >= ? AND ts < ? AND entity_id BETWEEN ? AND ?", [start - WARMUP, end, first, last])
-                s, e = score_days(features, fitted, fam.families, fam.units, warmup=WARMUP)
+                         "WHERE ts >= ? AND ts < ? AND entity_id BETWEEN ? AND ?", [start - WARMUP, end, first, last]), \
+                    fitted, fam.families, fam.units
+
+        def chunks():  # scored in worker processes, written here as they come back
+            for s, e in map_chunks(partial(score_days, warmup=WARMUP), reads(), len(ranges)):
                 flagged = s[s["is_anomaly"]]
                 written.add(s, flagged=len(flagged), critical=int((s["severity"] == "critical").sum()),
                             cold_start_points=int((s["severity"] == "cold_start").sum()))

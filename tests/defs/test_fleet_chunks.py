@@ -1,4 +1,4 @@
-"""Assets that work a chunk of entities at a time write what one pass over the fleet writes."""
+"""Assets that work a chunk of entities at a time, in worker processes, write what one pass over the fleet writes."""
 
 import dagster as dg
 import duckdb
@@ -41,9 +41,10 @@ def test_chunks_of_entities_change_nothing(tmp_path, monkeypatch):
     # about one entity per chunk (an entity has 4 metrics x 24 h x ~15 days of rows)
     for module in (decomposition, scoring):
         monkeypatch.setattr(module, "CHUNK_ROWS", 1500)
+    monkeypatch.setenv("ANOMALY_WORKERS", "2")  # computed in two worker processes
     result, chunked = _chain(tmp_path, tmp_path / "landing", "chunked")
     md = result.asset_materializations_for_node("features__decomposition")[0].metadata
-    assert md["chunks"].value >= 5
+    assert md["chunks"].value >= 5 and md["workers"].value == 2
     assert md["dagster/row_count"].value == len(whole["features.decomposition"]) > 0
     for name, df in whole.items():
         pd.testing.assert_frame_equal(chunked[name], df, check_exact=False, rtol=1e-12, obj=name)
