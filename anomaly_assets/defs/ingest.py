@@ -87,42 +87,71 @@ def collect(reads, start, end, now, first=None) -> dict[str, pd.DataFrame]:
     rejected_files, landing_files (the manifest, ``rows_rejected`` still without the rejections
     across files of other windows: see :func:`merge_rejections`) and window_lines (source_file and
     line_number of every accepted row inside the window).
+
+    The files' rows are concatenated once and handled as one frame (a backfill reads thousands
+    of files: nothing below is per file but the manifest's scalars).
     """
     now = pd.Timestamp(now)
     first = pd.Timestamp(first) if first is not None else pd.Timestamp.min.tz_localize("UTC")
-    obs, rejected, rejected_files, manifest = [], [], [], []
-    for (f, rel, st), fr in reads:
-        o = fr.observations
-        out, reason = outside_partitions(o, first, now)
-        if out.any():
-            rejected.append(pd.DataFrame({"source_file": rel, "line_number": o["line_number"][out],
-                                          "raw": None, "reason": reason[out]}))
-        o = o[~out]
+    rels = [rel for (_, rel, _), _ in reads]
+    # source_file as a categorical over the files' names in string order: sorts like the strings
+    names = sorted(set(rels))
+    code_of = {n: i for i, n in enumerate(names)}
+    frames = [fr.observations for _, fr in reads]
+    sizes = np.array([len(f) for f in frames], dtype=np.int64)
+    file_of_row = np.repeat(np.arange(len(reads)), sizes)
+    if sizes.sum():
+        big = pd.concat([f for f in frames if len(f)], ignore_index=True)
+    else:
+        big = pd.DataFrame({"entity_id": pd.Series([], dtype="str"), "metric": pd.Series([], dtype="str"),
+                            "ts": pd.Series([], dtype="datetime64[us, UTC]"), "value": pd.Series([], dtype=float),
+                            "line_number": pd.Series([], dtype=np.int64)})
+    out, reason = outside_partitions(big, first, now)
+    rejected = []
+    if out.any():
+        rejected.append(pd.DataFrame({"source_file": np.asarray(rels, dtype=object)[file_of_row[out]],
+                                      "line_number": big["line_number"].to_numpy()[out], "raw": None,
+                                      "reason": reason.to_numpy()[out]}))
+    kept = ~out
+    ts = big["ts"]
+    k_ts = ts[kept]
+    k_file = file_of_row[kept]
+    first_ts = k_ts.groupby(k_file).min()
+    last_ts = k_ts.groupby(k_file).max()
+    n_out = np.bincount(file_of_row[out], minlength=len(reads))
+    manifest, rejected_files = [], []
+    for i, ((f, rel, st), fr) in enumerate(reads):
         manifest.append({
             "source_file": rel, "size_bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "shape": fr.shape,
-            "first_ts": o["ts"].min() if len(o) else pd.NaT,
-            "last_ts": o["ts"].max() if len(o) else pd.NaT,
-            "rows_read": fr.rows_read, "rows_rejected": len(fr.rejected_rows) + int(out.sum()), "read_at": now,
+            "first_ts": first_ts.get(i, pd.NaT), "last_ts": last_ts.get(i, pd.NaT),
+            "rows_read": fr.rows_read, "rows_rejected": len(fr.rejected_rows) + int(n_out[i]), "read_at": now,
         })
         if fr.file_error:
             rejected_files.append({"source_file": rel, "reason": fr.file_error, "ingested_at": now})
-            continue
-        obs.append(o[(o["ts"] >= start) & (o["ts"] < end)].assign(source_file=rel))
-        rejected.append(fr.rejected_rows.assign(source_file=rel))
-    cols = ["entity_id", "metric", "ts", "value", "source_file", "line_number"]
-    o = pd.concat(obs, ignore_index=True) if obs else pd.DataFrame(columns=cols)
+    usable = np.array([fr.file_error is None for _, fr in reads], dtype=bool)
+    rejected += [fr.rejected_rows.assign(source_file=rel) for (_, rel, _), fr in reads
+                 if fr.file_error is None and len(fr.rejected_rows)]
+    in_window = kept & (ts >= start).to_numpy() & (ts < end).to_numpy() & usable[file_of_row]
+    o = big[in_window].reset_index(drop=True)
+    o["source_file"] = pd.Categorical.from_codes(
+        np.array([code_of[r] for r in rels], dtype=np.int64)[file_of_row[in_window]],
+        categories=pd.Index(names, dtype="str")) if len(names) else pd.Series([], dtype="str")
     window_lines = o[["source_file", "line_number"]].drop_duplicates()
     # The same (entity, metric, ts) from two files: the first file (by path) wins, the rest are
     # quarantined with a pointer to the kept row.
-    o = o.sort_values(["source_file", "line_number"], kind="stable")
+    file_code = o["source_file"].cat.codes.to_numpy() if len(o) else np.zeros(0, np.int64)
+    line = o["line_number"].to_numpy()
+    ordered = len(o) < 2 or bool(np.all((np.diff(file_code) > 0) | ((np.diff(file_code) == 0) & (np.diff(line) >= 0))))
+    if not ordered:
+        o = o.iloc[np.lexsort((line, file_code))].reset_index(drop=True)  # stable: (source_file, line_number)
     key = ["entity_id", "metric", "ts"]
-    dup = o.duplicated(key, keep="first")
+    dup = o.duplicated(key, keep="first").to_numpy()
     if dup.any():
         first_seen = o[~dup].set_index(key)[["source_file", "line_number"]]
         d = o[dup].join(first_seen, on=key, rsuffix="_kept")
         rejected.append(pd.DataFrame({
-            "source_file": d["source_file"], "line_number": d["line_number"], "raw": None,
-            "reason": ACROSS_FILES + "same entity_id, metric and ts as " + d["source_file_kept"] + " line "
+            "source_file": d["source_file"].astype(str), "line_number": d["line_number"], "raw": None,
+            "reason": ACROSS_FILES + "same entity_id, metric and ts as " + d["source_file_kept"].astype(str) + " line "
                       + d["line_number_kept"].astype(str) + " (the first file by path is kept)",
         }))
     rej = pd.concat([r[_REJECTED] for r in rejected if len(r)], ignore_index=True) if any(
@@ -136,7 +165,7 @@ def collect(reads, start, end, now, first=None) -> dict[str, pd.DataFrame]:
         "rejected_rows": rej.assign(ingested_at=now),
         "rejected_files": pd.DataFrame(rejected_files, columns=["source_file", "reason", "ingested_at"]),
         "landing_files": landing,
-        "window_lines": window_lines,
+        "window_lines": window_lines.astype({"source_file": str}),
     }
 
 
