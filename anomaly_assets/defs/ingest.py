@@ -102,6 +102,8 @@ def collect(reads, start, end, now, first=None) -> dict[str, pd.DataFrame]:
     file_of_row = np.repeat(np.arange(len(reads)), sizes)
     if sizes.sum():
         big = pd.concat([f for f in frames if len(f)], ignore_index=True)
+        # names repeat on every row: as categoricals they take a fraction of the memory and hash as ints
+        big = big.assign(entity_id=big["entity_id"].astype("category"), metric=big["metric"].astype("category"))
     else:
         big = pd.DataFrame({"entity_id": pd.Series([], dtype="str"), "metric": pd.Series([], dtype="str"),
                             "ts": pd.Series([], dtype="datetime64[us, UTC]"), "value": pd.Series([], dtype=float),
@@ -132,7 +134,7 @@ def collect(reads, start, end, now, first=None) -> dict[str, pd.DataFrame]:
     rejected += [fr.rejected_rows.assign(source_file=rel) for (_, rel, _), fr in reads
                  if fr.file_error is None and len(fr.rejected_rows)]
     in_window = kept & (ts >= start).to_numpy() & (ts < end).to_numpy() & usable[file_of_row]
-    o = big[in_window].reset_index(drop=True)
+    o = big.copy(deep=False) if in_window.all() else big[in_window].reset_index(drop=True)
     o["source_file"] = pd.Categorical.from_codes(
         np.array([code_of[r] for r in rels], dtype=np.int64)[file_of_row[in_window]],
         categories=pd.Index(names, dtype="str")) if len(names) else pd.Series([], dtype="str")
@@ -161,7 +163,7 @@ def collect(reads, start, end, now, first=None) -> dict[str, pd.DataFrame]:
     across = rej[rej["reason"].str.startswith(ACROSS_FILES)].groupby("source_file").size()
     landing["rows_rejected"] = landing["rows_rejected"] + landing["source_file"].map(across).fillna(0).astype(int)
     return {
-        "observations": o[~dup].assign(ingested_at=now),
+        "observations": (o[~dup] if dup.any() else o).assign(ingested_at=now),
         "rejected_rows": rej.assign(ingested_at=now),
         "rejected_files": pd.DataFrame(rejected_files, columns=["source_file", "reason", "ingested_at"]),
         "landing_files": landing,
