@@ -214,15 +214,20 @@ def ensure_tables(con: duckdb.DuckDBPyConnection, tables: tuple[Table, ...] = TA
         con.execute(t.ddl())
 
 
-def entity_ranges(con: duckdb.DuckDBPyConnection, table: Table, start, end, max_rows: int) -> list[tuple[str, str]]:
+def entity_ranges(con: duckdb.DuckDBPyConnection, table: Table, start, end, max_rows: int,
+                  parts: int = 1, min_part_rows: int = 0) -> list[tuple[str, str]]:
     """Consecutive (first, last) entity_id ranges of ``table`` in [start, end) of at most ~``max_rows`` rows each.
 
     Lets an asset read, compute and write a fleet a chunk of entities at a time
-    (``entity_id BETWEEN first AND last``), so memory follows the chunk, not the fleet.
+    (``entity_id BETWEEN first AND last``), so memory follows the chunk, not the fleet. With
+    ``parts`` > 1 there are at least that many ranges of ``min_part_rows`` or more (when there are
+    enough rows and entities), so that that many processes can share the work.
     """
     counts = con.execute(
         f"SELECT entity_id, count(*) FROM {table.qualified} WHERE {table.time_column} >= ? AND "
         f"{table.time_column} < ? GROUP BY entity_id ORDER BY entity_id", [start, end]).fetchall()
+    if parts > 1:
+        max_rows = min(max_rows, max(-(-sum(k for _, k in counts) // parts), min_part_rows))
     out, first, n = [], None, 0
     for entity, k in counts:
         if first is not None and n + k > max_rows:

@@ -11,7 +11,7 @@ from anomaly_assets import warehouse as wh
 from anomaly_assets.core.fleet import DecompositionParams, days_in, decompose_days
 from anomaly_assets.defs.metadata import ChunkedWrite, time_window
 from anomaly_assets.defs.partitions import CHUNK_ROWS, daily_table_asset
-from anomaly_assets.defs.workers import map_chunks, workers_for
+from anomaly_assets.defs.workers import MIN_PART_ROWS, map_chunks, worker_count, workers_for
 
 
 class DecompositionConfig(dg.Config):
@@ -41,7 +41,7 @@ def decomposition(context: dg.AssetExecutionContext, config: DecompositionConfig
             "SELECT DISTINCT epoch_us(ts) // 86400000000 FROM raw.observations WHERE ts >= ? AND ts < ?", [lo, end]).fetchall()}
         use_past = {d: any(d.value // 86_400_000_000_000 - k in have for k in range(1, params.history_days + 1))
                     for d in days}
-        ranges = wh.entity_ranges(con, wh.OBSERVATIONS, lo, end, CHUNK_ROWS)
+        ranges = wh.entity_ranges(con, wh.OBSERVATIONS, lo, end, CHUNK_ROWS, worker_count(), MIN_PART_ROWS)
 
         def reads():  # a chunk of entities at a time, read when a worker is about to need it
             for first, last in ranges:

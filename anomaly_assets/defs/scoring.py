@@ -15,7 +15,7 @@ from anomaly_assets.core.fleet import DetectorParams, days_in, fit_days, score_d
 from anomaly_assets.defs.metadata import ChunkedWrite, column_schema, markdown_preview, table_metadata, time_window
 from anomaly_assets.defs.partitions import CHUNK_ROWS, WRITER_POOL, daily_partitions, daily_table_asset
 from anomaly_assets.defs.resources import MetricCatalog, ModelStore
-from anomaly_assets.defs.workers import map_chunks
+from anomaly_assets.defs.workers import MIN_PART_ROWS, map_chunks, worker_count
 
 # Earlier points read only to prime the temporal smoothing of the first points of a day.
 WARMUP = pd.Timedelta(days=2)
@@ -51,7 +51,7 @@ def model_versions(context: dg.AssetExecutionContext, config: DetectorConfig, du
     with duckdb.get_connection() as con:
         # a chunk of entities at a time (all days of the run from one layout of its features),
         # fitted in worker processes; entities with rows on a day are scored on it
-        ranges = wh.entity_ranges(con, wh.DECOMPOSITION, lo, end, CHUNK_ROWS)
+        ranges = wh.entity_ranges(con, wh.DECOMPOSITION, lo, end, CHUNK_ROWS, worker_count(), MIN_PART_ROWS)
 
         def reads():
             for first, last in ranges:
@@ -116,7 +116,7 @@ def anomaly_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource, mo
             if day.date() not in artifacts:
                 raise dg.Failure(f"no model for {day.date()} in ml.model_versions: materialize ml/model_versions for it first")
             fitted[day] = models.load(artifacts[day.date()])
-        ranges = wh.entity_ranges(con, wh.DECOMPOSITION, start - WARMUP, end, CHUNK_ROWS)
+        ranges = wh.entity_ranges(con, wh.DECOMPOSITION, start - WARMUP, end, CHUNK_ROWS, worker_count(), MIN_PART_ROWS)
 
         def reads():  # a chunk of entities at a time; every day from one layout: D from [D - WARMUP, D + 1)
             for first, last in ranges:

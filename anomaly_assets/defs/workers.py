@@ -16,6 +16,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 # Worker processes cost a start-up (~2 s: numpy, pandas, scipy); fewer chunks than this run here.
 MIN_CHUNKS = 2
+# A fleet is cut into at least one chunk per worker when each chunk has this many rows or more.
+MIN_PART_ROWS = 500_000
 
 
 def worker_count() -> int:
