@@ -465,10 +465,11 @@ class _Timelines:
             rows = np.flatnonzero(self.group_of[e] == g)
             T = int(self.count[ents].max())
             arrays = {}
+            flat = (self.slot[e[rows]] * T + t_local[rows]) * len(cols) + col_of[m[rows]]  # one index for every column
             for c in columns:
-                a = np.full((len(ents), T, len(cols)), np.nan)
-                a[self.slot[e[rows]], t_local[rows], col_of[m[rows]]] = frame[c].to_numpy(float)[rows]
-                arrays[c] = a
+                a = np.full(len(ents) * T * len(cols), np.nan)
+                a[flat] = frame[c].to_numpy(float)[rows]
+                arrays[c] = a.reshape(len(ents), T, len(cols))
             self.groups.append(_Group(ents, cols, arrays))
 
     def window(self, a_us: int, b_us: int) -> tuple[np.ndarray, np.ndarray]:
