@@ -260,6 +260,25 @@ def _median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def repeat_chain(work: Path, name: str, repeat: int, *, landing, start, end, full,
+                 history: Path | None = None, keep: Path | None = None) -> list[dict]:
+    """Run the chain ``repeat`` times, each on a fresh warehouse (a copy of ``history`` if given);
+    the first run's warehouse is kept at ``keep`` when asked."""
+    runs = []
+    for i in range(repeat):
+        wh = work / f"{name}_{i}" / "warehouse.duckdb"
+        shutil.rmtree(wh.parent, ignore_errors=True)
+        wh.parent.mkdir(parents=True)
+        if history is not None:
+            shutil.copy(history, wh)
+        runs.append(run_case_measured("chain", landing=str(landing), warehouse=str(wh), start=start, end=end,
+                                      full=full))
+        if i == 0 and keep is not None:
+            shutil.copy(wh, keep)
+        shutil.rmtree(wh.parent, ignore_errors=True)
+    return runs
+
+
 def _fmt_steps(steps: dict, n: int = 6) -> str:
     top = sorted(steps.items(), key=lambda kv: -kv[1])[:n]
     return ", ".join(f"{k.split('__')[-1] if '__' in k else k} {v:.1f}s" for k, v in top)
@@ -314,27 +333,12 @@ def mode_chain(a) -> None:
     print(f"fleet {a.entities} entities x 4 metrics, {a.freq}: backfill {backfill_days[0]}..{backfill_days[-1]} "
           f"({len(backfill_days)} days, {per_day * len(backfill_days):,} rows), nightly {night} ({per_day:,} rows); "
           f"cpus {os.cpu_count()}, load {os.getloadavg()}", flush=True)
-    runs = []
     history = work / "history.duckdb"
-    for i in range(a.repeat):
-        wh = work / f"backfill_{i}" / "warehouse.duckdb"
-        shutil.rmtree(wh.parent, ignore_errors=True)
-        wh.parent.mkdir(parents=True)
-        runs.append(run_case_measured("chain", landing=str(bf_landing), warehouse=str(wh),
-                                      start=backfill_days[0], end=backfill_days[-1], full=a.full))
-        if i == 0:
-            shutil.copy(wh, history)
-        shutil.rmtree(wh.parent, ignore_errors=True)
+    runs = repeat_chain(work, "backfill", a.repeat, landing=bf_landing, start=backfill_days[0],
+                        end=backfill_days[-1], full=a.full, keep=history)
     bf = _report("backfill", runs, per_day * len(backfill_days))
-    runs = []
-    for i in range(a.repeat):
-        wh = work / f"nightly_{i}" / "warehouse.duckdb"
-        shutil.rmtree(wh.parent, ignore_errors=True)
-        wh.parent.mkdir(parents=True)
-        shutil.copy(history, wh)
-        runs.append(run_case_measured("chain", landing=str(nt_landing), warehouse=str(wh), start=night, end=night,
-                                      full=a.full))
-        shutil.rmtree(wh.parent, ignore_errors=True)
+    runs = repeat_chain(work, "nightly", a.repeat, landing=nt_landing, start=night, end=night, full=a.full,
+                        history=history)
     nt = _report("nightly", runs, per_day)
     if a.baseline_sample <= 0:
         return
@@ -448,8 +452,6 @@ def _child_history(a: dict) -> dict:
 
 
 def mode_nightly(a) -> None:
-    import pandas as pd
-
     work = Path(a.workdir) / f"nightly_{a.entities}"
     history, landing = work / "history.duckdb", work / "landing"
     if not (work / "done").exists():
@@ -465,15 +467,8 @@ def mode_nightly(a) -> None:
     rows = a.entities * 4 * 24
     print(f"nightly {night}: {a.entities} entities x 4 metrics, hourly ({rows:,} new rows; reads 14 days of observations "
           f"and 28 of features); cpus {os.cpu_count()}, load {os.getloadavg()}", flush=True)
-    runs = []
-    for i in range(a.repeat):
-        wh = work / f"run_{i}" / "warehouse.duckdb"
-        shutil.rmtree(wh.parent, ignore_errors=True)
-        wh.parent.mkdir(parents=True)
-        shutil.copy(history, wh)
-        runs.append(run_case_measured("chain", landing=str(landing), warehouse=str(wh), start=night, end=night,
-                                      full=a.full))
-        shutil.rmtree(wh.parent, ignore_errors=True)
+    runs = repeat_chain(work, "run", a.repeat, landing=landing, start=night, end=night, full=a.full,
+                        history=history)
     r = _report("nightly", runs, rows)
     print(f"target: <= 60 s and <= 4096 MB -> wall {'OK' if r['wall'] <= 60 else 'MISSED'}, "
           f"memory {'OK' if r['peak_mb'] <= 4096 else 'MISSED'} (peak of the run's process tree)", flush=True)
@@ -516,14 +511,7 @@ def mode_smd(a) -> None:
     start, end = str(first.date()), str(last.date())
     print(f"SMD-like: {a.machines} machines x 38 metrics, 1-minute, {rows:,} observations, backfill {start}..{end}; "
           f"cpus {os.cpu_count()}, load {os.getloadavg()}", flush=True)
-    runs = []
-    for i in range(a.repeat):
-        wh = work / f"run_{i}" / "warehouse.duckdb"
-        shutil.rmtree(wh.parent, ignore_errors=True)
-        wh.parent.mkdir(parents=True)
-        runs.append(run_case_measured("chain", landing=str(landing), warehouse=str(wh), start=start, end=end,
-                                      full=a.full))
-        shutil.rmtree(wh.parent, ignore_errors=True)
+    runs = repeat_chain(work, "run", a.repeat, landing=landing, start=start, end=end, full=a.full)
     r = _report("backfill", runs, rows)
     print(f"target: <= 60 s -> {'OK' if r['wall'] <= 60 else 'MISSED'}", flush=True)
 
