@@ -276,14 +276,21 @@ def sustained_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> pd.
         cond &= np.isfinite(dev)
         run = _run_lengths(cond, code)
         hold = run >= rule.periods
-    ts = d["ts"].to_numpy()
-    since = ts[np.arange(len(d)) - np.maximum(run - 1, 0)]
-    h = d.assign(measure=run.astype(float), since=since)[hold]
+    return _run_hits(d, run, hold, run.astype(float), rule.periods, rule, inputs, start, end)
+
+
+def _run_hits(rows, run, hold, measure, reference, rule, inputs: RuleInputs, start, end) -> pd.DataFrame:
+    """Hits at the rows of ``[start, end)`` where a run of ``run`` consecutive points ``hold``s:
+    one per (entity, ts), the strongest ``measure``; ``since`` is where the run began and the
+    margin is ``measure`` against the rule's ``reference``."""
+    ts = rows["ts"].to_numpy()
+    since = ts[np.arange(len(rows)) - np.maximum(run - 1, 0)]
+    h = rows.assign(measure=measure, since=since)[hold]
     h = h[(h["ts"] >= start) & (h["ts"] < end)]
     if h.empty:
         return _empty_hits()
     h = _one_per_point(h, "measure")
-    h["margin"] = _margin(h["measure"], rule.periods)
+    h["margin"] = _margin(h["measure"], reference)
     h["rule"] = rule.name
     h["score_severity"] = _score_severity(inputs, h)
     return h[HIT_COLUMNS]
@@ -316,17 +323,7 @@ def fleet_outlier_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end, pe
             & (p["residual"].abs().to_numpy() >= floors))
     code = pd.factorize(pd.MultiIndex.from_arrays([p["entity_id"], p["metric"]]))[0]
     run = _run_lengths(cond, code)
-    ts = p["ts"].to_numpy()
-    since = ts[np.arange(len(p)) - np.maximum(run - 1, 0)]
-    h = p.assign(measure=p["robust_z"].abs(), since=since)[run >= rule.periods]
-    h = h[(h["ts"] >= start) & (h["ts"] < end)]
-    if h.empty:
-        return _empty_hits()
-    h = _one_per_point(h, "measure")
-    h["margin"] = _margin(h["measure"], rule.z)
-    h["rule"] = rule.name
-    h["score_severity"] = _score_severity(inputs, h)
-    return h[HIT_COLUMNS]
+    return _run_hits(p, run, run >= rule.periods, p["robust_z"].abs(), rule.z, rule, inputs, start, end)
 
 
 def _stands_out(hits: pd.DataFrame, peers: pd.DataFrame, z: float, min_peers: int = 3) -> pd.DataFrame:
