@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -28,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from anomaly_assets.config import ConfigFileError
+from anomaly_assets.config import ConfigFileError, read_yaml_mapping
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RULES = REPO_ROOT / "configs" / "alert_rules.yaml"
@@ -310,13 +309,7 @@ def load_alert_rules(path: Path | None = None, known_families: set[str] | None =
     path = Path(path) if path else DEFAULT_RULES
     if not path.exists():
         return AlertRules()
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigFileError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigFileError(f"{path}: expected a mapping with 'rules' (and optionally defaults, "
-                              f"materiality, routing), found {type(data).__name__}")
+    data = read_yaml_mapping(path, "'rules' (and optionally defaults, materiality, routing)")
     if "rules" in data and not isinstance(data["rules"], list):
         raise ConfigFileError(f"{path}: field 'rules' must be a list of rules, found {type(data['rules']).__name__}")
     try:
@@ -382,12 +375,7 @@ def load_entities(path: Path | None = None) -> EntityRegister:
                     raise ConfigFileError(f"{path} line {line}: empty entity_id")
                 data["entities"][eid] = {k: v for k, v in row.items() if k in ("site", "tags", "team") and v}
     else:
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigFileError(f"{path}: not valid YAML: {e}") from e
-        if not isinstance(data, dict):
-            raise ConfigFileError(f"{path}: expected a mapping with 'entities', found {type(data).__name__}")
+        data = read_yaml_mapping(path, "'entities'")
         data.setdefault("entities", {})
         if data["entities"] is None:
             data["entities"] = {}

@@ -26,6 +26,18 @@ class MetricFamilies(BaseModel):
         return v
 
 
+def read_yaml_mapping(path: Path, expected: str) -> dict:
+    """The YAML mapping in ``path`` ({} when empty); a ConfigFileError naming the file when it is
+    not UTF-8 YAML or not a mapping (``expected`` says what the mapping should hold)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigFileError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path}: expected a mapping with {expected}; found {type(data).__name__}")
+    return data
+
+
 def _errors(path: Path, exc: ValidationError) -> str:
     lines = [f"{path}: invalid config"]
     for e in exc.errors():
@@ -37,12 +49,7 @@ def _errors(path: Path, exc: ValidationError) -> str:
 def load_metric_families(path: Path | None) -> MetricFamilies:
     if path is None or not path.exists():
         return MetricFamilies()
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigFileError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigFileError(f"{path}: expected a mapping with 'families' and 'units', found {type(data).__name__}")
+    data = read_yaml_mapping(path, "'families' and 'units'")
     try:
         return MetricFamilies.model_validate(data)
     except ValidationError as e:

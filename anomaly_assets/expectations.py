@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from anomaly_assets.config import ConfigFileError
+from anomaly_assets.config import ConfigFileError, read_yaml_mapping
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PATH = REPO_ROOT / "configs" / "expectations.yaml"
@@ -123,15 +122,7 @@ def load_expectations(path: Path | None) -> ExpectationRules:
     path = Path(path)
     if not path.is_file():
         raise ConfigFileError(f"{path}: expectations file not found (set ANOMALY_EXPECTATIONS or create it)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigFileError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigFileError(
-            f"{path}: expected a mapping with sections observations, decomposition, scores; "
-            f"found {type(data).__name__}"
-        )
+    data = read_yaml_mapping(path, "sections observations, decomposition, scores")
     try:
         return ExpectationRules.model_validate(data)
     except ValidationError as e:
