@@ -105,7 +105,7 @@ def forecast(history: np.ndarray, horizon: int, periods: tuple[int, ...], *, rob
             level, daily, offset = _weekday_profile(history, res.seasonal, p, periods[1], horizon)
             trend = np.repeat(level[:, None], horizon, axis=1)
             seasonal = daily[:, (h - 1) % p] + offset
-    scale = _MAD_TO_SD * np.median(np.abs(resid - np.median(resid, axis=1, keepdims=True)), axis=1)
+    scale = _MAD_TO_SD * _median(np.abs(resid - _median(resid, axis=1)[:, None]), axis=1)
     scale = np.maximum(scale, min_scale)
     return Forecast(trend + seasonal, trend, seasonal, scale)
 
