@@ -59,6 +59,9 @@ __all__ = [
     "observation_days",
     "read_file",
     "read_files",
+    "read_batch",
+    "iter_batches",
+    "BatchRead",
     "read_labels",
 ]
 
@@ -460,13 +463,10 @@ def _arrow_csv(body: bytes, n_fields: int) -> pa.Table | None:
         return None
 
 
-def _plain_records(data: bytes, check_header: Callable | None, has_cr: bool) -> _Records | None:
-    """Records of a file where every data line is regular, in one Arrow read; else None.
-
-    Arrow refuses a line with the wrong number of fields and bytes that are not UTF-8; blank
-    lines (which Arrow would take as rows), quotes and stray carriage returns are ruled out
-    beforehand, so rows and lines correspond one to one.
-    """
+def _plain_parts(data: bytes, has_cr: bool):
+    """``(header fields, header text, body, first data line, data lines)`` of a file whose data
+    lines can go to Arrow as they are (no quotes, blank lines or stray carriage returns, a
+    header that is UTF-8 CSV), else None."""
     pos, line_no = 0, 1
     while True:  # the header is the first line that is not blank
         end = data.find(b"\n", pos)
@@ -485,16 +485,14 @@ def _plain_records(data: bytes, check_header: Callable | None, has_cr: bool) -> 
         header, raw_header = _header_fields(line)
     except _Unusable:
         return None  # the general path says what is wrong
-    if check_header is not None:
-        check_header(header, raw_header)
-    n_fields = len(header)
     n_lines = body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1)
-    columns = _arrow_columns(body, n_fields, n_lines)
-    if columns is None:
-        return None
+    return header, raw_header, body, line_no + 1, n_lines
+
+
+def _body_lines(body: bytes) -> Callable[[np.ndarray], np.ndarray]:
+    """Record positions -> text of those data lines of ``body`` (computed only when asked)."""
 
     def raw(rec: np.ndarray) -> np.ndarray:
-        """Text of the chosen data lines (computed only when some are rejected)."""
         newlines = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10)
         starts = np.concatenate([[0], newlines + 1])
         ends = np.concatenate([newlines, [len(body)]])
@@ -502,13 +500,34 @@ def _plain_records(data: bytes, check_header: Callable | None, has_cr: bool) -> 
             [_line_text(body[starts[r] : ends[r]]) for r in rec.tolist()], dtype=object
         )
 
+    return raw
+
+
+def _plain_records(data: bytes, check_header: Callable | None, has_cr: bool) -> _Records | None:
+    """Records of a file where every data line is regular, in one Arrow read; else None.
+
+    Arrow refuses a line with the wrong number of fields and bytes that are not UTF-8; blank
+    lines (which Arrow would take as rows), quotes and stray carriage returns are ruled out
+    beforehand, so rows and lines correspond one to one.
+    """
+    plain = _plain_parts(data, has_cr)
+    if plain is None:
+        return None
+    header, raw_header, body, first_line, n_lines = plain
+    if check_header is not None:
+        check_header(header, raw_header)
+    n_fields = len(header)
+    columns = _arrow_columns(body, n_fields, n_lines)
+    if columns is None:
+        return None
+
     nothing = np.array([], dtype=object)
     return _Records(
         header=header,
         raw_header=raw_header,
         columns=columns,
-        line_numbers=line_no + 1 + np.arange(n_lines, dtype=np.int64),
-        raw=raw,
+        line_numbers=first_line + np.arange(n_lines, dtype=np.int64),
+        raw=_body_lines(body),
         pre_lines=np.array([], dtype=np.int64),
         pre_reasons=nothing,
         pre_raws=nothing,
@@ -1004,12 +1023,41 @@ def _repeated(keys: list[np.ndarray], sizes: list[int]) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Tidied:
+    """The records' observations as arrays: kept ones (codes into the distinct names) and the
+    index and reason of the rejected ones (observation ``r * k + j`` is record ``r``, value
+    column ``j``)."""
+
+    entity: np.ndarray  # per kept observation: code into entity_names
+    entity_names: pd.api.extensions.ExtensionArray
+    metric: np.ndarray  # per kept observation: code into metric_names
+    metric_names: pd.api.extensions.ExtensionArray
+    record: np.ndarray  # per kept observation: its record
+    us: np.ndarray
+    value: np.ndarray
+    rejected: np.ndarray
+    reasons: np.ndarray
+
+
 def _tidy(layout: _Layout, columns: dict, line_number: np.ndarray, entity: str | None,
           max_abs_value: float):
     """Observations of the records, and the observation index and reason of those rejected.
 
     Observation ``r * k + j`` is record ``r``, value column ``j`` (``k`` value columns).
     """
+    t = _tidy_arrays(layout, columns, line_number, entity, max_abs_value)
+    observations = _observations_frame(
+        t.entity_names.take(t.entity), t.metric_names.take(t.metric), t.us, t.value,
+        line_number[t.record],
+    )
+    return observations, t.rejected, t.reasons
+
+
+def _tidy_arrays(layout: _Layout, columns: dict, line_number: np.ndarray, entity: str | None,
+                 max_abs_value: float, file_code: np.ndarray | None = None) -> _Tidied:
+    """:func:`_tidy` as arrays. ``file_code`` (per record) is set when the records come from
+    several files read together: duplicates are then looked for within each file only."""
     n = len(line_number)
     k = len(layout.value_cols)
     line_reason = np.full(n, None, dtype=object)
@@ -1056,35 +1104,36 @@ def _tidy(layout: _Layout, columns: dict, line_number: np.ndarray, entity: str |
     if layout.metric_col is not None:
         keys.append(m_codes[good])
         sizes.append(len(m_names))
+    if file_code is not None:
+        keys.append(file_code[good])
+        sizes.append(int(file_code.max(initial=0)) + 1)
     candidate = good[_repeated(keys, sizes)]
     if len(candidate):
         obs = (candidate[:, None] * k + np.arange(k)).ravel()
         obs = obs[~bad[obs]]
         frame = pd.DataFrame(
             {
+                "f": 0 if file_code is None else file_code[obs // k],
                 "e": e_codes[obs // k],
                 "m": obs_metric[obs],
                 "t": ts.us[obs // k],
                 "line": line_number[obs // k],
             }
         )
-        later = frame.duplicated(["e", "m", "t"], keep="first").to_numpy()
+        later = frame.duplicated(["f", "e", "m", "t"], keep="first").to_numpy()
         if later.any():
-            first = frame.groupby(["e", "m", "t"], sort=False)["line"].transform("first")
+            first = frame.groupby(["f", "e", "m", "t"], sort=False)["line"].transform("first")
             reason[obs[later]] = _fmt("duplicate of line ", first.to_numpy()[later].astype(str))
             bad[obs[later]] = True
 
     keep = np.flatnonzero(~bad)
     rec_of = keep // k
-    observations = _observations_frame(
-        e_names.take(e_codes[rec_of]),
-        m_names.take(obs_metric[keep]),
-        ts.us[rec_of],
-        values.ravel()[keep],
-        line_number[rec_of],
-    )
     rejected = np.flatnonzero(bad)
-    return observations, rejected, reason[rejected]
+    return _Tidied(
+        entity=e_codes[rec_of], entity_names=e_names, metric=obs_metric[keep], metric_names=m_names,
+        record=rec_of, us=ts.us[rec_of], value=values.ravel()[keep], rejected=rejected,
+        reasons=reason[rejected],
+    )
 
 
 def _file_read(source_file: str, layout: _Layout, columns: dict, line_numbers: np.ndarray,
@@ -1209,6 +1258,15 @@ def _read_parquet(path: Path, source_file: str, entity: str, max_abs_value: floa
     return _file_read(source_file, layout, columns, line_numbers, raw, entity, max_abs_value)
 
 
+def _source_file(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            return path.as_posix()
+    return path.name
+
+
 def read_file(path: Path, *, root: Path | None = None, max_abs_value: float = 1e15) -> FileRead:
     """Read one landing file into observations and rejected rows.
 
@@ -1228,13 +1286,7 @@ def read_file(path: Path, *, root: Path | None = None, max_abs_value: float = 1e
         line problems in ``rejected_rows``.
     """
     path = Path(path)
-    if root is not None:
-        try:
-            source_file = path.relative_to(root).as_posix()
-        except ValueError:
-            source_file = path.as_posix()
-    else:
-        source_file = path.name
+    source_file = _source_file(path, root)
     entity = entity_from_path(path).strip()
     try:
         if path.name.lower().endswith(".parquet"):
@@ -1278,6 +1330,270 @@ def read_files(paths, *, root: Path | None = None, max_abs_value: float = 1e15,
 def _read_batch(task) -> list[FileRead]:
     paths, root, max_abs_value = task
     return [read_file(p, root=root, max_abs_value=max_abs_value) for p in paths]
+
+
+# --------------------------------------------------------------------------------------------
+# Batches of files as flat arrays (what the ingest streams)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchRead:
+    """What a batch of landing files yielded: each file's :class:`FileRead`, as flat arrays.
+
+    No frame per file: cheap to send back from a worker process and to combine, and the
+    batch's rows are handled at once.
+
+    Attributes
+    ----------
+    source_files, shapes, file_errors : list
+        Per file, as in :class:`FileRead`.
+    rows_read : numpy.ndarray
+        Per file (int64), as in :class:`FileRead`.
+    file, entity, metric, ts, value, line : numpy.ndarray
+        Per stored observation, by file and then in the order of
+        :attr:`FileRead.observations`: the file's index in ``source_files`` (int32), codes into
+        ``entity_names`` and ``metric_names`` (int32), UTC microseconds (int64), value
+        (float64) and line number (int64).
+    entity_names, metric_names : numpy.ndarray
+        Distinct names (object arrays of str).
+    rejected : pandas.DataFrame
+        ``file`` (int32 index), ``line_number``, ``raw`` and ``reason``: every file's rejected
+        rows, by file and then in the order of :attr:`FileRead.rejected_rows`.
+    """
+
+    source_files: list[str]
+    shapes: list[str | None]
+    file_errors: list[str | None]
+    rows_read: np.ndarray
+    file: np.ndarray
+    entity: np.ndarray
+    entity_names: np.ndarray
+    metric: np.ndarray
+    metric_names: np.ndarray
+    ts: np.ndarray
+    value: np.ndarray
+    line: np.ndarray
+    rejected: pd.DataFrame
+
+    def file_read(self, i: int) -> FileRead:
+        """File ``i`` as :func:`read_file` returns it."""
+        rows = self.file == i
+        rej = self.rejected[self.rejected["file"].to_numpy() == i]
+        return FileRead(
+            source_file=self.source_files[i],
+            shape=self.shapes[i],
+            observations=_observations_frame(
+                _str_array(self.entity_names[self.entity[rows]]),
+                _str_array(self.metric_names[self.metric[rows]]),
+                self.ts[rows], self.value[rows], self.line[rows],
+            ),
+            rejected_rows=_rejected_frame(
+                self.source_files[i], rej["line_number"].to_numpy(), rej["raw"].to_numpy(object),
+                rej["reason"].to_numpy(object),
+            ),
+            rows_read=int(self.rows_read[i]),
+            file_error=self.file_errors[i],
+        )
+
+
+@dataclass
+class _Segment:
+    """Observations and rejections of some files of a batch (one file, or a group read together)."""
+
+    file: np.ndarray
+    entity: np.ndarray
+    entity_names: np.ndarray
+    metric: np.ndarray
+    metric_names: np.ndarray
+    ts: np.ndarray
+    value: np.ndarray
+    line: np.ndarray
+    rej_file: np.ndarray
+    rej_line: np.ndarray
+    rej_raw: np.ndarray
+    rej_reason: np.ndarray
+
+
+def _segment_of_read(i: int, fr: FileRead) -> _Segment:
+    o, r = fr.observations, fr.rejected_rows
+    e_codes, e_names = pd.factorize(o["entity_id"])
+    m_codes, m_names = pd.factorize(o["metric"])
+    return _Segment(
+        file=np.full(len(o), i, dtype=np.int32),
+        entity=e_codes.astype(np.int32), entity_names=np.asarray(e_names, dtype=object),
+        metric=m_codes.astype(np.int32), metric_names=np.asarray(m_names, dtype=object),
+        ts=o["ts"].dt.tz_convert(None).to_numpy("datetime64[us]").view(np.int64),
+        value=o["value"].to_numpy(np.float64), line=o["line_number"].to_numpy(np.int64),
+        rej_file=np.full(len(r), i, dtype=np.int32), rej_line=r["line_number"].to_numpy(np.int64),
+        rej_raw=r["raw"].to_numpy(object), rej_reason=r["reason"].to_numpy(object),
+    )
+
+
+def _read_group(members: list, layout: _Layout, n_fields: int, max_abs_value: float) -> tuple[_Segment, dict] | None:
+    """Plain CSV files of one header, parsed as one: one Arrow read, each distinct timestamp
+    and name parsed once for the group. ``members`` are ``(file index, body, first line,
+    data lines)``. Returns the segment and rows read per file index, or None when Arrow
+    refuses the lines (then each file is read on its own, which says why)."""
+    bodies = [b if not b or b.endswith(b"\n") else b + b"\n" for _, b, _, _ in members]
+    counts = np.array([n for _, _, _, n in members], dtype=np.int64)
+    index = np.array([i for i, _, _, _ in members], dtype=np.int32)
+    columns = _arrow_columns(b"".join(bodies), n_fields, int(counts.sum()))
+    if columns is None:
+        return None
+    file_code = np.repeat(np.arange(len(members), dtype=np.int64), counts)
+    offset = np.concatenate([[0], np.cumsum(counts)])
+    line_numbers = np.concatenate(
+        [first + np.arange(n, dtype=np.int64) for _, _, first, n in members]
+    ) if len(members) else np.array([], dtype=np.int64)
+    t = _tidy_arrays(layout, columns, line_numbers, None, max_abs_value, file_code=file_code)
+    k = len(layout.value_cols)
+    rec = t.rejected // k
+    rej_member = file_code[rec]
+    raws = np.empty(len(rec), dtype=object)
+    for m in np.unique(rej_member):
+        sel = rej_member == m
+        raws[sel] = _body_lines(members[m][1])(rec[sel] - offset[m])
+    line = line_numbers[rec]
+    order = np.lexsort((t.rejected % k, line, rej_member))
+    kept_member = file_code[t.record]
+    rows_read = np.bincount(kept_member, minlength=len(members)) + np.bincount(
+        rej_member, minlength=len(members))
+    segment = _Segment(
+        file=index[kept_member], entity=t.entity.astype(np.int32),
+        entity_names=np.asarray(t.entity_names, dtype=object), metric=t.metric.astype(np.int32),
+        metric_names=np.asarray(t.metric_names, dtype=object), ts=t.us, value=t.value,
+        line=line_numbers[t.record], rej_file=index[rej_member[order]], rej_line=line[order],
+        rej_raw=raws[order], rej_reason=np.asarray(t.reasons, dtype=object)[order],
+    )
+    return segment, dict(zip(index.tolist(), rows_read.tolist()))
+
+
+def read_batch(paths, *, root: Path | None = None, max_abs_value: float = 1e15) -> BatchRead:
+    """:func:`read_file` of each file, as one :class:`BatchRead` (``batch.file_read(i)`` equals
+    ``read_file(paths[i])``).
+
+    Plain CSV files (the usual nightly feed: no quotes, blank lines or stray carriage returns)
+    that share a header are parsed together: one Arrow read, each distinct timestamp and name
+    parsed once, duplicates looked for per file. Every other file is read on its own.
+    """
+    paths = [Path(p) for p in paths]
+    names = [_source_file(p, root) for p in paths]
+    shapes: list[str | None] = [None] * len(paths)
+    errors: list[str | None] = [None] * len(paths)
+    rows_read = np.zeros(len(paths), dtype=np.int64)
+    groups: dict[tuple, tuple[_Layout, list]] = {}
+    alone: list[int] = []
+    for i, path in enumerate(paths):
+        if path.name.lower().endswith(".parquet"):
+            alone.append(i)
+            continue
+        try:
+            data = _read_bytes(path)
+            has_cr = b"\r" in data
+            plain = None if has_cr and data.count(b"\r\n") == 0 else _plain_parts(data, has_cr)
+            if plain is None:
+                raise _Unusable("not plain")
+            header, raw_header, body, first, n = plain
+            layout = _layout(header, raw_header)
+        except _Unusable:
+            alone.append(i)  # read_file says what is wrong, or reads it the general way
+            continue
+        if layout.shape == "single":
+            alone.append(i)  # the entity is the file's name
+            continue
+        groups.setdefault(tuple(header), (layout, []))[1].append((i, body, first, n))
+    segments = []
+    for header, (layout, members) in groups.items():
+        got = _read_group(members, layout, len(header), max_abs_value)
+        if got is None:
+            alone.extend(i for i, _, _, _ in members)
+            continue
+        segment, counts = got
+        segments.append(segment)
+        for i, n in counts.items():
+            shapes[i], rows_read[i] = layout.shape, n
+    for i in alone:
+        fr = read_file(paths[i], root=root, max_abs_value=max_abs_value)
+        shapes[i], errors[i], rows_read[i] = fr.shape, fr.file_error, fr.rows_read
+        segments.append(_segment_of_read(i, fr))
+    return _combine(names, shapes, errors, rows_read, segments)
+
+
+def _combine(names, shapes, errors, rows_read, segments: list[_Segment]) -> BatchRead:
+    def cat(attr, dtype):
+        parts = [getattr(s, attr) for s in segments]
+        return np.concatenate(parts).astype(dtype, copy=False) if parts else np.array([], dtype=dtype)
+
+    def recode(codes: str, distinct: str) -> tuple[np.ndarray, np.ndarray]:
+        if not segments:
+            return np.array([], dtype=np.int32), np.array([], dtype=object)
+        offsets = np.cumsum([0] + [len(getattr(s, distinct)) for s in segments[:-1]])
+        allnames = np.concatenate([np.asarray(getattr(s, distinct), dtype=object) for s in segments])
+        new_of_old, uniques = pd.factorize(allnames)
+        shifted = np.concatenate(
+            [getattr(s, codes).astype(np.int64) + o for s, o in zip(segments, offsets)])
+        return new_of_old[shifted].astype(np.int32), np.asarray(uniques, dtype=object)
+
+    file = cat("file", np.int32)
+    order = np.argsort(file, kind="stable")
+    entity, entity_names = recode("entity", "entity_names")
+    metric, metric_names = recode("metric", "metric_names")
+    rej_file = cat("rej_file", np.int32)
+    rej_order = np.argsort(rej_file, kind="stable")
+    rejected = pd.DataFrame({
+        "file": rej_file[rej_order],
+        "line_number": cat("rej_line", np.int64)[rej_order],
+        "raw": cat("rej_raw", object)[rej_order],
+        "reason": cat("rej_reason", object)[rej_order],
+    })
+    return BatchRead(
+        source_files=names, shapes=shapes, file_errors=errors, rows_read=rows_read,
+        file=file[order], entity=entity[order], entity_names=entity_names,
+        metric=metric[order], metric_names=metric_names, ts=cat("ts", np.int64)[order],
+        value=cat("value", np.float64)[order], line=cat("line", np.int64)[order],
+        rejected=rejected,
+    )
+
+
+def _read_batch_arrays(task) -> BatchRead:
+    paths, root, max_abs_value = task
+    return read_batch(paths, root=root, max_abs_value=max_abs_value)
+
+
+def iter_batches(paths, *, root: Path | None = None, max_abs_value: float = 1e15,
+                 batch_files: int | None = None, workers: int | None = None):
+    """:func:`read_batch` of consecutive batches of ``paths``, yielded in order.
+
+    Many files are read by ``workers`` processes (default: one per CPU), a few batches ahead of
+    the consumer and no more: memory holds a few batches, not the folder.
+    """
+    paths = [Path(p) for p in paths]
+    size = batch_files or _FILES_PER_TASK
+    tasks = [(paths[i:i + size], root, max_abs_value) for i in range(0, len(paths), size)]
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(paths) < _PARALLEL_MIN_FILES:
+        for task in tasks:
+            yield _read_batch_arrays(task)
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        todo = iter(tasks)
+        pending = deque(pool.submit(_read_batch_arrays, t) for t in tasks[: 2 * workers])
+        for _ in range(len(pending)):
+            next(todo)
+        while pending:
+            done = pending.popleft().result()
+            following = next(todo, None)
+            if following is not None:
+                pending.append(pool.submit(_read_batch_arrays, following))
+            yield done
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass

@@ -21,6 +21,7 @@ next run read it again and replace what it left.
 
 import datetime as dt
 import os
+from collections import Counter
 
 import dagster as dg
 import numpy as np
@@ -28,15 +29,14 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from anomaly_assets import warehouse as wh
-from anomaly_assets.defs.metadata import markdown_preview, table_metadata, time_window
+from anomaly_assets.defs.metadata import ChunkedWrite, markdown_preview, time_window
 from anomaly_assets.defs.partitions import daily_partitions, daily_table_asset
 from anomaly_assets.defs.resources import LandingFolder
-from anomaly_assets.landing import discover_files
-from anomaly_assets.landing import read_files as read_landing_files
+from anomaly_assets.landing import discover_files, iter_batches
+from anomaly_assets.landing import read_file as read_landing_file
 
 # Rejections that depend on the other files read for a day (not on the file alone) start so.
 ACROSS_FILES = "duplicate across files: "
-_REJECTED = ["source_file", "line_number", "raw", "reason"]
 
 
 def _manifest(con) -> pd.DataFrame:
@@ -47,15 +47,16 @@ def _manifest(con) -> pd.DataFrame:
 
 def _needs_reading(files, root, manifest: pd.DataFrame, start, end) -> list:
     """Files that are new, changed, or known to hold rows in [start, end)."""
-    known = manifest.set_index("source_file") if len(manifest) else None
+    known = {m[0]: m[1:] for m in manifest.itertuples(index=False)}
     out = []
     for f in files:
         rel = f.relative_to(root).as_posix()
         st = os.stat(f)
-        if known is not None and rel in known.index:
-            m = known.loc[rel]
-            unchanged = int(m.size_bytes) == st.st_size and int(m.mtime_ns) == st.st_mtime_ns
-            if unchanged and (pd.isna(m.first_ts) or m.last_ts < start or m.first_ts >= end):
+        m = known.get(rel)
+        if m is not None:
+            size, mtime, first_ts, last_ts = m
+            unchanged = int(size) == st.st_size and int(mtime) == st.st_mtime_ns
+            if unchanged and (pd.isna(first_ts) or last_ts < start or first_ts >= end):
                 continue
         out.append((f, rel, st))
     return out
@@ -79,117 +80,239 @@ def outside_partitions(o: pd.DataFrame, first: pd.Timestamp, now: pd.Timestamp) 
     return early | late, reason
 
 
-def collect(reads, start, end, now, first=None) -> dict[str, pd.DataFrame]:
-    """Combine file reads into the rows to write for [start, end).
+_DAY_US = 86_400_000_000
 
-    Returns observations (the window's rows to store), rejected_rows (every row of the files read
-    that is quarantined for a reason of its own, plus this window's duplicates across files),
-    rejected_files, landing_files (the manifest, ``rows_rejected`` still without the rejections
-    across files of other windows: see :func:`merge_rejections`) and window_lines (source_file and
-    line_number of every accepted row inside the window).
 
-    The files' rows are concatenated once and handled as one frame (a backfill reads thousands
-    of files: nothing below is per file but the manifest's scalars).
+def _us(ts) -> int:
+    """A timestamp as UTC microseconds since the epoch."""
+    return int(pd.Timestamp(ts).as_unit("us").asm8.view(np.int64))
+
+
+def _dictionary(codes: np.ndarray, names) -> pd.api.extensions.ExtensionArray:
+    """Codes into distinct names as an Arrow dictionary column: each name stored once, and what
+    DuckDB inserts fastest."""
+    import pyarrow as pa
+
+    arr = pa.DictionaryArray.from_arrays(pa.array(codes, type=pa.int32()), pa.array(list(names), type=pa.string()))
+    return pd.array(arr, dtype=pd.ArrowDtype(arr.type))
+
+
+class IngestRun:
+    """One run's ingest, batch by batch of files read (:class:`anomaly_assets.landing.BatchRead`).
+
+    :meth:`batch` turns a batch into the window's rows to store and the rows to quarantine,
+    and keeps the rest (the manifest, refused files, counts) for the end of the run, so memory
+    holds one batch and the run's bookkeeping, not every row read.
+
+    Duplicates across files (the same entity, metric and ts in the window from two files: the
+    first file by path wins) are found across batches without keeping the rows of earlier
+    batches: the run remembers which files hold rows of each (entity, UTC day) of the window,
+    and only when a batch brings an (entity, day) that an earlier file also holds are the rows
+    of that key compared (the earlier batches' files involved are read again, to name the line
+    kept). Files come in path order, so an earlier file always wins.
+
+    ``previous`` are the stored rejections across files of the files read now: those of lines
+    decided again by this run (inside the window, or rejected now for a reason of their own)
+    are dropped, the others (other windows' duplicates) kept (:meth:`previous_kept`).
     """
-    now = pd.Timestamp(now)
-    first = pd.Timestamp(first) if first is not None else pd.Timestamp.min.tz_localize("UTC")
-    rels = [rel for (_, rel, _), _ in reads]
-    # source_file as a categorical over the files' names in string order: sorts like the strings
-    names = sorted(set(rels))
-    code_of = {n: i for i, n in enumerate(names)}
-    frames = [fr.observations for _, fr in reads]
-    sizes = np.array([len(f) for f in frames], dtype=np.int64)
-    file_of_row = np.repeat(np.arange(len(reads)), sizes)
-    if sizes.sum():
-        big = pd.concat([f for f in frames if len(f)], ignore_index=True)
-        # names repeat on every row: as categoricals they take a fraction of the memory and hash as ints
-        big = big.assign(entity_id=big["entity_id"].astype("category"), metric=big["metric"].astype("category"))
-    else:
-        big = pd.DataFrame({"entity_id": pd.Series([], dtype="str"), "metric": pd.Series([], dtype="str"),
-                            "ts": pd.Series([], dtype="datetime64[us, UTC]"), "value": pd.Series([], dtype=float),
-                            "line_number": pd.Series([], dtype=np.int64)})
-    out, reason = outside_partitions(big, first, now)
-    rejected = []
-    if out.any():
-        rejected.append(pd.DataFrame({"source_file": np.asarray(rels, dtype=object)[file_of_row[out]],
-                                      "line_number": big["line_number"].to_numpy()[out], "raw": None,
-                                      "reason": reason.to_numpy()[out]}))
-    kept = ~out
-    ts = big["ts"]
-    k_ts = ts[kept]
-    k_file = file_of_row[kept]
-    first_ts = k_ts.groupby(k_file).min()
-    last_ts = k_ts.groupby(k_file).max()
-    n_out = np.bincount(file_of_row[out], minlength=len(reads))
-    manifest, rejected_files = [], []
-    for i, ((f, rel, st), fr) in enumerate(reads):
-        manifest.append({
-            "source_file": rel, "size_bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "shape": fr.shape,
-            "first_ts": first_ts.get(i, pd.NaT), "last_ts": last_ts.get(i, pd.NaT),
-            "rows_read": fr.rows_read, "rows_rejected": len(fr.rejected_rows) + int(n_out[i]), "read_at": now,
+
+    def __init__(self, todo: list, start, end, now, first=None, previous: pd.DataFrame | None = None,
+                 reread=None):
+        self.todo = todo
+        self.rels = [rel for _, rel, _ in todo]
+        self.now = pd.Timestamp(now)
+        self.first = pd.Timestamp(first) if first is not None else pd.Timestamp.min.tz_localize("UTC")
+        self.start_us, self.end_us, self.now_us = _us(start), _us(end), _us(self.now)
+        self.first_us = _us(self.first) if first is not None else np.iinfo(np.int64).min
+        self.reread = reread  # path -> FileRead, for the files of earlier batches a duplicate involves
+        self.entity_ids: dict[str, int] = {}
+        self.metric_ids: dict[str, int] = {}
+        self.holders: dict[tuple[int, int], int | list[int]] = {}  # (entity, day) -> file(s) holding it
+        self.offset = 0  # index of the next batch's first file in todo
+        self.manifest: list[dict] = []
+        self.rejected_files: list[dict] = []
+        self.written = ChunkedWrite()
+        self.stored_entities: set[int] = set()
+        self.stored_metrics: set[int] = set()
+        self.new_rejected = 0
+        self.examples: list[tuple[str, int, str]] = []
+        self.reasons: Counter = Counter()
+        self.previous = previous if previous is not None else pd.DataFrame(columns=wh.REJECTED_ROWS.column_names)
+        self.previous_keep = np.ones(len(self.previous), dtype=bool)
+        self.previous_at = (self.previous.groupby("source_file").indices if len(self.previous) else {})
+
+    # -- one batch ---------------------------------------------------------------------------
+    def batch(self, b) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The batch's rows to store (window, first file wins) and its new rejected rows."""
+        n = len(b.source_files)
+        g0 = self.offset
+        self.offset += n
+        us, fcode = b.ts, b.file.astype(np.int64)
+        out = (us < self.first_us) | (us > self.now_us)
+        parts = []  # (file, line, part, raw, reason): rejections of the batch, merged at the end
+        out_idx = np.flatnonzero(out)
+        if len(out_idx):
+            o = pd.DataFrame({"ts": pd.Series(us[out_idx].view("datetime64[us]")).dt.tz_localize("UTC")})
+            _, reason = outside_partitions(o, self.first, self.now)
+            parts.append((fcode[out_idx], b.line[out_idx], 0, None, reason.to_numpy(object)))
+        rej = b.rejected
+        if len(rej):
+            parts.append((rej["file"].to_numpy(np.int64), rej["line_number"].to_numpy(np.int64), 1,
+                          rej["raw"].to_numpy(object), rej["reason"].to_numpy(object)))
+        kept = ~out
+        # first and last accepted timestamp per file (rows are grouped by file)
+        k_us, k_file = us[kept], fcode[kept]
+        first_ts = np.full(n, np.iinfo(np.int64).max)
+        last_ts = np.full(n, np.iinfo(np.int64).min)
+        if len(k_us):
+            starts = np.flatnonzero(np.r_[True, k_file[1:] != k_file[:-1]])
+            first_ts[k_file[starts]] = np.minimum.reduceat(k_us, starts)
+            last_ts[k_file[starts]] = np.maximum.reduceat(k_us, starts)
+        w = np.flatnonzero(kept & (us >= self.start_us) & (us < self.end_us))
+        entity_id = np.array([self.entity_ids.setdefault(x, len(self.entity_ids)) for x in b.entity_names],
+                             dtype=np.int64)
+        metric_id = np.array([self.metric_ids.setdefault(x, len(self.metric_ids)) for x in b.metric_names],
+                             dtype=np.int64)
+        dup = self._duplicates(b, g0, w, entity_id, metric_id)
+        if dup is not None:
+            pos, kept_file, kept_line = dup
+            reason = _fmt_across(np.asarray(self.rels, dtype=object)[kept_file], kept_line)
+            parts.append((fcode[w[pos]], b.line[w[pos]], 2, None, reason))
+        store = w if dup is None else np.delete(w, dup[0])
+        rejected = self._rejected(parts, g0, n)
+        self._bookkeeping(b, g0, first_ts, last_ts, out, w, rejected)
+        rows = pd.DataFrame({
+            "entity_id": _dictionary(b.entity[store], b.entity_names),
+            "metric": _dictionary(b.metric[store], b.metric_names),
+            "ts": pd.Series(us[store].view("datetime64[us]")).dt.tz_localize("UTC"),
+            "value": b.value[store],
+            "line_number": b.line[store],
+            "source_file": _dictionary(b.file[store], b.source_files),
+            "ingested_at": self.now,
         })
-        if fr.file_error:
-            rejected_files.append({"source_file": rel, "reason": fr.file_error, "ingested_at": now})
-    usable = np.array([fr.file_error is None for _, fr in reads], dtype=bool)
-    rejected += [fr.rejected_rows.assign(source_file=rel) for (_, rel, _), fr in reads
-                 if fr.file_error is None and len(fr.rejected_rows)]
-    in_window = kept & (ts >= start).to_numpy() & (ts < end).to_numpy() & usable[file_of_row]
-    o = big.copy(deep=False) if in_window.all() else big[in_window].reset_index(drop=True)
-    o["source_file"] = pd.Categorical.from_codes(
-        np.array([code_of[r] for r in rels], dtype=np.int64)[file_of_row[in_window]],
-        categories=pd.Index(names, dtype="str")) if len(names) else pd.Series([], dtype="str")
-    window_lines = o[["source_file", "line_number"]].drop_duplicates()
-    # The same (entity, metric, ts) from two files: the first file (by path) wins, the rest are
-    # quarantined with a pointer to the kept row.
-    file_code = o["source_file"].cat.codes.to_numpy() if len(o) else np.zeros(0, np.int64)
-    line = o["line_number"].to_numpy()
-    ordered = len(o) < 2 or bool(np.all((np.diff(file_code) > 0) | ((np.diff(file_code) == 0) & (np.diff(line) >= 0))))
-    if not ordered:
-        o = o.iloc[np.lexsort((line, file_code))].reset_index(drop=True)  # stable: (source_file, line_number)
-    key = ["entity_id", "metric", "ts"]
-    dup = o.duplicated(key, keep="first").to_numpy()
-    if dup.any():
-        first_seen = o[~dup].set_index(key)[["source_file", "line_number"]]
-        d = o[dup].join(first_seen, on=key, rsuffix="_kept")
-        rejected.append(pd.DataFrame({
-            "source_file": d["source_file"].astype(str), "line_number": d["line_number"], "raw": None,
-            "reason": ACROSS_FILES + "same entity_id, metric and ts as " + d["source_file_kept"].astype(str) + " line "
-                      + d["line_number_kept"].astype(str) + " (the first file by path is kept)",
-        }))
-    rej = pd.concat([r[_REJECTED] for r in rejected if len(r)], ignore_index=True) if any(
-        len(r) for r in rejected) else pd.DataFrame(columns=_REJECTED)
-    rej = rej.sort_values(["source_file", "line_number"], kind="stable", ignore_index=True)
-    landing = pd.DataFrame(manifest, columns=wh.LANDING_FILES.column_names)
-    across = rej[rej["reason"].str.startswith(ACROSS_FILES)].groupby("source_file").size()
-    landing["rows_rejected"] = landing["rows_rejected"] + landing["source_file"].map(across).fillna(0).astype(int)
-    return {
-        "observations": (o[~dup] if dup.any() else o).assign(ingested_at=now),
-        "rejected_rows": rej.assign(ingested_at=now),
-        "rejected_files": pd.DataFrame(rejected_files, columns=["source_file", "reason", "ingested_at"]),
-        "landing_files": landing,
-        "window_lines": window_lines.astype({"source_file": str}),
-    }
+        self.written.add(rows)
+        self.stored_entities.update(entity_id[np.unique(b.entity[store])].tolist())
+        self.stored_metrics.update(metric_id[np.unique(b.metric[store])].tolist())
+        return rows, rejected
+
+    def _duplicates(self, b, g0: int, w: np.ndarray, entity_id: np.ndarray, metric_id: np.ndarray):
+        """Window rows of the batch (positions in ``w``) that an earlier file (by path) already
+        holds, with that file (index in todo) and line; None when there are none."""
+        if not len(w):
+            return None
+        e = entity_id[b.entity[w]]
+        day = b.ts[w] // _DAY_US
+        f = b.file[w].astype(np.int64) + g0
+        triples = pd.DataFrame({"f": f, "e": e, "d": day}).drop_duplicates()
+        clash = set()
+        for g, key_e, key_d in zip(triples["f"].tolist(), triples["e"].tolist(), triples["d"].tolist()):
+            key = (key_e, key_d)
+            held = self.holders.get(key)
+            if held is None:
+                self.holders[key] = g
+            elif isinstance(held, int):
+                if held != g:
+                    self.holders[key] = [held, g]
+                    clash.add(key)
+            elif held[-1] != g:
+                held.append(g)
+                clash.add(key)
+        if not clash:
+            return None
+        clash_index = pd.MultiIndex.from_tuples(sorted(clash))
+        mine = np.flatnonzero(pd.MultiIndex.from_arrays([e, day]).isin(clash_index))
+        cand = [pd.DataFrame({"g": f[mine], "line": b.line[w[mine]], "e": e[mine],
+                              "m": metric_id[b.metric[w[mine]]], "t": b.ts[w[mine]], "pos": mine})]
+        earlier = sorted({g for key in clash for g in self.holders[key] if g < g0})
+        for g in earlier:  # files of earlier batches holding a clashing key: read again
+            fr = self.reread(self.todo[g][0])
+            o = fr.observations
+            t = o["ts"].dt.tz_convert(None).to_numpy("datetime64[us]").view(np.int64)
+            ok = (t >= self.first_us) & (t <= self.now_us) & (t >= self.start_us) & (t < self.end_us)
+            ent = np.array([self.entity_ids.get(x, -1) for x in o["entity_id"].tolist()], dtype=np.int64)
+            met = np.array([self.metric_ids.get(x, -1) for x in o["metric"].tolist()], dtype=np.int64)
+            sel = ok & pd.MultiIndex.from_arrays([ent, t // _DAY_US]).isin(clash_index)
+            cand.append(pd.DataFrame({"g": g, "line": o["line_number"].to_numpy()[sel], "e": ent[sel],
+                                      "m": met[sel], "t": t[sel], "pos": -1}))
+        c = pd.concat(cand[1:] + cand[:1], ignore_index=True)
+        c = c.iloc[np.lexsort((c["line"].to_numpy(), c["g"].to_numpy()))].reset_index(drop=True)
+        key = ["e", "m", "t"]
+        later = c.duplicated(key, keep="first").to_numpy()
+        d = c[later & (c["pos"].to_numpy() >= 0)]
+        if not len(d):
+            return None
+        d = d.join(c[~later].set_index(key)[["g", "line"]], on=key, rsuffix="_kept").sort_values("pos")
+        return d["pos"].to_numpy(), d["g_kept"].to_numpy(), d["line_kept"].to_numpy()
+
+    def _rejected(self, parts: list, g0: int, n: int) -> pd.DataFrame:
+        """The batch's rejections in the order the table had them: by file and line; at one line,
+        those outside every partition, then the file's own, then duplicates across files."""
+        if not parts:
+            return pd.DataFrame({"source_file": pd.Series([], dtype=object), "line_number": pd.Series([], dtype=np.int64),
+                                 "raw": pd.Series([], dtype=object), "reason": pd.Series([], dtype=object),
+                                 "ingested_at": pd.Series([], dtype="datetime64[us, UTC]")})
+        file = np.concatenate([p[0] for p in parts])
+        line = np.concatenate([p[1] for p in parts])
+        part = np.concatenate([np.full(len(p[0]), p[2]) for p in parts])
+        raw = np.concatenate([np.full(len(p[0]), None, dtype=object) if p[3] is None else p[3] for p in parts])
+        reason = np.concatenate([p[4] for p in parts])
+        order = np.lexsort((np.arange(len(file)), part, line, file))
+        rels = np.asarray(self.rels[g0:g0 + n], dtype=object)
+        return pd.DataFrame({"source_file": rels[file[order]], "line_number": line[order], "raw": raw[order],
+                             "reason": reason[order], "ingested_at": self.now})
+
+    def _bookkeeping(self, b, g0, first_ts, last_ts, out, w, rejected: pd.DataFrame) -> None:
+        n = len(b.source_files)
+        fcode = b.file
+        n_out = np.bincount(fcode[out], minlength=n)
+        n_rej = rejected["source_file"].value_counts() if len(rejected) else {}
+        if len(rejected):
+            self.new_rejected += len(rejected)
+            if len(self.examples) < 3:
+                self.examples += list(zip(rejected["source_file"].head(3 - len(self.examples)),
+                                          rejected["line_number"].head(3), rejected["reason"].head(3)))
+            self.reasons.update(pd.Series(rejected["reason"], dtype=object)
+                                .str.replace(r"'[^']*'", "'…'", regex=True).value_counts().to_dict())
+        for i in range(n):
+            path, rel, st = self.todo[g0 + i]
+            previous_kept = 0
+            at = self.previous_at.get(rel)
+            if at is not None:  # lines decided again now: in the window, or rejected now
+                redone = np.concatenate([b.line[w[fcode[w] == i]],
+                                         rejected["line_number"].to_numpy()[rejected["source_file"].to_numpy() == rel]])
+                keep = ~np.isin(self.previous["line_number"].to_numpy()[at], redone)
+                self.previous_keep[at] = keep
+                previous_kept = int(keep.sum())
+            self.manifest.append({
+                "source_file": rel, "size_bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "shape": b.shapes[i],
+                "first_ts": pd.Timestamp(int(first_ts[i]), unit="us", tz="UTC") if last_ts[i] >= first_ts[i] else pd.NaT,
+                "last_ts": pd.Timestamp(int(last_ts[i]), unit="us", tz="UTC") if last_ts[i] >= first_ts[i] else pd.NaT,
+                "rows_read": int(b.rows_read[i]), "rows_rejected": int(n_rej.get(rel, 0)) + previous_kept,
+                "read_at": self.now,
+            })
+            if b.file_errors[i]:
+                self.rejected_files.append({"source_file": rel, "reason": b.file_errors[i], "ingested_at": self.now})
+
+    # -- the end of the run ------------------------------------------------------------------
+    def previous_kept(self) -> pd.DataFrame:
+        return self.previous[self.previous_keep]
+
+    def landing_files(self) -> pd.DataFrame:
+        return pd.DataFrame(self.manifest, columns=wh.LANDING_FILES.column_names)
+
+    def rejected_files_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rejected_files, columns=["source_file", "reason", "ingested_at"])
+
+    def reasons_frame(self) -> pd.DataFrame:
+        """Rejections of this run per reason (quoted values elided), most frequent first."""
+        keys = sorted(self.reasons)
+        return (pd.DataFrame({"reason": keys, "size": [self.reasons[k] for k in keys]})
+                .sort_values("size", ascending=False))
 
 
-def merge_rejections(fresh: pd.DataFrame, previous: pd.DataFrame, window_lines: pd.DataFrame,
-                     landing: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Keep the duplicates-across-files of *other* windows when a file is read again.
-
-    ``previous`` are the stored rejections across files of the files read now. Those of lines
-    inside this window were decided again (``fresh``); those of lines rejected now for a reason of
-    their own are gone. The rest belong to days this run does not touch and stay, so the file's
-    accounting still holds. Returns the rejected rows to write and the manifest with
-    ``rows_rejected`` counting them.
-    """
-    if len(previous):
-        line = ["source_file", "line_number"]
-        redone = pd.concat([window_lines[line], fresh[line]], ignore_index=True).drop_duplicates()
-        keep = previous.merge(redone.assign(_redone=True), on=line, how="left")["_redone"].isna().to_numpy()
-        fresh = pd.concat([fresh, previous[keep]], ignore_index=True)
-        kept = previous[keep].groupby("source_file").size()
-        landing = landing.assign(rows_rejected=landing["rows_rejected"]
-                                 + landing["source_file"].map(kept).fillna(0).astype(int))
-    return fresh, landing
+def _fmt_across(kept_file: np.ndarray, kept_line: np.ndarray) -> np.ndarray:
+    return np.asarray([f"{ACROSS_FILES}same entity_id, metric and ts as {f} line {int(n)} (the first file by path is kept)"
+                       for f, n in zip(kept_file.tolist(), kept_line.tolist())], dtype=object)
 
 
 @daily_table_asset(wh.OBSERVATIONS, group="ingest")
@@ -203,44 +326,47 @@ def observations(context: dg.AssetExecutionContext, duckdb: DuckDBResource, land
         wh.ensure_tables(con)
         manifest = _manifest(con)
     todo = _needs_reading(files, landing.root, manifest, start, end)
-    reads = list(zip(todo, read_landing_files([t[0] for t in todo], root=landing.root)))  # many files: in worker processes
-    rows = collect(reads, start, end, now, first)
-    read_files = [rel for (_, rel, _), _ in reads]
+    read_files = [rel for _, rel, _ in todo]
     with duckdb.get_connection() as con, wh.transaction(con):
         previous = con.execute(
             f"SELECT {', '.join(wh.REJECTED_ROWS.column_names)} FROM {wh.REJECTED_ROWS.qualified} "
             "WHERE source_file IN (SELECT UNNEST(?::VARCHAR[])) AND starts_with(reason, ?)",
             [read_files, ACROSS_FILES],
         ).df()
-        rejected, manifest_rows = merge_rejections(rows["rejected_rows"], previous, rows["window_lines"],
-                                                   rows["landing_files"])
-        wh.replace_time_slice(con, wh.OBSERVATIONS, rows["observations"], start, end)
-        wh.replace_keyed(con, wh.REJECTED_ROWS, rejected, "source_file", read_files)
-        wh.replace_keyed(con, wh.REJECTED_FILES, rows["rejected_files"], "source_file", read_files)
+        run = IngestRun(todo, start, end, now, first, previous,
+                        reread=lambda path: read_landing_file(path, root=landing.root))
+        wh.replace_keyed(con, wh.REJECTED_ROWS, None, "source_file", read_files)
+
+        def stored():  # batches of files read in worker processes, written here as they come back
+            for batch in iter_batches([t[0] for t in todo], root=landing.root):
+                rows, rejected = run.batch(batch)
+                wh.append(con, wh.REJECTED_ROWS, rejected)
+                yield rows
+
+        wh.replace_time_slice(con, wh.OBSERVATIONS, stored(), start, end)
+        wh.append(con, wh.REJECTED_ROWS, run.previous_kept())
+        rejected_files, manifest_rows = run.rejected_files_frame(), run.landing_files()
+        wh.replace_keyed(con, wh.REJECTED_FILES, rejected_files, "source_file", read_files)
         wh.replace_keyed(con, wh.LANDING_FILES, manifest_rows, "source_file", read_files)
-    for r in rows["rejected_files"].itertuples():
+    for r in rejected_files.itertuples():
         context.log.warning(r.reason)
-    new = rows["rejected_rows"]
-    if len(new):
-        context.log.warning(f"{len(new)} row(s) quarantined in {wh.REJECTED_ROWS.qualified}, e.g. "
-                            + "; ".join(f"{r.source_file} line {r.line_number}: {r.reason}" for r in new.head(3).itertuples()))
-    o = rows["observations"]
+    if run.new_rejected:
+        context.log.warning(f"{run.new_rejected} row(s) quarantined in {wh.REJECTED_ROWS.qualified}, e.g. "
+                            + "; ".join(f"{f} line {n}: {r}" for f, n, r in run.examples))
+    n_stored = run.written.rows
     rows_read = int(manifest_rows["rows_read"].sum())
     rows_rejected = int(manifest_rows["rows_rejected"].sum())
     return dg.MaterializeResult(metadata={
-        **table_metadata(wh.OBSERVATIONS, o, start, end),
+        **run.written.metadata(wh.OBSERVATIONS, start, end),
         "files_in_landing": len(files),
         "files_read": len(read_files),
-        "files_rejected": len(rows["rejected_files"]),
+        "files_rejected": len(rejected_files),
         # rows_read = rows_stored + rows_rejected + rows_of_other_days
         "rows_read": rows_read,
-        "rows_stored": len(o),
+        "rows_stored": n_stored,
         "rows_rejected": rows_rejected,
-        "rows_of_other_days": rows_read - len(o) - rows_rejected,
-        "rejected_reasons": markdown_preview(
-            new.assign(reason=new["reason"].str.replace(r"'[^']*'", "'…'", regex=True))
-            .groupby("reason", as_index=False).size().sort_values("size", ascending=False)
-            if len(new) else new, n=10),
-        "entities": int(o["entity_id"].nunique()) if len(o) else 0,
-        "metrics": int(o["metric"].nunique()) if len(o) else 0,
+        "rows_of_other_days": rows_read - n_stored - rows_rejected,
+        "rejected_reasons": markdown_preview(run.reasons_frame() if run.new_rejected else None, n=10),
+        "entities": len(run.stored_entities),
+        "metrics": len(run.stored_metrics),
     })
