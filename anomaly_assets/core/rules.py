@@ -68,6 +68,10 @@ class RuleInputs:
     decomposition : entity_id, metric, ts, value, expected, residual, residual_z (every observation)
     entities : entity_id, site, tags (list of str), team — entities missing here get a site inferred
         from their id (pump-0007 -> pump) and no tags
+    peer_figures : peer_by -> group, metric, ts, n, median, mad of residual_z (the pandas group median:
+        middle value or mean of the two middle ones; mad: median of |residual_z - median|)
+        computed over the whole fleet, when the rows here are only some entities of it (a chunk);
+        default: computed from ``decomposition``
     """
 
     scores: pd.DataFrame
@@ -76,6 +80,7 @@ class RuleInputs:
     entities: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["entity_id", "site", "tags", "team"]))
     families: Mapping[str, str] = field(default_factory=dict)
     units: Mapping[str, str] = field(default_factory=dict)
+    peer_figures: Mapping[str, pd.DataFrame] | None = None
 
     def __post_init__(self):
         self.scores = _utc(self.scores)
@@ -85,16 +90,25 @@ class RuleInputs:
             fam = {m: infer_family(m, self.families) for m in dec["metric"].unique()}
             dec["family"] = dec["metric"].map(fam)
         self.decomposition = dec
-        ids = pd.Index(pd.concat([self.scores["entity_id"], dec["entity_id"]]).unique())
-        ent = self.entities.drop_duplicates("entity_id").set_index("entity_id").reindex(ids)
-        site = ent["site"] if "site" in ent else pd.Series(None, index=ids, dtype=object)
-        ent["site"] = [s if isinstance(s, str) and s else infer_group(i) for i, s in zip(ids, site)]
-        tags = ent["tags"] if "tags" in ent else pd.Series(None, index=ids, dtype=object)
-        ent["tags"] = [tuple(t) if isinstance(t, (list, tuple)) else tuple(x for x in str(t).split(";") if x)
-                       if isinstance(t, str) else () for t in tags]
-        team = ent["team"] if "team" in ent else pd.Series(None, index=ids, dtype=object)
-        ent["team"] = [t if isinstance(t, str) and t else None for t in team]
-        self.entity_info = ent[["site", "tags", "team"]]
+        ids = pd.concat([self.scores["entity_id"], dec["entity_id"]]).unique()
+        self.entity_info = entity_info(self.entities, ids)
+        if self.peer_figures is not None:
+            self.peer_figures = {k: _utc(v) for k, v in self.peer_figures.items()}
+
+
+def entity_info(entities: pd.DataFrame, ids) -> pd.DataFrame:
+    """site, tags (tuple), team indexed by entity_id for ``ids``, from the register ``entities``
+    (site inferred from the id when missing)."""
+    ids = pd.Index(ids)
+    ent = entities.drop_duplicates("entity_id").set_index("entity_id").reindex(ids)
+    site = ent["site"] if "site" in ent else pd.Series(None, index=ids, dtype=object)
+    ent["site"] = [s if isinstance(s, str) and s else infer_group(i) for i, s in zip(ids, site)]
+    tags = ent["tags"] if "tags" in ent else pd.Series(None, index=ids, dtype=object)
+    ent["tags"] = [tuple(t) if isinstance(t, (list, tuple)) else tuple(x for x in str(t).split(";") if x)
+                   if isinstance(t, str) else () for t in tags]
+    team = ent["team"] if "team" in ent else pd.Series(None, index=ids, dtype=object)
+    ent["team"] = [t if isinstance(t, str) and t else None for t in team]
+    return ent[["site", "tags", "team"]]
 
 
 def _utc(df: pd.DataFrame) -> pd.DataFrame:
@@ -107,6 +121,13 @@ def _utc(df: pd.DataFrame) -> pd.DataFrame:
 def _us(ts) -> np.ndarray:
     """Timestamps as int64 microseconds since the epoch (UTC)."""
     return pd.to_datetime(pd.Series(ts), utc=True).astype("datetime64[us, UTC]").astype("int64").to_numpy()
+
+
+def _us1(ts) -> int:
+    """One timestamp as int64 microseconds since the epoch (UTC), as :func:`_us` gives it."""
+    t = pd.Timestamp(ts)
+    t = t.tz_localize("UTC") if t.tzinfo is None else t
+    return t.value // 1000
 
 
 def _empty_hits() -> pd.DataFrame:
@@ -139,13 +160,33 @@ def _run_lengths(flag: np.ndarray, series_code: np.ndarray) -> np.ndarray:
     return np.where(flag, run, 0)
 
 
+def _series_code(d: pd.DataFrame) -> np.ndarray:
+    """One code per (entity_id, metric) run of rows sorted by entity, metric and time (only where it
+    changes matters: :func:`_run_lengths` breaks runs there)."""
+    if len(d) == 0:
+        return np.zeros(0, np.int64)
+    e, m = pd.factorize(d["entity_id"])[0], pd.factorize(d["metric"])[0]
+    change = np.r_[True, (e[1:] != e[:-1]) | (m[1:] != m[:-1])]
+    return np.cumsum(change) - 1
+
+
+def _floors(cfg: AlertRules, rule, metric, family) -> np.ndarray:
+    """``cfg.floor(rule, metric, family)`` for every row, computed once per distinct pair."""
+    mc, mu = pd.factorize(pd.Series(metric), use_na_sentinel=False)
+    fc, fu = pd.factorize(pd.Series(family), use_na_sentinel=False)
+    if len(mc) == 0:
+        return np.zeros(0, float)
+    table = np.array([[cfg.floor(rule, m, f) for f in fu] for m in mu], float).reshape(len(mu), len(fu))
+    return table[mc, fc]
+
+
 # ------------------------------------------------------------------------------------------------
 # rule conditions
 # ------------------------------------------------------------------------------------------------
 def _flagged(inputs: RuleInputs, min_severity: str = "warning") -> pd.DataFrame:
     s = inputs.scores
-    ok = s["is_anomaly"].fillna(False).astype(bool) & s["severity"].map(
-        lambda x: SEVERITY_RANK.get(x, -1) >= SEVERITY_RANK[min_severity])
+    at_least = [k for k, v in SEVERITY_RANK.items() if v >= SEVERITY_RANK[min_severity]]
+    ok = s["is_anomaly"].fillna(False).astype(bool) & s["severity"].isin(at_least)
     return s[ok]
 
 
@@ -197,7 +238,7 @@ def dominant_family_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) 
     mine = share[rule.families]
     total, each = mine.sum(axis=1), mine.min(axis=1)
     ours = e[e["family"].isin(rule.families)].copy()
-    floors = np.array([cfg.floor(rule, m, f) for m, f in zip(ours["metric"], ours["family"])], float)
+    floors = _floors(cfg, rule, ours["metric"], ours["family"])
     ours["material"] = (ours["actual"] - ours["expected"]).abs().to_numpy(float) >= floors
     material = ours.groupby(["entity_id", "ts"])["material"].any().reindex(share.index, fill_value=False)
     # the hit's metric: the rule families' best-ranked metric; its sign is the direction
@@ -244,7 +285,7 @@ def sustained_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> pd.
     d = d.sort_values(["entity_id", "metric", "ts"])
     if d.empty:
         return _empty_hits()
-    code = pd.factorize(pd.MultiIndex.from_arrays([d["entity_id"], d["metric"]]))[0]
+    code = _series_code(d)
     value = d["value"].to_numpy(float)
     if rule.condition == "stuck":
         prev = np.r_[np.nan, value[:-1]]
@@ -265,7 +306,7 @@ def sustained_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> pd.
     else:
         dev = value - d["expected"].to_numpy(float)
         rz = d["residual_z"].to_numpy(float)
-        floors = np.array([cfg.floor(rule, m, f) for m, f in zip(d["metric"], d["family"])], float)
+        floors = _floors(cfg, rule, d["metric"], d["family"])
         with np.errstate(invalid="ignore"):
             if rule.direction == "above":
                 cond = (dev >= floors) & (rz >= rule.min_z)
@@ -283,8 +324,7 @@ def _run_hits(rows, run, hold, measure, reference, rule, inputs: RuleInputs, sta
     """Hits at the rows of ``[start, end)`` where a run of ``run`` consecutive points ``hold``s:
     one per (entity, ts), the strongest ``measure``; ``since`` is where the run began and the
     margin is ``measure`` against the rule's ``reference``."""
-    ts = rows["ts"].to_numpy()
-    since = ts[np.arange(len(rows)) - np.maximum(run - 1, 0)]
+    since = rows["ts"].array.take(np.arange(len(rows)) - np.maximum(run - 1, 0))  # tz-aware, no objects
     h = rows.assign(measure=measure, since=since)[hold]
     h = h[(h["ts"] >= start) & (h["ts"] < end)]
     if h.empty:
@@ -296,16 +336,32 @@ def _run_hits(rows, run, hold, measure, reference, rule, inputs: RuleInputs, sta
     return h[HIT_COLUMNS]
 
 
-def peer_stats(inputs: RuleInputs, peer_by: str = "site") -> pd.DataFrame:
-    """Every decomposition row with its peer group, group size and robust z against the group."""
-    d = inputs.decomposition[["entity_id", "metric", "family", "ts", "value", "expected", "residual", "residual_z"]]
-    info = inputs.entity_info
+def peer_groups(inputs: RuleInputs | pd.DataFrame, peer_by: str = "site") -> pd.Series:
+    """entity_id -> its peer group (None: no group) for ``peer_by`` (site, or tag:<tag>), from
+    ``inputs.entity_info`` (or an :func:`entity_info` frame)."""
+    info = inputs.entity_info if isinstance(inputs, RuleInputs) else inputs
     if peer_by == "site":
-        group = info["site"]
-    else:
-        tag = peer_by.split(":", 1)[1]
-        group = pd.Series([tag if tag in tags else None for tags in info["tags"]], index=info.index)
+        return info["site"]
+    tag = peer_by.split(":", 1)[1]
+    return pd.Series([tag if tag in tags else None for tags in info["tags"]], index=info.index)
+
+
+def peer_stats(inputs: RuleInputs, peer_by: str = "site", rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every decomposition row with its peer group, group size and robust z against the group.
+
+    ``rows``: only these decomposition rows (default all); the figures are the same as over all rows
+    when ``rows`` holds every row of each (group, metric, ts) it touches.
+    """
+    d = (inputs.decomposition if rows is None else rows)[
+        ["entity_id", "metric", "family", "ts", "value", "expected", "residual", "residual_z"]]
+    group = peer_groups(inputs, peer_by)
     d = d.assign(group=d["entity_id"].map(group)).dropna(subset=["group", "residual_z"])
+    fig = (inputs.peer_figures or {}).get(peer_by)
+    if fig is not None:  # the fleet's figures, computed beforehand (same numbers)
+        m = d[["group", "metric", "ts"]].merge(fig, on=["group", "metric", "ts"], how="left")
+        med, mad = m["median"].to_numpy(float), m["mad"].to_numpy(float)
+        scale = np.maximum(1.4826 * mad, MAD_FLOOR)
+        return d.assign(peers=m["n"].to_numpy() - 1, peer_median_z=med, robust_z=(d["residual_z"].to_numpy(float) - med) / scale)
     g = d.groupby(["group", "metric", "ts"])["residual_z"]
     med = g.transform("median")
     mad = (d["residual_z"] - med).abs().groupby([d["group"], d["metric"], d["ts"]]).transform("median")
@@ -318,11 +374,10 @@ def fleet_outlier_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end, pe
     p = _select_series(p, rule.metrics, rule.families).sort_values(["entity_id", "metric", "ts"])
     if p.empty:
         return _empty_hits()
-    floors = np.array([cfg.floor(rule, m, f) for m, f in zip(p["metric"], p["family"])], float)
+    floors = _floors(cfg, rule, p["metric"], p["family"])
     cond = ((p["robust_z"].abs().to_numpy() >= rule.z) & (p["peers"].to_numpy() >= rule.min_peers)
             & (p["residual"].abs().to_numpy() >= floors))
-    code = pd.factorize(pd.MultiIndex.from_arrays([p["entity_id"], p["metric"]]))[0]
-    run = _run_lengths(cond, code)
+    run = _run_lengths(cond, _series_code(p))
     return _run_hits(p, run, run >= rule.periods, p["robust_z"].abs(), rule.z, rule, inputs, start, end)
 
 
@@ -343,13 +398,15 @@ def _confirmed_by_detector(hits: pd.DataFrame, inputs: RuleInputs) -> pd.DataFra
     f = _flagged(inputs)
     if f.empty:
         return hits.iloc[0:0]
+    # the entity's latest flagged point at or before the hit lies in the run
+    codes, _ = pd.factorize(pd.concat([pd.Series(np.asarray(hits["entity_id"], object)),
+                                       pd.Series(np.asarray(f["entity_id"], object))], ignore_index=True))
+    left = pd.DataFrame({"e": codes[:len(hits)], "t": _us(hits["ts"]), "i": np.arange(len(hits))}).sort_values("t")
+    right = pd.DataFrame({"e": codes[len(hits):], "t": _us(f["ts"])}).sort_values("t")
+    right["flagged"] = right["t"]
+    m = pd.merge_asof(left, right, on="t", by="e", direction="backward")
     keep = np.zeros(len(hits), bool)
-    flagged = {e: np.sort(_us(g["ts"])) for e, g in f.groupby("entity_id")}
-    t0, t1 = _us(hits["since"]), _us(hits["ts"])
-    for i, e in enumerate(hits["entity_id"].to_numpy()):
-        ts = flagged.get(e)
-        if ts is not None:
-            keep[i] = np.searchsorted(ts, t1[i], side="right") > np.searchsorted(ts, t0[i], side="left")
+    keep[m["i"].to_numpy()] = (m["flagged"].to_numpy(float) >= _us(hits["since"])[m["i"].to_numpy()])
     return hits[keep]
 
 
@@ -577,19 +634,35 @@ def _dur(td) -> str:
 class EvidenceBuilder:
     """Evidence (expected vs actual, σ, top metrics, family shares, peers) for alerts' peak hits."""
 
-    def __init__(self, inputs: RuleInputs):
+    def __init__(self, inputs: RuleInputs, points: pd.DataFrame | None = None):
+        """``points`` (entity_id, ts): the only points evidence is asked for (default: any)."""
         self.inputs = inputs
-        self.dec = inputs.decomposition.set_index(["entity_id", "ts"]).sort_index()
-        self.expl = inputs.explanations.set_index(["entity_id", "ts"]).sort_index()
-        self.scores = inputs.scores.set_index(["entity_id", "ts"]).sort_index()
-        peers = peer_stats(inputs, "site")
-        self.peers = peers.set_index(["entity_id", "ts", "metric"]).sort_index()
+        dec, expl, scores = inputs.decomposition, inputs.explanations, inputs.scores
+        peer_rows = None
+        if points is not None:
+            points = _utc(points[["entity_id", "ts"]].drop_duplicates())
+            dec, expl, scores = (_at_points(x, points) for x in (dec, expl, scores))
+            # the peers' figures at those points need every row of the entity's group at that time
+            group = peer_groups(inputs, "site")
+            at = inputs.decomposition[inputs.decomposition["ts"].isin(points["ts"])]
+            wanted = pd.MultiIndex.from_arrays([points["entity_id"].map(group), points["ts"]])
+            peer_rows = at[pd.MultiIndex.from_arrays([at["entity_id"].map(group), at["ts"]]).isin(wanted)]
+        # per point, its rows in their order (what .loc on a stably sorted (entity_id, ts) index gave)
+        self._dec, self._expl, self._scores = _ByPoint(dec), _ByPoint(expl), _ByPoint(scores)
+        peers = peer_stats(inputs, "site", peer_rows)
+        if points is not None:
+            peers = _at_points(peers, points)
+        self._peers = _ByPoint(peers, ("metric",))
+
+    def rows(self, entity: str, ts) -> pd.DataFrame:
+        """The decomposition rows of ``entity`` at ``ts`` (one per metric)."""
+        return self._dec.get((entity, _us1(ts)))
 
     def point(self, entity: str, ts: pd.Timestamp) -> dict:
-        key = (entity, ts)
-        rows = self.dec.loc[[key]] if key in self.dec.index else self.dec.iloc[0:0]
-        if key in self.expl.index:
-            e = self.expl.loc[[key]].sort_values("rank")
+        key = (entity, _us1(ts))
+        rows = self._dec.get(key)
+        if key in self._expl:
+            e = self._expl.get(key).sort_values("rank")
             top = [{"metric": r.metric, "family": r.family, "contribution": round(float(r.contribution), 4),
                     "expected": _num(r.expected), "actual": _num(r.actual)} for r in e.itertuples()]
             fam = e.groupby("family")["contribution"].sum()
@@ -607,18 +680,58 @@ class EvidenceBuilder:
         return {"top_metrics": top[:3], "family_shares": {k: round(float(v), 4) for k, v in fam.sort_values(ascending=False).items()}}
 
     def peer(self, entity: str, ts: pd.Timestamp, metric: str) -> dict | None:
-        key = (entity, ts, metric)
-        if key not in self.peers.index:
+        key = (entity, _us1(ts), metric)
+        if key not in self._peers:
             return None
-        r = self.peers.loc[key]
+        r = self._peers.get(key).iloc[0]
         return {"group": r["group"], "peers": int(r["peers"]), "peer_median_z": _num(r["peer_median_z"]),
                 "robust_z": _num(r["robust_z"])}
 
     def score(self, entity: str, ts: pd.Timestamp) -> dict:
-        if (entity, ts) not in self.scores.index:
+        key = (entity, _us1(ts))
+        if key not in self._scores:
             return {}
-        r = self.scores.loc[(entity, ts)]
+        r = self._scores.get(key).iloc[0]
         return {"anomaly_score": _num(r["anomaly_score"]), "severity": r["severity"]}
+
+
+class _ByPoint:
+    """``get((entity_id, ts as int64 µs, *extra))``: the rows of ``df`` there, in their order in ``df``."""
+
+    def __init__(self, df: pd.DataFrame, extra: tuple[str, ...] = ()):
+        self.empty = df.iloc[0:0]
+        if df.empty:
+            self.rows, self.at = df, {}
+            return
+        codes = [pd.factorize(df[c], use_na_sentinel=False) for c in ("entity_id", *extra)]
+        t = _us(df["ts"])
+        keys = [codes[0][0], t, *(c for c, _ in codes[1:])]
+        order = np.lexsort(keys[::-1])  # stable: equal keys keep their order
+        keys = [k[order] for k in keys]
+        change = np.zeros(len(df), bool)
+        change[0] = True
+        for k in keys:
+            change[1:] |= k[1:] != k[:-1]
+        first = np.flatnonzero(change)
+        last = np.r_[first[1:], len(df)].tolist()
+        parts = [np.asarray(codes[0][1], object)[keys[0][first]].tolist(), keys[1][first].tolist(),
+                 *(np.asarray(u, object)[k[first]].tolist() for k, (_, u) in zip(keys[2:], codes[1:]))]
+        self.rows = df.iloc[order]
+        self.at = dict(zip(zip(*parts), zip(first.tolist(), last)))
+
+    def __contains__(self, key) -> bool:
+        return key in self.at
+
+    def get(self, key) -> pd.DataFrame:
+        ab = self.at.get(key)
+        return self.empty if ab is None else self.rows.iloc[ab[0]:ab[1]]
+
+
+def _at_points(df: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``df`` at the (entity_id, ts) of ``points``, in their order in ``df``."""
+    near = df[df["entity_id"].isin(points["entity_id"].unique()) & df["ts"].isin(points["ts"])]
+    keys = pd.MultiIndex.from_arrays([points["entity_id"], points["ts"]])
+    return near[pd.MultiIndex.from_arrays([near["entity_id"], near["ts"]]).isin(keys)]
 
 
 def _clean(x):
@@ -650,7 +763,7 @@ def describe(a: _Alert, rule, cfg: AlertRules, ev: EvidenceBuilder) -> tuple[str
     metric = p.get("metric") if isinstance(p.get("metric"), str) else (point["top_metrics"][0]["metric"] if point["top_metrics"] else None)
     lead = next((t for t in point["top_metrics"] if t["metric"] == metric), None)
     if lead is None and metric is not None:
-        rows = ev.dec.loc[[(a.entity_id, p["ts"])]] if (a.entity_id, p["ts"]) in ev.dec.index else ev.dec.iloc[0:0]
+        rows = ev.rows(a.entity_id, p["ts"])
         r = rows[rows["metric"] == metric]
         if len(r):
             lead = {"metric": metric, "family": r["family"].iloc[0], "expected": _num(r["expected"].iloc[0]),
@@ -719,7 +832,10 @@ def alert_rows(
     hits seen here) are returned as stored, except that an open one may resolve as the clock moves.
     """
     rules = {r.name: r for r in cfg.rules}
-    ev = EvidenceBuilder(inputs) if alerts else None
+    described = [a for a in alerts
+                 if not (a.stored is not None and (a.frozen or pd.Timestamp(a.stored["last_seen_at"]) >= a.last_seen_at))]
+    points = pd.DataFrame({"entity_id": [a.entity_id for a in described], "ts": [a.peak["ts"] for a in described]})
+    ev = EvidenceBuilder(inputs, points) if described else None
     out = []
     for a in alerts:
         rule = rules[a.rule]

@@ -61,24 +61,112 @@ def alert_rulebook(families: Optional[Path] = None, environ=None) -> AlertRulebo
     return book
 
 
-def _read_inputs(con, start, end, fam, entities) -> core.RuleInputs:
+CHUNK_ROWS = 2_000_000  # decomposition rows read and evaluated at a time (whole entities)
+
+# Per (group, metric, ts): how many peers have a residual_z, its median and its MAD, computed as
+# pandas' group median does (the middle value, or (a + b) / 2 of the two middle ones), so that the
+# rules evaluated a chunk of entities at a time see the same robust z as over the whole fleet.
+_PEER_FIGURES_SQL = """
+WITH d AS (
+    SELECT g.grp, x.metric, x.ts, x.residual_z AS z
+    FROM features.decomposition x JOIN _alert_peer_groups g ON x.entity_id = g.entity_id
+    WHERE x.ts >= ? AND x.ts < ? AND x.residual_z IS NOT NULL AND NOT isnan(x.residual_z)),
+m AS (
+    SELECT grp, metric, ts, count(*) AS n, list_sort(list(z)) AS zs FROM d GROUP BY grp, metric, ts),
+med AS (
+    SELECT grp, metric, ts, n,
+           CASE WHEN n % 2 = 1 THEN zs[n // 2 + 1] ELSE (zs[n // 2] + zs[n // 2 + 1]) / 2 END AS median
+    FROM m),
+dev AS (
+    SELECT grp, metric, ts, count(*) AS k, list_sort(list(abs(d.z - med.median))) AS vs
+    FROM d JOIN med USING (grp, metric, ts)
+    WHERE NOT isnan(abs(d.z - med.median))
+    GROUP BY grp, metric, ts)
+SELECT med.grp AS "group", med.metric, med.ts, med.n, med.median,
+       CASE WHEN dev.k IS NULL THEN NULL WHEN dev.k % 2 = 1 THEN dev.vs[dev.k // 2 + 1]
+            ELSE (dev.vs[dev.k // 2] + dev.vs[dev.k // 2 + 1]) / 2 END AS mad
+FROM med LEFT JOIN dev USING (grp, metric, ts)
+"""
+
+
+def peer_figures(con, lo, end, groups: pd.Series) -> pd.DataFrame:
+    """group, metric, ts, n, median, mad of features.decomposition's residual_z in [lo, end) for the
+    peer groups ``groups`` (entity_id -> group; None: none)."""
+    frame = pd.DataFrame({"entity_id": groups.index.astype(str), "grp": groups.to_numpy(object)}).dropna()
+    con.register("_alert_peer_groups", frame)
+    try:
+        return con.execute(_PEER_FIGURES_SQL, [lo, end]).df()
+    finally:
+        con.unregister("_alert_peer_groups")
+
+
+def _entity_bounds(con, lo, end, chunk_rows: int) -> list[tuple[Optional[str], Optional[str]]]:
+    """[first, next first) entity_id bounds of chunks of ~chunk_rows decomposition rows; the first
+    and last are open so that every entity (even one without decomposition rows) is in one."""
+    ranges = wh.entity_ranges(con, wh.DECOMPOSITION, lo, end, chunk_rows)
+    firsts = [first for first, _ in ranges]
+    return list(zip([None, *firsts[1:]], [*firsts[1:], None])) or [(None, None)]
+
+
+def _read_inputs(con, start, end, fam, entities, bounds=(None, None), figures=None) -> core.RuleInputs:
     lo = start - LOOKBACK
-    q = lambda sql: con.execute(sql, [lo, end]).df()  # noqa: E731
+    where, params = "ts >= ? AND ts < ?", [lo, end]
+    if bounds[0] is not None:
+        where, params = where + " AND entity_id >= ?", params + [bounds[0]]
+    if bounds[1] is not None:
+        where, params = where + " AND entity_id < ?", params + [bounds[1]]
+    q = lambda sql: con.execute(sql + " WHERE " + where, params).df()  # noqa: E731
     return core.RuleInputs(
-        scores=q("SELECT entity_id, ts, anomaly_score, is_anomaly, severity FROM scoring.anomaly_scores "
-                 "WHERE ts >= ? AND ts < ?"),
+        scores=q("SELECT entity_id, ts, anomaly_score, is_anomaly, severity FROM scoring.anomaly_scores"),
         explanations=q("SELECT entity_id, ts, metric, rank, contribution, family, expected, actual "
-                       "FROM scoring.explanations WHERE ts >= ? AND ts < ?"),
+                       "FROM scoring.explanations"),
         decomposition=q("SELECT entity_id, metric, ts, value, expected, residual, residual_z "
-                        "FROM features.decomposition WHERE ts >= ? AND ts < ?"),
-        entities=entities, families=fam.families, units=fam.units,
+                        "FROM features.decomposition"),
+        entities=entities, families=fam.families, units=fam.units, peer_figures=figures,
     )
 
 
-def build_alerts(con, cfg: AlertRules, start, end, fam, entities) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
-    """(rows to upsert, alert ids to delete, hits) for the days [start, end). Reads only."""
+def _in_bounds(ids: pd.Series, bounds) -> pd.Series:
+    first, stop = bounds
+    keep = pd.Series(True, index=ids.index)
+    if first is not None:
+        keep &= ids >= first
+    if stop is not None:
+        keep &= ids < stop
+    return keep
+
+
+def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The parts as one frame, each column's dtype as if built at once (a part whose column holds only
+    None would otherwise turn a text column into object)."""
+    full = [p for p in parts if len(p)] or parts[:1]
+    out = pd.concat(full, ignore_index=True)
+    for c in out.columns:
+        if len({str(p[c].dtype) for p in full}) > 1:
+            out[c] = pd.Series(out[c].tolist(), index=out.index)
+    return out
+
+
+def build_alerts(con, cfg: AlertRules, start, end, fam, entities,
+                 chunk_rows: int = CHUNK_ROWS) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
+    """(rows to upsert, alert ids to delete, hits) for the days [start, end). Reads only.
+
+    The rules are per entity except the peer comparisons: a fleet larger than ``chunk_rows``
+    decomposition rows is evaluated a chunk of entities at a time, with the peers' figures computed
+    beforehand over the whole fleet (in DuckDB), so memory follows the chunk and the alerts are the
+    same.
+    """
     wh.ensure_tables(con, (wh.ALERTS, wh.ALERT_EVENTS))
-    inputs = _read_inputs(con, start, end, fam, entities)
+    lo = start - LOOKBACK
+    chunks = _entity_bounds(con, lo, end, chunk_rows)
+    figures = None
+    if len(chunks) > 1:
+        ids = con.execute("SELECT DISTINCT entity_id FROM features.decomposition WHERE ts >= ? AND ts < ? "
+                          "UNION SELECT DISTINCT entity_id FROM scoring.anomaly_scores WHERE ts >= ? AND ts < ?",
+                          [lo, end, lo, end]).df()["entity_id"]
+        info = core.entity_info(entities, sorted(ids))
+        peer_bys = {"site"} | {r.peer_by for r in cfg.active if r.type == "fleet_outlier"}
+        figures = {p: peer_figures(con, lo, end, core.peer_groups(info, p)) for p in sorted(peer_bys)}
     clock = con.execute("SELECT max(ts) FROM scoring.anomaly_scores").fetchone()[0]
     clock = pd.Timestamp(clock) if clock is not None else end
     reach = max([cfg.resolve_after(r) + cfg.cooldown(r) for r in cfg.rules], default=dt.timedelta(0))
@@ -92,9 +180,20 @@ def build_alerts(con, cfg: AlertRules, start, end, fam, entities) -> tuple[pd.Da
     prior = stored[(stored["opened_at"] < start) | (in_range & owned)]
     rebuilt = stored[in_range & ~owned]["alert_id"].tolist()  # opened in these days, nobody else's: rebuilt
 
-    hits = core.find_hits(cfg, inputs, start, end)
-    folded = core.fold_alerts(hits, cfg, prior=prior, human=human)
-    rows = core.alert_rows(folded, cfg, inputs, clock, feedback)
+    all_hits, parts = [], []
+    for bounds in chunks:
+        inputs = _read_inputs(con, start, end, fam, entities, bounds, figures)
+        hits = core.find_hits(cfg, inputs, start, end)
+        folded = core.fold_alerts(hits, cfg, prior=prior[_in_bounds(prior["entity_id"], bounds)], human=human)
+        parts.append(core.alert_rows(folded, cfg, inputs, clock, feedback))
+        all_hits.append(hits)
+        del inputs
+    hits = all_hits[0]
+    if len(all_hits) > 1:
+        hits = _concat(all_hits).sort_values(["entity_id", "rule", "ts"], kind="stable").reset_index(drop=True)
+    rows = parts[0]
+    if len(parts) > 1:  # as one fold over the whole fleet orders them: by rule and entity, then in time
+        rows = _concat(parts).sort_values(["rule", "entity_id"], kind="stable").reset_index(drop=True)
     # alerts not hit in these days still resolve as the data clock moves on
     others = stored[stored["status"].isin(["open", "acknowledged", "pending"]) & ~stored["alert_id"].isin(rows["alert_id"])
                     & ~stored["alert_id"].isin(rebuilt)]

@@ -12,12 +12,16 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 from dagster_duckdb import DuckDBResource
 
+from anomaly_assets import warehouse as wh
+from anomaly_assets.core import rules as core
 from anomaly_assets.definitions import python_assets, resources, sql_assets
-from anomaly_assets.defs.alerts import AlertRulebook, alert_delivery, alert_precision, alerts
+from anomaly_assets.defs.alerts import (LOOKBACK, AlertRulebook, _entity_bounds, alert_delivery, alert_precision, alerts,
+                                        build_alerts, peer_figures)
 from anomaly_assets.demo.fleet import generate_fleet
 from anomaly_assets.settings import load_settings
 
@@ -136,6 +140,72 @@ def test_people_act_through_the_cli_and_reruns_keep_what_they_did(fleet):
     rule = after.loc[second, "rule"]
     assert p.loc[(rule, "*"), "feedback_precision"] == 1.0 and p.loc[("*", "*"), "with_feedback"] == 1
     assert 0 <= p.loc[("*", "*"), "label_precision"] <= 1  # labels exist: alerts overlapping them
+
+
+def test_a_fleet_evaluated_a_chunk_of_entities_at_a_time_gives_the_same_alerts(fleet, tmp_path):
+    """Chunks of entities, the peers' figures computed over the whole fleet in DuckDB: the same rows,
+    in the same order, as the whole fleet at once (fresh, and continuing stored alerts)."""
+    root, res = fleet
+    db = tmp_path / "wh.duckdb"
+    shutil.copy(root / "wh.duckdb", db)
+    cfg, fam = res["alert_rules"].load(), res["catalog"].load()
+    ents = res["alert_rules"].entity_frame()
+    ents["site"] = [f"site-{i % 3}" for i in range(len(ents))]  # groups of 7, 7 and 6 peers: odd and even
+    con = duckdb.connect(str(db))
+    try:
+        start, end = pd.Timestamp(FIRST, tz="UTC"), pd.Timestamp(LAST, tz="UTC") + pd.Timedelta(days=1)
+        small = con.execute("SELECT count(*) FROM features.decomposition").fetchone()[0] // 6
+        assert len(_entity_bounds(con, start - LOOKBACK, end, small)) >= 5
+        for lo in (start, end - pd.Timedelta(days=2)):  # the stored alerts: rebuilt, then continued
+            if lo == start:
+                con.execute("DELETE FROM alerts.alerts")
+            whole = build_alerts(con, cfg, lo, end, fam, ents)
+            chunked = build_alerts(con, cfg, lo, end, fam, ents, chunk_rows=small)
+            assert len(whole[0]) > 0 and len(whole[2]) > 0
+            pd.testing.assert_frame_equal(whole[0], chunked[0], check_exact=True)
+            assert whole[1] == chunked[1]
+            pd.testing.assert_frame_equal(whole[2], chunked[2], check_exact=True)
+            if lo == start:
+                wh.replace_keyed(con, wh.ALERTS, whole[0], "alert_id", list(whole[0]["alert_id"]))
+    finally:
+        con.close()
+
+
+def test_peer_figures_from_duckdb_are_exactly_the_pandas_ones():
+    """Median and MAD per (group, metric, ts) in SQL: bit for bit what pandas' group median gives
+    (odd and even groups, ties, NaN and missing residual_z, entities without a group)."""
+    rng = np.random.default_rng(5)
+    ts = pd.date_range("2026-03-01", periods=6, freq="h", tz="UTC")
+    rows = []
+    for i in range(40):
+        for metric in ("temp_c", "amp_a"):
+            for t in ts:
+                z = float(rng.choice([np.round(rng.normal(), 1), rng.normal() * 1e3, np.nan, 0.1, 2.0 / 3]))
+                rows.append({"entity_id": f"e{i:02d}", "metric": metric, "ts": t, "value": 1.0, "expected": 1.0,
+                             "trend": None, "seasonal": None, "residual": 0.0,
+                             "residual_z": None if rng.random() < 0.05 else z})
+    dec = pd.DataFrame(rows)
+    ents = pd.DataFrame({"entity_id": [f"e{i:02d}" for i in range(40)],
+                         "site": [f"s{min(i // 5, 6)}" for i in range(40)],  # 5, 5, ..., 10 entities
+                         "tags": [["north"] if i % 3 else [] for i in range(40)], "team": None})
+    con = duckdb.connect()
+    try:
+        wh.ensure_tables(con, (wh.DECOMPOSITION,))
+        con.register("_d", dec)
+        con.execute("INSERT INTO features.decomposition SELECT * FROM _d")
+        inputs = core.RuleInputs(scores=pd.DataFrame(columns=["entity_id", "ts", "anomaly_score", "is_anomaly", "severity"]),
+                                 explanations=pd.DataFrame(columns=["entity_id", "ts", "metric"]),
+                                 decomposition=dec.drop(columns=["trend", "seasonal"]), entities=ents)
+        for peer_by in ("site", "tag:north"):
+            fig = peer_figures(con, ts[0], ts[-1] + pd.Timedelta(hours=1), core.peer_groups(inputs, peer_by))
+            assert len(fig) == len(set(core.peer_groups(inputs, peer_by).dropna())) * 2 * len(ts)
+            given = core.RuleInputs(scores=inputs.scores, explanations=inputs.explanations,
+                                    decomposition=inputs.decomposition, entities=ents, peer_figures={peer_by: fig})
+            expected, got = core.peer_stats(inputs, peer_by), core.peer_stats(given, peer_by)
+            assert expected["peers"].min() >= 0 and expected["robust_z"].notna().any()
+            pd.testing.assert_frame_equal(expected, got, check_exact=True)
+    finally:
+        con.close()
 
 
 def test_a_bad_rule_stops_the_definitions_from_loading(tmp_path):
