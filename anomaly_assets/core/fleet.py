@@ -27,13 +27,14 @@ import pandas as pd
 
 from anomaly_assets.core.detect import EntityDetector, FleetDetector, severity
 from anomaly_assets.core.explain import explain, smoothed_deviation
-from anomaly_assets.core.forecast import forecast, seasonal_periods
+from anomaly_assets.core.forecast import forecast, nanmedian, seasonal_periods
 
 DAY = pd.Timedelta(days=1)
 CODE_VERSION = "2026.11.2"  # bump when a change alters scores for the same data and parameters
 _US = 1_000_000
 _DAY_US = 86_400 * _US
 _DAY_S = 86_400
+_MONDAY = pd.Timestamp("1970-01-05", tz="UTC")
 # Entities per batch: bounds the arrays of one pass (entities x time x metrics), not the result.
 CHUNK_ENTITIES = 2_000
 
@@ -45,6 +46,10 @@ class DecompositionParams:
     robust: bool = True
     robust_passes: int = 2
     min_history_days: float = 7.0
+    # Sub-daily series can refit their STL every this many days and re-measure only their level on
+    # the days between (decomposition ~2x faster with 7). Off by default: the residual scale then
+    # goes stale too, and that cost detection quality (SMD best-F1 0.632 -> 0.571, ASD 0.473 -> 0.439).
+    refit_days: int = 1
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,8 @@ def decompose_days(obs: pd.DataFrame, days: list[pd.Timestamp], params: Decompos
                    use_past: Mapping[pd.Timestamp, bool] | None = None) -> pd.DataFrame:
     """Forecast-residual decomposition of every observation in ``days``.
 
-    ``obs`` holds entity_id, metric, ts, value for at least ``[days[0] - history_days, days[-1] + 1)``.
+    ``obs`` holds entity_id, metric, ts, value for at least
+    ``[refit_day(days[0], refit_days) - history_days, days[-1] + 1)``.
     Returns entity_id, metric, ts, value, expected, trend, seasonal, residual, residual_z for the
     observations inside ``days``; rows whose series lacks history have NULL expected etc.
 
@@ -260,15 +266,31 @@ def _interval_plan(e, ts, n_entities, days, params, fleet_past=None) -> _Interva
     return _IntervalPlan(regular_step, fast, slow, use_past)
 
 
+def refit_day(day: pd.Timestamp, refit_days: int) -> pd.Timestamp:
+    """The day whose decomposition ``day`` reuses: refit days fall every ``refit_days`` days counted
+    from Monday 1970-01-05 (with 7, every Monday), so a backfill and a nightly run agree."""
+    return day - pd.Timedelta(days=(day - _MONDAY).days % max(1, refit_days))
+
+
 def _decompose_regular(e, m, ts, value, n_metrics, step, days, fast, ents, params) -> dict:
     """Regular path: the entities ``ents`` (all of grid step ``step``) on one array, day by day.
 
     The same arithmetic as :func:`_decompose_group` restricted to on-grid timestamps: series x
-    grid cells from ``days[0] - history`` to ``days[-1] + 1``; day D's history is the slice
-    ``[D - history, D)`` and its rows the observed cells of D.
+    grid cells from ``refit_day(days[0]) - history`` to ``days[-1] + 1``; day D's history is the
+    slice ``[D - history, D)`` and its rows the observed cells of D.
+
+    Sub-daily series refit their decomposition every ``params.refit_days`` days (see
+    :class:`DecompositionParams`): on a refit day A the forecast is made for the ``refit_days``
+    days from A; a later day D of that period takes its seasonal part (profile and weekday offset)
+    from that forecast and its level from the last day in ``[A, D)`` with observations (the
+    median of ``value - profile``). Series that could not be fitted on A (too little history
+    then) are fitted on D itself, as with ``refit_days = 1``.
     """
     step_us = step * _US
-    origin = (days[0] - pd.Timedelta(days=params.history_days)).value // 1000
+    per_day = _DAY_S // step
+    refit = max(1, params.refit_days) if per_day > 1 else 1  # daily series cost nothing to refit
+    anchors = [refit_day(d, refit) for d in days]
+    origin = (min(anchors) - pd.Timedelta(days=params.history_days)).value // 1000
     end = (days[-1] + DAY).value // 1000
     keep = (ts >= origin) & (ts < end)
     e, m, ts, value = e[keep], m[keep], ts[keep], value[keep]
@@ -281,37 +303,80 @@ def _decompose_regular(e, m, ts, value, n_metrics, step, days, fast, ents, param
     np.cumsum(observed, axis=1, out=cum[:, 1:])
     s_ent = series // n_metrics
     row_of_ent = np.searchsorted(ents, s_ent)
-    per_day = _DAY_S // step
     hist_n = params.history_days * per_day
     min_hist = max(int(params.min_history_days * per_day), 8)
+
+    def column(day):
+        return ((day.value // 1000) - origin) // step_us
+
+    def fit(rows, g0, horizon):
+        """Forecast of ``horizon`` cells from column g0 for series ``rows``, from [g0 - history, g0)."""
+        off = g0 - hist_n
+        win = observed[rows, off:g0]
+        start = np.where(win.any(axis=1), win.argmax(axis=1), hist_n)  # first observed cell
+        ok = (cum[rows, g0] - cum[rows, off]) >= min_hist
+        b = len(rows)
+        f = {"expected": np.full((b, horizon), np.nan), "trend": np.full((b, horizon), np.nan),
+             "seasonal": np.full((b, horizon), np.nan), "scale": np.full(b, np.nan),
+             "profile": np.full((b, per_day), np.nan), "daily": np.zeros(b, bool)}
+        for s in np.unique(start[ok]):
+            idx = np.flatnonzero(ok & (start == s))
+            hist = _interpolate(dense[rows[idx], off + s:g0])
+            periods = seasonal_periods(step, hist_n - s, params.periods)
+            lo_q, hi_q = np.percentile(hist, [1, 99], axis=1)
+            spread = hi_q - lo_q
+            fc = forecast(hist, horizon, periods, robust=params.robust, outer_iter=params.robust_passes,
+                          min_scale=np.maximum(1e-3 * spread, 1e-9))
+            f["expected"][idx], f["trend"][idx], f["seasonal"][idx], f["scale"][idx] = (
+                fc.expected, fc.trend, fc.seasonal, fc.scale)
+            if periods and periods[0] == per_day:  # a daily cycle: the level can be re-measured each day
+                f["profile"][idx], f["daily"][idx] = fc.profile, True
+        return f
+
+    fits = {}  # refit day -> (position of each series in the fit, the fit)
     out = {k: [] for k in ("e", "m", "ts", *_DEC_FLOATS)}
     for k, day in enumerate(days):
         sel = np.flatnonzero(fast[row_of_ent, k])
         if len(sel) == 0:
             continue
-        off = ((day.value // 1000) - origin) // step_us - hist_n  # grid column of D - history
-        g0 = off + hist_n
+        g0 = column(day)
         today = observed[sel, g0:g0 + per_day]
         sel = sel[today.any(axis=1)]
         if len(sel) == 0:
             continue
-        win = observed[sel, off:g0 + per_day]
-        first = np.where(win.any(axis=1), win.argmax(axis=1), win.shape[1])
-        start = first  # >= 0 = g0 - hist_n, relative to off
-        n_hist = cum[sel, g0] - cum[sel, off + np.minimum(start, hist_n)]
-        ok = n_hist >= min_hist
         expected = np.full((len(sel), per_day), np.nan)
         trend, seasonal, scale = expected.copy(), expected.copy(), np.full(len(sel), np.nan)
-        for s in np.unique(start[ok]):
-            idx = np.flatnonzero(ok & (start == s))
-            hist = dense[sel[idx], off + s:g0]
-            hist = _interpolate(hist)
-            periods = seasonal_periods(step, hist_n - s, params.periods)
-            lo_q, hi_q = np.percentile(hist, [1, 99], axis=1)
-            spread = hi_q - lo_q
-            fc = forecast(hist, per_day, periods, robust=params.robust, outer_iter=params.robust_passes,
-                          min_scale=np.maximum(1e-3 * spread, 1e-9))
-            expected[idx], trend[idx], seasonal[idx], scale[idx] = fc.expected, fc.trend, fc.seasonal, fc.scale
+        own = np.ones(len(sel), bool)  # fitted on the day itself
+        if refit > 1:
+            a = anchors[k]
+            if a not in fits:  # every series of this refit period, fitted once
+                group = [i for i, d in enumerate(anchors) if d == a]
+                rows = np.flatnonzero(fast[row_of_ent][:, group].any(axis=1))
+                pos = np.full(len(series), -1)
+                pos[rows] = np.arange(len(rows))
+                fits[a] = (pos, fit(rows, column(a), refit * per_day))
+            pos, f = fits[a]
+            p = pos[sel]
+            use = f["daily"][p] if day != a else ~np.isnan(f["scale"][p])
+            own = ~use
+            p, j = p[use], (day - a).days
+            cells = slice(j * per_day, (j + 1) * per_day)
+            seasonal[use], scale[use] = f["seasonal"][p, cells], f["scale"][p]
+            if j == 0:
+                trend[use] = f["trend"][p, cells]
+            else:
+                # the level of the last day in [A, D) with observations, else the refit day's level
+                ga = column(a)
+                dev = dense[sel[use], ga:g0].reshape(len(p), j, per_day) - f["profile"][p][:, None, :]
+                lv = nanmedian(dev, axis=2)
+                has = ~np.isnan(lv)
+                last = np.where(has.any(axis=1), j - 1 - has[:, ::-1].argmax(axis=1), -1)
+                level = np.where(last >= 0, lv[np.arange(len(p)), np.maximum(last, 0)], f["trend"][p, 0])
+                trend[use] = level[:, None]
+            expected[use] = trend[use] + seasonal[use]
+        if own.any():
+            f = fit(sel[own], g0, per_day)
+            expected[own], trend[own], seasonal[own], scale[own] = f["expected"], f["trend"], f["seasonal"], f["scale"]
         r, c = np.nonzero(observed[sel, g0:g0 + per_day])
         v = dense[sel[r], g0 + c]
         ex = expected[r, c]

@@ -8,7 +8,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from anomaly_assets import warehouse as wh
-from anomaly_assets.core.fleet import DecompositionParams, days_in, decompose_days
+from anomaly_assets.core.fleet import DecompositionParams, days_in, decompose_days, refit_day
 from anomaly_assets.defs.metadata import ChunkedWrite, time_window
 from anomaly_assets.defs.partitions import CHUNK_ROWS, daily_table_asset
 from anomaly_assets.defs.workers import MIN_PART_ROWS, map_chunks, worker_count, workers_for
@@ -21,10 +21,12 @@ class DecompositionConfig(dg.Config):
     periods: Optional[list[int]] = None  # samples per cycle; default: daily from the sampling interval
     robust: bool = DecompositionParams.robust
     min_history_days: float = DecompositionParams.min_history_days
+    refit_days: int = DecompositionParams.refit_days  # sub-daily series: STL refit every this many days
 
     def params(self) -> DecompositionParams:
         return DecompositionParams(history_days=self.history_days, periods=tuple(self.periods) if self.periods else None,
-                                   robust=self.robust, min_history_days=self.min_history_days)
+                                   robust=self.robust, min_history_days=self.min_history_days,
+                                   refit_days=self.refit_days)
 
 
 @daily_table_asset(wh.DECOMPOSITION, group="features", deps=[["raw", "observations"]])
@@ -32,7 +34,7 @@ def decomposition(context: dg.AssetExecutionContext, config: DecompositionConfig
     start, end = time_window(context)
     params = config.params()
     days = days_in(start, end)
-    lo = start - pd.Timedelta(days=params.history_days)
+    lo = refit_day(start, params.refit_days) - pd.Timedelta(days=params.history_days)
     written = ChunkedWrite()
     with duckdb.get_connection() as con:
         wh.ensure_tables(con)
