@@ -1504,10 +1504,16 @@ def read_batch(paths, *, root: Path | None = None, max_abs_value: float = 1e15) 
             continue
         groups.setdefault(tuple(header), (layout, []))[1].append((i, body, first, n))
     segments = []
-    for header, (layout, members) in groups.items():
-        got = _read_group(members, layout, len(header), max_abs_value)
-        if got is None:
-            alone.extend(i for i, _, _, _ in members)
+    todo = [(len(header), layout, members) for header, (layout, members) in groups.items()]
+    while todo:
+        n_fields, layout, members = todo.pop()
+        got = _read_group(members, layout, n_fields, max_abs_value)
+        if got is None:  # a line Arrow refuses (field count, bytes): halve, down to the file alone
+            if len(members) == 1:
+                alone.append(members[0][0])
+            else:
+                half = len(members) // 2
+                todo += [(n_fields, layout, members[:half]), (n_fields, layout, members[half:])]
             continue
         segment, counts = got
         segments.append(segment)

@@ -191,8 +191,8 @@ class IngestRun:
             "ingested_at": self.now,
         })
         self.written.add(rows)
-        self.stored_entities.update(entity_id[np.unique(b.entity[store])].tolist())
-        self.stored_metrics.update(metric_id[np.unique(b.metric[store])].tolist())
+        self.stored_entities.update(entity_id[np.bincount(b.entity[store], minlength=len(entity_id)) > 0].tolist())
+        self.stored_metrics.update(metric_id[np.bincount(b.metric[store], minlength=len(metric_id)) > 0].tolist())
         return rows, rejected
 
     def _duplicates(self, b, g0: int, w: np.ndarray, entity_id: np.ndarray, metric_id: np.ndarray):
@@ -203,9 +203,19 @@ class IngestRun:
         e = entity_id[b.entity[w]]
         day = b.ts[w] // _DAY_US
         f = b.file[w].astype(np.int64) + g0
-        triples = pd.DataFrame({"f": f, "e": e, "d": day}).drop_duplicates()
+        # distinct (file, entity, day), by file: packed into one int64 when they fit (they do for
+        # any real fleet: < 2^23 files a batch, 2^22 entities, 2^18 days), else through pandas
+        d0 = int(day.min())
+        if len(self.entity_ids) < 2**22 and int(day.max()) - d0 < 2**18 and len(b.source_files) < 2**23:
+            packed = np.sort(((f - g0) << 40) | (e << 18) | (day - d0))
+            packed = packed[np.r_[True, packed[1:] != packed[:-1]]]
+            triples = zip(((packed >> 40) + g0).tolist(), ((packed >> 18) & (2**22 - 1)).tolist(),
+                          ((packed & (2**18 - 1)) + d0).tolist())
+        else:
+            t = pd.DataFrame({"f": f, "e": e, "d": day}).drop_duplicates()
+            triples = zip(t["f"].tolist(), t["e"].tolist(), t["d"].tolist())
         clash = set()
-        for g, key_e, key_d in zip(triples["f"].tolist(), triples["e"].tolist(), triples["d"].tolist()):
+        for g, key_e, key_d in triples:
             key = (key_e, key_d)
             held = self.holders.get(key)
             if held is None:
@@ -333,6 +343,10 @@ def observations(context: dg.AssetExecutionContext, duckdb: DuckDBResource, land
             "WHERE source_file IN (SELECT UNNEST(?::VARCHAR[])) AND starts_with(reason, ?)",
             [read_files, ACROSS_FILES],
         ).df()
+        # a file changed since it was read: its old lines are gone, and so are their rejections
+        known = {m.source_file: (int(m.size_bytes), int(m.mtime_ns)) for m in manifest.itertuples(index=False)}
+        unchanged = {rel for _, rel, st in todo if known.get(rel) == (st.st_size, st.st_mtime_ns)}
+        previous = previous[previous["source_file"].isin(unchanged)].reset_index(drop=True)
         run = IngestRun(todo, start, end, now, first, previous,
                         reread=lambda path: read_landing_file(path, root=landing.root))
         wh.replace_keyed(con, wh.REJECTED_ROWS, None, "source_file", read_files)
