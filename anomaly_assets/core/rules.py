@@ -653,6 +653,25 @@ class EvidenceBuilder:
         if points is not None:
             peers = _at_points(peers, points)
         self._peers = _ByPoint(peers, ("metric",))
+        # what point(), peer() and score() read, taken out of the frames once (python values)
+        self._z = self._dec.lists(["metric", "residual_z"])
+        self._peer_row = self._peers.first(["group", "peers", "peer_median_z", "robust_z"])
+        self._score_row = self._scores.first(["anomaly_score", "severity"])
+        self._top, self._fam = {}, {}
+        e = self._expl.rows
+        if len(e):
+            k = np.repeat(np.arange(len(self._expl.at)), [b - a for a, b in self._expl.at.values()])
+            e = e.assign(_k=k).sort_values(["_k", "rank"], kind="stable")  # by rank within a point
+            keys = list(self._expl.at)
+            for i, m, f, c, x, v in zip(e["_k"].tolist(), e["metric"].tolist(), e["family"].tolist(),
+                                        e["contribution"].tolist(), e["expected"].tolist(), e["actual"].tolist()):
+                self._top.setdefault(keys[i], []).append(
+                    {"metric": m, "family": f, "contribution": round(float(c), 4), "expected": _num(x), "actual": _num(v)})
+            fam = e.groupby(["_k", "family"])["contribution"].sum()  # summed in rank order, as per point
+            for (i, f), c in zip(fam.index.tolist(), fam.tolist()):
+                self._fam.setdefault(keys[i], ([], []))
+                self._fam[keys[i]][0].append(f)
+                self._fam[keys[i]][1].append(c)
 
     def rows(self, entity: str, ts) -> pd.DataFrame:
         """The decomposition rows of ``entity`` at ``ts`` (one per metric)."""
@@ -660,13 +679,13 @@ class EvidenceBuilder:
 
     def point(self, entity: str, ts: pd.Timestamp) -> dict:
         key = (entity, _us1(ts))
-        rows = self._dec.get(key)
-        if key in self._expl:
-            e = self._expl.get(key).sort_values("rank")
-            top = [{"metric": r.metric, "family": r.family, "contribution": round(float(r.contribution), 4),
-                    "expected": _num(r.expected), "actual": _num(r.actual)} for r in e.itertuples()]
-            fam = e.groupby("family")["contribution"].sum()
+        if key in self._top:  # flagged: the explanations, by rank
+            top = [dict(t) for t in self._top[key]]
+            names, sums = self._fam[key]
+            fam = pd.Series(sums, index=names, dtype=float)
+            z = dict(zip(*self._z.get(key, ([], []))))
         else:  # not flagged: shares of the squared residual_z, like the explanations
+            rows = self._dec.get(key)
             z2 = np.square(np.nan_to_num(rows["residual_z"].to_numpy(float)))
             share = z2 / z2.sum() if z2.sum() > 0 else np.full(len(z2), 1 / max(len(z2), 1))
             order = np.argsort(-share, kind="stable")
@@ -674,25 +693,23 @@ class EvidenceBuilder:
             top = [{"metric": m, "family": f, "contribution": round(float(c), 4), "expected": _num(x), "actual": _num(v)}
                    for m, f, c, x, v in zip(r["metric"], r["family"], share[order], r["expected"], r["value"])]
             fam = pd.Series(share, index=rows["family"].to_numpy()).groupby(level=0).sum()
-        z = dict(zip(rows["metric"], rows["residual_z"]))
+            z = dict(zip(rows["metric"], rows["residual_z"]))
         for t in top:
             t["z"] = _num(z.get(t["metric"]))
         return {"top_metrics": top[:3], "family_shares": {k: round(float(v), 4) for k, v in fam.sort_values(ascending=False).items()}}
 
     def peer(self, entity: str, ts: pd.Timestamp, metric: str) -> dict | None:
-        key = (entity, _us1(ts), metric)
-        if key not in self._peers:
+        r = self._peer_row.get((entity, _us1(ts), metric))
+        if r is None:
             return None
-        r = self._peers.get(key).iloc[0]
-        return {"group": r["group"], "peers": int(r["peers"]), "peer_median_z": _num(r["peer_median_z"]),
-                "robust_z": _num(r["robust_z"])}
+        group, peers, median, robust = r
+        return {"group": group, "peers": int(peers), "peer_median_z": _num(median), "robust_z": _num(robust)}
 
     def score(self, entity: str, ts: pd.Timestamp) -> dict:
-        key = (entity, _us1(ts))
-        if key not in self._scores:
+        r = self._score_row.get((entity, _us1(ts)))
+        if r is None:
             return {}
-        r = self._scores.get(key).iloc[0]
-        return {"anomaly_score": _num(r["anomaly_score"]), "severity": r["severity"]}
+        return {"anomaly_score": _num(r[0]), "severity": r[1]}
 
 
 class _ByPoint:
@@ -725,6 +742,19 @@ class _ByPoint:
     def get(self, key) -> pd.DataFrame:
         ab = self.at.get(key)
         return self.empty if ab is None else self.rows.iloc[ab[0]:ab[1]]
+
+    def first(self, columns: list[str]) -> dict[tuple, tuple]:
+        """key -> the values of ``columns`` in its first row."""
+        if not self.at:
+            return {}
+        firsts = np.fromiter((a for a, _ in self.at.values()), np.int64, len(self.at))
+        values = [self.rows[c].to_numpy(object)[firsts].tolist() for c in columns]
+        return dict(zip(self.at, zip(*values)))
+
+    def lists(self, columns: list[str]) -> dict[tuple, tuple[list, ...]]:
+        """key -> the values of ``columns`` in its rows, one list per column."""
+        values = [self.rows[c].tolist() for c in columns]
+        return {k: tuple(v[a:b] for v in values) for k, (a, b) in self.at.items()}
 
 
 def _at_points(df: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:

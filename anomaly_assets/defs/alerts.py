@@ -148,7 +148,7 @@ def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def build_alerts(con, cfg: AlertRules, start, end, fam, entities,
-                 chunk_rows: int = CHUNK_ROWS) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
+                 chunk_rows: Optional[int] = None) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
     """(rows to upsert, alert ids to delete, hits) for the days [start, end). Reads only.
 
     The rules are per entity except the peer comparisons: a fleet larger than ``chunk_rows``
@@ -158,7 +158,7 @@ def build_alerts(con, cfg: AlertRules, start, end, fam, entities,
     """
     wh.ensure_tables(con, (wh.ALERTS, wh.ALERT_EVENTS))
     lo = start - LOOKBACK
-    chunks = _entity_bounds(con, lo, end, chunk_rows)
+    chunks = _entity_bounds(con, lo, end, chunk_rows or CHUNK_ROWS)
     figures = None
     if len(chunks) > 1:
         ids = con.execute("SELECT DISTINCT entity_id FROM features.decomposition WHERE ts >= ? AND ts < ? "
