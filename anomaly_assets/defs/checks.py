@@ -31,13 +31,17 @@ from anomaly_assets.defs.decomposition import DecompositionConfig
 from anomaly_assets.defs.metadata import markdown_preview, time_window
 from anomaly_assets.defs.partitions import WRITER_POOL, daily_partitions
 from anomaly_assets.defs.resources import DataExpectations
-from anomaly_assets.expectations import Validation, validate
+from anomaly_assets.expectations import ChunkedValidation, Validation, validate
 
 OBSERVATIONS = dg.AssetKey([wh.OBSERVATIONS.schema, wh.OBSERVATIONS.name])
 DECOMPOSITION = dg.AssetKey([wh.DECOMPOSITION.schema, wh.DECOMPOSITION.name])
 ANOMALY_SCORES = dg.AssetKey([wh.ANOMALY_SCORES.schema, wh.ANOMALY_SCORES.name])
 
 EXAMPLES = 10
+# Row-wise expectations run on the slice a chunk of entities at a time (read through Arrow) and
+# are combined exactly (expectations.ChunkedValidation): memory follows the
+# chunk, not the fleet.
+CHUNK_ROWS = 2_000_000
 _FLOAT_MAX = sys.float_info.max
 _DUCKDB_TYPES = {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}
 # severity, anomaly_score, is_anomaly: the combinations a score row may have
@@ -84,6 +88,32 @@ def _selected(context: dg.AssetCheckExecutionContext, results):
 
 def _range_md(start: pd.Timestamp, end: pd.Timestamp) -> str:
     return f"{start.date()} .. {(end - DAY).date()}"
+
+
+def entity_slices(con, table: wh.Table, start, end, max_rows: int) -> list[tuple[str, list]]:
+    """SQL predicates (and their parameters) cutting ``table``'s [start, end) rows into consecutive
+    entity ranges of about ``max_rows`` rows; a NULL entity_id (NULLs sort last) goes with the
+    last range. At least one predicate (one matching nothing when there are no rows), so a check
+    always runs GX on a frame with the table's columns."""
+    out = []
+    for first, last in wh.entity_ranges(con, table, start, end, max_rows):
+        if first is None:
+            out.append(("entity_id IS NULL", []))
+        elif last is None:
+            out.append(("(entity_id >= ? OR entity_id IS NULL)", [first]))
+        else:
+            out.append(("entity_id BETWEEN ? AND ?", [first, last]))
+    return out or [("false", [])]
+
+
+def read_chunks(con, sql: str, params: list, slices: list[tuple[str, list]]):
+    """``sql`` (with ``{where}`` for the entity predicate) read one slice at a time, through Arrow.
+
+    Text stays Arrow-backed (pandas ``str``, no copy). Measured on 6.7M observations against
+    categoricals (warehouse.read_frame): half the read time, GX's value-length expectation (its
+    ``astype(str)``) 4x faster, its null checks slower; about 20% less in all."""
+    for where, extra in slices:
+        yield con.sql(sql.format(where=where), params=[*params, *extra]).to_arrow_table().to_pandas()
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,6 +172,16 @@ def volume_frame(daily: pd.DataFrame, days: list[pd.Timestamp], history: int) ->
     return pd.DataFrame(out, columns=["day", "rows", "earlier_days", "trailing_median", "ratio"])
 
 
+def ranged_frame(obs: pd.DataFrame, rules) -> pd.DataFrame:
+    """The rows with the ``lower`` and ``upper`` bound of their metric (the default range for an
+    unlisted or missing metric): one lookup per distinct metric, then by code."""
+    codes, names = pd.factorize(obs["metric"])
+    bounds = [rules.range_of(str(m)) for m in names] + [rules.default_range]  # code -1 (NULL): the last
+    lower = np.array([b.lower for b in bounds], dtype=float)
+    upper = np.array([b.upper for b in bounds], dtype=float)
+    return obs[["entity_id", "metric", "ts", "value", "source_file"]].assign(lower=lower[codes], upper=upper[codes])
+
+
 @dg.multi_asset_check(specs=_specs(OBSERVATIONS, OBSERVATION_CHECKS), can_subset=True, pool=WRITER_POOL,
                       name="observations_checks")
 def observations_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource,
@@ -154,10 +194,36 @@ def observations_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBRe
     lookback = start - DAY * (4 * rules.volume.history_partitions)
     run = context.instance.get_run_record_by_id(context.run.run_id)
     run_started = dt.datetime.fromtimestamp(run.start_time or run.create_timestamp.timestamp(), dt.timezone.utc)
+    now = pd.Timestamp.now(tz="UTC")
+    keys = ChunkedValidation([
+        *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("entity_id", "metric", "ts", "value", "source_file")],
+        gxe.ExpectColumnValueLengthsToBeBetween(column="entity_id", min_value=1),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="metric", min_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="value", min_value=-_FLOAT_MAX, max_value=_FLOAT_MAX),
+    ], examples=EXAMPLES)
+    # chunks are cut between entities, so every (entity_id, metric, ts) group is inside one chunk
+    dups = ChunkedValidation([gxe.ExpectCompoundColumnsToBeUnique(column_list=["entity_id", "metric", "ts"])],
+                             examples=EXAMPLES)
+    in_window = ChunkedValidation([
+        gxe.ExpectColumnValuesToBeBetween(column="ts", min_value=start, max_value=end, strict_max=True),
+        gxe.ExpectColumnValuesToBeBetween(column="ts", max_value=now),
+    ], examples=EXAMPLES)
+    ranges = ChunkedValidation([
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="value", column_B="lower", or_equal=True),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="upper", column_B="value", or_equal=True),
+    ], examples=EXAMPLES)
     with duckdb.get_connection() as con:
         wh.ensure_tables(con)
         schema = schema_frame(con, wh.OBSERVATIONS)
-        obs = con.execute(f"SELECT * FROM {wh.OBSERVATIONS.qualified} WHERE ts >= ? AND ts < ?", [start, end]).df()
+        columns = con.sql(f"SELECT * FROM {wh.OBSERVATIONS.qualified} LIMIT 0").to_arrow_table().to_pandas()
+        slices = entity_slices(con, wh.OBSERVATIONS, start, end, CHUNK_ROWS)
+        for obs in read_chunks(con, f"SELECT * FROM {wh.OBSERVATIONS.qualified} WHERE ts >= ? AND ts < ? AND {{where}}",
+                               [start, end], slices):
+            keys.add(obs)
+            dups.add(obs)
+            in_window.add(obs)
+            ranges.add(ranged_frame(obs, rules))
+            del obs
         daily = con.execute(
             f"SELECT date_trunc('day', ts AT TIME ZONE 'UTC') AS day, count(*) AS rows "
             f"FROM {wh.OBSERVATIONS.qualified} WHERE ts >= ? AND ts < ? GROUP BY 1 ORDER BY 1",
@@ -169,38 +235,15 @@ def observations_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBRe
             [run_started],
         ).df()
     daily["day"] = pd.to_datetime(daily["day"]).dt.tz_localize("UTC")
-    now = pd.Timestamp.now(tz="UTC")
     window = _range_md(start, end)
 
     v = validate(schema, [gxe.ExpectColumnPairValuesToBeEqual(column_A="declared", column_B="found",
                                                                ignore_row_if="both_values_are_missing")])
-    v += validate(obs, [gxe.ExpectTableColumnsToMatchOrderedList(column_list=wh.OBSERVATIONS.column_names)])
+    # the table's columns in order: a frame with no rows has them
+    v += validate(columns, [gxe.ExpectTableColumnsToMatchOrderedList(column_list=wh.OBSERVATIONS.column_names)])
     schema_result = _result(OBSERVATIONS, "schema", v, examples=schema[schema["declared"] != schema["found"]],
                            table_schema=markdown_preview(schema, n=len(schema)))
-
-    keys = validate(obs, [
-        *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("entity_id", "metric", "ts", "value", "source_file")],
-        gxe.ExpectColumnValueLengthsToBeBetween(column="entity_id", min_value=1),
-        gxe.ExpectColumnValueLengthsToBeBetween(column="metric", min_value=1),
-        gxe.ExpectColumnValuesToBeBetween(column="value", min_value=-_FLOAT_MAX, max_value=_FLOAT_MAX),
-    ])
-
-    dups = validate(obs, [gxe.ExpectCompoundColumnsToBeUnique(column_list=["entity_id", "metric", "ts"])])
-
-    in_window = validate(obs, [
-        gxe.ExpectColumnValuesToBeBetween(column="ts", min_value=start, max_value=end, strict_max=True),
-        gxe.ExpectColumnValuesToBeBetween(column="ts", max_value=now),
-    ])
-
-    metrics = obs["metric"].astype(object)
-    ranged = obs[["entity_id", "metric", "ts", "value", "source_file"]].assign(
-        lower=metrics.map({m: r.lower for m, r in rules.ranges.items()}).fillna(rules.default_range.lower).astype(float),
-        upper=metrics.map({m: r.upper for m, r in rules.ranges.items()}).fillna(rules.default_range.upper).astype(float),
-    )
-    ranges = validate(ranged, [
-        gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="value", column_B="lower", or_equal=True),
-        gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="upper", column_B="value", or_equal=True),
-    ])
+    keys, dups, in_window, ranges = keys.result, dups.result, in_window.result, ranges.result
     configured = {m: r.model_dump() for m, r in rules.ranges.items()}
 
     vol = volume_frame(daily, days, rules.volume.history_partitions)
@@ -276,17 +319,40 @@ def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
     params = _decomposition_params(context)
     start, end = time_window(context)
     history = int(np.ceil(params.history_days))
+    finite = ChunkedValidation([
+        *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("expected", "residual", "residual_z")],
+        *[gxe.ExpectColumnValuesToBeBetween(column=c, min_value=-_FLOAT_MAX, max_value=_FLOAT_MAX)
+          for c in ("expected", "residual", "residual_z")],
+    ], examples=EXAMPLES)
+    series_day = ["entity_id", "metric", "day"]
+    day_sql = "CAST(ts AT TIME ZONE 'UTC' AS DATE)"
     with duckdb.get_connection() as con:
-        rows = con.execute(
-            f"SELECT entity_id, metric, ts, value, expected, residual, residual_z FROM {wh.DECOMPOSITION.qualified} "
-            "WHERE ts >= ? AND ts < ?", [start, end],
+        # series-days left unfitted (cold start): no row with an expected value
+        unfitted = con.execute(
+            f"SELECT entity_id, metric, {day_sql} AS day, count(*) AS rows FROM {wh.DECOMPOSITION.qualified} "
+            "WHERE ts >= ? AND ts < ? GROUP BY entity_id, metric, day HAVING NOT bool_or(expected IS NOT NULL) "
+            "ORDER BY entity_id, metric, day", [start, end],
         ).df()
-        # per series and day of the run: rows in the history window before it, and the entity's
-        # most timestamps in one of those days (its samples per day)
-        hist = con.execute(f"""
+        # the rows of fitted series-days (past cold start), a chunk of entities at a time; the
+        # median of |residual_z| needs them all: one float column is kept
+        fitted_rows, abs_z = 0, []
+        qualify = (f"QUALIFY bool_or(expected IS NOT NULL) OVER (PARTITION BY entity_id, metric, {day_sql})"
+                   if len(unfitted) else "")
+        for past in read_chunks(
+                con, f"SELECT entity_id, metric, ts, value, expected, residual, residual_z "
+                     f"FROM {wh.DECOMPOSITION.qualified} WHERE ts >= ? AND ts < ? AND {{where}} {qualify}",
+                [start, end], entity_slices(con, wh.DECOMPOSITION, start, end, CHUNK_ROWS)):
+            finite.add(past)
+            fitted_rows += len(past)
+            abs_z.append(np.abs(past["residual_z"].to_numpy(dtype=float)))
+            del past
+        # per unfitted series and day: rows in the history window before it, and the entity's most
+        # timestamps in one of those days (its samples per day); only the entities left unfitted
+        hist_sql = f"""
             WITH obs AS (
                 SELECT entity_id, metric, ts, CAST(ts AT TIME ZONE 'UTC' AS DATE) AS day
-                FROM {wh.OBSERVATIONS.qualified} WHERE ts >= ? AND ts < ?),
+                FROM {wh.OBSERVATIONS.qualified} WHERE ts >= ? AND ts < ?
+                  AND entity_id IN (SELECT unnest(?::VARCHAR[]))),
             series AS (
                 SELECT entity_id, metric, day, sum(count(*)) OVER (
                     PARTITION BY entity_id, metric ORDER BY day
@@ -300,30 +366,29 @@ def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
             SELECT entity_id, metric, day, coalesce(history_rows, 0) AS history_rows, coalesce(per_day, 0) AS per_day
             FROM series JOIN entity USING (entity_id, day)
             WHERE day >= CAST(? AS DATE)
-        """, [start - DAY * history, end, start.date()]).df()
+        """
+        # the windows look back only: observations after the last unfitted day change nothing
+        hist_end = min(end, pd.Timestamp(unfitted["day"].max(), tz="UTC") + DAY) if len(unfitted) else end
+        hist = con.execute(hist_sql, [start - DAY * history, hist_end,
+                                      unfitted["entity_id"].dropna().unique().tolist(), start.date()]
+                           ).df() if len(unfitted) else None
     window = _range_md(start, end)
-    series_day = ["entity_id", "metric", "day"]
-    rows["day"] = rows["ts"].dt.tz_convert("UTC").dt.floor("D")
-    rows["fitted"] = rows["expected"].notna()
-    fitted = rows.groupby(series_day, as_index=False)["fitted"].any()
-    rows = rows.drop(columns="fitted").merge(fitted, on=series_day, how="left")
-    past = rows[rows["fitted"]].drop(columns=["day", "fitted"])
-
-    finite = validate(past, [
-        *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("expected", "residual", "residual_z")],
-        *[gxe.ExpectColumnValuesToBeBetween(column=c, min_value=-_FLOAT_MAX, max_value=_FLOAT_MAX)
-          for c in ("expected", "residual", "residual_z")],
-    ])
-
-    hist["day"] = pd.to_datetime(hist["day"]).dt.tz_localize("UTC")
-    cold = fitted[~fitted["fitted"]].merge(hist, on=series_day, how="left")
+    cold_start_rows = int(unfitted["rows"].sum())
+    unfitted = unfitted.drop(columns="rows")
+    unfitted["day"] = pd.to_datetime(unfitted["day"]).dt.tz_localize("UTC")
+    if hist is None:  # nothing unfitted: nothing to explain
+        cold = unfitted.assign(history_rows=pd.Series(dtype=float), per_day=pd.Series(dtype=float))
+    else:
+        hist["day"] = pd.to_datetime(hist["day"]).dt.tz_localize("UTC")
+        cold = unfitted.merge(hist, on=series_day, how="left")
     cold["history_rows"] = cold["history_rows"].fillna(0)
     cold["needed_rows"] = np.maximum(params.min_history_days * cold["per_day"].fillna(0), 8) * HISTORY_MARGIN
-    cold = cold.drop(columns="fitted").assign(day=cold["day"].dt.strftime("%Y-%m-%d"))
+    cold = cold.assign(day=cold["day"].dt.strftime("%Y-%m-%d"))
     explained = validate(cold, [gxe.ExpectColumnPairValuesAToBeGreaterThanB(
         column_A="needed_rows", column_B="history_rows")])
+    finite = finite.result
 
-    abs_z = past[["residual_z"]].abs().rename(columns={"residual_z": "abs_residual_z"})
+    abs_z = pd.DataFrame({"abs_residual_z": np.concatenate(abs_z)})
     band = rules.median_abs_residual_z
     scale = validate(abs_z, [gxe.ExpectColumnMedianToBeBetween(
         column="abs_residual_z", min_value=band.min, max_value=band.max)]) if len(abs_z) else Validation(True, {}, [])
@@ -333,7 +398,7 @@ def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
 
     yield from _selected(context, [
         _result(DECOMPOSITION, "finite_past_cold_start", finite, partition_range=window,
-                fitted_rows=len(past), cold_start_rows=int(len(rows) - len(past))),
+                fitted_rows=fitted_rows, cold_start_rows=cold_start_rows),
         _result(DECOMPOSITION, "cold_start_only_when_history_is_short", explained, severity=dg.AssetCheckSeverity.WARN,
                 partition_range=window, cold_start_series_days=len(cold),
                 params=dg.MetadataValue.json({"history_days": params.history_days,
@@ -355,6 +420,17 @@ SCORE_CHECKS = {
 }
 
 
+def score_states(s: pd.DataFrame) -> pd.Series:
+    """severity, whether the score is set and whether the point is flagged as one text per row
+    ("normal, score set, not flagged"), categorical: the text is made once per combination.
+    One column keeps the test vectorized (GX's column-pair set expectation walks the rows in Python)."""
+    codes, names = pd.factorize(s["severity"].astype(object), use_na_sentinel=False)
+    combo = codes * 4 + 2 * s["anomaly_score"].notna().to_numpy() + s["is_anomaly"].astype(bool).to_numpy()
+    texts = [f"{n}{score}{flag}" for n in map(str, names) for score in (", score NULL", ", score set")
+             for flag in (", not flagged", ", flagged")]
+    return pd.Series(pd.Categorical.from_codes(combo, categories=pd.Index(texts, dtype=object)), index=s.index)
+
+
 @dg.multi_asset_check(specs=_specs(ANOMALY_SCORES, SCORE_CHECKS), can_subset=True, pool=WRITER_POOL,
                       name="anomaly_scores_checks")
 def anomaly_scores_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource,
@@ -363,26 +439,30 @@ def anomaly_scores_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDB
 
     rules = expectations.load().scores
     start, end = time_window(context)
-    with duckdb.get_connection() as con:
-        s = con.execute(
-            f"SELECT entity_id, ts, anomaly_score, is_anomaly, severity FROM {wh.ANOMALY_SCORES.qualified} "
-            "WHERE ts >= ? AND ts < ?", [start, end],
-        ).df()
-    window = _range_md(start, end)
-    # severity, score and flag must agree; one text column keeps the test vectorized (GX's
-    # column-pair set expectation walks the rows in Python)
-    s["state"] = (s["severity"].astype(str) + np.where(s["anomaly_score"].notna(), ", score set", ", score NULL")
-                  + np.where(s["is_anomaly"].astype(bool), ", flagged", ", not flagged"))
-    valid = validate(s, [
+    valid = ChunkedValidation([
         gxe.ExpectColumnValuesToBeBetween(column="anomaly_score", min_value=0.0, max_value=1.0),
         gxe.ExpectColumnValuesToBeInSet(column="state", value_set=STATES),
-    ])
-
-    scored = s[s["severity"] != "cold_start"]
-    day = scored["ts"].dt.tz_convert("UTC").dt.floor("D")
-    per_day = scored.groupby(day)["is_anomaly"].agg(["size", "sum"]).rename(columns={"size": "scored", "sum": "flagged"})
-    per_day = per_day.reset_index(names="day").assign(rate=lambda d: d["flagged"] / d["scored"])
-    per_day["day"] = per_day["day"].astype(str).str[:10]
+    ], examples=EXAMPLES)
+    points = 0
+    with duckdb.get_connection() as con:
+        for s in read_chunks(
+                con, f"SELECT entity_id, ts, anomaly_score, is_anomaly, severity FROM {wh.ANOMALY_SCORES.qualified} "
+                     "WHERE ts >= ? AND ts < ? AND {where}",
+                [start, end], entity_slices(con, wh.ANOMALY_SCORES, start, end, CHUNK_ROWS)):
+            valid.add(s.assign(state=score_states(s)))
+            points += len(s)
+            del s
+        # flagged share per day: counted by DuckDB, the band checked by GX on the days
+        per_day = con.execute(
+            f"SELECT strftime(date_trunc('day', ts AT TIME ZONE 'UTC'), '%Y-%m-%d') AS day, count(*) AS scored, "
+            f"count_if(is_anomaly) AS flagged FROM {wh.ANOMALY_SCORES.qualified} "
+            "WHERE ts >= ? AND ts < ? AND severity IS DISTINCT FROM 'cold_start' GROUP BY 1 ORDER BY 1",
+            [start, end],
+        ).df()
+    window = _range_md(start, end)
+    valid = valid.result
+    per_day = per_day.assign(rate=lambda d: d["flagged"] / d["scored"])
+    scored = int(per_day["scored"].sum())
     band = rules.anomaly_rate
     rate = validate(per_day, [gxe.ExpectColumnValuesToBeBetween(column="rate", min_value=band.min, max_value=band.max)])
     rate_note = (f"no scored points in {window} (all cold start)" if per_day.empty else
@@ -391,7 +471,7 @@ def anomaly_scores_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDB
 
     yield from _selected(context, [
         _result(ANOMALY_SCORES, "score_in_unit_interval", valid, partition_range=window,
-                scored_points=len(scored), cold_start_points=int(len(s) - len(scored))),
+                scored_points=scored, cold_start_points=points - scored),
         _result(ANOMALY_SCORES, "anomaly_rate", rate, severity=dg.AssetCheckSeverity.WARN, description=rate_note,
                 partition_range=window, days=markdown_preview(per_day, n=len(per_day))),
     ])

@@ -106,3 +106,104 @@ def test_an_expectation_that_cannot_run_fails_with_the_reason():
     assert not v.success
     assert v.outcomes[0].error and "nope" in v.outcomes[0].error
     assert "could not run" in v.summary()
+
+
+def _frame(n=60, seed=3):
+    rng = np.random.default_rng(seed)
+    f = pd.DataFrame({
+        "entity_id": pd.Series([f"e{i // 10}" for i in range(n)], dtype="category"),
+        "metric": ["m"] * n,
+        "ts": pd.date_range("2026-01-01", periods=n, freq="h", tz="UTC"),
+        "value": rng.normal(size=n),
+        "upper": 1.0,
+    })
+    f.loc[[3, 17, 41], "value"] = [np.inf, np.nan, 9.0]
+    f.loc[[5, 44], "metric"] = [None, ""]
+    f.loc[[30, 31], "ts"] = f.loc[29, "ts"]  # e2 has three rows at one time
+    f.loc[31, "entity_id"] = "e3"  # ... and e3 one of them
+    return f
+
+
+def _expectations():
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectColumnValuesToNotBeNull(column="metric"),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["entity_id", "metric", "ts"]),
+        gxe.ExpectColumnValuesToBeBetween(column="value", min_value=-5, max_value=5),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="metric", min_value=1),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="upper", column_B="value", or_equal=True),
+        gxe.ExpectColumnValuesToNotBeNull(column="value"),
+    ]
+
+
+def _same(a, b):
+    assert (a.success, a.statistics) == (b.success, b.statistics)
+    assert [(o.expectation, o.success, o.observed, o.error) for o in a.outcomes] == \
+           [(o.expectation, o.success, o.observed, o.error) for o in b.outcomes]
+    for x, y in zip(a.outcomes, b.outcomes):
+        pd.testing.assert_frame_equal(x.examples.reset_index(drop=True), y.examples.reset_index(drop=True),
+                                      check_categorical=False)
+
+
+def test_narrow_frames_give_what_gx_gives_on_the_whole_frame():
+    import great_expectations.expectations as gxe
+
+    frame = _frame()
+    extra = [gxe.ExpectTableColumnsToMatchOrderedList(column_list=["entity_id", "metric"]),  # a column_list, but a table's
+             gxe.ExpectColumnMedianToBeBetween(column="value", min_value=0, max_value=0.01),
+             gxe.ExpectColumnValuesToNotBeNull(column="missing")]
+    narrow = validate(frame, _expectations() + extra)
+    whole = validate(frame, _expectations() + extra, narrow=False)
+    _same(narrow, whole)
+    by_name = {o.expectation: o for o in narrow.outcomes}
+    assert by_name["expect_table_columns_to_match_ordered_list(column_list=['entity_id', 'metric'])"].observed[
+        "observed_value"] == list(frame.columns)
+    assert by_name["expect_column_values_to_not_be_null(column='missing')"].error
+    # failing rows are whole rows of the frame
+    assert list(by_name["expect_column_values_to_be_between(column='value', min_value=-5.0, max_value=5.0)"]
+                .examples.columns) == list(frame.columns)
+    # in the order GX itself reports one suite on the whole frame
+    import great_expectations as gx
+
+    from anomaly_assets.expectations import _batch_definition, _describe
+
+    batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
+    gx_result = batch.validate(gx.ExpectationSuite(name="t", expectations=_expectations() + extra))
+    assert [o.expectation for o in narrow.outcomes] == [_describe(r.expectation_config) for r in gx_result.results]
+    assert [o.success for o in narrow.outcomes] == [r.success for r in gx_result.results]
+
+
+@pytest.mark.parametrize("cuts", [[0, 60], [0, 10, 10, 33, 60], [0, 1, 2, 20, 40, 59, 60]])
+def test_chunks_combine_to_the_validation_of_all_rows(cuts):
+    from anomaly_assets.expectations import ChunkedValidation
+
+    frame = _frame()
+    # chunks cut between entities except where noted: duplicates of a key stay in one chunk when
+    # the cut is between entities (10, 20, 40 are; 1, 2, 33, 59 cut inside e0, e3, e5 whose keys are unique)
+    acc = ChunkedValidation(_expectations(), examples=3)
+    for a, b in zip(cuts, cuts[1:]):
+        acc.add(frame.iloc[a:b])
+    assert acc.chunks == len(cuts) - 1
+    _same(acc.result, validate(frame, _expectations(), examples=3))
+    v = acc.result
+    assert not v.success and v.statistics["unsuccessful_expectations"] == 6
+    between = next(o for o in v.outcomes if o.expectation.startswith("expect_column_values_to_be_between"))
+    assert between.observed == {"element_count": 60, "unexpected_count": 2, "unexpected_percent": 2 / 59 * 100,
+                                "missing_count": 1}
+
+
+def test_chunked_validation_refuses_what_does_not_add_up():
+    import great_expectations.expectations as gxe
+
+    from anomaly_assets.expectations import ChunkedValidation
+
+    with pytest.raises(ValueError, match="ExpectColumnMedianToBeBetween is not a row-wise"):
+        ChunkedValidation([gxe.ExpectColumnMedianToBeBetween(column="x", min_value=0, max_value=1)])
+    with pytest.raises(ValueError, match="mostly=0.9"):
+        ChunkedValidation([gxe.ExpectColumnValuesToNotBeNull(column="x", mostly=0.9)])
+    acc = ChunkedValidation([gxe.ExpectColumnValuesToNotBeNull(column="x")])
+    with pytest.raises(ValueError, match="no chunk"):
+        acc.result
+    acc.add(pd.DataFrame({"x": pd.Series([], dtype=float)}))  # no rows at all: vacuously true, as GX says
+    assert acc.result.success and acc.result.outcomes[0].observed["element_count"] == 0

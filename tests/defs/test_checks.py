@@ -187,3 +187,63 @@ def test_volume_compares_each_day_with_the_median_of_earlier_days_with_rows():
     assert v.loc["2026-03-07", "earlier_days"] == 5 and v.loc["2026-03-07", "trailing_median"] == 100
     assert v.loc["2026-03-10", "ratio"] == 0.4 and v.loc["2026-03-11", "ratio"] == 3.0
     assert pd.isna(volume_frame(daily, day[3:4], history=5)["ratio"]).all()  # 2 earlier days: not enough
+
+
+
+# every table tampered at once (one copy, one run per chunk size keeps the test short)
+CHUNKED = {
+    "clean": [],
+    "tampered": [TAMPER[c][2] for c in ("duplicate row", "voltage 5 kV", "NaN in a fitted series",
+                                         "flagged but normal")] + [
+        # (the NaN is in pump-0001's first row: leave another entity unfitted)
+        TAMPER["unfitted with long history"][2].replace("pump-0001", "pump-0004"),
+        # a NULL entity sorts after every entity range: it must still be read (and fail keys_present)
+        "ALTER TABLE raw.observations ALTER COLUMN entity_id DROP NOT NULL",
+        "INSERT INTO raw.observations SELECT NULL, metric, ts, value, source_file, ingested_at "
+        "FROM raw.observations WHERE ts >= '2026-09-19' LIMIT 2"],
+}
+
+
+@pytest.mark.parametrize("case", list(CHUNKED))
+def test_checks_read_in_entity_chunks_report_what_one_read_reports(chain, tmp_path, monkeypatch, case):
+    """The row-wise expectations run a few entities at a time (checks.CHUNK_ROWS) and are combined:
+    every check must report the same results, statistics and failing rows as one read of the slice."""
+    from anomaly_assets import warehouse as wh
+    from anomaly_assets.defs import checks
+
+    root, _ = chain
+    (tmp_path / "landing").mkdir()
+    shutil.copy(root / "wh.duckdb", tmp_path / "wh.duckdb")
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    try:
+        for sql in CHUNKED[case]:
+            con.execute(sql)
+        # 1152 rows of 6 entities per table and day pair: about one entity per chunk of 250
+        assert len(checks.entity_slices(con, wh.OBSERVATIONS, "2026-09-19", "2026-09-21", 250)) >= 6
+    finally:
+        con.close()
+    res = resources(load_settings(_env(tmp_path)))
+    every_check = dg.AssetSelection.checks_for_assets(OBS, DEC, SCORES)
+
+    def run(rows):
+        monkeypatch.setattr(checks, "CHUNK_ROWS", rows)
+        out = {}
+        for key, e in _evaluations(_run(res, "2026-09-19", "2026-09-20", selection=every_check)).items():
+            md = {k: v.value for k, v in e.metadata.items() if k != "now"}
+            for x in md.get("expectations") or []:  # the in_partition_window bound 'now' is the run's
+                x["expectation"] = x["expectation"].split(", max_value=Timestamp('20", 1)[0]
+            out[key] = (e.passed, e.description if key[1] != "in_partition_window" else "", md)
+        return out
+
+    whole, chunked = run(10**9), run(250)
+    assert chunked == whole
+    failed = {name for (_, name), (passed, _, _) in whole.items() if not passed} - {"anomaly_rate"}
+    if case == "clean":
+        assert failed == set()
+        return
+    assert failed == {"schema", "keys_present", "no_duplicates", "value_ranges", "finite_past_cold_start",
+                      "cold_start_only_when_history_is_short", "score_in_unit_interval"}
+    null = whole[(OBS, "keys_present")][2]["expectations"][0]
+    assert null["expectation"] == "expect_column_values_to_not_be_null(column='entity_id')"
+    assert null["unexpected_count"] == 2 and null["element_count"] == 1152 + 1 + 2
+    assert "| nan | " in whole[(OBS, "keys_present")][2]["failing_examples"]  # the NULL entity's rows shown
