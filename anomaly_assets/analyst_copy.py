@@ -18,9 +18,11 @@ closed).
 
 Why not ``CHECKPOINT`` then a byte copy: that is consistent only if no writer starts during the
 copy and the WAL is empty, and nothing enforces either; a byte copy would also need a lock held
-just as long. The warehouse is locked only while ``COPY FROM DATABASE`` runs (about 0.2 s for
-3 million rows), and the publishing asset runs in the ``duckdb_writer`` pool, so it never
-competes with the pipeline's own writers.
+just as long. The warehouse is locked only while ``COPY FROM DATABASE`` runs, and the publishing asset
+runs in the ``duckdb_writer`` pool, so it never competes with the pipeline's own writers.
+
+Cost. The copy rewrites the whole warehouse every run: 2000 entities x 35 days (15.5 million rows,
+310 MB) take 7-8 s on 2 shared cores, in proportion to the history kept, whatever the run changed.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def publish(warehouse: Path, target: Path) -> Published:
     try:
         con = duckdb.connect()  # in memory: only the two ATTACHes below touch files
         try:
+            con.execute("SET enable_progress_bar = false")  # no bar drawn into the run's output
             con.execute(f"ATTACH {_sql_path(warehouse)} AS src (READ_ONLY)")
             con.execute(f"ATTACH {_sql_path(tmp)} AS dst")
             con.execute("COPY FROM DATABASE src TO dst")
