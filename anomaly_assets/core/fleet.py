@@ -30,7 +30,7 @@ from anomaly_assets.core.explain import explain, smoothed_deviation
 from anomaly_assets.core.forecast import forecast, nanmedian, seasonal_periods
 
 DAY = pd.Timedelta(days=1)
-CODE_VERSION = "2026.11.2"  # bump when a change alters scores for the same data and parameters
+CODE_VERSION = "2026.11.3"  # bump when a change alters scores for the same data and parameters
 _US = 1_000_000
 _DAY_US = 86_400 * _US
 _DAY_S = 86_400
@@ -50,6 +50,10 @@ class DecompositionParams:
     # the days between (decomposition ~2x faster with 7). Off by default: the residual scale then
     # goes stale too, and that cost detection quality (SMD best-F1 0.632 -> 0.571, ASD 0.473 -> 0.439).
     refit_days: int = 1
+    # Finer data is decomposed on block means of at most this many points a day (5-minute means of
+    # 1-minute data) and the fit interpolated back: a daily STL over 14 days x 1440 points costs ~8x
+    # more for the same SMD best-F1 (0.632 vs 0.631). None: every point.
+    cycle_points: int | None = 288
 
 
 @dataclass(frozen=True)
@@ -309,6 +313,11 @@ def _decompose_regular(e, m, ts, value, n_metrics, step, days, fast, ents, param
     def column(day):
         return ((day.value // 1000) - origin) // step_us
 
+    # minute data: the decomposition is fitted on block means of ``block`` cells (at most cycle_points a day)
+    block = 1
+    if params.cycle_points and not params.periods and per_day > params.cycle_points:
+        block = next(d for d in range(2, per_day + 1) if per_day % d == 0 and per_day // d <= params.cycle_points)
+
     def fit(rows, g0, horizon):
         """Forecast of ``horizon`` cells from column g0 for series ``rows``, from [g0 - history, g0)."""
         off = g0 - hist_n
@@ -322,15 +331,30 @@ def _decompose_regular(e, m, ts, value, n_metrics, step, days, fast, ents, param
         for s in np.unique(start[ok]):
             idx = np.flatnonzero(ok & (start == s))
             hist = _interpolate(dense[rows[idx], off + s:g0])
-            periods = seasonal_periods(step, hist_n - s, params.periods)
             lo_q, hi_q = np.percentile(hist, [1, 99], axis=1)
-            spread = hi_q - lo_q
-            fc = forecast(hist, horizon, periods, robust=params.robust, outer_iter=params.robust_passes,
-                          min_scale=np.maximum(1e-3 * spread, 1e-9))
-            f["expected"][idx], f["trend"][idx], f["seasonal"][idx], f["scale"][idx] = (
-                fc.expected, fc.trend, fc.seasonal, fc.scale)
-            if periods and periods[0] == per_day:  # a daily cycle: the level can be re-measured each day
-                f["profile"][idx], f["daily"][idx] = fc.profile, True
+            floor = np.maximum(1e-3 * (hi_q - lo_q), 1e-9)
+            if block == 1:
+                periods = seasonal_periods(step, hist_n - s, params.periods)
+                fc = forecast(hist, horizon, periods, robust=params.robust, outer_iter=params.robust_passes,
+                              min_scale=floor)
+                f["expected"][idx], f["trend"][idx], f["seasonal"][idx], f["scale"][idx] = (
+                    fc.expected, fc.trend, fc.seasonal, fc.scale)
+                if periods and periods[0] == per_day:  # a daily cycle: the level can be re-measured each day
+                    f["profile"][idx], f["daily"][idx] = fc.profile, True
+                continue
+            fine = hist[:, hist.shape[1] % block:]  # whole blocks, ending at g0 (a midnight)
+            coarse = fine.reshape(len(idx), -1, block).mean(axis=2)
+            periods = seasonal_periods(step * block, coarse.shape[1])
+            fc = forecast(coarse, -(-horizon // block), periods, robust=params.robust, outer_iter=params.robust_passes)
+            fitted = coarse - fc.resid
+            resid = fine - _upsample(fitted, block)
+            scale = 1.4826 * np.median(np.abs(resid - np.median(resid, axis=1, keepdims=True)), axis=1)
+            expected = _upsample(np.concatenate([fitted[:, -1:], fc.expected], axis=1), block)[:, block:block + horizon]
+            trend = np.repeat(fc.trend, block, axis=1)[:, :horizon]
+            f["expected"][idx], f["trend"][idx], f["seasonal"][idx] = expected, trend, expected - trend
+            f["scale"][idx] = np.maximum(scale, floor)
+            if periods and periods[0] == per_day // block:
+                f["profile"][idx], f["daily"][idx] = np.repeat(fc.profile, block, axis=1), True
         return f
 
     fits = {}  # refit day -> (position of each series in the fit, the fit)
@@ -392,6 +416,16 @@ def _decompose_regular(e, m, ts, value, n_metrics, step, days, fast, ents, param
     if not out["e"]:
         return {k: np.zeros(0, np.int64 if k in ("e", "m", "ts") else float) for k in out}
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _upsample(blocks: np.ndarray, size: int) -> np.ndarray:
+    """Block means (n, m) back to (n, m * size) points: linear between block centres, held at the ends."""
+    m = blocks.shape[1]
+    x = (np.arange(m * size) - (size - 1) / 2) / size  # position in block-centre units
+    lo = np.clip(np.floor(x).astype(np.int64), 0, m - 1)
+    hi = np.minimum(lo + 1, m - 1)
+    w = np.clip(x - lo, 0.0, 1.0)
+    return blocks[:, lo] * (1 - w) + blocks[:, hi] * w
 
 
 def _interpolate(hist: np.ndarray) -> np.ndarray:

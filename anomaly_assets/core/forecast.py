@@ -75,6 +75,7 @@ class Forecast:
     seasonal: np.ndarray
     scale: np.ndarray
     profile: np.ndarray | None = None
+    resid: np.ndarray | None = None  # (n_series, n_history): the in-sample residual ``scale`` is measured on
 
 
 def forecast(history: np.ndarray, horizon: int, periods: tuple[int, ...], *, robust: bool = True,
@@ -115,7 +116,7 @@ def forecast(history: np.ndarray, horizon: int, periods: tuple[int, ...], *, rob
             seasonal = profile[:, (h - 1) % p] + offset
     scale = _MAD_TO_SD * _median(np.abs(resid - _median(resid, axis=1)[:, None]), axis=1)
     scale = np.maximum(scale, min_scale)
-    return Forecast(trend + seasonal, trend, seasonal, scale, profile)
+    return Forecast(trend + seasonal, trend, seasonal, scale, profile, resid)
 
 
 def _weekday_profile(history, seasonal, p, week, horizon):

@@ -22,11 +22,12 @@ class DecompositionConfig(dg.Config):
     robust: bool = DecompositionParams.robust
     min_history_days: float = DecompositionParams.min_history_days
     refit_days: int = DecompositionParams.refit_days  # sub-daily series: STL refit every this many days
+    cycle_points: Optional[int] = DecompositionParams.cycle_points  # finer data: decomposed on block means
 
     def params(self) -> DecompositionParams:
         return DecompositionParams(history_days=self.history_days, periods=tuple(self.periods) if self.periods else None,
                                    robust=self.robust, min_history_days=self.min_history_days,
-                                   refit_days=self.refit_days)
+                                   refit_days=self.refit_days, cycle_points=self.cycle_points)
 
 
 @daily_table_asset(wh.DECOMPOSITION, group="features", deps=[["raw", "observations"]])
