@@ -16,11 +16,18 @@ reason, so for every file ``rows_read = stored + rejected`` once its days have r
 A file that cannot be used at all goes to raw.rejected_files with a message naming the file, what
 was expected and what was found. Fixing a file (its size or modification time changes) makes the
 next run read it again and replace what it left.
+
+Files are read in batches by worker processes and each batch's rows are written as it comes back
+(:class:`IngestRun`, inside the run's one transaction): memory holds a few batches and the run's
+bookkeeping, not the backfill (DuckDB itself still keeps ~50 bytes a row appended until the
+commit).
 """
 
 
 import datetime as dt
 import os
+import queue
+import threading
 from collections import Counter
 
 import dagster as dg
@@ -320,6 +327,58 @@ class IngestRun:
                 .sort_values("size", ascending=False))
 
 
+def ahead(items, depth: int = 2):
+    """``items``, computed by a background thread up to ``depth`` ahead of the consumer.
+
+    The ingest's Python work on a batch (receiving it, sorting out duplicates, building frames)
+    then runs while DuckDB, which releases the GIL, writes the batch before: the two share the
+    cores instead of taking turns. If the consumer stops early, the thread stops and closes
+    ``items`` (so a pool of worker processes behind it shuts down).
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            else:
+                q.put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put((None, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="ingest-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
 def _fmt_across(kept_file: np.ndarray, kept_line: np.ndarray) -> np.ndarray:
     return np.asarray([f"{ACROSS_FILES}same entity_id, metric and ts as {f} line {int(n)} (the first file by path is kept)"
                        for f, n in zip(kept_file.tolist(), kept_line.tolist())], dtype=object)
@@ -351,11 +410,22 @@ def observations(context: dg.AssetExecutionContext, duckdb: DuckDBResource, land
                         reread=lambda path: read_landing_file(path, root=landing.root))
         wh.replace_keyed(con, wh.REJECTED_ROWS, None, "source_file", read_files)
 
-        def stored():  # batches of files read in worker processes, written here as they come back
-            for batch in iter_batches([t[0] for t in todo], root=landing.root):
-                rows, rejected = run.batch(batch)
-                wh.append(con, wh.REJECTED_ROWS, rejected)
-                yield rows
+        def prepared():  # batches of files read in worker processes, sorted out by the run
+            batches = iter_batches([t[0] for t in todo], root=landing.root)
+            try:
+                for batch in batches:
+                    yield run.batch(batch)
+            finally:
+                batches.close()
+
+        def stored():  # each batch prepared in a thread while the one before is written here
+            items = ahead(prepared())
+            try:
+                for rows, rejected in items:
+                    wh.append(con, wh.REJECTED_ROWS, rejected)
+                    yield rows
+            finally:
+                items.close()
 
         wh.replace_time_slice(con, wh.OBSERVATIONS, stored(), start, end)
         wh.append(con, wh.REJECTED_ROWS, run.previous_kept())

@@ -149,3 +149,33 @@ def test_rerunning_a_day_and_fixing_a_file_keep_both_equal_and_balanced(two_ware
         assert acc.loc["bad/semicolons.csv"].stored == 1
         assert (acc.rows_read == acc.stored + acc.rejected).all() and (acc.rows_rejected == acc.rejected).all()
     _assert_same(two_warehouses["small"][0], two_warehouses["one"][0])
+
+
+def test_ahead_yields_in_order_passes_errors_on_and_closes_its_source_when_stopped():
+    from anomaly_assets.defs.ingest import ahead
+
+    assert list(ahead(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("batch 2 is broken")
+
+    got = []
+    with pytest.raises(ValueError, match="batch 2 is broken"):
+        for x in ahead(failing()):
+            got.append(x)
+    assert got == [1]
+
+    closed = []
+
+    def source():
+        try:
+            for i in range(1000):
+                yield i
+        finally:
+            closed.append(True)
+
+    items = ahead(source(), depth=2)
+    assert [next(items), next(items)] == [0, 1]
+    items.close()  # the consumer stops early (its write failed): the thread stops and closes the source
+    assert closed == [True]
