@@ -53,7 +53,7 @@ def run_entity(obs, labels, test_start, dparams, mparams, ranking="recent"):
         lo = d - pd.Timedelta(days=max(1, mparams.warmup_points * 60 / 86400 + 1))
         s, _ = score_day(dec[(dec.ts >= lo) & (dec.ts < d + DAY)], model)
         scores.append(s)
-    s = pd.concat(scores).sort_values("ts")
+    s = pd.concat([x for x in scores if len(x)]).sort_values("ts")  # a day with no rows scores nothing
     if test_start is not None:
         s = s[s.ts >= test_start]
     ts = s.ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
