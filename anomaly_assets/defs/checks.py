@@ -106,14 +106,15 @@ def entity_slices(con, table: wh.Table, start, end, max_rows: int) -> list[tuple
     return out or [("false", [])]
 
 
-def read_chunks(con, sql: str, params: list, slices: list[tuple[str, list]]):
+def read_chunks(con, sql: str, params: list, slices: list[tuple[str, list]], parts: int = 1):
     """``sql`` (with ``{where}`` for the entity predicate) read one slice at a time, through Arrow.
+    ``parts``: a UNION of that many selects, each taking ``params`` then the predicate's.
 
     Text stays Arrow-backed (pandas ``str``, no copy). Measured on 6.7M observations against
     categoricals (warehouse.read_frame): half the read time, GX's value-length expectation (its
     ``astype(str)``) 4x faster, its null checks slower; about 20% less in all."""
     for where, extra in slices:
-        yield con.sql(sql.format(where=where), params=[*params, *extra]).to_arrow_table().to_pandas()
+        yield con.sql(sql.format(where=where), params=[*params, *extra] * parts).to_arrow_table().to_pandas()
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,25 +328,39 @@ def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
     series_day = ["entity_id", "metric", "day"]
     day_sql = "CAST(ts AT TIME ZONE 'UTC' AS DATE)"
     with duckdb.get_connection() as con:
-        # series-days left unfitted (cold start): no row with an expected value
+        # series-days left unfitted (cold start): no row with an expected value (so only in
+        # entities with a row without one: none in a night past cold start)
         unfitted = con.execute(
             f"SELECT entity_id, metric, {day_sql} AS day, count(*) AS rows FROM {wh.DECOMPOSITION.qualified} "
-            "WHERE ts >= ? AND ts < ? GROUP BY entity_id, metric, day HAVING NOT bool_or(expected IS NOT NULL) "
-            "ORDER BY entity_id, metric, day", [start, end],
+            f"WHERE ts >= ? AND ts < ? AND entity_id IN (SELECT entity_id FROM {wh.DECOMPOSITION.qualified} "
+            "WHERE ts >= ? AND ts < ? AND expected IS NULL) "
+            "GROUP BY entity_id, metric, day HAVING NOT bool_or(expected IS NOT NULL) "
+            "ORDER BY entity_id, metric, day", [start, end, start, end],
         ).df()
         # the rows of fitted series-days (past cold start), a chunk of entities at a time; the
-        # median of |residual_z| needs them all: one float column is kept
+        # median of |residual_z| needs them all: one float column is kept. A row with an expected
+        # value is in a fitted series-day; one without is when its series-day is not unfitted.
+        cols = "entity_id, metric, ts, value, expected, residual, residual_z"
+        past_sql = f"SELECT {cols} FROM {wh.DECOMPOSITION.qualified} WHERE ts >= ? AND ts < ? AND {{where}}"
+        parts = 1
+        if len(unfitted):
+            con.register("_unfitted", unfitted[series_day])
+            past_sql = (f"{past_sql} AND expected IS NOT NULL UNION ALL SELECT {cols} FROM ("
+                        f"SELECT {cols}, {day_sql} AS day FROM {wh.DECOMPOSITION.qualified} "
+                        "WHERE ts >= ? AND ts < ? AND {where} AND expected IS NULL"
+                        ") ANTI JOIN _unfitted USING (entity_id, metric, day)")
+            parts = 2
         fitted_rows, abs_z = 0, []
-        qualify = (f"QUALIFY bool_or(expected IS NOT NULL) OVER (PARTITION BY entity_id, metric, {day_sql})"
-                   if len(unfitted) else "")
-        for past in read_chunks(
-                con, f"SELECT entity_id, metric, ts, value, expected, residual, residual_z "
-                     f"FROM {wh.DECOMPOSITION.qualified} WHERE ts >= ? AND ts < ? AND {{where}} {qualify}",
-                [start, end], entity_slices(con, wh.DECOMPOSITION, start, end, CHUNK_ROWS)):
-            finite.add(past)
-            fitted_rows += len(past)
-            abs_z.append(np.abs(past["residual_z"].to_numpy(dtype=float)))
-            del past
+        try:
+            for past in read_chunks(con, past_sql, [start, end],
+                                    entity_slices(con, wh.DECOMPOSITION, start, end, CHUNK_ROWS), parts):
+                finite.add(past)
+                fitted_rows += len(past)
+                abs_z.append(np.abs(past["residual_z"].to_numpy(dtype=float)))
+                del past
+        finally:
+            if parts > 1:
+                con.unregister("_unfitted")
         # per unfitted series and day: rows in the history window before it, and the entity's most
         # timestamps in one of those days (its samples per day); only the entities left unfitted
         hist_sql = f"""

@@ -197,6 +197,9 @@ CHUNKED = {
                                          "flagged but normal")] + [
         # (the NaN is in pump-0001's first row: leave another entity unfitted)
         TAMPER["unfitted with long history"][2].replace("pump-0001", "pump-0004"),
+        # one row without an expected value in a fitted series-day: still checked (and failing)
+        "UPDATE features.decomposition SET expected = NULL WHERE entity_id = 'pump-0006' "
+        "AND ts = '2026-09-19 05:00:00+00'",
         # a NULL entity sorts after every entity range: it must still be read (and fail keys_present)
         "ALTER TABLE raw.observations ALTER COLUMN entity_id DROP NOT NULL",
         "INSERT INTO raw.observations SELECT NULL, metric, ts, value, source_file, ingested_at "
@@ -247,3 +250,6 @@ def test_checks_read_in_entity_chunks_report_what_one_read_reports(chain, tmp_pa
     assert null["expectation"] == "expect_column_values_to_not_be_null(column='entity_id')"
     assert null["unexpected_count"] == 2 and null["element_count"] == 1152 + 1 + 2
     assert "| nan | " in whole[(OBS, "keys_present")][2]["failing_examples"]  # the NULL entity's rows shown
+    finite = {x["expectation"]: x for x in whole[(DEC, "finite_past_cold_start")][2]["expectations"]}
+    assert finite["expect_column_values_to_not_be_null(column='expected')"]["unexpected_count"] == 4
+    assert finite["expect_column_values_to_not_be_null(column='residual_z')"]["unexpected_count"] == 1  # the NaN
