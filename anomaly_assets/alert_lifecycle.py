@@ -75,13 +75,14 @@ def events(con) -> pd.DataFrame:
 
 def human_states(ev: pd.DataFrame) -> dict[str, str]:
     """alert_id -> 'resolved' | 'acknowledged' | 'feedback' from people's events (resolve wins)."""
-    out: dict[str, str] = {}
-    rank = {"feedback": 0, "acknowledged": 1, "resolved": 2}
-    for a, action in zip(ev["alert_id"], ev["action"]):
-        state = {"resolve": "resolved", "ack": "acknowledged", "feedback": "feedback"}.get(action)
-        if state and rank[state] >= rank.get(out.get(a, "feedback"), 0):
-            out[a] = state
-    return out
+    state = ev["action"].map({"resolve": "resolved", "ack": "acknowledged", "feedback": "feedback"})
+    mine = state.notna().to_numpy()
+    if not mine.any():
+        return {}
+    people = pd.DataFrame({"alert_id": ev["alert_id"].to_numpy()[mine], "state": state.to_numpy()[mine]})
+    people["rank"] = people["state"].map({"feedback": 0, "acknowledged": 1, "resolved": 2})
+    best = people.loc[people.groupby("alert_id", sort=False)["rank"].idxmax()]  # alerts in first-event order
+    return dict(zip(best["alert_id"], best["state"]))
 
 
 def latest_verdicts(ev: pd.DataFrame) -> pd.DataFrame:

@@ -208,6 +208,16 @@ def test_peer_figures_from_duckdb_are_exactly_the_pandas_ones():
         con.close()
 
 
+def test_what_people_did_resolve_wins_over_ack_over_feedback_in_any_order():
+    from anomaly_assets.alert_lifecycle import human_states
+
+    ev = pd.DataFrame({"alert_id": ["a", "b", "a", "c", "b", "d", "a", "e"],
+                       "action": ["resolve", "feedback", "ack", "delivered", "ack", "feedback", "feedback", None]})
+    assert human_states(ev) == {"a": "resolved", "b": "acknowledged", "d": "feedback"}
+    assert list(human_states(ev)) == ["a", "b", "d"]
+    assert human_states(ev[ev["action"] == "delivered"]) == {}
+
+
 def test_a_bad_rule_stops_the_definitions_from_loading(tmp_path):
     bad = tmp_path / "rules.yaml"
     bad.write_text("rules:\n  - {name: burst, type: burst, count: 3, within: soon}\n")
