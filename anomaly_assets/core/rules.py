@@ -386,7 +386,8 @@ def _stands_out(hits: pd.DataFrame, peers: pd.DataFrame, z: float, min_peers: in
     whole site, not one machine. A hit stands out when its robust z against the peers is at least
     ``z`` *and* the peers' common move (their median residual_z) is less than half of its own
     deviation. Without ``min_peers`` peers nothing can be told: the hit is kept."""
-    p = peers[["entity_id", "ts", "metric", "residual_z", "peer_median_z", "robust_z", "peers"]]
+    near = peers["ts"].isin(hits["ts"].unique()) & peers["entity_id"].isin(hits["entity_id"].unique())
+    p = peers.loc[near, ["entity_id", "ts", "metric", "residual_z", "peer_median_z", "robust_z", "peers"]]
     m = hits.merge(p, on=["entity_id", "ts", "metric"], how="left")
     own = (m["residual_z"] - m["peer_median_z"]).abs() >= 0.5 * m["residual_z"].abs()
     keep = (m["peers"].fillna(0) < min_peers) | ((m["robust_z"].abs() >= z) & own)
