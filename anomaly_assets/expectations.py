@@ -323,6 +323,11 @@ def validate(frame: pd.DataFrame, expectations: list, *, examples: int = 10, nar
     """
     if not expectations:
         return Validation(True, _statistics([]), [])
+    return _in_gx_order(_outcomes(frame, expectations, examples, narrow), expectations)
+
+
+def _outcomes(frame: pd.DataFrame, expectations: list, examples: int, narrow: bool = True) -> list[Outcome]:
+    """An Outcome per expectation, in the order of ``expectations`` (see :func:`validate`)."""
     frame = frame.reset_index(drop=True)
     groups: dict[tuple[str, ...] | None, list[int]] = {}
     for i, e in enumerate(expectations):
@@ -333,22 +338,22 @@ def validate(frame: pd.DataFrame, expectations: list, *, examples: int = 10, nar
         for i, o in zip(idx, _run_suite(sub, [expectations[i] for i in idx], examples)):
             o.examples = frame.loc[o.examples]
             outcomes[i] = o
-    # the order GX reports one suite's results in: those whose metrics could not be computed
-    # first (``Validator.graph_validate``), then grouped by column
-    order = _gx_order(expectations)
-    outcomes = [outcomes[i] for i in order if outcomes[i].error] + [outcomes[i] for i in order if not outcomes[i].error]
-    return Validation(all(o.success for o in outcomes), _statistics(outcomes), outcomes)
+    return outcomes
 
 
-def _gx_order(expectations: list) -> list[int]:
-    """GX's order of a suite's expectations (``Validator.process_expectations_for_validation``):
-    grouped by ``column``, groups in order of first appearance, expectations without a single
-    column together as one group."""
+def _in_gx_order(outcomes: list[Outcome], expectations: list) -> Validation:
+    """The Validation of ``outcomes`` (one per expectation, in their order), listed as GX lists
+    one suite's results: those whose metrics could not be computed first
+    (``Validator.graph_validate``), then grouped by ``column``
+    (``Validator.process_expectations_for_validation``: groups in order of first appearance,
+    expectations without a single column together as one group)."""
     groups: dict[str, list[int]] = {}
     for i, e in enumerate(expectations):
         column = e.configuration.kwargs.get("column")
         groups.setdefault(column if isinstance(column, str) else "\0no column", []).append(i)
-    return [i for g in groups.values() for i in g]
+    order = [i for g in groups.values() for i in g]
+    listed = [outcomes[i] for i in order if outcomes[i].error] + [outcomes[i] for i in order if not outcomes[i].error]
+    return Validation(all(o.success for o in listed), _statistics(listed), listed)
 
 
 _ADDITIVE = ("element_count", "unexpected_count", "missing_count")
@@ -389,12 +394,12 @@ class ChunkedValidation:
 
     def add(self, frame: pd.DataFrame) -> None:
         """Validate one chunk (rows disjoint from every other chunk's)."""
-        v = validate(frame, self.expectations, examples=self.examples)
+        outcomes = _outcomes(frame, self.expectations, self.examples)  # in the expectations' order
         self.chunks += 1
         if not self._outcomes:
-            self._outcomes = v.outcomes
+            self._outcomes = outcomes
             return
-        for o, n in zip(self._outcomes, v.outcomes):
+        for o, n in zip(self._outcomes, outcomes):
             o.success = o.success and n.success
             o.error = o.error or n.error
             for k in _ADDITIVE:
@@ -412,7 +417,7 @@ class ChunkedValidation:
                 o.observed["unexpected_percent"] = _unexpected_percent(o.observed)
                 o.observed = {k: o.observed[k] for k in ("element_count", "unexpected_count", "unexpected_percent",
                                                          "missing_count", "observed_value") if k in o.observed}
-        return Validation(all(o.success for o in self._outcomes), _statistics(self._outcomes), self._outcomes)
+        return _in_gx_order(self._outcomes, self.expectations)
 
 
 def _unexpected_percent(observed: dict) -> float | None:

@@ -207,3 +207,18 @@ def test_chunked_validation_refuses_what_does_not_add_up():
         acc.result
     acc.add(pd.DataFrame({"x": pd.Series([], dtype=float)}))  # no rows at all: vacuously true, as GX says
     assert acc.result.success and acc.result.outcomes[0].observed["element_count"] == 0
+
+
+def test_a_chunk_where_an_expectation_cannot_run_fails_the_whole():
+    import great_expectations.expectations as gxe
+
+    from anomaly_assets.expectations import ChunkedValidation
+
+    acc = ChunkedValidation([gxe.ExpectColumnValuesToBeBetween(column="x", max_value=5),
+                             gxe.ExpectColumnValuesToNotBeNull(column="y")])
+    acc.add(pd.DataFrame({"x": [1.0, 2.0], "y": [1, 2]}))
+    acc.add(pd.DataFrame({"x": [3.0, 9.0]}))  # no y here
+    v = acc.result
+    assert not v.success and [o.expectation.split("(")[1][:10] for o in v.outcomes] == ["column='y'", "column='x'"]
+    assert v.outcomes[0].error and "y" in v.outcomes[0].error  # listed first, as GX lists what could not run
+    assert v.outcomes[1].observed["unexpected_count"] == 1 and v.outcomes[1].examples["x"].tolist() == [9.0]
