@@ -311,6 +311,77 @@ def replace_time_slice(
         _insert(con, table, chunk)
 
 
+def _check_slice(table: Table, chunk: pd.DataFrame, start, end) -> None:
+    ts = pd.to_datetime(chunk[table.time_column], utc=True)
+    if ts.min() < pd.Timestamp(start) or ts.max() >= pd.Timestamp(end):
+        raise ValueError(
+            f"{table.qualified}: rows span {ts.min()}..{ts.max()}, outside the slice [{start}, {end})"
+        )
+
+
+def replace_time_slice_streamed(
+    con: duckdb.DuckDBPyConnection,
+    table: Table,
+    frames: Iterable[pd.DataFrame],
+    start: dt.datetime,
+    end: dt.datetime,
+) -> None:
+    """:func:`replace_time_slice` for many frames, written by ONE ``INSERT`` that DuckDB pulls from
+    an Arrow stream of them (call inside ``transaction``).
+
+    DuckDB then compresses and writes the rows as they come (its optimistic writes to the file)
+    instead of keeping every appended chunk in the transaction's memory until the commit (~50
+    bytes a row with one INSERT per frame), and inserts ~2x faster. The first non-empty frame
+    sets the column types; the frames are produced while the statement runs (possibly on one of
+    DuckDB's threads), so producing them must not use ``con``. An exception raised while
+    producing them is raised here as it was.
+    """
+    if table.time_column is None:
+        raise ValueError(f"{table.qualified} has no time column to slice on")
+    import itertools
+
+    import pyarrow as pa
+
+    con.execute(
+        f"DELETE FROM {table.qualified} WHERE {table.time_column} >= ? AND {table.time_column} < ?",
+        [start, end],
+    )
+    names = table.column_names
+    frames = iter(frames)
+    first = next((f for f in frames if len(f)), None)
+    if first is None:
+        return
+    missing = [c for c in names if c not in first.columns]
+    if missing:
+        raise ValueError(f"{table.qualified}: rows to write lack columns {missing}")
+    schema = pa.Schema.from_pandas(first[names], preserve_index=False)
+    raised: list[BaseException] = []
+
+    def batches():
+        try:
+            for chunk in itertools.chain([first], frames):
+                if len(chunk):
+                    _check_slice(table, chunk, start, end)
+                    yield pa.RecordBatch.from_pandas(chunk[names], schema=schema, preserve_index=False)
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
+    cols = ", ".join(f'"{c}"' for c in names)
+    con.register("_stream", pa.RecordBatchReader.from_batches(schema, batches()))
+    try:
+        con.execute(f"INSERT INTO {table.qualified} ({cols}) SELECT {cols} FROM _stream")
+    except Exception:
+        try:
+            con.unregister("_stream")
+        except duckdb.Error:
+            pass  # the failed statement aborted the transaction: its rollback drops the view
+        if raised:
+            raise raised[0] from None
+        raise
+    con.unregister("_stream")
+
+
 def replace_keyed(
     con: duckdb.DuckDBPyConnection, table: Table, rows: pd.DataFrame, key: str, values: list
 ) -> None:

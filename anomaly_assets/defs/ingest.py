@@ -18,9 +18,9 @@ was expected and what was found. Fixing a file (its size or modification time ch
 next run read it again and replace what it left.
 
 Files are read in batches by worker processes and each batch's rows are written as it comes back
-(:class:`IngestRun`, inside the run's one transaction): memory holds a few batches and the run's
-bookkeeping, not the backfill (DuckDB itself still keeps ~50 bytes a row appended until the
-commit).
+(:class:`IngestRun`; one INSERT that DuckDB pulls batch by batch, inside the run's one
+transaction): memory holds a few batches, the run's bookkeeping and its rejected rows, not the
+backfill.
 """
 
 
@@ -418,16 +418,21 @@ def observations(context: dg.AssetExecutionContext, duckdb: DuckDBResource, land
             finally:
                 batches.close()
 
-        def stored():  # each batch prepared in a thread while the one before is written here
+        quarantined = []  # written once the observations are: the connection is busy till then
+
+        def stored():  # each batch prepared in a thread while DuckDB writes the one before
             items = ahead(prepared())
             try:
                 for rows, rejected in items:
-                    wh.append(con, wh.REJECTED_ROWS, rejected)
+                    if len(rejected):
+                        quarantined.append(rejected)
                     yield rows
             finally:
                 items.close()
 
-        wh.replace_time_slice(con, wh.OBSERVATIONS, stored(), start, end)
+        wh.replace_time_slice_streamed(con, wh.OBSERVATIONS, stored(), start, end)
+        for rejected in quarantined:
+            wh.append(con, wh.REJECTED_ROWS, rejected)
         wh.append(con, wh.REJECTED_ROWS, run.previous_kept())
         rejected_files, manifest_rows = run.rejected_files_frame(), run.landing_files()
         wh.replace_keyed(con, wh.REJECTED_FILES, rejected_files, "source_file", read_files)

@@ -179,3 +179,34 @@ def test_ahead_yields_in_order_passes_errors_on_and_closes_its_source_when_stopp
     assert [next(items), next(items)] == [0, 1]
     items.close()  # the consumer stops early (its write failed): the thread stops and closes the source
     assert closed == [True]
+
+
+def test_streamed_slice_write_is_one_insert_that_checks_the_slice_and_passes_errors_on(tmp_path):
+    from anomaly_assets import warehouse as wh
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    wh.ensure_tables(con, (wh.OBSERVATIONS,))
+    day = pd.Timestamp("2026-03-01", tz="UTC")
+
+    def frame(hours, value):
+        return pd.DataFrame({"entity_id": "e", "metric": "m", "ts": [day + pd.Timedelta(hours=h) for h in hours],
+                             "value": float(value), "source_file": "f.csv", "ingested_at": day})
+
+    with wh.transaction(con):
+        wh.replace_time_slice(con, wh.OBSERVATIONS, frame(range(3), 0), day, day + pd.Timedelta(days=1))
+    with wh.transaction(con):  # replaces the slice, in the frames' order
+        wh.replace_time_slice_streamed(con, wh.OBSERVATIONS, iter([frame([0, 1], 1), frame([], 9), frame([5], 2)]),
+                                       day, day + pd.Timedelta(days=1))
+    got = con.execute("SELECT value, hour(ts) FROM raw.observations").fetchall()
+    assert got == [(1.0, 0), (1.0, 1), (2.0, 5)]
+
+    def failing():
+        yield frame([7], 3)
+        raise RuntimeError("reading batch 2 failed")
+
+    for frames, error in ((failing(), RuntimeError), (iter([frame([7], 3), frame([30], 4)]), ValueError)):
+        with pytest.raises(error):  # the producer's own exception; a row outside the slice is refused
+            with wh.transaction(con):
+                wh.replace_time_slice_streamed(con, wh.OBSERVATIONS, frames, day, day + pd.Timedelta(days=1))
+        assert con.execute("SELECT value, hour(ts) FROM raw.observations").fetchall() == got  # rolled back
+    con.close()
