@@ -150,6 +150,19 @@ def _project_checks() -> dict[str, bool]:
     return {f"{k.asset_key.to_user_string()}:{k.name}": graph.get_check_spec(k).blocking for k in graph.asset_check_keys}
 
 
+def _read_only(path, timeout=60.0):
+    """A read-only connection, waiting while the daemon's sensors (alert delivery, dead-run release)
+    hold the warehouse for a moment: any other process's connection blocks this one, by design."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=True)
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def test_a_landed_file_runs_the_chain_and_a_bad_file_is_caught(dagster_dev, tmp_path_factory):
     root, instance, hook = dagster_dev
     fleet = tmp_path_factory.mktemp("fleet")
@@ -172,7 +185,7 @@ def test_a_landed_file_runs_the_chain_and_a_bad_file_is_caught(dagster_dev, tmp_
     assert set(evaluations) == set(_project_checks())
     assert failed_checks(instance, run.run_id) == []
 
-    con = duckdb.connect(str(root / "analytics.duckdb"), read_only=True)  # what analysts read
+    con = _read_only(root / "analytics.duckdb")  # what analysts read
     try:
         obs, scores, days = con.execute(
             "SELECT (SELECT count(*) FROM raw.observations WHERE ts::DATE = ?), "
@@ -195,7 +208,7 @@ def test_a_landed_file_runs_the_chain_and_a_bad_file_is_caught(dagster_dev, tmp_
     (root / "landing" / "broken.csv").write_text(f"sensor;time;reading\npump-1;{DAY}T00:00:00Z;3\n")
     bad = _landing_run(instance, exclude={run.run_id})
     assert bad.tags.get("dagster/partition") == last_complete_day(dt.datetime.now(dt.timezone.utc))
-    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    con = _read_only(root / "warehouse.duckdb")
     try:
         rejected = con.execute("SELECT source_file, reason FROM raw.rejected_files").fetchall()
     finally:
