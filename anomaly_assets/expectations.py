@@ -10,7 +10,9 @@ problem naming the file, the field, the value found and what is allowed::
 context (no files, no analytics, no progress bars) and returns a :class:`Validation`: whether every
 expectation held, GX's statistics, what each expectation observed, and up to ``examples`` failing
 rows per expectation. GX is imported on first use (it takes about 3 s); the context and its
-pandas datasource are made once per process and reused for every frame.
+pandas datasource are made once per process and reused for every frame. :class:`ChunkedValidation`
+runs row-wise expectations on disjoint chunks of rows and combines them into what one validation
+of all the rows reports.
 
 No dagster, no DuckDB: frames in, results out.
 """
@@ -202,7 +204,6 @@ def _batch_definition():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
-
     from great_expectations.execution_engine import pandas_execution_engine
 
     # GX fingerprints every batch under 1 GB (hash_pandas_object + md5 of all of it, twice per

@@ -1,9 +1,12 @@
 """Asset checks: Great Expectations suites on the slice of each table that a run wrote.
 
 One ``@multi_asset_check`` per checked table (raw.observations, features.decomposition,
-scoring.anomaly_scores): each reads its slice from DuckDB once, runs its expectations through
-:func:`anomaly_assets.expectations.validate` and reports one result per check, with GX's
-statistics, what each expectation observed and up to 10 failing rows as metadata. They live in one
+scoring.anomaly_scores): each reads its slice from DuckDB once, a chunk of whole entities at a
+time (``CHUNK_ROWS``), runs its row-wise expectations on every chunk and adds the results up
+exactly (:class:`anomaly_assets.expectations.ChunkedValidation`; memory follows the chunk),
+the others (schema, volume, median, rates per day) through
+:func:`anomaly_assets.expectations.validate` on small frames, and reports one result per check,
+with GX's statistics, what each expectation observed and up to 10 failing rows as metadata. They live in one
 module because they share that shape, the rules file and the GX-to-Dagster translation; the
 sections below follow the chain.
 

@@ -197,12 +197,12 @@ ALL_TAMPERED = [TAMPER[c][2] for c in ("duplicate row", "voltage 5 kV", "NaN in 
     # (the NaN is in pump-0001's first row: leave another entity unfitted)
     TAMPER["unfitted with long history"][2].replace("pump-0001", "pump-0004"),
     # one row without an expected value in a fitted series-day: still checked (and failing)
-    "UPDATE features.decomposition SET expected = NULL WHERE entity_id = 'pump-0006' "
-    "AND ts = '2026-09-19 05:00:00+00'",
+    ("UPDATE features.decomposition SET expected = NULL WHERE entity_id = 'pump-0006' "
+     "AND ts = '2026-09-19 05:00:00+00'"),
     # a NULL entity sorts after every entity range: it must still be read (and fail keys_present)
     "ALTER TABLE raw.observations ALTER COLUMN entity_id DROP NOT NULL",
-    "INSERT INTO raw.observations SELECT NULL, metric, ts, value, source_file, ingested_at "
-    "FROM raw.observations WHERE ts >= '2026-09-19' LIMIT 2"]
+    ("INSERT INTO raw.observations SELECT NULL, metric, ts, value, source_file, ingested_at "
+     "FROM raw.observations WHERE ts >= '2026-09-19' LIMIT 2")]
 
 
 def test_checks_read_in_entity_chunks_report_what_one_read_reports(chain, tmp_path, monkeypatch):
