@@ -187,7 +187,7 @@ class IngestRun:
             parts.append((fcode[w[pos]], b.line[w[pos]], 2, None, reason))
         store = w if dup is None else np.delete(w, dup[0])
         rejected = self._rejected(parts, g0, n)
-        self._bookkeeping(b, g0, first_ts, last_ts, out, w, rejected)
+        self._bookkeeping(b, g0, first_ts, last_ts, w, rejected)
         rows = pd.DataFrame({
             "entity_id": _dictionary(b.entity[store], b.entity_names),
             "metric": _dictionary(b.metric[store], b.metric_names),
@@ -278,10 +278,9 @@ class IngestRun:
         return pd.DataFrame({"source_file": rels[file[order]], "line_number": line[order], "raw": raw[order],
                              "reason": reason[order], "ingested_at": self.now})
 
-    def _bookkeeping(self, b, g0, first_ts, last_ts, out, w, rejected: pd.DataFrame) -> None:
+    def _bookkeeping(self, b, g0, first_ts, last_ts, w, rejected: pd.DataFrame) -> None:
         n = len(b.source_files)
         fcode = b.file
-        n_out = np.bincount(fcode[out], minlength=n)
         n_rej = rejected["source_file"].value_counts() if len(rejected) else {}
         if len(rejected):
             self.new_rejected += len(rejected)
@@ -291,7 +290,7 @@ class IngestRun:
             self.reasons.update(pd.Series(rejected["reason"], dtype=object)
                                 .str.replace(r"'[^']*'", "'…'", regex=True).value_counts().to_dict())
         for i in range(n):
-            path, rel, st = self.todo[g0 + i]
+            _, rel, st = self.todo[g0 + i]
             previous_kept = 0
             at = self.previous_at.get(rel)
             if at is not None:  # lines decided again now: in the window, or rejected now
@@ -352,7 +351,7 @@ def ahead(items, depth: int = 2):
                     break
             else:
                 q.put((done, None))
-        except BaseException as exc:  # handed to the consumer, raised there
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             q.put((None, exc))
         finally:
             close = getattr(items, "close", None)

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from anomaly_assets import landing
-from anomaly_assets.defs.ingest import observations
 from anomaly_assets.definitions import resources
+from anomaly_assets.defs.ingest import observations
 from anomaly_assets.demo.fleet import generate_fleet
 from anomaly_assets.settings import load_settings
 
