@@ -267,7 +267,10 @@ def _insert(con: duckdb.DuckDBPyConnection, table: Table, rows: pd.DataFrame) ->
         cols = ", ".join(f'"{c}"' for c in table.column_names)
         con.execute(f"INSERT INTO {table.qualified} ({cols}) SELECT {cols} FROM _rows")
     finally:
-        con.unregister("_rows")
+        try:
+            con.unregister("_rows")
+        except duckdb.Error:  # the failed INSERT aborted the transaction: its own error is the one to raise
+            pass
 
 
 @contextmanager
