@@ -1576,38 +1576,21 @@ def _read_batch_arrays(task) -> BatchRead:
 
 
 def iter_batches(paths, *, root: Path | None = None, max_abs_value: float = 1e15,
-                 batch_files: int | None = None, workers: int | None = None):
+                 batch_files: int | None = None, map_chunks: Callable | None = None):
     """:func:`read_batch` of consecutive batches of ``paths``, yielded in order.
 
-    Many files are read by ``workers`` processes (default: one per CPU), a few batches ahead of
-    the consumer and no more: memory holds a few batches, not the folder.
+    With ``map_chunks(fn, args, n)`` (``defs.workers.map_chunks``: the run's worker processes, in
+    order, a few batches ahead of the consumer and no more) many files are read in parallel, so
+    memory holds a few batches, not the folder; without it, or for few files, here one after another.
     """
     paths = [Path(p) for p in paths]
     size = batch_files or _FILES_PER_TASK
     tasks = [(paths[i:i + size], root, max_abs_value) for i in range(0, len(paths), size)]
-    workers = workers or os.cpu_count() or 1
-    if workers <= 1 or len(paths) < _PARALLEL_MIN_FILES:
+    if map_chunks is None or len(paths) < _PARALLEL_MIN_FILES:
         for task in tasks:
             yield _read_batch_arrays(task)
         return
-    import multiprocessing
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        todo = iter(tasks)
-        pending = deque(pool.submit(_read_batch_arrays, t) for t in tasks[: 2 * workers])
-        for _ in range(len(pending)):
-            next(todo)
-        while pending:
-            done = pending.popleft().result()
-            following = next(todo, None)
-            if following is not None:
-                pending.append(pool.submit(_read_batch_arrays, following))
-            yield done
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    yield from map_chunks(_read_batch_arrays, [(t,) for t in tasks], len(tasks))
 
 
 @dataclass

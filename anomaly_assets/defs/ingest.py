@@ -39,6 +39,7 @@ from anomaly_assets import warehouse as wh
 from anomaly_assets.defs.metadata import ChunkedWrite, markdown_preview, time_window
 from anomaly_assets.defs.partitions import daily_partitions, daily_table_asset
 from anomaly_assets.defs.resources import LandingFolder
+from anomaly_assets.defs.workers import map_chunks
 from anomaly_assets.landing import discover_files, iter_batches
 from anomaly_assets.landing import read_file as read_landing_file
 
@@ -410,7 +411,7 @@ def observations(context: dg.AssetExecutionContext, duckdb: DuckDBResource, land
         wh.replace_keyed(con, wh.REJECTED_ROWS, None, "source_file", read_files)
 
         def prepared():  # batches of files read in worker processes, sorted out by the run
-            batches = iter_batches([t[0] for t in todo], root=landing.root)
+            batches = iter_batches([t[0] for t in todo], root=landing.root, map_chunks=map_chunks)
             try:
                 for batch in batches:
                     yield run.batch(batch)

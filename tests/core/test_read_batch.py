@@ -1,6 +1,7 @@
 """Files read as one batch (plain CSVs of one header parsed together) give what reading them one by one gives."""
 
 import gzip
+from functools import partial
 
 import pandas as pd
 import pyarrow as pa
@@ -8,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from anomaly_assets import landing
+from anomaly_assets.defs.workers import map_chunks
 from anomaly_assets.demo.fleet import generate_fleet
 
 T0, T1, T2 = "2026-03-01T00:00:00Z", "2026-03-01T01:00:00Z", "2026-03-01T02:00:00Z"
@@ -92,7 +94,7 @@ def test_a_file_arrow_refuses_sends_only_its_group_back_to_reading_alone(folder)
 def test_batches_from_worker_processes_come_in_order_and_equal_read_batch(folder, monkeypatch):
     files = landing.discover_files(folder)
     monkeypatch.setattr(landing, "_PARALLEL_MIN_FILES", 2)
-    got = list(landing.iter_batches(files, root=folder, batch_files=7, workers=2))
+    got = list(landing.iter_batches(files, root=folder, batch_files=7, map_chunks=partial(map_chunks, workers=2)))
     assert [len(b.source_files) for b in got] == [7] * (len(files) // 7) + ([len(files) % 7] if len(files) % 7 else [])
     for k, b in enumerate(got):
         want = landing.read_batch(files[7 * k:7 * k + 7], root=folder)
