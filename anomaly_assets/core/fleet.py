@@ -27,7 +27,7 @@ import pandas as pd
 
 from anomaly_assets.core.detect import EntityDetector, FleetDetector, severity
 from anomaly_assets.core.explain import explain, smoothed_deviation
-from anomaly_assets.core.forecast import forecast, nanmedian, seasonal_periods
+from anomaly_assets.core.forecast import forecast, mad_scale, nanmedian, scale_floor, seasonal_periods
 
 DAY = pd.Timedelta(days=1)
 CODE_VERSION = "2026.11.3"  # bump when a change alters scores for the same data and parameters
@@ -331,8 +331,7 @@ def _decompose_regular(e, m, ts, value, n_metrics, step, days, fast, ents, param
         for s in np.unique(start[ok]):
             idx = np.flatnonzero(ok & (start == s))
             hist = _interpolate(dense[rows[idx], off + s:g0])
-            lo_q, hi_q = np.percentile(hist, [1, 99], axis=1)
-            floor = np.maximum(1e-3 * (hi_q - lo_q), 1e-9)
+            floor = scale_floor(hist)
             if block == 1:
                 periods = seasonal_periods(step, hist_n - s, params.periods)
                 fc = forecast(hist, horizon, periods, robust=params.robust, outer_iter=params.robust_passes,
@@ -348,11 +347,10 @@ def _decompose_regular(e, m, ts, value, n_metrics, step, days, fast, ents, param
             fc = forecast(coarse, -(-horizon // block), periods, robust=params.robust, outer_iter=params.robust_passes)
             fitted = coarse - fc.resid
             resid = fine - _upsample(fitted, block)
-            scale = 1.4826 * np.median(np.abs(resid - np.median(resid, axis=1, keepdims=True)), axis=1)
             expected = _upsample(np.concatenate([fitted[:, -1:], fc.expected], axis=1), block)[:, block:block + horizon]
             trend = np.repeat(fc.trend, block, axis=1)[:, :horizon]
             f["expected"][idx], f["trend"][idx], f["seasonal"][idx] = expected, trend, expected - trend
-            f["scale"][idx] = np.maximum(scale, floor)
+            f["scale"][idx] = np.maximum(mad_scale(resid), floor)
             if periods and periods[0] == per_day // block:
                 f["profile"][idx], f["daily"][idx] = np.repeat(fc.profile, block, axis=1), True
         return f
@@ -488,10 +486,8 @@ def _decompose_group(obs, step, day, params):
         sel = np.flatnonzero(ok & (start == s))
         hist = _interpolate(dense[rows[sel], s:g0])
         periods = seasonal_periods(step, g0 - s, params.periods)
-        lo_q, hi_q = np.percentile(hist, [1, 99], axis=1)
-        spread = hi_q - lo_q
         fc = forecast(hist, g1 - g0, periods, robust=params.robust, outer_iter=params.robust_passes,
-                      min_scale=np.maximum(1e-3 * spread, 1e-9))
+                      min_scale=scale_floor(hist))
         expected[sel], trend[sel], seasonal[sel], scale[sel] = fc.expected, fc.trend, fc.seasonal, fc.scale
     r_idx, c_idx = np.nonzero(today[rows])
     value = dense[rows[r_idx], g0 + c_idx]

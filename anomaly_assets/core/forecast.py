@@ -114,8 +114,7 @@ def forecast(history: np.ndarray, horizon: int, periods: tuple[int, ...], *, rob
             level, profile, offset = _weekday_profile(history, res.seasonal, p, periods[1], horizon)
             trend = np.repeat(level[:, None], horizon, axis=1)
             seasonal = profile[:, (h - 1) % p] + offset
-    scale = _MAD_TO_SD * _median(np.abs(resid - _median(resid, axis=1)[:, None]), axis=1)
-    scale = np.maximum(scale, min_scale)
+    scale = np.maximum(mad_scale(resid), min_scale)
     return Forecast(trend + seasonal, trend, seasonal, scale, profile, resid)
 
 
@@ -144,6 +143,18 @@ def _weekday_profile(history, seasonal, p, week, horizon):
         if same.any():
             offset[:, block_of_step == blk] = _median(err[:, same].reshape(b, -1), axis=1)[:, None]
     return level[:, -1], daily, offset
+
+
+def mad_scale(resid: np.ndarray) -> np.ndarray:
+    """Robust σ of each row: 1.4826 x the median absolute deviation from the row's median."""
+    return _MAD_TO_SD * _median(np.abs(resid - _median(resid, axis=1)[:, None]), axis=1)
+
+
+def scale_floor(history: np.ndarray) -> np.ndarray:
+    """The smallest scale a series gets: 0.1 % of its 1st-99th percentile spread (and 1e-9), so a
+    nearly flat series does not turn rounding noise into huge z."""
+    lo, hi = np.percentile(history, [1, 99], axis=1)
+    return np.maximum(1e-3 * (hi - lo), 1e-9)
 
 
 def nanmedian(x: np.ndarray, axis: int) -> np.ndarray:
