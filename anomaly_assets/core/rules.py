@@ -543,6 +543,11 @@ class _Alert:
     def id(self) -> str:
         return alert_id(self.rule, self.entity_id, self.opened_at)
 
+    @property
+    def kept_as_stored(self) -> bool:
+        """Owned by a person (resolved) or by a later run (stored with hits after the ones seen here)."""
+        return self.stored is not None and (self.frozen or pd.Timestamp(self.stored["last_seen_at"]) >= self.last_seen_at)
+
 
 def _peak_key(h: Mapping) -> tuple:
     return (SEVERITY_RANK[h["severity"]], h["measure"], h["ts"])
@@ -737,9 +742,6 @@ class _ByPoint:
         self.rows = df.iloc[order]
         self.at = dict(zip(zip(*parts), zip(first.tolist(), last)))
 
-    def __contains__(self, key) -> bool:
-        return key in self.at
-
     def get(self, key) -> pd.DataFrame:
         ab = self.at.get(key)
         return self.empty if ab is None else self.rows.iloc[ab[0]:ab[1]]
@@ -863,14 +865,13 @@ def alert_rows(
     hits seen here) are returned as stored, except that an open one may resolve as the clock moves.
     """
     rules = {r.name: r for r in cfg.rules}
-    described = [a for a in alerts
-                 if not (a.stored is not None and (a.frozen or pd.Timestamp(a.stored["last_seen_at"]) >= a.last_seen_at))]
+    described = [a for a in alerts if not a.kept_as_stored]
     points = pd.DataFrame({"entity_id": [a.entity_id for a in described], "ts": [a.peak["ts"] for a in described]})
     ev = EvidenceBuilder(inputs, points) if described else None
     out = []
     for a in alerts:
         rule = rules[a.rule]
-        if a.stored is not None and (a.frozen or pd.Timestamp(a.stored["last_seen_at"]) >= a.last_seen_at):
+        if a.kept_as_stored:
             row = dict(a.stored)
             if a.frozen:
                 row["status"] = "resolved"
