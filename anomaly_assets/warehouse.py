@@ -297,21 +297,20 @@ def replace_time_slice(
     ``rows`` is one frame, or an iterable of frames (e.g. one per chunk of entities, computed
     while they are written: memory holds one chunk, the transaction still covers them all).
     """
+    _delete_slice(con, table, start, end)
+    for chunk in [rows] if isinstance(rows, pd.DataFrame) else rows:
+        if len(chunk):
+            _check_slice(table, chunk, start, end)
+        _insert(con, table, chunk)
+
+
+def _delete_slice(con: duckdb.DuckDBPyConnection, table: Table, start, end) -> None:
     if table.time_column is None:
         raise ValueError(f"{table.qualified} has no time column to slice on")
-    chunks = [rows] if isinstance(rows, pd.DataFrame) else rows
     con.execute(
         f"DELETE FROM {table.qualified} WHERE {table.time_column} >= ? AND {table.time_column} < ?",
         [start, end],
     )
-    for chunk in chunks:
-        if len(chunk):
-            ts = pd.to_datetime(chunk[table.time_column], utc=True)
-            if ts.min() < pd.Timestamp(start) or ts.max() >= pd.Timestamp(end):
-                raise ValueError(
-                    f"{table.qualified}: rows span {ts.min()}..{ts.max()}, outside the slice [{start}, {end})"
-                )
-        _insert(con, table, chunk)
 
 
 def _check_slice(table: Table, chunk: pd.DataFrame, start, end) -> None:
@@ -339,16 +338,11 @@ def replace_time_slice_streamed(
     DuckDB's threads), so producing them must not use ``con``. An exception raised while
     producing them is raised here as it was.
     """
-    if table.time_column is None:
-        raise ValueError(f"{table.qualified} has no time column to slice on")
     import itertools
 
     import pyarrow as pa
 
-    con.execute(
-        f"DELETE FROM {table.qualified} WHERE {table.time_column} >= ? AND {table.time_column} < ?",
-        [start, end],
-    )
+    _delete_slice(con, table, start, end)
     names = table.column_names
     frames = iter(frames)
     first = next((f for f in frames if len(f)), None)
