@@ -6,7 +6,6 @@ landing folder -> raw.observations -> features.decomposition -> ml.model_version
 
 from __future__ import annotations
 
-import os
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -40,10 +39,7 @@ def resources(s=settings) -> dict:
     expectations = DataExpectations(path=str(s.expectations))
     expectations.load()  # a bad configs/expectations.yaml fails here, naming the file and field
     return {
-        # DuckDB caches what it reads up to its memory limit (default 80% of RAM): a fleet read in
-        # chunks would otherwise fill memory with cached blocks. ANOMALY_DUCKDB_MEMORY sets it.
-        "duckdb": DuckDBResource(database=str(s.warehouse),
-                                 connection_config={"memory_limit": os.environ.get("ANOMALY_DUCKDB_MEMORY", "2GB")}),
+        "duckdb": DuckDBResource(database=str(s.warehouse), connection_config={"memory_limit": s.duckdb_memory}),
         "landing": LandingFolder(path=str(s.landing_dir), labels=str(s.labels) if s.labels else None,
                                  splits=str(s.splits) if s.splits else None),
         "models": ModelStore(path=str(s.model_dir)),
