@@ -188,6 +188,10 @@ class Validation:
         return "; ".join(parts)
 
 
+# What an Outcome keeps of GX's result, in this order.
+_OBSERVED = ("element_count", "unexpected_count", "unexpected_percent", "missing_count", "observed_value")
+
+
 def _statistics(outcomes: list[Outcome]) -> dict[str, Any]:
     n, ok = len(outcomes), sum(o.success for o in outcomes)
     return {
@@ -282,9 +286,7 @@ def _run_suite(frame: pd.DataFrame, expectations: list, examples: int) -> list[O
         exc = r.exception_info or {}
         if "raised_exception" not in exc and exc:  # several metrics: {metric_id: info}
             exc = next((v for v in exc.values() if isinstance(v, dict) and v.get("raised_exception")), {})
-        observed = {k: _plain(res[k]) for k in
-                    ("element_count", "unexpected_count", "unexpected_percent", "missing_count", "observed_value")
-                    if k in res}
+        observed = {k: _plain(res[k]) for k in _OBSERVED if k in res}
         name = _describe(r.expectation_config)
         outcomes.setdefault(name, []).append(Outcome(
             expectation=name,
@@ -416,8 +418,7 @@ class ChunkedValidation:
         for o in self._outcomes:
             if "unexpected_count" in o.observed and "element_count" in o.observed:
                 o.observed["unexpected_percent"] = _unexpected_percent(o.observed)
-                o.observed = {k: o.observed[k] for k in ("element_count", "unexpected_count", "unexpected_percent",
-                                                         "missing_count", "observed_value") if k in o.observed}
+                o.observed = {k: o.observed[k] for k in _OBSERVED if k in o.observed}
         return _in_gx_order(self._outcomes, self.expectations)
 
 
