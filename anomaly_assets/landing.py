@@ -66,7 +66,6 @@ __all__ = [
     "entity_from_path",
     "observation_days",
     "read_file",
-    "read_files",
     "read_batch",
     "iter_batches",
     "BatchRead",
@@ -1313,31 +1312,6 @@ def read_file(path: Path, *, root: Path | None = None, max_abs_value: float = 1e
 # Below this many files, reading in this process beats starting worker processes (~1-2 s each).
 _PARALLEL_MIN_FILES = 200
 _FILES_PER_TASK = 64
-
-
-def read_files(paths, *, root: Path | None = None, max_abs_value: float = 1e15,
-               workers: int | None = None) -> list[FileRead]:
-    """:func:`read_file` for many files: the same results, in order, read by ``workers`` processes.
-
-    Files are read independently, so a folder of thousands of files (a backfill) is shared
-    among worker processes (default: one per CPU); a few files are read here.
-    """
-    paths = [Path(p) for p in paths]
-    workers = workers or os.cpu_count() or 1
-    if workers <= 1 or len(paths) < _PARALLEL_MIN_FILES:
-        return [read_file(p, root=root, max_abs_value=max_abs_value) for p in paths]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    tasks = [(paths[i:i + _FILES_PER_TASK], root, max_abs_value) for i in range(0, len(paths), _FILES_PER_TASK)]
-    # spawn, not fork: the caller may hold threads (Arrow's pool, Dagster's) that a fork would copy mid-flight
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return [r for batch in pool.map(_read_batch, tasks) for r in batch]
-
-
-def _read_batch(task) -> list[FileRead]:
-    paths, root, max_abs_value = task
-    return [read_file(p, root=root, max_abs_value=max_abs_value) for p in paths]
 
 
 # --------------------------------------------------------------------------------------------
