@@ -127,7 +127,7 @@ class IngestRun:
     def __init__(self, todo: list, start, end, now, first=None, previous: pd.DataFrame | None = None,
                  reread=None):
         self.todo = todo
-        self.rels = [rel for _, rel, _ in todo]
+        self.rels = np.asarray([rel for _, rel, _ in todo], dtype=object)  # every file read, in path order
         self.now = pd.Timestamp(now)
         self.first = pd.Timestamp(first) if first is not None else pd.Timestamp.min.tz_localize("UTC")
         self.start_us, self.end_us, self.now_us = _us(start), _us(end), _us(self.now)
@@ -184,7 +184,7 @@ class IngestRun:
         dup = self._duplicates(b, g0, w, entity_id, metric_id)
         if dup is not None:
             pos, kept_file, kept_line = dup
-            reason = _fmt_across(np.asarray(self.rels, dtype=object)[kept_file], kept_line)
+            reason = _fmt_across(self.rels[kept_file], kept_line)
             parts.append((fcode[w[pos]], b.line[w[pos]], 2, None, reason))
         store = w if dup is None else np.delete(w, dup[0])
         rejected = self._rejected(parts, g0, n)
@@ -275,7 +275,7 @@ class IngestRun:
         raw = np.concatenate([np.full(len(p[0]), None, dtype=object) if p[3] is None else p[3] for p in parts])
         reason = np.concatenate([p[4] for p in parts])
         order = np.lexsort((np.arange(len(file)), part, line, file))
-        rels = np.asarray(self.rels[g0:g0 + n], dtype=object)
+        rels = self.rels[g0:g0 + n]
         return pd.DataFrame({"source_file": rels[file[order]], "line_number": line[order], "raw": raw[order],
                              "reason": reason[order], "ingested_at": self.now})
 
