@@ -161,9 +161,9 @@ def build_alerts(con, cfg: AlertRules, start, end, fam, entities,
     chunks = _entity_bounds(con, lo, end, chunk_rows or CHUNK_ROWS)
     figures = None
     if len(chunks) > 1:
-        ids = con.execute("SELECT DISTINCT entity_id FROM features.decomposition WHERE ts >= ? AND ts < ? "
-                          "UNION SELECT DISTINCT entity_id FROM scoring.anomaly_scores WHERE ts >= ? AND ts < ?",
-                          [lo, end, lo, end]).df()["entity_id"]
+        # only entities with decomposition rows count in the peers' figures (peer_figures joins them)
+        ids = con.execute("SELECT DISTINCT entity_id FROM features.decomposition WHERE ts >= ? AND ts < ?",
+                          [lo, end]).df()["entity_id"]
         info = core.entity_info(entities, sorted(ids))
         peer_bys = {"site"} | {r.peer_by for r in cfg.active if r.type == "fleet_outlier"}
         figures = {p: peer_figures(con, lo, end, core.peer_groups(info, p)) for p in sorted(peer_bys)}
