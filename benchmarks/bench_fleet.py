@@ -86,7 +86,7 @@ def _child_chain(a: dict) -> dict:
         raise_on_error=False,
     )
     wall = time.perf_counter() - t0
-    steps, started = {}, {}
+    steps, started, spans = {}, {}, {}
     for entry in instance.all_logs(result.run_id):
         ev = entry.dagster_event
         if ev is None:
@@ -95,9 +95,11 @@ def _child_chain(a: dict) -> dict:
             started[ev.step_key] = entry.timestamp
         elif ev.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and ev.step_key in started:
             steps[ev.step_key] = entry.timestamp - started[ev.step_key]
+            spans[ev.step_key] = (started[ev.step_key], entry.timestamp)
     failures = [str(ev.event_specific_data.error.message)[:400] for ev in result.all_events
                 if ev.event_type_value == "STEP_FAILURE"]
-    return {"wall": wall, "import": t0 - t_import, "success": result.success, "steps": steps, "failures": failures}
+    return {"wall": wall, "import": t0 - t_import, "success": result.success, "steps": steps, "spans": spans,
+            "failures": failures}
 
 
 def _child_baseline(a: dict) -> dict:
@@ -148,11 +150,11 @@ def run_case_measured(kind: str, **kw) -> dict:
                for s, k in ((proc.stdout, "out"), (proc.stderr, "err"))]
     for t in threads:
         t.start()
-    tree_peak = [0.0]
+    samples = []  # (epoch seconds, MB of the process tree)
 
     def sample():
         while proc.returncode is None:
-            tree_peak[0] = max(tree_peak[0], _tree_rss_mb(proc.pid))
+            samples.append((time.time(), _tree_rss_mb(proc.pid)))
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -170,7 +172,11 @@ def run_case_measured(kind: str, **kw) -> dict:
     res["process_s"] = total
     sampler.join()
     res["process_peak_mb"] = rusage.ru_maxrss / 1024  # Linux: KiB; the largest single process
-    res["peak_mb"] = max(tree_peak[0], res["process_peak_mb"])  # the process tree, workers included
+    res["peak_mb"] = max([mb for _, mb in samples] + [res["process_peak_mb"]])  # the process tree, workers included
+    # the tree's peak while each step ran (Dagster's step start and end events)
+    res["step_peak_mb"] = {k: max([mb for t, mb in samples if a <= t <= b] or [0.0])
+                           for k, (a, b) in res.get("spans", {}).items()}
+    res["cpu_s"] = {"user": rusage.ru_utime, "sys": rusage.ru_stime}  # the case and its reaped workers
     res["load"] = [round(x, 2) for x in load]
     return res
 
@@ -302,7 +308,12 @@ def _report(name: str, runs: list[dict], rows: int) -> dict:
           f"{rows / med:12,.0f} rows/s  peak {_median(peaks):6.0f} MB (process tree; largest process "
           f"{_median([r['process_peak_mb'] for r in runs]):.0f} MB)  "
           f"start-up {_median([r['import'] for r in runs]):.1f} s  load {runs[len(runs) // 2]['load']}", flush=True)
-    print(f"{'':<9} slowest steps: {_fmt_steps(runs[len(runs) // 2]['steps'])}", flush=True)
+    mid = runs[len(runs) // 2]
+    print(f"{'':<9} slowest steps: {_fmt_steps(mid['steps'])}", flush=True)
+    if mid.get("step_peak_mb"):
+        top = sorted(mid["step_peak_mb"].items(), key=lambda kv: -kv[1])[:4]
+        print(f"{'':<9} peak memory by step: " + ", ".join(f"{k.split('__')[-1]} {v:.0f} MB" for k, v in top)
+              + f"; cpu user {mid['cpu_s']['user']:.0f} s, sys {mid['cpu_s']['sys']:.0f} s", flush=True)
     for r in runs:
         if not r["success"]:
             print(f"{'':<9} RUN FAILED: {r['failures']}", flush=True)
