@@ -36,6 +36,7 @@ from anomaly_assets.defs.metadata import time_window
 from anomaly_assets.defs.partitions import daily_partitions
 from anomaly_assets.defs.resources import LandingFolder, MetricCatalog, ModelStore
 from anomaly_assets.defs.scoring import DetectorConfig
+from anomaly_assets.defs.sql_models import load_sql_models
 from anomaly_assets.settings import load_settings
 
 MARTS = ("entity_health", "fleet_health")  # dbt_like_sql/marts/*.sql, rebuilt over all shards
@@ -112,28 +113,29 @@ def fleet_marts(n: int, sql_dir: Path) -> dg.AssetsDefinition:
               description="marts.entity_health and marts.fleet_health of the whole fleet, from every shard's scores")
     def marts(context: dg.AssetExecutionContext, fleet: DuckDBResource, shards: ShardFiles) -> dg.MaterializeResult:
         start, end = time_window(context)
+        files = shards.files()
+        models = {m.qualified_name: m for m in load_sql_models(sql_dir)}
         counts = {}
         with fleet.get_connection() as con:
-            for k, path in enumerate(shards.files()):
+            for k, path in enumerate(files):
                 con.execute(f"ATTACH '{path}' AS s{k} (READ_ONLY)")
             try:
                 for schema in ("scoring", "marts"):
                     con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
                 for table in ("anomaly_scores", "explanations"):
-                    union = " UNION ALL ".join(f"SELECT * FROM s{k}.scoring.{table}" for k in range(len(shards.files())))
+                    union = " UNION ALL ".join(f"SELECT * FROM s{k}.scoring.{table}" for k in range(len(files)))
                     con.execute(f"CREATE OR REPLACE TEMP VIEW {table}_all AS {union}")
                 with wh.transaction(con):
                     for name in MARTS:
-                        sql = (sql_dir / "marts" / f"{name}.sql").read_text()
-                        sql = sql.replace("scoring.anomaly_scores", "anomaly_scores_all").replace(
+                        sql = models[f"marts.{name}"].sql.replace("scoring.anomaly_scores", "anomaly_scores_all").replace(
                             "scoring.explanations", "explanations_all")
                         con.execute(f"CREATE OR REPLACE TABLE marts.{name} AS {sql}")
                         counts[name] = con.execute(f"SELECT count(*) FROM marts.{name}").fetchone()[0]
             finally:
-                for k in range(len(shards.files())):
+                for k in range(len(files)):
                     con.execute(f"DETACH s{k}")
         return dg.MaterializeResult(metadata={
-            "shards": len(shards.files()), "partition_range": f"{start.date()} .. {(end - pd.Timedelta(days=1)).date()}",
+            "shards": len(files), "partition_range": f"{start.date()} .. {(end - pd.Timedelta(days=1)).date()}",
             **{f"{k}_rows": v for k, v in counts.items()}})
 
     return marts
