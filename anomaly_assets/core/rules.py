@@ -359,14 +359,14 @@ def peer_stats(inputs: RuleInputs, peer_by: str = "site", rows: pd.DataFrame | N
     fig = (inputs.peer_figures or {}).get(peer_by)
     if fig is not None:  # the fleet's figures, computed beforehand (same numbers)
         m = d[["group", "metric", "ts"]].merge(fig, on=["group", "metric", "ts"], how="left")
-        med, mad = m["median"].to_numpy(float), m["mad"].to_numpy(float)
-        scale = np.maximum(1.4826 * mad, MAD_FLOOR)
-        return d.assign(peers=m["n"].to_numpy() - 1, peer_median_z=med, robust_z=(d["residual_z"].to_numpy(float) - med) / scale)
-    g = d.groupby(["group", "metric", "ts"])["residual_z"]
-    med = g.transform("median")
-    mad = (d["residual_z"] - med).abs().groupby([d["group"], d["metric"], d["ts"]]).transform("median")
+        n, med, mad = m["n"].to_numpy(), m["median"].to_numpy(float), m["mad"].to_numpy(float)
+    else:
+        g = d.groupby(["group", "metric", "ts"])["residual_z"]
+        med = g.transform("median")
+        mad = (d["residual_z"] - med).abs().groupby([d["group"], d["metric"], d["ts"]]).transform("median")
+        n, med, mad = g.transform("size").to_numpy(), med.to_numpy(float), mad.to_numpy(float)
     scale = np.maximum(1.4826 * mad, MAD_FLOOR)
-    return d.assign(peers=g.transform("size") - 1, peer_median_z=med, robust_z=(d["residual_z"] - med) / scale)
+    return d.assign(peers=n - 1, peer_median_z=med, robust_z=(d["residual_z"].to_numpy(float) - med) / scale)
 
 
 def fleet_outlier_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end, peers=None) -> pd.DataFrame:
@@ -386,8 +386,7 @@ def _stands_out(hits: pd.DataFrame, peers: pd.DataFrame, z: float, min_peers: in
     whole site, not one machine. A hit stands out when its robust z against the peers is at least
     ``z`` *and* the peers' common move (their median residual_z) is less than half of its own
     deviation. Without ``min_peers`` peers nothing can be told: the hit is kept."""
-    near = peers["ts"].isin(hits["ts"].unique()) & peers["entity_id"].isin(hits["entity_id"].unique())
-    p = peers.loc[near, ["entity_id", "ts", "metric", "residual_z", "peer_median_z", "robust_z", "peers"]]
+    p = _at_points(peers, hits)[["entity_id", "ts", "metric", "residual_z", "peer_median_z", "robust_z", "peers"]]
     m = hits.merge(p, on=["entity_id", "ts", "metric"], how="left")
     own = (m["residual_z"] - m["peer_median_z"]).abs() >= 0.5 * m["residual_z"].abs()
     keep = (m["peers"].fillna(0) < min_peers) | ((m["robust_z"].abs() >= z) & own)
