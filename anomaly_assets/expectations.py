@@ -269,9 +269,10 @@ def _domain(expectation, frame: pd.DataFrame) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(cols)) if all(c in frame.columns for c in cols) else None
 
 
-def _run_suite(frame: pd.DataFrame, expectations: list, examples: int) -> list[Outcome]:
+def _run_suite(frame: pd.DataFrame, expectations: list, examples: int, rows: pd.DataFrame) -> list[Outcome]:
     """One GX suite on ``frame`` (index 0..n-1): an Outcome per expectation, in their order, with
-    the failing rows' positions as ``examples`` (the caller takes the rows)."""
+    the failing rows as ``examples``, taken whole from ``rows`` (the same rows as ``frame``, with
+    every column when GX was handed only some)."""
     import great_expectations as gx
 
     suite = gx.ExpectationSuite(name="anomaly_assets_check", expectations=list(expectations))
@@ -282,7 +283,7 @@ def _run_suite(frame: pd.DataFrame, expectations: list, examples: int) -> list[O
     outcomes = {}
     for r in result.results:
         res = dict(r.result or {})
-        rows = [i for i in res.get("partial_unexpected_index_list") or [] if isinstance(i, int)]
+        failing = [i for i in res.get("partial_unexpected_index_list") or [] if isinstance(i, int)]
         exc = r.exception_info or {}
         if "raised_exception" not in exc and exc:  # several metrics: {metric_id: info}
             exc = next((v for v in exc.values() if isinstance(v, dict) and v.get("raised_exception")), {})
@@ -292,7 +293,7 @@ def _run_suite(frame: pd.DataFrame, expectations: list, examples: int) -> list[O
             expectation=name,
             success=bool(r.success),
             observed=observed,
-            examples=pd.Index(rows[:examples]) if rows and not r.success else pd.Index([], dtype=int),
+            examples=rows.loc[pd.Index(failing[:examples]) if failing and not r.success else pd.Index([], dtype=int)],
             error=str(exc.get("exception_message")) if exc.get("raised_exception") else None,
         ))
     # GX reports in its own order (see validate): back to the order of ``expectations``
@@ -338,8 +339,7 @@ def _outcomes(frame: pd.DataFrame, expectations: list, examples: int, narrow: bo
     outcomes: list[Outcome | None] = [None] * len(expectations)
     for cols, idx in groups.items():
         sub = frame if cols is None else frame[list(cols)]
-        for i, o in zip(idx, _run_suite(sub, [expectations[i] for i in idx], examples)):
-            o.examples = frame.loc[o.examples]
+        for i, o in zip(idx, _run_suite(sub, [expectations[i] for i in idx], examples, frame)):
             outcomes[i] = o
     return outcomes
 
