@@ -319,6 +319,38 @@ def _decomposition_params(context: dg.AssetCheckExecutionContext):
     return DecompositionConfig(**config).params()
 
 
+def _history_before(con, unfitted: pd.DataFrame, start, end, history: int) -> pd.DataFrame:
+    """Per unfitted series and day (``unfitted``: entity_id, metric, day as DuckDB gave it): rows
+    in the ``history`` days before it, and the entity's most timestamps in one of those days (its
+    samples per day); entity_id, metric, day (UTC midnight), history_rows, per_day. Only the
+    entities left unfitted are read."""
+    sql = f"""
+        WITH obs AS (
+            SELECT entity_id, metric, ts, CAST(ts AT TIME ZONE 'UTC' AS DATE) AS day
+            FROM {wh.OBSERVATIONS.qualified} WHERE ts >= ? AND ts < ?
+              AND entity_id IN (SELECT unnest(?::VARCHAR[]))),
+        series AS (
+            SELECT entity_id, metric, day, sum(count(*)) OVER (
+                PARTITION BY entity_id, metric ORDER BY day
+                RANGE BETWEEN INTERVAL {history} DAYS PRECEDING AND INTERVAL 1 DAY PRECEDING) AS history_rows
+            FROM obs GROUP BY entity_id, metric, day),
+        entity AS (
+            SELECT entity_id, day, max(count(DISTINCT ts)) OVER (
+                PARTITION BY entity_id ORDER BY day
+                RANGE BETWEEN INTERVAL {history} DAYS PRECEDING AND INTERVAL 1 DAY PRECEDING) AS per_day
+            FROM obs GROUP BY entity_id, day)
+        SELECT entity_id, metric, day, coalesce(history_rows, 0) AS history_rows, coalesce(per_day, 0) AS per_day
+        FROM series JOIN entity USING (entity_id, day)
+        WHERE day >= CAST(? AS DATE)
+    """
+    # the windows look back only: observations after the last unfitted day change nothing
+    hist_end = min(end, pd.Timestamp(unfitted["day"].max(), tz="UTC") + DAY)
+    hist = con.execute(sql, [start - DAY * history, hist_end, unfitted["entity_id"].dropna().unique().tolist(),
+                             start.date()]).df()
+    hist["day"] = pd.to_datetime(hist["day"]).dt.tz_localize("UTC")
+    return hist
+
+
 @dg.multi_asset_check(specs=_specs(DECOMPOSITION, DECOMPOSITION_CHECKS), can_subset=True, pool=WRITER_POOL,
                       name="decomposition_checks")
 def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource,
@@ -346,21 +378,25 @@ def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
             "GROUP BY entity_id, metric, day HAVING NOT bool_or(expected IS NOT NULL) "
             "ORDER BY entity_id, metric, day", [start, end, start, end],
         ).df()
+        cold = unfitted[series_day].assign(day=pd.to_datetime(unfitted["day"]).dt.tz_localize("UTC"))
         # the rows of fitted series-days (past cold start), a chunk of entities at a time; the
-        # median of |residual_z| needs them all: one float column is kept. A row with an expected
-        # value is in a fitted series-day; one without is when its series-day is not unfitted.
+        # median of |residual_z| needs them all: one float column is kept.
         cols = "entity_id, metric, ts, value, expected, residual, residual_z"
         past_sql = f"SELECT {cols} FROM {wh.DECOMPOSITION.qualified} WHERE ts >= ? AND ts < ? AND {{where}}"
-        parts = 1
-        if len(unfitted):
-            con.register("_unfitted", unfitted[series_day])
-            past_sql = (f"{past_sql} AND expected IS NOT NULL UNION ALL SELECT {cols} FROM ("
-                        f"SELECT {cols}, {day_sql} AS day FROM {wh.DECOMPOSITION.qualified} "
-                        "WHERE ts >= ? AND ts < ? AND {where} AND expected IS NULL"
-                        ") ANTI JOIN _unfitted USING (entity_id, metric, day)")
-            parts = 2
         fitted_rows, abs_z = 0, []
         try:
+            if len(unfitted):
+                # A row with an expected value is in a fitted series-day; one without is when its
+                # series-day is not unfitted.
+                con.register("_unfitted", unfitted[series_day])
+                past_sql, parts = (f"{past_sql} AND expected IS NOT NULL UNION ALL SELECT {cols} FROM ("
+                                   f"SELECT {cols}, {day_sql} AS day FROM {wh.DECOMPOSITION.qualified} "
+                                   "WHERE ts >= ? AND ts < ? AND {where} AND expected IS NULL"
+                                   ") ANTI JOIN _unfitted USING (entity_id, metric, day)"), 2
+                cold = cold.merge(_history_before(con, unfitted, start, end, history), on=series_day, how="left")
+            else:  # nothing unfitted: nothing to explain
+                parts = 1
+                cold = cold.assign(history_rows=pd.Series(dtype=float), per_day=pd.Series(dtype=float))
             for past in read_chunks(con, past_sql, [start, end],
                                     entity_slices(con, wh.DECOMPOSITION, start, end, CHUNK_ROWS), parts):
                 finite.add(past)
@@ -368,43 +404,9 @@ def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
                 abs_z.append(np.abs(past["residual_z"].to_numpy(dtype=float)))
                 del past
         finally:
-            if parts > 1:
-                con.unregister("_unfitted")
-        # per unfitted series and day: rows in the history window before it, and the entity's most
-        # timestamps in one of those days (its samples per day); only the entities left unfitted
-        hist_sql = f"""
-            WITH obs AS (
-                SELECT entity_id, metric, ts, CAST(ts AT TIME ZONE 'UTC' AS DATE) AS day
-                FROM {wh.OBSERVATIONS.qualified} WHERE ts >= ? AND ts < ?
-                  AND entity_id IN (SELECT unnest(?::VARCHAR[]))),
-            series AS (
-                SELECT entity_id, metric, day, sum(count(*)) OVER (
-                    PARTITION BY entity_id, metric ORDER BY day
-                    RANGE BETWEEN INTERVAL {history} DAYS PRECEDING AND INTERVAL 1 DAY PRECEDING) AS history_rows
-                FROM obs GROUP BY entity_id, metric, day),
-            entity AS (
-                SELECT entity_id, day, max(count(DISTINCT ts)) OVER (
-                    PARTITION BY entity_id ORDER BY day
-                    RANGE BETWEEN INTERVAL {history} DAYS PRECEDING AND INTERVAL 1 DAY PRECEDING) AS per_day
-                FROM obs GROUP BY entity_id, day)
-            SELECT entity_id, metric, day, coalesce(history_rows, 0) AS history_rows, coalesce(per_day, 0) AS per_day
-            FROM series JOIN entity USING (entity_id, day)
-            WHERE day >= CAST(? AS DATE)
-        """
-        # the windows look back only: observations after the last unfitted day change nothing
-        hist_end = min(end, pd.Timestamp(unfitted["day"].max(), tz="UTC") + DAY) if len(unfitted) else end
-        hist = con.execute(hist_sql, [start - DAY * history, hist_end,
-                                      unfitted["entity_id"].dropna().unique().tolist(), start.date()]
-                           ).df() if len(unfitted) else None
+            con.unregister("_unfitted")  # registered or not
     window = _range_md(start, end)
     cold_start_rows = int(unfitted["rows"].sum())
-    unfitted = unfitted.drop(columns="rows")
-    unfitted["day"] = pd.to_datetime(unfitted["day"]).dt.tz_localize("UTC")
-    if hist is None:  # nothing unfitted: nothing to explain
-        cold = unfitted.assign(history_rows=pd.Series(dtype=float), per_day=pd.Series(dtype=float))
-    else:
-        hist["day"] = pd.to_datetime(hist["day"]).dt.tz_localize("UTC")
-        cold = unfitted.merge(hist, on=series_day, how="left")
     cold["history_rows"] = cold["history_rows"].fillna(0)
     cold["needed_rows"] = np.maximum(params.min_history_days * cold["per_day"].fillna(0), 8) * HISTORY_MARGIN
     cold = cold.assign(day=cold["day"].dt.strftime("%Y-%m-%d"))
