@@ -53,21 +53,23 @@ def _manifest(con) -> pd.DataFrame:
     ).df()
 
 
-def _needs_reading(files, root, manifest: pd.DataFrame, start, end) -> list:
-    """Files that are new, changed, or known to hold rows in [start, end)."""
+def _needs_reading(files, root, manifest: pd.DataFrame, start, end) -> tuple[list, set[str]]:
+    """Files that are new, changed, or known to hold rows in [start, end) (path, relative path,
+    stat), and the relative paths of those among them unchanged since they were last read (same
+    size and modification time)."""
     known = {m[0]: m[1:] for m in manifest.itertuples(index=False)}
-    out = []
+    out, unchanged = [], set()
     for f in files:
         rel = f.relative_to(root).as_posix()
         st = os.stat(f)
-        m = known.get(rel)
-        if m is not None:
-            size, mtime, first_ts, last_ts = m
-            unchanged = int(size) == st.st_size and int(mtime) == st.st_mtime_ns
-            if unchanged and (pd.isna(first_ts) or last_ts < start or first_ts >= end):
-                continue
+        size, mtime, first_ts, last_ts = known.get(rel, (None, None, None, None))
+        same = size is not None and int(size) == st.st_size and int(mtime) == st.st_mtime_ns
+        if same and (pd.isna(first_ts) or last_ts < start or first_ts >= end):
+            continue
         out.append((f, rel, st))
-    return out
+        if same:
+            unchanged.add(rel)
+    return out, unchanged
 
 
 def _iso(ts: pd.Series) -> pd.Series:
@@ -394,7 +396,7 @@ def observations(context: dg.AssetExecutionContext, duckdb: DuckDBResource, land
     with duckdb.get_connection() as con:
         wh.ensure_tables(con)
         manifest = _manifest(con)
-    todo = _needs_reading(files, landing.root, manifest, start, end)
+    todo, unchanged = _needs_reading(files, landing.root, manifest, start, end)
     read_files = [rel for _, rel, _ in todo]
     with duckdb.get_connection() as con, wh.transaction(con):
         previous = con.execute(
@@ -403,8 +405,6 @@ def observations(context: dg.AssetExecutionContext, duckdb: DuckDBResource, land
             [read_files, ACROSS_FILES],
         ).df()
         # a file changed since it was read: its old lines are gone, and so are their rejections
-        known = {m.source_file: (int(m.size_bytes), int(m.mtime_ns)) for m in manifest.itertuples(index=False)}
-        unchanged = {rel for _, rel, st in todo if known.get(rel) == (st.st_size, st.st_mtime_ns)}
         previous = previous[previous["source_file"].isin(unchanged)].reset_index(drop=True)
         run = IngestRun(todo, start, end, now, first, previous,
                         reread=lambda path: read_landing_file(path, root=landing.root))
