@@ -228,16 +228,14 @@ def entity_ranges(con: duckdb.DuckDBPyConnection, table: Table, start, end, max_
         f"{table.time_column} < ? GROUP BY entity_id ORDER BY entity_id", [start, end]).fetchall()
     if parts > 1:
         max_rows = min(max_rows, max(-(-sum(k for _, k in counts) // parts), min_part_rows))
-    out, first, n = [], None, 0
+    out: list[tuple[str, str]] = []
+    n = 0  # rows in the last range
     for entity, k in counts:
-        if first is not None and n + k > max_rows:
-            out.append((first, last))
-            first, n = None, 0
-        if first is None:
-            first = entity
-        last, n = entity, n + k
-    if first is not None:
-        out.append((first, last))
+        if out and n + k <= max_rows:  # the entity fits in the last range
+            out[-1], n = (out[-1][0], entity), n + k
+        elif entity is not None:  # a range of its own (a NULL entity_id, sorted last, starts none)
+            out.append((entity, entity))
+            n = k
     return out
 
 
