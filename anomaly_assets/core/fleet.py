@@ -109,6 +109,17 @@ def _epoch_us(ts: pd.Series) -> np.ndarray:
 
 def _factorize(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """int64 codes and the sorted distinct values (object array) of a column."""
+    if isinstance(col.dtype, pd.CategoricalDtype) and len(col) and not col.hasnans:
+        # The warehouse reads names as categoricals: recode the few categories instead of hashing
+        # every row (what pd.factorize does; ~10x slower on millions of rows). Same result.
+        codes = col.cat.codes.to_numpy()
+        cats = np.asarray(col.cat.categories, dtype=object)
+        used = np.flatnonzero(np.bincount(codes, minlength=len(cats)))
+        names = cats[used]
+        order = np.argsort(names, kind="stable")
+        recode = np.zeros(len(cats), np.int64)
+        recode[used[order]] = np.arange(len(used))
+        return recode[codes], names[order]
     codes, uniques = pd.factorize(col, sort=True)
     return codes.astype(np.int64, copy=False), np.asarray(uniques, dtype=object)
 
@@ -299,12 +310,18 @@ def _decompose_regular(e, m, ts, value, n_metrics, step, days, fast, ents, param
     keep = (ts >= origin) & (ts < end)
     e, m, ts, value = e[keep], m[keep], ts[keep], value[keep]
     n_grid = (end - origin) // step_us
-    series, sid = np.unique(e * n_metrics + m, return_inverse=True)  # series codes, and each row's series
+    # series codes (entity * n_metrics + metric, sorted) and each row's series, without sorting the rows
+    key = e * n_metrics + m
+    has_rows = np.zeros(int(key.max()) + 1 if len(key) else 0, bool)
+    has_rows[key] = True
+    series = np.flatnonzero(has_rows)
+    sid = (np.cumsum(has_rows) - 1)[key]
     dense = np.full((len(series), n_grid), np.nan)
     dense[sid, (ts - origin) // step_us] = value  # one timestamp per cell on the grid
     observed = ~np.isnan(dense)
-    cum = np.zeros((len(series), n_grid + 1), np.int32)
-    np.cumsum(observed, axis=1, out=cum[:, 1:])
+    # observed cells before each midnight of the grid (histories start and end at midnights)
+    cum = np.zeros((len(series), n_grid // per_day + 1), np.int32)
+    np.cumsum(observed.reshape(len(series), -1, per_day).sum(axis=2, dtype=np.int32), axis=1, out=cum[:, 1:])
     s_ent = series // n_metrics
     row_of_ent = np.searchsorted(ents, s_ent)
     hist_n = params.history_days * per_day
@@ -323,7 +340,7 @@ def _decompose_regular(e, m, ts, value, n_metrics, step, days, fast, ents, param
         off = g0 - hist_n
         win = observed[rows, off:g0]
         start = np.where(win.any(axis=1), win.argmax(axis=1), hist_n)  # first observed cell
-        ok = (cum[rows, g0] - cum[rows, off]) >= min_hist
+        ok = (cum[rows, g0 // per_day] - cum[rows, off // per_day]) >= min_hist
         b = len(rows)
         f = {"expected": np.full((b, horizon), np.nan), "trend": np.full((b, horizon), np.nan),
              "seasonal": np.full((b, horizon), np.nan), "scale": np.full(b, np.nan),
@@ -525,8 +542,16 @@ class _Timelines:
         t_rank, self.utimes = pd.factorize(ts, sort=True)
         self.utimes = np.asarray(self.utimes, np.int64)
         nt = max(len(self.utimes), 1)
+        n_ent = len(self.entities)
         key = e * nt + t_rank
-        if len(key) > 1 and not np.all(key[1:] >= key[:-1]):
+        if n_ent * nt <= max(4 * len(key), 1 << 20):
+            # (entity, time) cells of one table: the distinct pairs in order without sorting the rows
+            occupied = np.zeros(n_ent * nt, bool)
+            occupied[key] = True
+            self.pairs = np.flatnonzero(occupied)
+            rank = np.cumsum(occupied, dtype=np.int32 if len(self.pairs) < 2**31 else np.int64)
+            pair_of_row = rank[key] - 1
+        elif len(key) > 1 and not np.all(key[1:] >= key[:-1]):
             order = np.argsort(key, kind="stable")
             ks = key[order]
             first = np.concatenate([[True], ks[1:] != ks[:-1]])
@@ -539,7 +564,6 @@ class _Timelines:
             pair_of_row = np.cumsum(first) - 1
         self.nt = nt
         pe = self.pairs // nt
-        n_ent = len(self.entities)
         self.start = np.searchsorted(pe, np.arange(n_ent))
         self.count = np.searchsorted(pe, np.arange(n_ent), side="right") - self.start
         self.pair_ts = self.utimes[self.pairs % nt] if len(self.pairs) else np.zeros(0, np.int64)
@@ -556,12 +580,21 @@ class _Timelines:
             ents = np.flatnonzero(self.group_of == g)
             self.slot[ents] = np.arange(len(ents))
             cols = np.flatnonzero(s)
-            col_of = np.full(nm, -1)
-            col_of[cols] = np.arange(len(cols))
-            rows = np.flatnonzero(self.group_of[e] == g)
             T = int(self.count[ents].max())
+            if len(sets) == 1:  # the usual fleet: every entity has every metric; no row selection
+                rows, slot_of_row, col_of_row = slice(None), e, m if len(cols) == nm else None
+            else:
+                rows = np.flatnonzero(self.group_of[e] == g)
+                slot_of_row, col_of_row = self.slot[e[rows]], None
+            if col_of_row is None:
+                col_of = np.full(nm, -1)
+                col_of[cols] = np.arange(len(cols))
+                col_of_row = col_of[m[rows]]
+            flat = slot_of_row * T  # one index for every column: (slot * T + t) * metrics + column
+            flat += t_local[rows]
+            flat *= len(cols)
+            flat += col_of_row
             arrays = {}
-            flat = (self.slot[e[rows]] * T + t_local[rows]) * len(cols) + col_of[m[rows]]  # one index for every column
             for c in columns:
                 a = np.full(len(ents) * T * len(cols), np.nan)
                 a[flat] = frame[c].to_numpy(float)[rows]
