@@ -11,7 +11,7 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=load_settings().parti
 
 # Assets that read a whole fleet do it a chunk of entities at a time, about this many rows each:
 # memory follows the chunk (a few hundred MB), not the fleet.
-CHUNK_ROWS = 4_000_000
+CHUNK_ROWS = 2_000_000
 
 # DuckDB has one writer: every asset that writes the warehouse joins this pool (dagster_home/dagster.yaml).
 WRITER_POOL = "duckdb_writer"
