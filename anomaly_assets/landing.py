@@ -1320,7 +1320,26 @@ _FILES_PER_TASK = 64
 
 
 @dataclass
-class BatchRead:
+class _Segment:
+    """Observations and rejections of some files of a batch (one file, a group read together, or
+    the whole batch), as flat arrays; see :class:`BatchRead` for the fields."""
+
+    file: np.ndarray
+    entity: np.ndarray
+    entity_names: np.ndarray
+    metric: np.ndarray
+    metric_names: np.ndarray
+    ts: np.ndarray
+    value: np.ndarray
+    line: np.ndarray
+    rej_file: np.ndarray
+    rej_line: np.ndarray
+    rej_raw: np.ndarray
+    rej_reason: np.ndarray
+
+
+@dataclass
+class BatchRead(_Segment):
     """What a batch of landing files yielded: each file's :class:`FileRead`, as flat arrays.
 
     No frame per file: cheap to send back from a worker process and to combine, and the
@@ -1339,29 +1358,20 @@ class BatchRead:
         (float64) and line number (int64).
     entity_names, metric_names : numpy.ndarray
         Distinct names (object arrays of str).
-    rejected : pandas.DataFrame
-        ``file`` (int32 index), ``line_number``, ``raw`` and ``reason``: every file's rejected
-        rows, by file and then in the order of :attr:`FileRead.rejected_rows`.
+    rej_file, rej_line, rej_raw, rej_reason : numpy.ndarray
+        Per rejected row, by file and then in the order of :attr:`FileRead.rejected_rows`: the
+        file's index (int32), line number (int64), the line's text and the reason (object).
     """
 
     source_files: list[str]
     shapes: list[str | None]
     file_errors: list[str | None]
     rows_read: np.ndarray
-    file: np.ndarray
-    entity: np.ndarray
-    entity_names: np.ndarray
-    metric: np.ndarray
-    metric_names: np.ndarray
-    ts: np.ndarray
-    value: np.ndarray
-    line: np.ndarray
-    rejected: pd.DataFrame
 
     def file_read(self, i: int) -> FileRead:
         """File ``i`` as :func:`read_file` returns it."""
         rows = self.file == i
-        rej = self.rejected[self.rejected["file"].to_numpy() == i]
+        rej = self.rej_file == i
         return FileRead(
             source_file=self.source_files[i],
             shape=self.shapes[i],
@@ -1371,30 +1381,11 @@ class BatchRead:
                 self.ts[rows], self.value[rows], self.line[rows],
             ),
             rejected_rows=_rejected_frame(
-                self.source_files[i], rej["line_number"].to_numpy(), rej["raw"].to_numpy(object),
-                rej["reason"].to_numpy(object),
+                self.source_files[i], self.rej_line[rej], self.rej_raw[rej], self.rej_reason[rej],
             ),
             rows_read=int(self.rows_read[i]),
             file_error=self.file_errors[i],
         )
-
-
-@dataclass
-class _Segment:
-    """Observations and rejections of some files of a batch (one file, or a group read together)."""
-
-    file: np.ndarray
-    entity: np.ndarray
-    entity_names: np.ndarray
-    metric: np.ndarray
-    metric_names: np.ndarray
-    ts: np.ndarray
-    value: np.ndarray
-    line: np.ndarray
-    rej_file: np.ndarray
-    rej_line: np.ndarray
-    rej_raw: np.ndarray
-    rej_reason: np.ndarray
 
 
 def _segment_of_read(i: int, fr: FileRead) -> _Segment:
@@ -1529,18 +1520,13 @@ def _combine(names, shapes, errors, rows_read, segments: list[_Segment]) -> Batc
     metric, metric_names = recode("metric", "metric_names")
     rej_file = cat("rej_file", np.int32)
     rej_order = np.argsort(rej_file, kind="stable")
-    rejected = pd.DataFrame({
-        "file": rej_file[rej_order],
-        "line_number": cat("rej_line", np.int64)[rej_order],
-        "raw": cat("rej_raw", object)[rej_order],
-        "reason": cat("rej_reason", object)[rej_order],
-    })
     return BatchRead(
         source_files=names, shapes=shapes, file_errors=errors, rows_read=rows_read,
         file=file[order], entity=entity[order], entity_names=entity_names,
         metric=metric[order], metric_names=metric_names, ts=cat("ts", np.int64)[order],
         value=cat("value", np.float64)[order], line=cat("line", np.int64)[order],
-        rejected=rejected,
+        rej_file=rej_file[rej_order], rej_line=cat("rej_line", np.int64)[rej_order],
+        rej_raw=cat("rej_raw", object)[rej_order], rej_reason=cat("rej_reason", object)[rej_order],
     )
 
 

@@ -165,10 +165,8 @@ class IngestRun:
             o = pd.DataFrame({"ts": pd.Series(us[out_idx].view("datetime64[us]")).dt.tz_localize("UTC")})
             _, reason = outside_partitions(o, self.first, self.now)
             parts.append((fcode[out_idx], b.line[out_idx], 0, None, reason.to_numpy(object)))
-        rej = b.rejected
-        if len(rej):
-            parts.append((rej["file"].to_numpy(np.int64), rej["line_number"].to_numpy(np.int64), 1,
-                          rej["raw"].to_numpy(object), rej["reason"].to_numpy(object)))
+        if len(b.rej_file):
+            parts.append((b.rej_file.astype(np.int64), b.rej_line, 1, b.rej_raw, b.rej_reason))
         kept = ~out
         # first and last accepted timestamp per file (rows are grouped by file)
         k_us, k_file = us[kept], fcode[kept]

@@ -74,7 +74,7 @@ def test_a_batch_reads_every_file_as_read_file_does(folder, monkeypatch):
     # flat arrays: by file, and every observation or rejection of a file accounted for
     assert (pd.Series(batch.file).diff().dropna() >= 0).all()
     counts = pd.Series(batch.file).value_counts().reindex(range(len(files)), fill_value=0)
-    rejected = batch.rejected["file"].value_counts().reindex(range(len(files)), fill_value=0)
+    rejected = pd.Series(batch.rej_file).value_counts().reindex(range(len(files)), fill_value=0)
     assert (counts + rejected).tolist() == batch.rows_read.tolist()
     by_name = dict(zip(batch.source_files, range(len(files))))
     dups = batch.file_read(by_name["a/wide_dups.csv"]).rejected_rows
