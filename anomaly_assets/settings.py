@@ -22,7 +22,7 @@ class Settings:
     expectations: Path
     # DuckDB caches what it reads up to its memory limit (default 80% of RAM): a fleet read in
     # chunks would otherwise fill memory with cached blocks.
-    duckdb_memory: str = "2GB"
+    duckdb_memory: str = "1GB"
 
     @property
     def model_dir(self) -> Path:
@@ -52,5 +52,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         # the read-only copy analysts query; beside the warehouse unless set
         analyst_copy=path("ANOMALY_ANALYST_COPY", None) or warehouse.parent / "analytics.duckdb",
         expectations=path("ANOMALY_EXPECTATIONS", str(REPO_ROOT / "configs" / "expectations.yaml")),
-        duckdb_memory=env.get("ANOMALY_DUCKDB_MEMORY", "2GB"),
+        duckdb_memory=env.get("ANOMALY_DUCKDB_MEMORY", "1GB"),
     )
