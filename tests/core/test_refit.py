@@ -69,6 +69,22 @@ def test_refit_day_equals_daily_refit_and_later_days_differ():
     assert w < 1.25 * d, (w, d)
 
 
+def test_between_refits_the_scale_is_that_of_the_days_own_history():
+    """The residual scale is not carried from the refit day: a stale scale was what cost detection
+    (SMD best-F1 0.571 against 0.641 with the day's own). It is the plain STL fit's of [D - 14, D)."""
+    obs = _fleet()
+    days = days_in(obs.ts.min().floor("D") + 15 * DAY, obs.ts.max().floor("D") + DAY)
+    later = [d for d in days if refit_day(d, 7) != d]
+    weekly = _run(obs, later, WEEKLY)
+    plain = _run(obs, later, DecompositionParams(refit_days=1, robust=False))
+    np.testing.assert_allclose(weekly["residual"] / weekly["residual_z"], plain["residual"] / plain["residual_z"],
+                               rtol=1e-9)
+    # and it changes from day to day, as the history does
+    scale = (weekly["residual"] / weekly["residual_z"]).groupby([weekly.entity_id, weekly.metric,
+                                                                  weekly.ts.dt.floor("D")], observed=True).first()
+    assert scale.groupby(level=[0, 1], observed=True).nunique().min() > 1
+
+
 def _cycle(days=30, start="2026-09-07"):
     ts = pd.date_range(start, periods=days * 24, freq="1h", tz="UTC")
     rng = np.random.default_rng(0)
