@@ -197,6 +197,15 @@ def decompose_days(obs: pd.DataFrame, days: list[pd.Timestamp], params: Decompos
             frames = _decompose_group(window[window["entity_id"].isin(names)], int(step), day, params)
             for f in frames:
                 parts.append(_encode_frame(f, entities, metrics))
+    # an entity that starts on a day while the fleet has history: its rows kept, nothing to fit
+    for k, day in enumerate(days):
+        new = np.flatnonzero(plan.newcomer[:, k])
+        if len(new) == 0:
+            continue
+        rows = np.concatenate([by_entity[bounds[i]:bounds[i + 1]] for i in new])
+        rows = rows[(ts[rows] >= day.value // 1000) & (ts[rows] < (day + DAY).value // 1000)]
+        parts.append({"e": e[rows], "m": m[rows], "ts": ts[rows], "value": value[rows],
+                      **{c: np.full(len(rows), np.nan) for c in _DEC_FLOATS[1:]}})
     if not parts:
         return pd.DataFrame(columns=_DEC_COLS)
     cols = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
@@ -214,6 +223,7 @@ class _IntervalPlan:
     regular_step: np.ndarray  # (n_entities,) the entity's grid step in seconds, 0 when irregular
     fast: np.ndarray  # (n_entities, n_days) the day goes through the regular path
     slow: np.ndarray  # (n_entities, n_days) the day goes through the general path
+    newcomer: np.ndarray  # (n_entities, n_days) rows that day but none before it, while others have history
     use_past: np.ndarray  # (n_days,) the interval is learnt from the past (else from the whole window)
 
 
@@ -229,6 +239,7 @@ def _interval_plan(e, ts, n_entities, days, params, fleet_past=None) -> _Interva
     n_days = len(days)
     fast = np.zeros((n_entities, n_days), bool)
     present = np.zeros((n_entities, n_days), bool)  # has rows the general path would decompose
+    has_today = np.zeros((n_entities, n_days), bool)
     whole = (ts % _US) == 0
     t_s = ts // _US
     # distinct (entity, second) pairs, sorted
@@ -272,6 +283,7 @@ def _interval_plan(e, ts, n_entities, days, params, fleet_past=None) -> _Interva
         use_past[k] = bool((mid > lo).any()) if fleet_past is None else bool(fleet_past[day])
         end = mid if use_past[k] else hi
         n = end - lo  # distinct timestamps the interval is learnt from
+        has_today[:, k] = hi > mid
         present[:, k] = (n > 0) & (hi > mid)  # decomposed that day only with rows learnt from, and rows that day
         # spacings inside [lo, end): pairs lo+1 .. end-1
         n_sp = np.maximum(n - 1, 0)
@@ -280,7 +292,9 @@ def _interval_plan(e, ts, n_entities, days, params, fleet_past=None) -> _Interva
         fast[:, k] = ok_ent & median_is_step
     slow = present & ~fast
     fast &= present
-    return _IntervalPlan(regular_step, fast, slow, use_past)
+    # no interval to learn and nothing to fit: the day's rows are kept as cold start (NULL expected)
+    newcomer = ~present & has_today & use_past[None, :]
+    return _IntervalPlan(regular_step=regular_step, fast=fast, slow=slow, newcomer=newcomer, use_past=use_past)
 
 
 def refit_day(day: pd.Timestamp, refit_days: int) -> pd.Timestamp:

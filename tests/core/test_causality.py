@@ -51,3 +51,31 @@ def test_cold_start_entities_get_a_state_not_a_score():
     assert (scores.severity == "cold_start").all()
     assert scores.anomaly_score.isna().all()
     assert not scores.is_anomaly.any()
+
+
+def test_an_entity_joining_a_fleet_with_history_is_cold_start_on_its_first_day():
+    """A machine added to a running fleet has no rows in the 14 days before its first day: it is
+    neither dropped from that day nor scored, and a nightly run of that day says the same."""
+    obs = _obs(n_entities=4, days=15)
+    obs = obs.assign(ts=pd.to_datetime(obs.ts, utc=True))
+    days = days_in(obs.ts.min().floor("D"), obs.ts.max().floor("D") + DAY)
+    joins = days[10]
+    newcomer = sorted(obs.entity_id.unique())[0]
+    obs = obs[(obs.entity_id != newcomer) | (obs.ts >= joins)].reset_index(drop=True)
+    first_day = (obs.ts >= joins) & (obs.ts < joins + DAY) & (obs.entity_id == newcomer)
+
+    dec, scores = _chain(obs, days[8:])
+    mine = dec[(dec.entity_id == newcomer) & (dec.ts >= joins) & (dec.ts < joins + DAY)]
+    assert len(mine) == first_day.sum() == 24 * len(METRICS)  # every row of the day, none lost
+    assert mine["expected"].isna().all() and mine["residual_z"].isna().all()
+    np.testing.assert_array_equal(np.sort(mine["value"]), np.sort(obs.loc[first_day, "value"]))
+    day_scores = scores[(scores.entity_id == newcomer) & (scores.ts >= joins) & (scores.ts < joins + DAY)]
+    assert len(day_scores) == 24 and (day_scores.severity == "cold_start").all()
+    # the others are decomposed as before that day
+    others = dec[(dec.entity_id != newcomer) & (dec.ts >= joins) & (dec.ts < joins + DAY)]
+    assert others["expected"].notna().all()
+    # a nightly run of that day alone gives the same rows
+    night = decompose_days(obs[obs.ts < joins + DAY], [joins], DecompositionParams(history_days=14, min_history_days=3))
+    night_mine = night[night.entity_id == newcomer].sort_values(["metric", "ts"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(night_mine, mine.sort_values(["metric", "ts"]).reset_index(drop=True),
+                                  check_categorical=False)
