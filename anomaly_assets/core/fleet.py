@@ -174,11 +174,17 @@ def decompose_days(obs: pd.DataFrame, days: list[pd.Timestamp], params: Decompos
     regular = np.flatnonzero(plan.regular_step > 0)
     by_entity = np.argsort(e, kind="stable")
     bounds = np.searchsorted(e[by_entity], np.arange(len(entities) + 1))
+
+    def rows_of(ents, lo=None, hi=None):
+        """Positions of the rows of entities ``ents`` (those with ts in [lo, hi) when given)."""
+        rows = np.concatenate([by_entity[bounds[i]:bounds[i + 1]] for i in ents])
+        return rows if lo is None else rows[(ts[rows] >= lo) & (ts[rows] < hi)]
+
     for sl in _chunks(len(regular), chunk_entities or CHUNK_ENTITIES):
         ents = regular[sl]
         for step in np.unique(plan.regular_step[ents]):
             group = ents[plan.regular_step[ents] == step]
-            rows = np.concatenate([by_entity[bounds[i]:bounds[i + 1]] for i in group])
+            rows = rows_of(group)
             parts.append(_decompose_regular(e[rows], m[rows], ts[rows], value[rows], len(metrics), int(step), days,
                                             plan.fast[group], group, params))
     # everything else: the per-day, per-interval groups of the general path
@@ -186,9 +192,7 @@ def decompose_days(obs: pd.DataFrame, days: list[pd.Timestamp], params: Decompos
         slow = np.flatnonzero(plan.slow[:, k])
         if len(slow) == 0:
             continue
-        lo, hi = (day - pd.Timedelta(days=params.history_days)).value // 1000, (day + DAY).value // 1000
-        rows = np.concatenate([by_entity[bounds[i]:bounds[i + 1]] for i in slow])
-        rows = rows[(ts[rows] >= lo) & (ts[rows] < hi)]
+        rows = rows_of(slow, (day - pd.Timedelta(days=params.history_days)).value // 1000, (day + DAY).value // 1000)
         window = obs.iloc[np.sort(rows)][["entity_id", "metric", "ts", "value"]]
         past = window[window["ts"] < day]
         # the window the interval is learnt from is decided for the whole frame (plan.use_past)
@@ -202,8 +206,7 @@ def decompose_days(obs: pd.DataFrame, days: list[pd.Timestamp], params: Decompos
         new = np.flatnonzero(plan.newcomer[:, k])
         if len(new) == 0:
             continue
-        rows = np.concatenate([by_entity[bounds[i]:bounds[i + 1]] for i in new])
-        rows = rows[(ts[rows] >= day.value // 1000) & (ts[rows] < (day + DAY).value // 1000)]
+        rows = rows_of(new, day.value // 1000, (day + DAY).value // 1000)
         parts.append({"e": e[rows], "m": m[rows], "ts": ts[rows], "value": value[rows],
                       **{c: np.full(len(rows), np.nan) for c in _DEC_FLOATS[1:]}})
     if not parts:
@@ -284,7 +287,7 @@ def _interval_plan(e, ts, n_entities, days, params, fleet_past=None) -> _Interva
         end = mid if use_past[k] else hi
         n = end - lo  # distinct timestamps the interval is learnt from
         has_today[:, k] = hi > mid
-        present[:, k] = (n > 0) & (hi > mid)  # decomposed that day only with rows learnt from, and rows that day
+        present[:, k] = (n > 0) & has_today[:, k]  # decomposed that day only with rows learnt from, and rows that day
         # spacings inside [lo, end): pairs lo+1 .. end-1
         n_sp = np.maximum(n - 1, 0)
         n_step = np.where(n >= 2, cum_step[np.maximum(end - 1, 0)] - cum_step[np.minimum(lo, len(cum_step) - 1)], 0)
@@ -418,12 +421,12 @@ def _decompose_regular(e, m, ts, value, n_metrics, step, days, fast, ents, param
             p, j = p[use], (day - a).days
             cells = slice(j * per_day, (j + 1) * per_day)
             seasonal[use], scale[use] = f["seasonal"][p, cells], f["scale"][p]
-            if j > 0:  # the scale of the day's own history (a stale scale cost the most detection)
-                fresh = fit(sel[use], g0, per_day, robust=False)["scale"]
-                scale[use] = np.where(np.isnan(fresh), scale[use], fresh)
             if j == 0:
                 trend[use] = f["trend"][p, cells]
             else:
+                # the scale of the day's own history (a stale scale cost the most detection)
+                fresh = fit(sel[use], g0, per_day, robust=False)["scale"]
+                scale[use] = np.where(np.isnan(fresh), scale[use], fresh)
                 # the level of the last day in [A, D) with observations, else the refit day's level
                 ga = column(a)
                 dev = dense[sel[use], ga:g0].reshape(len(p), j, per_day) - f["profile"][p][:, None, :]
@@ -601,15 +604,13 @@ class _Timelines:
             self.slot[ents] = np.arange(len(ents))
             cols = np.flatnonzero(s)
             T = int(self.count[ents].max())
-            if len(sets) == 1:  # the usual fleet: every entity has every metric; no row selection
-                rows, slot_of_row, col_of_row = slice(None), e, m if len(cols) == nm else None
+            if len(sets) == 1:  # the usual fleet: every entity has every metric (of the frame); no row selection
+                rows, slot_of_row, col_of_row = slice(None), e, m
             else:
                 rows = np.flatnonzero(self.group_of[e] == g)
-                slot_of_row, col_of_row = self.slot[e[rows]], None
-            if col_of_row is None:
                 col_of = np.full(nm, -1)
                 col_of[cols] = np.arange(len(cols))
-                col_of_row = col_of[m[rows]]
+                slot_of_row, col_of_row = self.slot[e[rows]], col_of[m[rows]]
             flat = slot_of_row * T  # one index for every column: (slot * T + t) * metrics + column
             flat += t_local[rows]
             flat *= len(cols)
