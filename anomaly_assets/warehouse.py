@@ -259,16 +259,25 @@ def read_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = N
 def _insert(con: duckdb.DuckDBPyConnection, table: Table, rows: pd.DataFrame) -> None:
     if rows is None or len(rows) == 0:
         return
+    _require_columns(table, rows)
+    _insert_registered(con, table, "_rows", rows[table.column_names])
+
+
+def _require_columns(table: Table, rows: pd.DataFrame) -> None:
     missing = [c for c in table.column_names if c not in rows.columns]
     if missing:
         raise ValueError(f"{table.qualified}: rows to write lack columns {missing}")
-    con.register("_rows", rows[table.column_names])
+
+
+def _insert_registered(con: duckdb.DuckDBPyConnection, table: Table, name: str, source) -> None:
+    """INSERT every column of ``table`` from ``source`` (a frame or an Arrow stream), registered as ``name``."""
+    cols = ", ".join(f'"{c}"' for c in table.column_names)
+    con.register(name, source)
     try:
-        cols = ", ".join(f'"{c}"' for c in table.column_names)
-        con.execute(f"INSERT INTO {table.qualified} ({cols}) SELECT {cols} FROM _rows")
+        con.execute(f"INSERT INTO {table.qualified} ({cols}) SELECT {cols} FROM {name}")
     finally:
         try:
-            con.unregister("_rows")
+            con.unregister(name)
         except duckdb.Error:  # the failed INSERT aborted the transaction: its own error is the one to raise
             pass
 
@@ -348,9 +357,7 @@ def replace_time_slice_streamed(
     first = next((f for f in frames if len(f)), None)
     if first is None:
         return
-    missing = [c for c in names if c not in first.columns]
-    if missing:
-        raise ValueError(f"{table.qualified}: rows to write lack columns {missing}")
+    _require_columns(table, first)
     schema = pa.Schema.from_pandas(first[names], preserve_index=False)
     raised: list[BaseException] = []
 
@@ -364,19 +371,12 @@ def replace_time_slice_streamed(
             raised.append(exc)
             raise
 
-    cols = ", ".join(f'"{c}"' for c in names)
-    con.register("_stream", pa.RecordBatchReader.from_batches(schema, batches()))
     try:
-        con.execute(f"INSERT INTO {table.qualified} ({cols}) SELECT {cols} FROM _stream")
+        _insert_registered(con, table, "_stream", pa.RecordBatchReader.from_batches(schema, batches()))
     except Exception:
-        try:
-            con.unregister("_stream")
-        except duckdb.Error:
-            pass  # the failed statement aborted the transaction: its rollback drops the view
         if raised:
             raise raised[0] from None
         raise
-    con.unregister("_stream")
 
 
 def replace_keyed(
