@@ -97,6 +97,7 @@ Inputs must be finite: callers fill gaps (interpolate / forward-fill) first.
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -178,8 +179,8 @@ class _Corr:
     never wraps).
     """
 
-    def __init__(self, kern: np.ndarray):
-        kern = np.atleast_2d(np.asarray(kern, dtype=np.float64))
+    def __init__(self, kern: np.ndarray, dtype=np.float64):
+        kern = np.atleast_2d(np.asarray(kern, dtype=np.float64)).astype(dtype, copy=False)
         self.kern = kern
         self.nk, self.span = kern.shape
         self.use_fft = self.span >= _FFT_MIN_SPAN
@@ -190,7 +191,7 @@ class _Corr:
         T = self._toeplitz.get(B)
         if T is None:
             L = B + self.span - 1
-            T = np.zeros((self.nk, B, L))
+            T = np.zeros((self.nk, B, L), dtype=self.kern.dtype)
             for o in range(B):
                 T[:, o, o:o + self.span] = self.kern
             self._toeplitz[B] = T
@@ -201,7 +202,7 @@ class _Corr:
         n, S = X.shape
         m = n - self.span + 1
         if out is None:
-            out = np.empty((self.nk, m, S))
+            out = np.empty((self.nk, m, S), dtype=X.dtype)
         if self.use_fft:
             nfft = sfft.next_fast_len(n, real=True)
             Kf = self._fft.get(nfft)
@@ -234,21 +235,25 @@ class _BandedOp:
     ``out[o0 + t] = sum_u kernel[u] X[t + u]``.
     """
 
-    def __init__(self, n_in, n_out, blocks, interior):
+    def __init__(self, n_in, n_out, blocks, interior, dtype=np.float64):
         self.n_in, self.n_out = n_in, n_out
-        self.blocks = blocks
+        self.blocks = [(o0, o1, st, W.astype(dtype, copy=False), m) for o0, o1, st, W, m in blocks]
+        self._master = (blocks, interior)  # float64, for other precisions
         self.interior = None
         if interior is not None:
             o0, o1, kern = interior
-            self.interior = (o0, o1, _Corr(kern))
+            self.interior = (o0, o1, _Corr(kern, dtype))
             assert o1 - o0 == n_in - len(kern) + 1
+
+    def astype(self, dtype) -> "_BandedOp":
+        return _BandedOp(self.n_in, self.n_out, *self._master, dtype=dtype)
 
     @property
     def nbytes(self) -> int:
         return sum(W.nbytes for _, _, _, W, mirrored in self.blocks if not mirrored)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
-        out = np.empty((self.n_out, X.shape[1]))
+        out = np.empty((self.n_out, X.shape[1]), dtype=X.dtype)
         for o0, o1, st, W, mirrored in self.blocks:
             Xw = X[st:st + W.shape[1]]
             if mirrored:
@@ -335,6 +340,16 @@ class _Block:
         self._pos = pos
         self._K = K
         self._k_rho = None
+        self.dtype = np.float64
+
+    def astype(self, dtype) -> "_Block":
+        """The same block computing in ``dtype`` (weights built in float64, then rounded)."""
+        out = copy.copy(self)
+        out.dtype = dtype
+        out.weff = self.weff.astype(dtype)
+        out.x0 = self.x0.astype(dtype)
+        out._k_rho = None if self._k_rho is None else self._k_rho.astype(dtype)
+        return out
 
     @property
     def k_rho(self) -> np.ndarray:
@@ -346,6 +361,7 @@ class _Block:
                 self._k_rho = np.concatenate([K, kd, kd * D])
             else:
                 self._k_rho = K
+            self._k_rho = self._k_rho.astype(self.dtype, copy=False)
             self._K = None
         return self._k_rho
 
@@ -374,7 +390,7 @@ class _RobustState:
 
 def _direct_sums(X, ti, si, kern):
     """Exact ``sum_u kern[:, u] X[t + u, s]`` for the (t, s) pairs given: (nk, len(ti))."""
-    out = np.empty((kern.shape[0], len(ti)))
+    out = np.empty((kern.shape[0], len(ti)), dtype=X.dtype)
     u = np.arange(kern.shape[1])
     step = max(1, (1 << 22) // kern.shape[1])
     for i0 in range(0, len(ti), step):
@@ -494,6 +510,18 @@ class _LoessPlan:
     def nbytes(self) -> int:
         return sum(b.nbytes for _, _, b, m in self.blocks if not m)
 
+    def astype(self, dtype) -> "_LoessPlan":
+        """The same plan computing in ``dtype``: its weights built in float64, then rounded."""
+        out = copy.copy(self)
+        cast = {}
+        out.blocks = [(o0, o1, cast.setdefault(id(b), b.astype(dtype)), m) for o0, o1, b, m in self.blocks]
+        if self.interior is not None:
+            out.int_weff = self.int_weff.astype(dtype)
+            out.corr_rho = _Corr(self.corr_rho.kern, dtype)
+            out.corr_z = _Corr(self.corr_z.kern, dtype)
+        out.op = self.op.astype(dtype)
+        return out
+
     def _window(self, X, b: _Block, mirrored: bool):
         return X[self.n - b.L:][::-1] if mirrored else X[b.start:b.start + b.L]
 
@@ -546,7 +574,7 @@ class _LoessPlan:
         Missing fits (``st.missing``) are left at 0 for the caller to fill.
         """
         Z = rho * X
-        out = np.empty((self.n_out, X.shape[1]))
+        out = np.empty((self.n_out, X.shape[1]), dtype=X.dtype)
         for (o0, o1, b, mirrored), (al, be) in zip(self.blocks, st.blocks):
             TZ = b.k_z @ self._window(Z, b, mirrored)
             r = b.rows
@@ -576,10 +604,14 @@ _SHARED_TOTAL_BYTES = 64 << 20
 
 
 class _Plans:
-    """Plans of one call (see above); races between threads only rebuild."""
+    """Plans of one call (see above); races between threads only rebuild.
 
-    def __init__(self):
+    Plans are built in float64; a plan of another precision is the float64 plan's weights
+    rounded (its own cache entry)."""
+
+    def __init__(self, dtype=np.float64):
         self.local: dict = {}
+        self.dtype = np.dtype(dtype)
 
     def _get(self, key, build):
         obj = self.local.get(key)
@@ -596,13 +628,20 @@ class _Plans:
         self.local[key] = obj
         return obj
 
-    def loess(self, n: int, span: int, deg: int, extrapolate: bool) -> _LoessPlan:
+    def loess(self, n: int, span: int, deg: int, extrapolate: bool, dtype=None) -> _LoessPlan:
+        dtype = self.dtype if dtype is None else np.dtype(dtype)
+        if dtype != np.float64:
+            return self._get(("loess", n, span, deg, extrapolate, dtype.str),
+                             lambda: self.loess(n, span, deg, extrapolate, np.float64).astype(dtype))
         return self._get(("loess", n, span, deg, extrapolate),
                          lambda: _LoessPlan(n, span, deg, extrapolate))
 
     def season_op(self, n: int, period: int, low_pass: int, low_pass_deg: int) -> _BandedOp:
-        return self._get(("season", n, period, low_pass, low_pass_deg),
-                         lambda: _season_op(n, period, low_pass, low_pass_deg, self))
+        op = self._get(("season", n, period, low_pass, low_pass_deg),
+                       lambda: _season_op(n, period, low_pass, low_pass_deg, self))
+        if self.dtype == np.float64:
+            return op
+        return self._get(("season", n, period, low_pass, low_pass_deg, self.dtype.str), lambda: op.astype(self.dtype))
 
 
 def _season_op(n: int, period: int, low_pass: int, low_pass_deg: int, plans: _Plans) -> _BandedOp:
@@ -615,7 +654,7 @@ def _season_op(n: int, period: int, low_pass: int, low_pass_deg: int, plans: _Pl
     """
     h = np.convolve(np.convolve(np.full(period, 1.0 / period), np.full(period, 1.0 / period)),
                     np.full(3, 1.0 / 3.0))
-    lp = plans.loess(n, low_pass, low_pass_deg, False)
+    lp = plans.loess(n, low_pass, low_pass_deg, False, np.float64)
     blocks = []
     composite = {}
     for o0, o1, b, mirrored in lp.blocks:
@@ -674,7 +713,7 @@ def _to_cycles(X, period):
     K, Kc, _ = _subseries_layout(n, period)
     if Kc * period == n:
         return X.reshape(Kc, period, S)
-    Xp = np.zeros((Kc * period, S))
+    Xp = np.zeros((Kc * period, S), dtype=X.dtype)
     Xp[:n] = X
     return Xp.reshape(Kc, period, S)
 
@@ -695,7 +734,7 @@ def _ss(W, period, span, deg, rob: _SubseriesRobust | None, plans: _Plans):
     n, S = W.shape
     K, Kc, groups = _subseries_layout(n, period)
     W3 = _to_cycles(W, period)
-    out = np.empty((K + 3, period, S))
+    out = np.empty((K + 3, period, S), dtype=W.dtype)
     for g, (j0, j1, k) in enumerate(groups):
         X = W3[:k, j0:j1].reshape(k, (j1 - j0) * S)
         p = plans.loess(k, span, deg, True)
@@ -740,9 +779,9 @@ def _stl_chunk(Y, period, seasonal, trend_len, low_pass, sdeg, tdeg, ldeg,
     n, S = Y.shape
     season_op = plans.season_op(n, period, low_pass, ldeg)
     tplan = plans.loess(n, trend_len, tdeg, False)
-    trend = np.zeros((n, S))
+    trend = np.zeros((n, S), dtype=Y.dtype)
     season = None
-    rw = np.ones((n, S))
+    rw = np.ones((n, S), dtype=Y.dtype)
     rob_ss = rob_t = None
     k = 0
     while True:
@@ -825,7 +864,7 @@ def _resolve_params(n, period, seasonal, trend, low_pass, seasonal_deg, trend_de
 
 def stl(Y, period, *, seasonal=7, trend=None, low_pass=None, seasonal_deg=1,
         trend_deg=1, low_pass_deg=1, robust=False, inner_iter=None,
-        outer_iter=None) -> STLResult:
+        outer_iter=None, dtype=np.float64) -> STLResult:
     """STL decomposition of every row of ``Y`` (statsmodels-equivalent).
 
     Parameters mirror ``statsmodels.tsa.seasonal.STL(...).fit(inner_iter,
@@ -844,6 +883,10 @@ def stl(Y, period, *, seasonal=7, trend=None, low_pass=None, seasonal_deg=1,
     robust : use bisquare robustness weights in the outer loop.
     inner_iter : default 2 if robust else 5 (statsmodels' ``STL.fit``).
     outer_iter : default 15 if robust else 0.
+    dtype : float64 (default) or float32, the precision of the arithmetic. The loess
+        weights are built in float64 either way; float32 sums run about twice as fast
+        (half the bytes per GEMM and per elementwise pass) with rounding errors of about
+        1e-6 of the series' range instead of 1e-13. The components are returned as float64.
 
     Returns
     -------
@@ -866,12 +909,15 @@ def stl(Y, period, *, seasonal=7, trend=None, low_pass=None, seasonal_deg=1,
     (period, seasonal, trend, low_pass, sdeg, tdeg, ldeg, inner_iter,
      outer_iter) = _resolve_params(n, period, seasonal, trend, low_pass, seasonal_deg,
                                    trend_deg, low_pass_deg, robust, inner_iter, outer_iter)
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float64, np.float32):
+        raise ValueError(f"dtype must be float64 or float32, got {dtype}")
     T = np.empty((S, n))
     Sea = np.empty((S, n))
     W = np.empty((S, n))
     # enough series per chunk for efficient matmuls, few enough to stay in cache
     chunk = max(_MIN_CHUNK_SERIES, _CHUNK_ELEMENTS // (n + 2 * period))
-    plans = _Plans()
+    plans = _Plans(dtype)
     with _blas_single_thread():
         for s0 in range(0, S, chunk):
             _stl_into(Y, slice(s0, min(S, s0 + chunk)), T, Sea, W, plans, period, seasonal,
@@ -897,7 +943,7 @@ def _stl_into(Y, sl, T, Sea, W, plans, period, seasonal, trend, low_pass, sdeg, 
     mu = Ys.mean(axis=1, keepdims=True)
     const = Ys.min(axis=1) == Ys.max(axis=1)
     mu[const, 0] = Ys[const, 0]  # constant rows become exact zeros
-    Yt = np.ascontiguousarray((Ys - mu).T)
+    Yt = np.ascontiguousarray((Ys - mu).T, dtype=plans.dtype)
     t, s, w = _stl_chunk(Yt, period, seasonal, trend, low_pass, sdeg, tdeg, ldeg,
                          inner_iter, outer_iter, plans)
     T[sl] = t.T + mu

@@ -79,14 +79,15 @@ class Forecast:
 
 
 def forecast(history: np.ndarray, horizon: int, periods: tuple[int, ...], *, robust: bool = True,
-             outer_iter: int = 2, min_scale: np.ndarray | float = 1e-9) -> Forecast:
+             outer_iter: int = 2, min_scale: np.ndarray | float = 1e-9, dtype="float64") -> Forecast:
     """Forecast ``horizon`` steps after ``history`` (n_series, n_history), gap-free and finite.
 
     ``history`` must end at a day boundary when a weekly period is given (its last point is the
     last sample before the forecast day), so that its blocks of ``periods[0]`` samples are days.
     ``robust`` uses STL's bisquare robustness weights so that past anomalies in the history do
     not bend the expectation (``outer_iter`` robustness passes; statsmodels' default is 15, two
-    already remove the pull of isolated spikes at a fraction of the cost).
+    already remove the pull of isolated spikes at a fraction of the cost). ``dtype``: the
+    precision of the STL arithmetic (see :func:`anomaly_assets.core.decompose.stl`).
     """
     history = np.atleast_2d(np.asarray(history, float))
     b, n = history.shape
@@ -104,7 +105,7 @@ def forecast(history: np.ndarray, horizon: int, periods: tuple[int, ...], *, rob
         # horizon; the weekly cycle is left to the detector's trailing statistics.
         kw = dict(robust=robust, outer_iter=outer_iter) if robust else {}
         p = periods[0]
-        res = stl(history, p, **kw)
+        res = stl(history, p, dtype=dtype, **kw)
         resid = res.resid
         trend = np.repeat(res.trend[:, -1:], horizon, axis=1)
         # phase of step h in the last cycle: index n - p + ((h - 1) mod p)

@@ -1,7 +1,7 @@
 """features.decomposition: each day's expectation, forecast from the days before it."""
 
 
-from typing import Optional
+from typing import Literal, Optional
 
 import dagster as dg
 import pandas as pd
@@ -23,11 +23,13 @@ class DecompositionConfig(dg.Config):
     min_history_days: float = DecompositionParams.min_history_days
     refit_days: int = DecompositionParams.refit_days  # sub-daily series: STL refit every this many days
     cycle_points: Optional[int] = DecompositionParams.cycle_points  # finer data: decomposed on block means
+    precision: Literal["float32", "float64"] = DecompositionParams.precision  # of the STL sums
 
     def params(self) -> DecompositionParams:
         return DecompositionParams(history_days=self.history_days, periods=tuple(self.periods) if self.periods else None,
                                    robust=self.robust, min_history_days=self.min_history_days,
-                                   refit_days=self.refit_days, cycle_points=self.cycle_points)
+                                   refit_days=self.refit_days, cycle_points=self.cycle_points,
+                                   precision=self.precision)
 
 
 @daily_table_asset(wh.DECOMPOSITION, group="features", deps=[["raw", "observations"]])
