@@ -43,3 +43,16 @@ def test_no_weekday_effect_leaves_the_daily_forecast_alone():
     daily = forecast(history, 24, (24,))
     err_weekly, err_daily = np.abs(day - weekly.expected).mean(), np.abs(day - daily.expected).mean()
     assert err_weekly < 0.3 and err_weekly < 1.2 * err_daily  # noise is 0.2
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 101, 336, 337, 4032])
+def test_scale_floor_percentiles_are_numpys(n):
+    from anomaly_assets.core.forecast import _percentiles
+
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(40, n)) * 10.0 ** rng.integers(-3, 6, size=(40, 1))
+    x[0] = 5.0  # a flat row
+    x[1, : n // 2] = -7.0  # ties
+    want = np.percentile(x, [1, 99], axis=1)
+    got = _percentiles(x, (1, 99))
+    assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])
