@@ -43,6 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
+from anomaly_assets.core.quantiles import row_quantiles
+
 _EPS = 1e-9
 
 
@@ -236,7 +238,8 @@ class FleetDetector(EntityDetector):
         self.mean_, self.sd_, self.rmean_, self.rsd_ = _fit_scales(values, residual_z, self.min_sd_fraction)
         self.n_metrics_ = values.shape[2]
         self.forest_ = None
-        raw = self._raw(values, residual_z)[0]
+        zv, zr = self._z(values, residual_z)
+        raw = np.maximum(np.abs(zv, out=zv), np.abs(zr, out=zr), out=zv).max(axis=-1)  # = _deviation's raw
         self.tails_ = [_fit_tail(ewma(raw, a, axis=-1), self.tail_quantile) for a in self.smoothing_alphas]
         self.spike_tail_ = _fit_tail(raw, self.spike_quantile) if self.spike_quantile else None
         self.n_history_ = np.full(len(values), values.shape[1])
@@ -297,21 +300,39 @@ def severity(anomaly_score: np.ndarray, warning_p: float, critical_p: float) -> 
 def _fit_scales(values, residual_z, min_sd_fraction):
     """Per-metric location and scale of values and residuals over the history (axis -2)."""
     with np.errstate(all="ignore"):
-        mean = np.nan_to_num(np.nanmean(values, axis=-2))
-        sd = np.nan_to_num(np.nanstd(values, axis=-2))
-        rng = np.nan_to_num(np.nanmax(values, axis=-2) - np.nanmin(values, axis=-2))
+        mean, sd = _nan_mean_std(values)
+        mean, sd = np.nan_to_num(mean), np.nan_to_num(sd)
+        rng = np.nan_to_num(np.fmax.reduce(values, axis=-2) - np.fmin.reduce(values, axis=-2))
         # residual_z is standardized already; re-centre/scale on its out-of-sample history
-        rmean = np.nan_to_num(np.nanmean(residual_z, axis=-2))
-        rsd = np.nan_to_num(np.nanstd(residual_z, axis=-2), nan=1.0)
+        rmean, rsd = _nan_mean_std(residual_z)
+        rmean, rsd = np.nan_to_num(rmean), np.nan_to_num(rsd, nan=1.0)
     floor = np.maximum(min_sd_fraction * rng, 1e-6 * np.maximum(np.abs(mean), 1.0))
     return mean, np.maximum(sd, floor), rmean, np.maximum(rsd, 0.1)
 
 
+def _nan_mean_std(x):
+    """``np.nanmean`` and ``np.nanstd`` along axis -2, the same arithmetic (NaN read as 0 and not
+    counted, deviations from the mean squared and summed), from one NaN mask and no copies of
+    ``x`` per statistic: ~2x faster on a fleet's (entities, time, metrics) history."""
+    missing = np.isnan(x)
+    n = x.shape[-2] - missing.sum(axis=-2)
+    filled = np.where(missing, 0.0, x)
+    mean = filled.sum(axis=-2) / n
+    filled -= np.expand_dims(mean, -2)
+    filled[missing] = 0.0
+    np.multiply(filled, filled, out=filled)
+    return mean, np.sqrt(filled.sum(axis=-2) / n)
+
+
 def _zscores(values, residual_z, mean, sd, rmean, rsd, residual_weight):
     """Standardized value and residual deviations, NaN (missing) read as no deviation."""
-    zv = np.nan_to_num((values - mean) / sd)
-    zr = residual_weight * np.nan_to_num((residual_z - rmean) / rsd)
-    return zv, zr
+    zv = np.subtract(values, mean)
+    zv /= sd
+    zr = np.subtract(residual_z, rmean)
+    zr /= rsd
+    zr = np.nan_to_num(zr, copy=False)
+    zr *= residual_weight
+    return np.nan_to_num(zv, copy=False), zr
 
 
 def _deviation(zv, zr):
@@ -346,7 +367,7 @@ def _fit_tail(evidence: np.ndarray, q: float) -> tuple:
         # Exponential tail (the GPD with shape 0): the MLE of its scale is the mean excess.
         beta = float(max(excess.mean() if len(excess) else 0.0, 1e-3 * max(u, 1.0), 1e-6))
         return u, beta, q
-    u = np.quantile(evidence, q, axis=-1)
+    u = row_quantiles(evidence, (q,))[0]  # np.quantile's numbers, from a sort
     over = evidence > u[..., None]
     n = over.sum(axis=-1)
     total = np.where(over, evidence - u[..., None], 0.0).sum(axis=-1)

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from anomaly_assets.core.decompose import stl
+from anomaly_assets.core.quantiles import row_quantiles
 
 _MAD_TO_SD = 1.4826
 
@@ -154,24 +155,8 @@ def mad_scale(resid: np.ndarray) -> np.ndarray:
 def scale_floor(history: np.ndarray) -> np.ndarray:
     """The smallest scale a series gets: 0.1 % of its 1st-99th percentile spread (and 1e-9), so a
     nearly flat series does not turn rounding noise into huge z."""
-    lo, hi = _percentiles(history, (1, 99))
+    lo, hi = row_quantiles(history, (0.01, 0.99))
     return np.maximum(1e-3 * (hi - lo), 1e-9)
-
-
-def _percentiles(x: np.ndarray, qs: tuple[float, ...]) -> list[np.ndarray]:
-    """``np.percentile(x, q, axis=1)`` (linear method, the same numbers) for finite rows, from
-    one sort: on many rows of a few hundred points ~2.5x faster than numpy's partitions."""
-    s = np.sort(x, axis=1)
-    n = x.shape[1]
-    out = []
-    for q in qs:
-        v = q / 100 * (n - 1)
-        lo = int(np.floor(v))
-        t = v - lo
-        a, b = s[:, lo], s[:, min(lo + 1, n - 1)]
-        # numpy's _lerp: from the nearer end, so t = 0 and t = 1 give a and b exactly
-        out.append(b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t)
-    return out
 
 
 def nanmedian(x: np.ndarray, axis: int) -> np.ndarray:

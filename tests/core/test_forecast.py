@@ -46,13 +46,17 @@ def test_no_weekday_effect_leaves_the_daily_forecast_alone():
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 101, 336, 337, 4032])
-def test_scale_floor_percentiles_are_numpys(n):
-    from anomaly_assets.core.forecast import _percentiles
+def test_row_quantiles_are_numpys(n):
+    from anomaly_assets.core.quantiles import row_quantiles
 
     rng = np.random.default_rng(n)
     x = rng.normal(size=(40, n)) * 10.0 ** rng.integers(-3, 6, size=(40, 1))
     x[0] = 5.0  # a flat row
     x[1, : n // 2] = -7.0  # ties
-    want = np.percentile(x, [1, 99], axis=1)
-    got = _percentiles(x, (1, 99))
-    assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])
+    qs = (0.0, 0.01, 0.5, 0.98, 0.999, 1.0)
+    want = np.quantile(x, qs, axis=1)
+    got = row_quantiles(x, qs)
+    assert all(np.array_equal(w, g) for w, g in zip(want, got))
+    # a leading axis too (entities x time), as the detector's tails use it
+    x3 = x.reshape(4, 10, n)
+    assert np.array_equal(np.quantile(x3, 0.98, axis=-1), row_quantiles(x3, (0.98,))[0])
