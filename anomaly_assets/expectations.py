@@ -269,35 +269,54 @@ def _domain(expectation, frame: pd.DataFrame) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(cols)) if all(c in frame.columns for c in cols) else None
 
 
-def _run_suite(frame: pd.DataFrame, expectations: list, examples: int, rows: pd.DataFrame) -> list[Outcome]:
-    """One GX suite on ``frame`` (index 0..n-1): an Outcome per expectation, in their order, with
-    the failing rows as ``examples``, taken whole from ``rows`` (the same rows as ``frame``, with
-    every column when GX was handed only some)."""
+def _gx_results(batch, expectations: list, result_format: dict) -> list:
+    """GX's results of one suite of ``expectations`` on ``batch``, in the order of ``expectations``
+    (GX lists them in its own order, see :func:`_in_gx_order`; equal expectations keep theirs)."""
     import great_expectations as gx
 
     suite = gx.ExpectationSuite(name="anomaly_assets_check", expectations=list(expectations))
+    by_name: dict[str, list] = {}
+    for r in batch.validate(suite, result_format=result_format).results:
+        by_name.setdefault(_describe(r.expectation_config), []).append(r)
+    return [by_name[_describe(e.configuration)].pop(0) for e in expectations]
+
+
+def _run_suite(frame: pd.DataFrame, expectations: list, examples: int, rows: pd.DataFrame) -> list[Outcome]:
+    """One GX suite on ``frame`` (index 0..n-1): an Outcome per expectation, in their order, with
+    the failing rows as ``examples``, taken whole from ``rows`` (the same rows as ``frame``, with
+    every column when GX was handed only some).
+
+    The suite runs with GX's BASIC result format (the counts and observed values an Outcome
+    keeps), and the expectations that did not hold (or could not run) run again with SUMMARY for
+    their failing rows' positions: those are what an Outcome takes from SUMMARY, and an expectation
+    that held has no failing rows to show. SUMMARY on every expectation cost twice BASIC on a
+    chunk of millions of rows (GX builds the unexpected rows' index and value counts, a take of
+    every column of the frame even when nothing failed)."""
     batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(
-        suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": examples}
-    )
-    outcomes = {}
-    for r in result.results:
+    results = _gx_results(batch, expectations, {"result_format": "BASIC"})
+    redo = [i for i, r in enumerate(results) if not r.success]
+    if redo:
+        summary = {"result_format": "SUMMARY", "partial_unexpected_count": examples}
+        for i, r in zip(redo, _gx_results(batch, [expectations[i] for i in redo], summary)):
+            results[i] = r
+    outcomes = []
+    for r in results:
         res = dict(r.result or {})
         failing = [i for i in res.get("partial_unexpected_index_list") or [] if isinstance(i, int)]
         exc = r.exception_info or {}
         if "raised_exception" not in exc and exc:  # several metrics: {metric_id: info}
             exc = next((v for v in exc.values() if isinstance(v, dict) and v.get("raised_exception")), {})
-        observed = {k: _plain(res[k]) for k in _OBSERVED if k in res}
         name = _describe(r.expectation_config)
-        outcomes.setdefault(name, []).append(Outcome(
+        outcomes.append(Outcome(
             expectation=name,
             success=bool(r.success),
-            observed=observed,
-            examples=rows.loc[pd.Index(failing[:examples]) if failing and not r.success else pd.Index([], dtype=int)],
+            observed={k: _plain(res[k]) for k in _OBSERVED if k in res},
+            # no failing rows: the frame's first 0 rows (a slice; a take of none costs as much as
+            # a take of some on Arrow-backed columns)
+            examples=rows.loc[pd.Index(failing[:examples])] if failing and not r.success else rows.iloc[:0],
             error=str(exc.get("exception_message")) if exc.get("raised_exception") else None,
         ))
-    # GX reports in its own order (see validate): back to the order of ``expectations``
-    return [outcomes[_describe(e.configuration)].pop(0) for e in expectations]
+    return outcomes
 
 
 def validate(frame: pd.DataFrame, expectations: list, *, examples: int = 10, narrow: bool = True) -> Validation:

@@ -228,3 +228,44 @@ def test_a_chunk_where_an_expectation_cannot_run_fails_the_whole():
     assert not v.success and [o.expectation.split("(")[1][:10] for o in v.outcomes] == ["column='y'", "column='x'"]
     assert v.outcomes[0].error and "y" in v.outcomes[0].error  # listed first, as GX lists what could not run
     assert v.outcomes[1].observed["unexpected_count"] == 1 and v.outcomes[1].examples["x"].tolist() == [9.0]
+
+
+@pytest.mark.parametrize("narrow", [True, False])
+def test_outcomes_are_what_one_gx_summary_run_reports(narrow):
+    """The runner takes the counts from GX's BASIC result format and runs the expectations that
+    failed again with SUMMARY for their failing rows: what it reports is what one SUMMARY run of
+    the whole suite reports (success, observed values, errors, the failing rows' positions), and
+    an expectation that held shows no rows (with the frame's columns)."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    from anomaly_assets.expectations import _OBSERVED, _batch_definition, _describe, _plain
+
+    frame = _frame()
+    expectations = _expectations() + [
+        gxe.ExpectColumnMedianToBeBetween(column="value", min_value=0, max_value=0.01),
+        gxe.ExpectColumnMedianToBeBetween(column="value", min_value=-10, max_value=10),
+        gxe.ExpectTableColumnsToMatchOrderedList(column_list=["entity_id", "metric"]),
+        gxe.ExpectColumnValuesToBeInSet(column="metric", value_set=["m"]),
+        gxe.ExpectColumnValuesToNotBeNull(column="ts"),
+        gxe.ExpectColumnValuesToNotBeNull(column="missing"),
+        gxe.ExpectColumnValuesToBeBetween(column="value", min_value=-5, max_value=5),  # the same twice
+    ]
+    v = validate(frame, expectations, examples=3, narrow=narrow)
+    batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
+    ref = batch.validate(gx.ExpectationSuite(name="t", expectations=expectations),
+                         result_format={"result_format": "SUMMARY", "partial_unexpected_count": 3}).results
+    assert [o.expectation for o in v.outcomes] == [_describe(r.expectation_config) for r in ref]
+    assert v.statistics["successful_expectations"] == sum(r.success for r in ref) > 0
+    assert sum(not r.success for r in ref) > 3
+    for o, r in zip(v.outcomes, ref):
+        res = r.result or {}
+        assert o.success == r.success
+        assert o.observed == {k: _plain(res[k]) for k in _OBSERVED if k in res}
+        assert (o.error is not None) == any(
+            e.get("raised_exception") for e in ([r.exception_info] if "raised_exception" in r.exception_info
+                                                else r.exception_info.values()))
+        failing = [i for i in res.get("partial_unexpected_index_list") or [] if isinstance(i, int)]
+        assert o.examples.index.tolist() == ([] if r.success else failing[:3])
+        assert list(o.examples.columns) == list(frame.columns)
+        pd.testing.assert_frame_equal(o.examples, frame.loc[pd.Index(failing[:3] if not r.success else [], dtype=int)])
