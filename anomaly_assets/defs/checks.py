@@ -47,6 +47,11 @@ EXAMPLES = 10
 CHUNK_ROWS = 2_000_000
 _FLOAT_MAX = sys.float_info.max
 _DUCKDB_TYPES = {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}
+# The UTC day of ``ts`` (TIMESTAMPTZ) as a DATE, from its epoch microseconds (floored, also before
+# 1970): the same as CAST(ts AT TIME ZONE 'UTC' AS DATE) whatever the session's time zone, about 7x
+# cheaper (no time zone conversion per row; 0.48 s -> 0.07 s on 2.7M rows).
+UTC_DAY = ("(DATE '1970-01-01' + CAST((epoch_us(ts) - CASE WHEN epoch_us(ts) < 0 THEN 86399999999 ELSE 0 END) "
+           "// 86400000000 AS INTEGER))")
 # severity, anomaly_score, is_anomaly: the combinations a score row may have
 STATES = ["normal, score set, not flagged", "warning, score set, flagged", "critical, score set, flagged",
           "cold_start, score NULL, not flagged"]
@@ -326,7 +331,7 @@ def _history_before(con, unfitted: pd.DataFrame, start, end, history: int) -> pd
     entities left unfitted are read."""
     sql = f"""
         WITH obs AS (
-            SELECT entity_id, metric, ts, CAST(ts AT TIME ZONE 'UTC' AS DATE) AS day
+            SELECT entity_id, metric, ts, {UTC_DAY} AS day
             FROM {wh.OBSERVATIONS.qualified} WHERE ts >= ? AND ts < ?
               AND entity_id IN (SELECT unnest(?::VARCHAR[]))),
         series AS (
@@ -367,7 +372,7 @@ def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
           for c in ("expected", "residual", "residual_z")],
     ], examples=EXAMPLES)
     series_day = ["entity_id", "metric", "day"]
-    day_sql = "CAST(ts AT TIME ZONE 'UTC' AS DATE)"
+    day_sql = UTC_DAY
     with duckdb.get_connection() as con:
         # series-days left unfitted (cold start): no row with an expected value (so only in
         # entities with a row without one: none in a night past cold start)
@@ -480,9 +485,10 @@ def anomaly_scores_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDB
             del s
         # flagged share per day: counted by DuckDB, the band checked by GX on the days
         per_day = con.execute(
-            f"SELECT strftime(date_trunc('day', ts AT TIME ZONE 'UTC'), '%Y-%m-%d') AS day, count(*) AS scored, "
-            f"count_if(is_anomaly) AS flagged FROM {wh.ANOMALY_SCORES.qualified} "
-            "WHERE ts >= ? AND ts < ? AND severity IS DISTINCT FROM 'cold_start' GROUP BY 1 ORDER BY 1",
+            f"SELECT strftime(day, '%Y-%m-%d') AS day, scored, flagged FROM ("
+            f"SELECT {UTC_DAY} AS day, count(*) AS scored, count_if(is_anomaly) AS flagged "
+            f"FROM {wh.ANOMALY_SCORES.qualified} WHERE ts >= ? AND ts < ? AND severity IS DISTINCT FROM 'cold_start' "
+            "GROUP BY 1) ORDER BY 1",
             [start, end],
         ).df()
     window = _range_md(start, end)
