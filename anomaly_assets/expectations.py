@@ -414,9 +414,25 @@ class ChunkedValidation:
         self.chunks = 0
         self._outcomes: list[Outcome] = []
 
-    def add(self, frame: pd.DataFrame) -> None:
-        """Validate one chunk (rows disjoint from every other chunk's)."""
+    def add(self, frame: pd.DataFrame, whole=None, columns: pd.DataFrame | None = None) -> None:
+        """Validate one chunk (rows disjoint from every other chunk's).
+
+        ``whole`` and ``columns``, for a ``frame`` that holds only some columns of the rows (at
+        least every column the expectations name): a function returning the same rows with every
+        column, and those columns with no rows (same types as ``whole()`` gives). ``whole`` is
+        called only when an expectation fails or cannot run on ``frame``, and the chunk is then
+        validated on the whole rows, so that the failing rows shown are whole rows; when every
+        expectation holds, the chunk's (no) failing rows are ``columns``. The result is what
+        adding ``whole()`` reports (the expectations see the same values), without reading the
+        other columns of a chunk with nothing to show.
+        """
         outcomes = _outcomes(frame, self.expectations, self.examples)  # in the expectations' order
+        if whole is not None:
+            if all(o.success for o in outcomes):
+                for o in outcomes:
+                    o.examples = columns.iloc[:0]
+            else:
+                outcomes = _outcomes(whole(), self.expectations, self.examples)
         self.chunks += 1
         if not self._outcomes:
             self._outcomes = outcomes

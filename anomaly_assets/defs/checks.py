@@ -387,24 +387,36 @@ def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
         # the rows of fitted series-days (past cold start), a chunk of entities at a time; the
         # median of |residual_z| needs them all: one float column is kept.
         cols = "entity_id, metric, ts, value, expected, residual, residual_z"
-        past_sql = f"SELECT {cols} FROM {wh.DECOMPOSITION.qualified} WHERE ts >= ? AND ts < ? AND {{where}}"
+
+        def past_sql(select: str) -> str:
+            sql = f"SELECT {select} FROM {wh.DECOMPOSITION.qualified} WHERE ts >= ? AND ts < ? AND {{where}}"
+            if not len(unfitted):
+                return sql
+            # A row with an expected value is in a fitted series-day; one without is when its
+            # series-day is not unfitted.
+            return (f"{sql} AND expected IS NOT NULL UNION ALL SELECT {select} FROM ("
+                    f"SELECT {cols}, {day_sql} AS day FROM {wh.DECOMPOSITION.qualified} "
+                    "WHERE ts >= ? AND ts < ? AND {where} AND expected IS NULL"
+                    ") ANTI JOIN _unfitted USING (entity_id, metric, day)")
+
         fitted_rows, abs_z = 0, []
         try:
             if len(unfitted):
-                # A row with an expected value is in a fitted series-day; one without is when its
-                # series-day is not unfitted.
                 con.register("_unfitted", unfitted[series_day])
-                past_sql, parts = (f"{past_sql} AND expected IS NOT NULL UNION ALL SELECT {cols} FROM ("
-                                   f"SELECT {cols}, {day_sql} AS day FROM {wh.DECOMPOSITION.qualified} "
-                                   "WHERE ts >= ? AND ts < ? AND {where} AND expected IS NULL"
-                                   ") ANTI JOIN _unfitted USING (entity_id, metric, day)"), 2
+                parts = 2
                 cold = cold.merge(_history_before(con, unfitted, start, end, history), on=series_day, how="left")
             else:  # nothing unfitted: nothing to explain
                 parts = 1
                 cold = cold.assign(history_rows=pd.Series(dtype=float), per_day=pd.Series(dtype=float))
-            for past in read_chunks(con, past_sql, [start, end],
-                                    entity_slices(con, wh.DECOMPOSITION, start, end, CHUNK_ROWS), parts):
-                finite.add(past)
+            # GX and the median read the three checked columns; a chunk's whole rows (the failing
+            # rows shown) are read only when an expectation fails on it (entity and metric names
+            # were most of the read)
+            whole_sql = past_sql(cols)
+            columns = next(read_chunks(con, whole_sql, [start, end], [("false", [])], parts))
+            for piece in entity_slices(con, wh.DECOMPOSITION, start, end, CHUNK_ROWS):
+                past = next(read_chunks(con, past_sql("expected, residual, residual_z"), [start, end], [piece], parts))
+                finite.add(past, columns=columns,
+                           whole=lambda piece=piece: next(read_chunks(con, whole_sql, [start, end], [piece], parts)))
                 fitted_rows += len(past)
                 abs_z.append(np.abs(past["residual_z"].to_numpy(dtype=float)))
                 del past

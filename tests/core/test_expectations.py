@@ -269,3 +269,30 @@ def test_outcomes_are_what_one_gx_summary_run_reports(narrow):
         assert o.examples.index.tolist() == ([] if r.success else failing[:3])
         assert list(o.examples.columns) == list(frame.columns)
         pd.testing.assert_frame_equal(o.examples, frame.loc[pd.Index(failing[:3] if not r.success else [], dtype=int)])
+
+
+@pytest.mark.parametrize("cuts", [[0, 60], [0, 10, 20, 40, 60], [0, 20, 30, 40, 50, 60]])
+def test_chunks_of_some_columns_report_what_the_whole_rows_report(cuts):
+    """add(frame of the checked columns, whole=..., columns=...): the whole rows are fetched only
+    for a chunk where an expectation fails, and the result is what adding the whole rows reports."""
+    import great_expectations.expectations as gxe
+
+    from anomaly_assets.expectations import ChunkedValidation
+
+    frame = _frame().assign(upper=10.0)
+    frame.loc[[3, 41, 44], "value"] = [0.5, 0.5, 7.0]  # failing rows: 17 (NULL) and 44 only
+    checked = [gxe.ExpectColumnValuesToNotBeNull(column="value"),
+               gxe.ExpectColumnValuesToBeBetween(column="value", min_value=-5, max_value=5),
+               gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="upper", column_B="value", or_equal=True)]
+    narrow, whole = ChunkedValidation(checked, examples=3), ChunkedValidation(checked, examples=3)
+    fetched = []
+    for a, b in itertools.pairwise(cuts):
+        rows = frame.iloc[a:b]
+        whole.add(rows)
+        narrow.add(rows[["value", "upper"]], columns=frame.head(0),
+                   whole=lambda a=a, rows=rows: fetched.append(a) or rows)
+    _same(narrow.result, whole.result)
+    assert fetched == [a for a, b in itertools.pairwise(cuts) if a <= 17 < b or a <= 44 < b]
+    failing = narrow.result.failing_examples()
+    assert not narrow.result.success and sorted(set(failing["ts"])) == [frame["ts"][17], frame["ts"][44]]
+    assert list(failing.columns) == ["expectation", *frame.columns]
