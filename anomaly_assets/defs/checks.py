@@ -3,8 +3,9 @@
 One ``@multi_asset_check`` per checked table (raw.observations, features.decomposition,
 scoring.anomaly_scores): each reads its slice from DuckDB once, a chunk of whole entities at a
 time (``CHUNK_ROWS``), runs its row-wise expectations on every chunk and adds the results up
-exactly (:class:`anomaly_assets.expectations.ChunkedValidation`; memory follows the chunk),
-the others (schema, volume, median, rates per day) through
+exactly (:class:`anomaly_assets.expectations.ChunkedValidation`; memory follows the chunk;
+features.decomposition reads only its checked columns, and a chunk's whole rows again when
+something fails in it, for the failing rows shown), the others (schema, volume, median, rates per day) through
 :func:`anomaly_assets.expectations.validate` on small frames, and reports one result per check,
 with GX's statistics, what each expectation observed and up to 10 failing rows as metadata. They live in one
 module because they share that shape, the rules file and the GX-to-Dagster translation; the
@@ -467,7 +468,12 @@ def score_states(s: pd.DataFrame) -> pd.Series:
     """severity, whether the score is set and whether the point is flagged as one text per row
     ("normal, score set, not flagged"), categorical: the text is made once per combination.
     One column keeps the test vectorized (GX's column-pair set expectation walks the rows in Python)."""
-    codes, names = pd.factorize(s["severity"].astype(object), use_na_sentinel=False)
+    severity = s["severity"]
+    if not (isinstance(severity.dtype, pd.StringDtype) and severity.dtype.na_value is np.nan):
+        severity = severity.astype(object)
+    # text with NaN for missing (pandas' str, what read_chunks gives) factorizes as it is: the same
+    # codes and names as its Python strings give, without making them (0.26 s -> 0.04 s on 840k rows)
+    codes, names = pd.factorize(severity, use_na_sentinel=False)
     combo = codes * 4 + 2 * s["anomaly_score"].notna().to_numpy() + s["is_anomaly"].astype(bool).to_numpy()
     texts = [f"{n}{score}{flag}" for n in map(str, names) for score in (", score NULL", ", score set")
              for flag in (", not flagged", ", flagged")]

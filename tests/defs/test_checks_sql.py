@@ -1,9 +1,11 @@
-"""The SQL pieces of the asset checks, on DuckDB alone."""
+"""Pieces of the asset checks on their own: SQL on DuckDB alone, frames without GX."""
 
 import duckdb
+import numpy as np
+import pandas as pd
 import pytest
 
-from anomaly_assets.defs.checks import UTC_DAY
+from anomaly_assets.defs.checks import STATES, UTC_DAY, score_states
 
 
 @pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Kolkata", "Pacific/Chatham"])
@@ -24,3 +26,24 @@ def test_utc_day_is_the_date_of_ts_at_utc(tz):
     assert rows == 300000 + len(edges) + 1 and wrong == 0
     assert str(min_ts) == "1899-12-31 23:59:59.999999" and str(max_ts) == "2400-02-29 12:00:00"
     assert con.execute(f"SELECT typeof({UTC_DAY}) FROM t LIMIT 1").fetchone() == ("DATE",)
+
+
+@pytest.mark.parametrize("storage", ["pyarrow", "python"])
+def test_score_states_of_text_as_read_are_those_of_its_python_strings(storage):
+    """score_states factorizes NaN-missing text (pandas' str, as read through Arrow) as it is: the
+    same categorical as from the Python strings of the same values, missing severities included."""
+    rng = np.random.default_rng(5)
+    pool = ["normal", "warning", "critical", "cold_start", None, ""]
+    seen = set()
+    for n in [0, 1, 7, 200]:
+        for _ in range(20):
+            severity = [pool[i] for i in rng.integers(0, len(pool), size=n)]
+            s = pd.DataFrame({"anomaly_score": np.where(rng.random(n) < 0.3, np.nan, rng.random(n)),
+                              "is_anomaly": rng.random(n) < 0.2,
+                              "severity": pd.array(severity, dtype=pd.StringDtype(storage, na_value=np.nan))})
+            got = score_states(s)
+            want = score_states(s.assign(severity=s["severity"].astype(object)))
+            pd.testing.assert_series_equal(got, want, check_exact=True)
+            assert list(got.cat.categories) == list(want.cat.categories)
+            seen.update(got.astype(object))
+    assert set(STATES) <= seen and "nan, score set, flagged" in seen
