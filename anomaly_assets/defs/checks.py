@@ -18,6 +18,13 @@ and records one result for the run (Dagster 1.13 keeps no partition on the evalu
 Blocking checks (``blocking=True``) guard what downstream assets read: when one fails, the run
 stops before the next asset. The others warn (or, for a rejected landing file, fail without
 stopping the run).
+
+Where their time goes (1,000 entities, 2 cores): in a one-day run, observations_checks is mostly
+the GX import (2.5-3 s; the first check to run pays it) and each check's own work is 0.2-0.6 s,
+GX's fixed cost per suite and expectation included; over 35 days (3.4M observations) it is the
+read, GX's compound uniqueness (pandas ``duplicated`` on entity, metric and ts, ~0.35 s per 2M-row
+chunk) and GX's per-expectation overhead. GX runs with the BASIC result format and again with
+SUMMARY only for what failed (``expectations._run_suite``).
 """
 
 import datetime as dt
