@@ -214,46 +214,77 @@ def ensure_tables(con: duckdb.DuckDBPyConnection, tables: tuple[Table, ...] = TA
         con.execute(t.ddl())
 
 
-def entity_ranges(con: duckdb.DuckDBPyConnection, table: Table, start, end, max_rows: int,
-                  parts: int = 1, min_part_rows: int = 0) -> list[tuple[str, str]]:
-    """Consecutive (first, last) entity_id ranges of ``table`` in [start, end) of at most ~``max_rows`` rows each.
+def entity_chunks(con: duckdb.DuckDBPyConnection, table: Table, start, end, max_rows: int,
+                  parts: int = 1, min_part_rows: int = 0) -> list[list[str]]:
+    """The entity_ids of ``table`` in [start, end), sorted, cut into consecutive chunks of at most
+    ~``max_rows`` rows each (an entity with more rows is a chunk of its own).
 
-    Lets an asset read, compute and write a fleet a chunk of entities at a time
-    (``entity_id BETWEEN first AND last``), so memory follows the chunk, not the fleet. With
-    ``parts`` > 1 there are at least that many ranges of ``min_part_rows`` or more (when there are
-    enough rows and entities), so that that many processes can share the work.
+    Lets an asset read, compute and write a fleet a chunk of entities at a time, so memory follows
+    the chunk, not the fleet. With ``parts`` > 1 there are at least that many chunks of
+    ``min_part_rows`` or more (when there are enough rows and entities), so that that many
+    processes can share the work. A NULL entity_id (sorted last) joins the last chunk when it fits
+    (as None); the tables' contract forbids it, but the checks read tables that break it.
     """
     counts = con.execute(
         f"SELECT entity_id, count(*) FROM {table.qualified} WHERE {table.time_column} >= ? AND "
         f"{table.time_column} < ? GROUP BY entity_id ORDER BY entity_id", [start, end]).fetchall()
     if parts > 1:
         max_rows = min(max_rows, max(-(-sum(k for _, k in counts) // parts), min_part_rows))
-    out: list[tuple[str, str]] = []
-    n = 0  # rows in the last range
+    out: list[list[str]] = []
+    n = 0  # rows in the last chunk
     for entity, k in counts:
-        if out and n + k <= max_rows:  # the entity fits in the last range
-            out[-1], n = (out[-1][0], entity), n + k
-        elif entity is not None:  # a range of its own (a NULL entity_id, sorted last, starts none)
-            out.append((entity, entity))
+        if out and n + k <= max_rows:  # the entity fits in the last chunk
+            out[-1].append(entity)
+            n += k
+        elif entity is not None:  # a chunk of its own (a NULL entity_id starts none)
+            out.append([entity])
             n = k
     return out
 
 
-def read_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pd.DataFrame:
-    """A query's rows as a DataFrame, text columns as categoricals (each distinct name stored once).
+def entity_ranges(con: duckdb.DuckDBPyConnection, table: Table, start, end, max_rows: int,
+                  parts: int = 1, min_part_rows: int = 0) -> list[tuple[str, str]]:
+    """:func:`entity_chunks` as (first, last) entity_id ranges (``entity_id BETWEEN first AND last``)."""
+    return [(c[0], c[-1]) for c in entity_chunks(con, table, start, end, max_rows, parts, min_part_rows)]
 
-    Through Arrow: on long tables of repeated entity and metric names ~5x faster than ``.df()``
-    and a fraction of its memory.
+
+def distinct_metrics(con: duckdb.DuckDBPyConnection, table: Table, start, end) -> list[str]:
+    """The metric names of ``table`` in [start, end), sorted."""
+    return [r[0] for r in con.execute(
+        f"SELECT DISTINCT metric FROM {table.qualified} WHERE {table.time_column} >= ? AND "
+        f"{table.time_column} < ? AND metric IS NOT NULL ORDER BY 1", [start, end]).fetchall()]
+
+
+def read_chunk(con: duckdb.DuckDBPyConnection, table: Table, columns: list[str], start, end,
+               entities: list[str], metrics: list[str]) -> pd.DataFrame:
+    """``table``'s rows of ``entities`` in [start, end): entity_id, metric (categoricals whose
+    categories are ``entities`` and ``metrics``) and ``columns``, in no particular order.
+
+    DuckDB turns the names into codes (a join against the two short lists), so the names never
+    leave it as text. On a chunk of 2M feature rows this reads in ~0.09 s what took ~0.18-0.21 s
+    as Arrow strings dictionary-encoded in pyarrow (the earlier way): the strings' export and
+    encoding were most of a 100k-entity night's reading. ``entities`` (from
+    :func:`entity_chunks` over the same table and window) and ``metrics`` (from
+    :func:`distinct_metrics`) must hold every name of those rows; a name that is not there is an
+    error, not a dropped row.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    tab = con.sql(sql, params=params or None).to_arrow_table()
-    # one dictionary per column: encoded per batch, pandas would have to unify hundreds of
-    # dictionaries (5x the cost of the whole encoding on a chunk of 2M rows)
-    cols = [pa.chunked_array([pc.dictionary_encode(c.combine_chunks())])
-            if pa.types.is_string(c.type) or pa.types.is_large_string(c.type) else c for c in tab.columns]
-    return pa.table(cols, names=tab.column_names).to_pandas()
+    if entities[-1] is None:
+        raise ValueError(f"{table.qualified} has rows with a NULL entity_id in [{start}, {end}), which its contract forbids")
+    cols = ", ".join(f"d.{c}" for c in columns)
+    codes = "(SELECT unnest(${0}::VARCHAR[]) AS name, (generate_subscripts(${0}::VARCHAR[], 1) - 1)::INTEGER AS code)"
+    tab = con.sql(
+        f"SELECT e.code AS entity_id, m.code AS metric, {cols} FROM {table.qualified} d "
+        f"LEFT JOIN {codes.format(1)} e ON d.entity_id = e.name LEFT JOIN {codes.format(2)} m ON d.metric = m.name "
+        f"WHERE d.{table.time_column} >= $3 AND d.{table.time_column} < $4 AND d.entity_id BETWEEN $5 AND $6",
+        params=[entities, metrics, start, end, entities[0], entities[-1]]).to_arrow_table()
+    for name, names in (("entity_id", entities), ("metric", metrics)):
+        if tab.column(name).null_count:
+            raise ValueError(f"{table.qualified} has {name} values in [{start}, {end}) that are not among the "
+                             f"{len(names)} names given to read_chunk: a NULL, or lists not from this table and window")
+    frame = tab.to_pandas()
+    for name, names in (("entity_id", entities), ("metric", metrics)):
+        frame[name] = pd.Categorical.from_codes(frame[name].to_numpy(), dtype=pd.CategoricalDtype(names))
+    return frame
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: Table, rows: pd.DataFrame) -> None:

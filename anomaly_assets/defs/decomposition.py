@@ -59,13 +59,12 @@ def decomposition(context: dg.AssetExecutionContext, config: DecompositionConfig
             "SELECT DISTINCT epoch_us(ts) // 86400000000 FROM raw.observations WHERE ts >= ? AND ts < ?", [lo, end]).fetchall()}
         use_past = {d: any(d.value // 86_400_000_000_000 - k in have for k in range(1, params.history_days + 1))
                     for d in days}
-        ranges = wh.entity_ranges(con, wh.OBSERVATIONS, lo, end, CHUNK_ROWS, worker_count(), MIN_PART_ROWS)
+        ranges = wh.entity_chunks(con, wh.OBSERVATIONS, lo, end, CHUNK_ROWS, worker_count(), MIN_PART_ROWS)
+        metrics = wh.distinct_metrics(con, wh.OBSERVATIONS, lo, end)
 
         def reads():  # a chunk of entities at a time, read when a worker is about to need it
-            for first, last in ranges:
-                obs = wh.read_frame(
-                    con, "SELECT entity_id, metric, ts, value FROM raw.observations "
-                         "WHERE ts >= ? AND ts < ? AND entity_id BETWEEN ? AND ?", [lo, end, first, last])
+            for entities in ranges:
+                obs = wh.read_chunk(con, wh.OBSERVATIONS, ["ts", "value"], lo, end, entities, metrics)
                 yield obs, days, params, None, use_past
 
         def chunks():  # decomposed in worker processes, written here as they come back

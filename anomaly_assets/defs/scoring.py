@@ -51,13 +51,13 @@ def model_versions(context: dg.AssetExecutionContext, config: DetectorConfig, du
     with duckdb.get_connection() as con:
         # a chunk of entities at a time (all days of the run from one layout of its features),
         # fitted in worker processes; entities with rows on a day are scored on it
-        ranges = wh.entity_ranges(con, wh.DECOMPOSITION, lo, end, CHUNK_ROWS, worker_count(), MIN_PART_ROWS)
+        ranges = wh.entity_chunks(con, wh.DECOMPOSITION, lo, end, CHUNK_ROWS, worker_count(), MIN_PART_ROWS)
+        metrics = wh.distinct_metrics(con, wh.DECOMPOSITION, lo, end)
 
         def reads():
-            for first, last in ranges:
-                yield wh.read_frame(
-                    con, "SELECT entity_id, metric, ts, value, residual_z FROM features.decomposition "
-                         "WHERE ts >= ? AND ts < ? AND entity_id BETWEEN ? AND ?", [lo, end, first, last]), days, params
+            for entities in ranges:
+                yield wh.read_chunk(con, wh.DECOMPOSITION, ["ts", "value", "residual_z"], lo, end, entities, metrics), \
+                    days, params
 
         for part in map_chunks(partial(fit_days, scored_on_day=True), reads(), len(ranges)):
             for day, model in part.items():
@@ -116,14 +116,13 @@ def anomaly_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource, mo
             if day.date() not in artifacts:
                 raise dg.Failure(f"no model for {day.date()} in ml.model_versions: materialize ml/model_versions for it first")
             fitted[day] = models.load(artifacts[day.date()])
-        ranges = wh.entity_ranges(con, wh.DECOMPOSITION, start - WARMUP, end, CHUNK_ROWS, worker_count(), MIN_PART_ROWS)
+        ranges = wh.entity_chunks(con, wh.DECOMPOSITION, start - WARMUP, end, CHUNK_ROWS, worker_count(), MIN_PART_ROWS)
+        metrics = wh.distinct_metrics(con, wh.DECOMPOSITION, start - WARMUP, end)
 
         def reads():  # a chunk of entities at a time; every day from one layout: D from [D - WARMUP, D + 1)
-            for first, last in ranges:
-                yield wh.read_frame(
-                    con, "SELECT entity_id, metric, ts, value, residual, residual_z FROM features.decomposition "
-                         "WHERE ts >= ? AND ts < ? AND entity_id BETWEEN ? AND ?", [start - WARMUP, end, first, last]), \
-                    fitted, fam.families, fam.units
+            for entities in ranges:
+                yield wh.read_chunk(con, wh.DECOMPOSITION, ["ts", "value", "residual", "residual_z"], start - WARMUP, end,
+                                    entities, metrics), fitted, fam.families, fam.units
 
         def chunks():  # scored in worker processes, written here as they come back
             for s, e in map_chunks(partial(score_days, warmup=WARMUP), reads(), len(ranges)):

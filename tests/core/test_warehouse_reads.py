@@ -1,0 +1,94 @@
+"""Chunked reads: the entity chunks cover the window once, and names coded in DuckDB come back as
+the same rows a plain query gives."""
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from anomaly_assets import warehouse as wh
+
+START = pd.Timestamp("2026-10-01", tz="UTC")
+# names that sort and quote awkwardly, and entities of different sizes
+ENTITIES = {"a'1": 30, "b,2": 5, "b,3": 60, "pompe-é": 12, "z 9": 1, "zz": 44}
+METRICS = ["rpm", "temp_c", "vib'x"]
+
+
+def _observations(path) -> tuple[duckdb.DuckDBPyConnection, pd.DataFrame]:
+    rng = np.random.default_rng(3)
+    frames = []
+    for e, hours in ENTITIES.items():
+        for m in METRICS[: 1 + len(e) % 3]:  # entities differ in their metrics
+            ts = START + pd.to_timedelta(np.arange(hours), unit="h")
+            frames.append(pd.DataFrame({"entity_id": e, "metric": m, "ts": ts, "value": rng.normal(size=hours),
+                                        "source_file": "f.csv", "line_number": np.arange(hours) + 2,
+                                        "ingested_at": START}))
+    rows = pd.concat(frames, ignore_index=True)
+    con = duckdb.connect(str(path))
+    wh.ensure_tables(con)
+    with wh.transaction(con):
+        wh.replace_time_slice(con, wh.OBSERVATIONS, rows[wh.OBSERVATIONS.column_names], START, START + pd.Timedelta(days=3))
+    return con, rows
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.astype({"entity_id": str, "metric": str})
+    return out.sort_values(["entity_id", "metric", "ts"]).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("max_rows,parts", [(10**9, 1), (70, 1), (1, 1), (10**9, 2), (40, 3)])
+def test_chunks_read_every_row_once_with_its_names(tmp_path, max_rows, parts):
+    con, rows = _observations(tmp_path / "w.duckdb")
+    end = START + pd.Timedelta(days=3)
+    chunks = wh.entity_chunks(con, wh.OBSERVATIONS, START, end, max_rows, parts)
+    assert [e for c in chunks for e in c] == sorted(ENTITIES)  # each entity once, in DuckDB's order
+    metrics = wh.distinct_metrics(con, wh.OBSERVATIONS, START, end)
+    assert metrics == sorted(METRICS)
+    per_entity = rows.groupby("entity_id").size()
+    for c in chunks:  # an entity bigger than max_rows is a chunk of its own
+        assert len(c) == 1 or per_entity[c].sum() <= max_rows
+    if parts > 1:
+        assert len(chunks) >= parts
+    read = [wh.read_chunk(con, wh.OBSERVATIONS, ["ts", "value"], START, end, c, metrics) for c in chunks]
+    for c, frame in zip(chunks, read):
+        assert list(frame.columns) == ["entity_id", "metric", "ts", "value"]
+        assert list(frame["entity_id"].cat.categories) == c and list(frame["metric"].cat.categories) == metrics
+    got = _sorted(pd.concat(read, ignore_index=True))
+    want = _sorted(rows[["entity_id", "metric", "ts", "value"]])
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    assert got["ts"].dt.tz is not None
+
+
+def test_the_window_bounds_the_read(tmp_path):
+    con, rows = _observations(tmp_path / "w.duckdb")
+    lo, hi = START + pd.Timedelta(hours=10), START + pd.Timedelta(hours=40)
+    chunks = wh.entity_chunks(con, wh.OBSERVATIONS, lo, hi, 50)
+    metrics = wh.distinct_metrics(con, wh.OBSERVATIONS, lo, hi)
+    got = _sorted(pd.concat([wh.read_chunk(con, wh.OBSERVATIONS, ["ts", "value"], lo, hi, c, metrics) for c in chunks]))
+    inside = rows[(rows["ts"] >= lo) & (rows["ts"] < hi)]
+    assert "z 9" not in {e for c in chunks for e in c}  # its one row is before the window
+    pd.testing.assert_frame_equal(got, _sorted(inside[["entity_id", "metric", "ts", "value"]]), check_dtype=False)
+
+
+def test_a_name_missing_from_the_lists_is_an_error_not_a_dropped_row(tmp_path):
+    con, _ = _observations(tmp_path / "w.duckdb")
+    end = START + pd.Timedelta(days=3)
+    with pytest.raises(ValueError, match=r"raw.observations has metric values .* not among the 2 names"):
+        wh.read_chunk(con, wh.OBSERVATIONS, ["value"], START, end, sorted(ENTITIES), ["rpm", "temp_c"])
+    with pytest.raises(ValueError, match=r"raw.observations has entity_id values .* not among the 2 names"):
+        # "b,2" lies between the first and last names but is not listed
+        wh.read_chunk(con, wh.OBSERVATIONS, ["value"], START, end, ["a'1", "b,3"], METRICS)
+
+
+def test_a_null_entity_id_is_named_not_read_past(tmp_path):
+    # the contract forbids it; a table that breaks the contract must not lose rows silently
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("CREATE SCHEMA raw")
+    con.execute("CREATE TABLE raw.observations (entity_id VARCHAR, metric VARCHAR, ts TIMESTAMPTZ, value DOUBLE)")
+    con.execute("INSERT INTO raw.observations VALUES ('e1', 'm', ?, 1.0), (NULL, 'm', ?, 2.0)", [START, START])
+    end = START + pd.Timedelta(days=1)
+    chunks = wh.entity_chunks(con, wh.OBSERVATIONS, START, end, 10)
+    assert chunks == [["e1", None]]
+    assert wh.entity_ranges(con, wh.OBSERVATIONS, START, end, 10) == [("e1", None)]
+    with pytest.raises(ValueError, match="NULL entity_id"):
+        wh.read_chunk(con, wh.OBSERVATIONS, ["value"], START, end, chunks[0], ["m"])
