@@ -389,7 +389,7 @@ def replace_time_slice_streamed(
     if first is None:
         return
     _require_columns(table, first)
-    schema = pa.Schema.from_pandas(first[names], preserve_index=False)
+    schema = _stream_schema(table, first[names])
     raised: list[BaseException] = []
 
     def batches():
@@ -397,7 +397,8 @@ def replace_time_slice_streamed(
             for chunk in itertools.chain([first], frames):
                 if len(chunk):
                     _check_slice(table, chunk, start, end)
-                    yield pa.RecordBatch.from_pandas(chunk[names], schema=schema, preserve_index=False)
+                    # a Table: pandas' Arrow-backed text columns may be chunked, a RecordBatch takes one chunk
+                    yield from pa.Table.from_pandas(chunk[names], schema=schema, preserve_index=False).to_batches()
         except BaseException as exc:
             raised.append(exc)
             raise
@@ -408,6 +409,28 @@ def replace_time_slice_streamed(
         if raised:
             raise raised[0] from None
         raise
+
+
+def _stream_schema(table: Table, first: pd.DataFrame):
+    """The Arrow schema of a stream of frames like ``first``, wide enough for the frames after it.
+
+    Categoricals get int32 codes (each frame has its own categories, maybe more than the first's);
+    a column that is all NULL in ``first`` (an Arrow null type, which no later value casts to)
+    gets the type its table column declares.
+    """
+    import pyarrow as pa
+
+    declared = {"VARCHAR": pa.string(), "DOUBLE": pa.float64(), "BIGINT": pa.int64(), "INTEGER": pa.int32(),
+                "BOOLEAN": pa.bool_(), "DATE": pa.date32(), "TIMESTAMPTZ": pa.timestamp("us", tz="UTC")}
+    types = {c.name: declared.get(c.type.replace(" NOT NULL", "")) for c in table.columns}
+    fields = []
+    for f in pa.Schema.from_pandas(first, preserve_index=False):
+        if pa.types.is_dictionary(f.type):
+            f = pa.field(f.name, pa.dictionary(pa.int32(), f.type.value_type))
+        elif pa.types.is_null(f.type) and types.get(f.name) is not None:
+            f = pa.field(f.name, types[f.name])
+        fields.append(f)
+    return pa.schema(fields)
 
 
 def replace_keyed(

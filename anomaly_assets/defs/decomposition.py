@@ -62,9 +62,11 @@ def decomposition(context: dg.AssetExecutionContext, config: DecompositionConfig
         ranges = wh.entity_chunks(con, wh.OBSERVATIONS, lo, end, CHUNK_ROWS, worker_count(), MIN_PART_ROWS)
         metrics = wh.distinct_metrics(con, wh.OBSERVATIONS, lo, end)
 
+        reader = con.cursor()  # reads while `con` runs the INSERT that pulls the chunks (below)
+
         def reads():  # a chunk of entities at a time, read when a worker is about to need it
             for entities in ranges:
-                obs = wh.read_chunk(con, wh.OBSERVATIONS, ["ts", "value"], lo, end, entities, metrics)
+                obs = wh.read_chunk(reader, wh.OBSERVATIONS, ["ts", "value"], lo, end, entities, metrics)
                 yield obs, days, params, None, use_past
 
         def chunks():  # decomposed in worker processes, written here as they come back
@@ -73,8 +75,8 @@ def decomposition(context: dg.AssetExecutionContext, config: DecompositionConfig
                             cold_start_rows=int(rows["expected"].isna().sum()) if len(rows) else 0)
                 yield rows
 
-        with wh.transaction(con):
-            wh.replace_time_slice(con, wh.DECOMPOSITION, chunks(), start, end)
+        with wh.transaction(con), reader:
+            wh.replace_time_slice_streamed(con, wh.DECOMPOSITION, chunks(), start, end)
     return dg.MaterializeResult(metadata={
         **written.metadata(wh.DECOMPOSITION, start, end),
         "series": written.counts.get("series", 0),

@@ -119,9 +119,11 @@ def anomaly_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource, mo
         ranges = wh.entity_chunks(con, wh.DECOMPOSITION, start - WARMUP, end, CHUNK_ROWS, worker_count(), MIN_PART_ROWS)
         metrics = wh.distinct_metrics(con, wh.DECOMPOSITION, start - WARMUP, end)
 
+        reader = con.cursor()  # reads while `con` runs the INSERT that pulls the chunks (below)
+
         def reads():  # a chunk of entities at a time; every day from one layout: D from [D - WARMUP, D + 1)
             for entities in ranges:
-                yield wh.read_chunk(con, wh.DECOMPOSITION, ["ts", "value", "residual", "residual_z"], start - WARMUP, end,
+                yield wh.read_chunk(reader, wh.DECOMPOSITION, ["ts", "value", "residual", "residual_z"], start - WARMUP, end,
                                     entities, metrics), fitted, fam.families, fam.units
 
         def chunks():  # scored in worker processes, written here as they come back
@@ -133,8 +135,8 @@ def anomaly_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource, mo
                 explanations.append(e)
                 yield s
 
-        with wh.transaction(con):
-            wh.replace_time_slice(con, wh.ANOMALY_SCORES, chunks(), start, end)
+        with wh.transaction(con), reader:
+            wh.replace_time_slice_streamed(con, wh.ANOMALY_SCORES, chunks(), start, end)
             wh.replace_time_slice(con, wh.EXPLANATIONS, explanations, start, end)
     e_rows = ChunkedWrite()
     for e in explanations:
