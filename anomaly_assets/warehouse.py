@@ -281,7 +281,9 @@ def read_chunk(con: duckdb.DuckDBPyConnection, table: Table, columns: list[str],
         if tab.column(name).null_count:
             raise ValueError(f"{table.qualified} has {name} values in [{start}, {end}) that are not among the "
                              f"{len(names)} names given to read_chunk: a NULL, or lists not from this table and window")
-    frame = tab.to_pandas()
+    # one block per column: consolidating the float columns into one 2D block copies them all
+    # (~40 ms of a 2M-row chunk, against ~5 ms without)
+    frame = tab.to_pandas(split_blocks=True)
     for name, names in (("entity_id", entities), ("metric", metrics)):
         frame[name] = pd.Categorical.from_codes(frame[name].to_numpy(), dtype=pd.CategoricalDtype(names))
     return frame
