@@ -376,8 +376,9 @@ def replace_time_slice_streamed(
     DuckDB then compresses and writes the rows as they come (its optimistic writes to the file)
     instead of keeping every appended chunk in the transaction's memory until the commit (~50
     bytes a row with one INSERT per frame), and inserts ~2x faster. The first non-empty frame
-    sets the column types; the frames are produced while the statement runs (possibly on one of
-    DuckDB's threads), so producing them must not use ``con``. An exception raised while
+    sets the column types (widened for the rest: :func:`_stream_schema`); the frames are
+    produced while the statement runs (possibly on one of DuckDB's threads), so producing them
+    must not use ``con``. An exception raised while
     producing them is raised here as it was.
     """
     import itertools
@@ -391,7 +392,7 @@ def replace_time_slice_streamed(
     if first is None:
         return
     _require_columns(table, first)
-    schema = _stream_schema(table, first[names])
+    schema = _stream_schema(con, table, first[names])
     raised: list[BaseException] = []
 
     def batches():
@@ -413,24 +414,23 @@ def replace_time_slice_streamed(
         raise
 
 
-def _stream_schema(table: Table, first: pd.DataFrame):
+def _stream_schema(con: duckdb.DuckDBPyConnection, table: Table, first: pd.DataFrame):
     """The Arrow schema of a stream of frames like ``first``, wide enough for the frames after it.
 
     Categoricals get int32 codes (each frame has its own categories, maybe more than the first's);
     a column that is all NULL in ``first`` (an Arrow null type, which no later value casts to)
-    gets the type its table column declares.
+    gets the type DuckDB gives the table's column.
     """
     import pyarrow as pa
 
-    declared = {"VARCHAR": pa.string(), "DOUBLE": pa.float64(), "BIGINT": pa.int64(), "INTEGER": pa.int32(),
-                "BOOLEAN": pa.bool_(), "DATE": pa.date32(), "TIMESTAMPTZ": pa.timestamp("us", tz="UTC")}
-    types = {c.name: declared.get(c.type.replace(" NOT NULL", "")) for c in table.columns}
+    cols = ", ".join(f'"{c}"' for c in first.columns)
+    declared = con.sql(f"SELECT {cols} FROM {table.qualified} LIMIT 0").to_arrow_table().schema
     fields = []
     for f in pa.Schema.from_pandas(first, preserve_index=False):
         if pa.types.is_dictionary(f.type):
             f = pa.field(f.name, pa.dictionary(pa.int32(), f.type.value_type))
-        elif pa.types.is_null(f.type) and types.get(f.name) is not None:
-            f = pa.field(f.name, types[f.name])
+        elif pa.types.is_null(f.type):
+            f = pa.field(f.name, declared.field(f.name).type)
         fields.append(f)
     return pa.schema(fields)
 

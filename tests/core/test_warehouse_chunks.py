@@ -95,9 +95,9 @@ def test_a_null_entity_id_is_named_not_read_past(tmp_path):
         wh.read_chunk(con, wh.OBSERVATIONS, ["value"], START, end, chunks[0], ["m"])
 
 
-def _scores(entities, why, model_version):
+def _scores(entities, why, model_version, anomaly_score=0.5):
     n = len(entities)
-    return pd.DataFrame({"entity_id": pd.Categorical(entities), "ts": START, "anomaly_score": [0.5] * n,
+    return pd.DataFrame({"entity_id": pd.Categorical(entities), "ts": START, "anomaly_score": [anomaly_score] * n,
                          "is_anomaly": False, "severity": "normal", "why": why, "model_version": model_version})
 
 
@@ -105,11 +105,13 @@ def test_a_stream_takes_frames_wider_than_its_first(tmp_path):
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     wh.ensure_tables(con)
     many = [f"e{i:05d}" for i in range(40_000)]  # more categories than the first frame's int8 codes hold
-    frames = [_scores(["a", "b"], [None, None], [None, None]),  # text columns all NULL: no type to read off
+    # text and number columns all NULL: no type to read off the first frame
+    frames = [_scores(["a", "b"], [None, None], [None, None], anomaly_score=None),
               _scores(many, ["x"] * len(many), ["v1"] * len(many)),
               _scores(["c"], [None], ["v2"])]
     with wh.transaction(con):
         wh.replace_time_slice_streamed(con, wh.ANOMALY_SCORES, iter(frames), START, START + pd.Timedelta(days=1))
     got = con.execute("SELECT count(*), count(DISTINCT entity_id), count(why), max(entity_id), "
-                      "string_agg(DISTINCT model_version, ',' ORDER BY model_version) FROM scoring.anomaly_scores").fetchone()
-    assert got == (40_003, 40_003, 40_000, "e39999", "v1,v2")
+                      "string_agg(DISTINCT model_version, ',' ORDER BY model_version), count(anomaly_score) "
+                      "FROM scoring.anomaly_scores").fetchone()
+    assert got == (40_003, 40_003, 40_000, "e39999", "v1,v2", 40_001)
