@@ -11,7 +11,7 @@ a failed run, therefore never duplicates or drops rows.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -287,6 +287,33 @@ def read_chunk(con: duckdb.DuckDBPyConnection, table: Table, columns: list[str],
     for name, names in (("entity_id", entities), ("metric", metrics)):
         frame[name] = pd.Categorical.from_codes(frame[name].to_numpy(), dtype=pd.CategoricalDtype(names))
     return frame
+
+
+@dataclass(frozen=True)
+class EntityChunks:
+    """``table``'s rows in [start, end) as chunks of whole entities (:func:`entity_chunks`), with
+    the window's metrics (:func:`distinct_metrics`): what :func:`read_chunk` needs, taken from the
+    one table and window it reads."""
+
+    table: Table
+    start: dt.datetime
+    end: dt.datetime
+    entities: list[list[str]]
+    metrics: list[str]
+
+    @classmethod
+    def of(cls, con: duckdb.DuckDBPyConnection, table: Table, start, end, max_rows: int,
+           parts: int = 1, min_part_rows: int = 0) -> "EntityChunks":
+        return cls(table, start, end, entity_chunks(con, table, start, end, max_rows, parts, min_part_rows),
+                   distinct_metrics(con, table, start, end))
+
+    def __len__(self) -> int:
+        return len(self.entities)
+
+    def read(self, con: duckdb.DuckDBPyConnection, columns: list[str]) -> Iterator[pd.DataFrame]:
+        """Each chunk's rows (:func:`read_chunk`), read as the caller asks for the next."""
+        for entities in self.entities:
+            yield read_chunk(con, self.table, columns, self.start, self.end, entities, self.metrics)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: Table, rows: pd.DataFrame) -> None:

@@ -59,14 +59,11 @@ def decomposition(context: dg.AssetExecutionContext, config: DecompositionConfig
             "SELECT DISTINCT epoch_us(ts) // 86400000000 FROM raw.observations WHERE ts >= ? AND ts < ?", [lo, end]).fetchall()}
         use_past = {d: any(d.value // 86_400_000_000_000 - k in have for k in range(1, params.history_days + 1))
                     for d in days}
-        ranges = wh.entity_chunks(con, wh.OBSERVATIONS, lo, end, CHUNK_ROWS, worker_count(), MIN_PART_ROWS)
-        metrics = wh.distinct_metrics(con, wh.OBSERVATIONS, lo, end)
-
+        ranges = wh.EntityChunks.of(con, wh.OBSERVATIONS, lo, end, CHUNK_ROWS, worker_count(), MIN_PART_ROWS)
         reader = con.cursor()  # reads while `con` runs the INSERT that pulls the chunks (below)
 
         def reads():  # a chunk of entities at a time, read when a worker is about to need it
-            for entities in ranges:
-                obs = wh.read_chunk(reader, wh.OBSERVATIONS, ["ts", "value"], lo, end, entities, metrics)
+            for obs in ranges.read(reader, ["ts", "value"]):
                 yield obs, days, params, None, use_past
 
         def chunks():  # decomposed in worker processes, written here as they come back

@@ -51,13 +51,11 @@ def model_versions(context: dg.AssetExecutionContext, config: DetectorConfig, du
     with duckdb.get_connection() as con:
         # a chunk of entities at a time (all days of the run from one layout of its features),
         # fitted in worker processes; entities with rows on a day are scored on it
-        ranges = wh.entity_chunks(con, wh.DECOMPOSITION, lo, end, CHUNK_ROWS, worker_count(), MIN_PART_ROWS)
-        metrics = wh.distinct_metrics(con, wh.DECOMPOSITION, lo, end)
+        ranges = wh.EntityChunks.of(con, wh.DECOMPOSITION, lo, end, CHUNK_ROWS, worker_count(), MIN_PART_ROWS)
 
         def reads():
-            for entities in ranges:
-                yield wh.read_chunk(con, wh.DECOMPOSITION, ["ts", "value", "residual_z"], lo, end, entities, metrics), \
-                    days, params
+            for features in ranges.read(con, ["ts", "value", "residual_z"]):
+                yield features, days, params
 
         for part in map_chunks(partial(fit_days, scored_on_day=True), reads(), len(ranges)):
             for day, model in part.items():
@@ -116,15 +114,12 @@ def anomaly_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource, mo
             if day.date() not in artifacts:
                 raise dg.Failure(f"no model for {day.date()} in ml.model_versions: materialize ml/model_versions for it first")
             fitted[day] = models.load(artifacts[day.date()])
-        ranges = wh.entity_chunks(con, wh.DECOMPOSITION, start - WARMUP, end, CHUNK_ROWS, worker_count(), MIN_PART_ROWS)
-        metrics = wh.distinct_metrics(con, wh.DECOMPOSITION, start - WARMUP, end)
-
+        ranges = wh.EntityChunks.of(con, wh.DECOMPOSITION, start - WARMUP, end, CHUNK_ROWS, worker_count(), MIN_PART_ROWS)
         reader = con.cursor()  # reads while `con` runs the INSERT that pulls the chunks (below)
 
         def reads():  # a chunk of entities at a time; every day from one layout: D from [D - WARMUP, D + 1)
-            for entities in ranges:
-                yield wh.read_chunk(reader, wh.DECOMPOSITION, ["ts", "value", "residual", "residual_z"], start - WARMUP, end,
-                                    entities, metrics), fitted, fam.families, fam.units
+            for features in ranges.read(reader, ["ts", "value", "residual", "residual_z"]):
+                yield features, fitted, fam.families, fam.units
 
         def chunks():  # scored in worker processes, written here as they come back
             for s, e in map_chunks(partial(score_days, warmup=WARMUP), reads(), len(ranges)):

@@ -58,6 +58,11 @@ def test_chunks_read_every_row_once_with_its_names(tmp_path, max_rows, parts):
     want = _sorted(rows[["entity_id", "metric", "ts", "value"]])
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
     assert got["ts"].dt.tz is not None
+    # what the assets use: the same lists from one table and window, the same reads
+    plan = wh.EntityChunks.of(con, wh.OBSERVATIONS, START, end, max_rows, parts)
+    assert (plan.entities, plan.metrics, len(plan)) == (chunks, metrics, len(chunks))
+    for a, b in zip(plan.read(con, ["ts", "value"]), read, strict=True):
+        pd.testing.assert_frame_equal(_sorted(a), _sorted(b))
 
 
 def test_the_window_bounds_the_read(tmp_path):
