@@ -222,8 +222,9 @@ def entity_chunks(con: duckdb.DuckDBPyConnection, table: Table, start, end, max_
     Lets an asset read, compute and write a fleet a chunk of entities at a time, so memory follows
     the chunk, not the fleet. With ``parts`` > 1 there are at least that many chunks of
     ``min_part_rows`` or more (when there are enough rows and entities), so that that many
-    processes can share the work. A NULL entity_id (sorted last) joins the last chunk when it fits
-    (as None); the tables' contract forbids it, but the checks read tables that break it.
+    processes can share the work. A NULL entity_id (sorted last) is None in the last chunk, or a
+    chunk of its own when it does not fit there; the tables' contract forbids it, but the checks
+    read tables that break it.
     """
     counts = con.execute(
         f"SELECT entity_id, count(*) FROM {table.qualified} WHERE {table.time_column} >= ? AND "
@@ -236,7 +237,7 @@ def entity_chunks(con: duckdb.DuckDBPyConnection, table: Table, start, end, max_
         if out and n + k <= max_rows:  # the entity fits in the last chunk
             out[-1].append(entity)
             n += k
-        elif entity is not None:  # a chunk of its own (a NULL entity_id starts none)
+        else:  # a chunk of its own
             out.append([entity])
             n = k
     return out

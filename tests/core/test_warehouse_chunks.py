@@ -96,6 +96,9 @@ def test_a_null_entity_id_is_named_not_read_past(tmp_path):
     chunks = wh.entity_chunks(con, wh.OBSERVATIONS, START, end, 10)
     assert chunks == [["e1", None]]
     assert wh.entity_ranges(con, wh.OBSERVATIONS, START, end, 10) == [("e1", None)]
+    # NULL rows that do not fit in the last chunk are a chunk of their own, not left out
+    assert wh.entity_chunks(con, wh.OBSERVATIONS, START, end, 1) == [["e1"], [None]]
+    assert wh.entity_ranges(con, wh.OBSERVATIONS, START, end, 1) == [("e1", "e1"), (None, None)]
     with pytest.raises(ValueError, match="NULL entity_id"):
         wh.read_chunk(con, wh.OBSERVATIONS, ["value"], START, end, chunks[0], ["m"])
 

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly_assets.defs.checks import STATES, UTC_DAY, score_states
+from anomaly_assets import warehouse as wh
+from anomaly_assets.defs.checks import STATES, UTC_DAY, entity_slices, score_states
 
 
 @pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Kolkata", "Pacific/Chatham"])
@@ -47,3 +48,21 @@ def test_score_states_of_text_as_read_are_those_of_its_python_strings(storage):
             assert list(got.cat.categories) == list(want.cat.categories)
             seen.update(got.astype(object))
     assert set(STATES) <= seen and "nan, score set, flagged" in seen
+
+
+@pytest.mark.parametrize("nulls", [1, 5])
+def test_entity_slices_cover_every_row_null_entities_included(nulls):
+    # a table that breaks the contract: the checks must still read its NULL entity's rows, whether
+    # they fit in the last slice (1 row) or not (5 rows, slices of 4)
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA raw")
+    con.execute("CREATE TABLE raw.observations (entity_id VARCHAR, metric VARCHAR, ts TIMESTAMPTZ, value DOUBLE)")
+    con.execute("INSERT INTO raw.observations SELECT 'e' || (i % 3), 'm', TIMESTAMPTZ '2026-10-01 00:00:00+00' "
+                "+ i * INTERVAL 1 MINUTE, i FROM range(9) t(i)")
+    con.execute("INSERT INTO raw.observations SELECT NULL, 'm', TIMESTAMPTZ '2026-10-01 00:00:00+00', i "
+                "FROM range(?) t(i)", [nulls])
+    window = ["2026-10-01 00:00:00+00", "2026-10-02 00:00:00+00"]
+    slices = entity_slices(con, wh.OBSERVATIONS, *window, 4)
+    counts = [con.execute(f"SELECT count(*) FROM raw.observations WHERE ts >= ? AND ts < ? AND ({where})",
+                          [*window, *extra]).fetchone()[0] for where, extra in slices]
+    assert sum(counts) == 9 + nulls and len(slices) > 1
