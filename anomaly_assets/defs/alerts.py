@@ -104,7 +104,8 @@ def _entity_bounds(con, lo, end, chunk_rows: int) -> list[tuple[Optional[str], O
     """[first, next first) entity_id bounds of chunks of ~chunk_rows decomposition rows; the first
     and last are open so that every entity (even one without decomposition rows) is in one."""
     ranges = wh.entity_ranges(con, wh.DECOMPOSITION, lo, end, chunk_rows)
-    firsts = [first for first, _ in ranges]
+    # a NULL entity_id (which the contract forbids) starts no bound: the bounds stay disjoint
+    firsts = [first for first, _ in ranges if first is not None]
     return list(zip([None, *firsts[1:]], [*firsts[1:], None])) or [(None, None)]
 
 

@@ -341,3 +341,17 @@ def test_a_failing_webhook_is_retried_next_tick_and_team_hooks_win(fleet, hook, 
     assert ev["action"].tolist() == ["delivery_failed", "delivered"]
     assert ev["channel"].iloc[1] == f"ANOMALY_ALERT_WEBHOOK_URL_{team.upper()}"
     assert "HTTP 500" in ev["note"].iloc[0] and "127.0.0.1" not in ev["note"].iloc[0]
+
+
+def test_entity_bounds_stay_disjoint_with_a_null_entity():
+    # a table that breaks the NOT NULL contract: NULL-entity rows that fill a chunk of their own
+    # must not add an unbounded chunk that reads every entity a second time
+    from anomaly_assets.defs.alerts import _entity_bounds
+
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA features")
+    con.execute("CREATE TABLE features.decomposition (entity_id VARCHAR, metric VARCHAR, ts TIMESTAMPTZ)")
+    con.execute("INSERT INTO features.decomposition SELECT CASE WHEN i < 6 THEN 'e' || (i % 3) END, 'm', "
+                "TIMESTAMPTZ '2026-10-01 00:00:00+00' FROM range(12) t(i)")
+    window = ["2026-10-01 00:00:00+00", "2026-10-02 00:00:00+00"]
+    assert _entity_bounds(con, *window, 2) == [(None, "e1"), ("e1", "e2"), ("e2", None)]
