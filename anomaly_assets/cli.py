@@ -151,17 +151,17 @@ def summary(limit: int = 8) -> str:
         con.close()
 
 
-def demo(entities: int, days: int, freq: str, out: Path) -> bool:
-    from anomaly_assets.demo.fleet import generate_fleet
+def demo(entities: int | None, days: int | None, freq: str | None, out: Path, kind: str = "industrial") -> bool:
+    """Generate a demo kind (``anomaly_assets.demo``) under ``out``, then backfill and summarize it."""
+    from anomaly_assets.demo import generate
 
-    landing = out / "landing"
-    if landing.exists():
-        import shutil
-
-        shutil.rmtree(landing)
-    s = generate_fleet(landing, entities=entities, days=days, freq=freq,
-                       labels_path=out / "labels.csv", entities_path=out / "entities.csv")
-    print(f"demo fleet: {s.entities} entities x {len(s.metrics)} metrics, {s.rows:,} rows in {s.files} files -> {landing}")
+    try:
+        s = generate(kind, out, entities=entities, days=days, freq=freq)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return False
+    landing = s.landing_dir
+    print(f"demo {s.describe()}")
     os.environ["ANOMALY_LANDING_DIR"] = str(landing)
     os.environ["ANOMALY_LABELS"] = str(out / "labels.csv")
     os.environ.setdefault("ANOMALY_ENTITIES", str(out / "entities.csv"))  # sites and tags: alert peers, routing
@@ -186,11 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("backfill", help="materialize every partition the landing folder covers (or a range)")
     b.add_argument("--from", dest="date_from", help="first day, YYYY-MM-DD")
     b.add_argument("--to", dest="date_to", help="last day, YYYY-MM-DD (inclusive)")
-    d = sub.add_parser("demo", help="generate the demo fleet and run the whole chain")
-    d.add_argument("--entities", type=int, default=200)
-    d.add_argument("--days", type=int, default=35)
-    d.add_argument("--freq", default="1h")
-    d.add_argument("--out", type=Path, default=Path("data/demo"))
+    d = sub.add_parser("demo", help="generate a demo fleet and run the whole chain")
+    d.add_argument("--kind", choices=["industrial", "storage", "retail"], default="industrial",
+                   help="industrial: hourly pumps (200 x 35 days); storage: self-storage facilities, daily "
+                        "(40 x 730 days); retail: store-SKUs, daily (12 x 25 x 365 days); see docs/demo.md")
+    d.add_argument("--entities", type=int, help="pumps, facilities or store-SKUs (default: the kind's)")
+    d.add_argument("--days", type=int, help="default: the kind's")
+    d.add_argument("--freq", help="industrial only (default 1h)")
+    d.add_argument("--out", type=Path, help="default data/demo (industrial), data/demo-<kind> (the others)")
     sub.add_parser("summary", help="print tables, top anomalies and evaluation of the warehouse")
     sub.add_parser("publish", help="copy the warehouse to the analysts' read-only copy (ANOMALY_ANALYST_COPY) now")
     from anomaly_assets import alert_lifecycle
@@ -207,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             print(summary())
         return 0 if ok else 1
     if a.cmd == "demo":
-        return 0 if demo(a.entities, a.days, a.freq, a.out.resolve()) else 1
+        out = a.out or Path("data/demo" if a.kind == "industrial" else f"data/demo-{a.kind}")
+        return 0 if demo(a.entities, a.days, a.freq, out.resolve(), a.kind) else 1
     if a.cmd == "publish":
         return 0 if publish() else 1
     print(summary())

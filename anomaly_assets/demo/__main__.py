@@ -10,14 +10,6 @@ from pathlib import Path
 from anomaly_assets.demo.kinds import DEFAULT_SEED, KINDS, generate
 
 
-def describe(s) -> str:
-    """One line about a :class:`~anomaly_assets.demo.dataset.DemoSummary`."""
-    faults = ", ".join(f"{k} {n}" for k, n in s.faults_by_kind.items())
-    return (f"{s.kind}: {s.entities} entities x {len(s.metrics)} metrics, {s.periods} periods ({s.freq}) "
-            f"{s.first_timestamp:%Y-%m-%d}..{s.last_timestamp:%Y-%m-%d}, {s.rows:,} rows in {s.files} files; "
-            f"faults from {s.test_start:%Y-%m-%d}: {faults} -> {s.out_dir}")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m anomaly_assets.demo", description=__doc__)
     ap.add_argument("--kind", choices=KINDS, default="industrial")
@@ -37,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{describe(s)} in {time.perf_counter() - t0:.2f} s")
+    print(f"{s.describe()} in {time.perf_counter() - t0:.2f} s")
     return 0
 
 

@@ -144,6 +144,13 @@ class DemoSummary:
     def label_windows(self) -> int:
         return sum(self.faults_by_kind.values())
 
+    def describe(self) -> str:
+        """One line: the kind, its size, period, files and faults."""
+        faults = ", ".join(f"{k} {n}" for k, n in self.faults_by_kind.items())
+        return (f"{self.kind}: {self.entities} entities x {len(self.metrics)} metrics, {self.periods} periods "
+                f"({self.freq}) {self.first_timestamp:%Y-%m-%d}..{self.last_timestamp:%Y-%m-%d}, {self.rows:,} rows "
+                f"in {self.files} files; faults from {self.test_start:%Y-%m-%d}: {faults} -> {self.out_dir}")
+
 
 def changed_window(
     clean: np.ndarray, values: np.ndarray, metrics: tuple[str, ...], entity_idx: int, kind: str,
