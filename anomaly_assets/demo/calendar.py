@@ -61,14 +61,40 @@ def _holidays(country: str, years: tuple[int, ...]) -> dict[dt.date, str]:
 
 
 def public_holidays(country: str, dates: pd.DatetimeIndex) -> dict[dt.date, str]:
-    """Public holidays of ``country`` that fall on ``dates`` (date -> name, in date order)."""
+    """Public holidays of a country within a period.
+
+    Parameters
+    ----------
+    country : str
+        ``US``, ``CA`` or ``GB`` (see ``COUNTRY_SUBDIVISION``).
+    dates : pandas.DatetimeIndex
+        The period's days.
+
+    Returns
+    -------
+    dict
+        ``datetime.date -> name`` for the holidays that fall on ``dates``, in date order.
+    """
     years = tuple(range(dates[0].year, dates[-1].year + 1))
     wanted = set(dates.date)
     return {d: n for d, n in _holidays(country, years).items() if d in wanted}
 
 
 def holiday_matrix(countries: np.ndarray, dates: pd.DatetimeIndex) -> np.ndarray:
-    """Boolean ``(entities, days)``: is the day a public holiday in the entity's country."""
+    """Which days are public holidays for which entity.
+
+    Parameters
+    ----------
+    countries : ndarray
+        Each entity's country code, shape ``(entities,)``.
+    dates : pandas.DatetimeIndex
+        The period's days.
+
+    Returns
+    -------
+    ndarray
+        Boolean ``(entities, days)``.
+    """
     day_index = {d: j for j, d in enumerate(dates.date)}
     out = np.zeros((len(countries), len(dates)), dtype=bool)
     for country in np.unique(countries):
@@ -79,7 +105,22 @@ def holiday_matrix(countries: np.ndarray, dates: pd.DatetimeIndex) -> np.ndarray
 
 
 def business_days(holiday: np.ndarray, dates: pd.DatetimeIndex, closed_weekdays: tuple[int, ...] = (5, 6)) -> np.ndarray:
-    """Boolean ``(entities, days)``: open for business (not a closed weekday, not a holiday)."""
+    """Which days are open for business: not a closed weekday, not a holiday.
+
+    Parameters
+    ----------
+    holiday : ndarray
+        Boolean ``(entities, days)`` from :func:`holiday_matrix`.
+    dates : pandas.DatetimeIndex
+        The period's days.
+    closed_weekdays : tuple of int
+        Weekdays closed (Monday = 0); banks: Saturday and Sunday.
+
+    Returns
+    -------
+    ndarray
+        Boolean ``(entities, days)``.
+    """
     weekday = np.asarray(dates.day_of_week)
     return ~holiday & ~np.isin(weekday, closed_weekdays)[None, :]
 
@@ -121,7 +162,18 @@ def easter_sunday(year: int) -> dt.date:
 
 
 def calendar_frame(events: list[CalendarEvent]) -> pd.DataFrame:
-    """``start,end,kind,scope,name,lift`` (ISO dates, inclusive), sorted by start, kind, scope."""
+    """The rows of ``calendar.csv``.
+
+    Parameters
+    ----------
+    events : list of CalendarEvent
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``start,end,kind,scope,name,lift`` (ISO dates, inclusive; ``lift`` rounded to 3
+        decimals, NaN where not a multiplier), sorted by start, kind, scope and name.
+    """
     df = pd.DataFrame(
         [(e.start.isoformat(), e.end.isoformat(), e.kind, e.scope, e.name, e.lift) for e in events],
         columns=list(CALENDAR_COLUMNS),

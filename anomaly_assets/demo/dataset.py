@@ -220,8 +220,14 @@ def _lines(data: DemoData) -> np.ndarray:
 def write_demo(data: DemoData, out_dir: Path) -> DemoSummary:
     """Write the landing files and the ground truth of a business kind under ``out_dir``.
 
-    The landing folder is replaced file by file (temp file + rename); files of the same names are
+    The landing files are written atomically (temp file + rename); files of the same names are
     overwritten, others left alone. Output is byte-identical for identical data.
+
+    Parameters
+    ----------
+    data : DemoData
+    out_dir : Path
+        Receives ``landing/`` and the truth files (see the module docstring).
 
     Returns
     -------

@@ -162,7 +162,9 @@ def simulate(
     })
 
     # ---- calendar -----------------------------------------------------------------------------
-    col = lambda a: np.asarray(a, dtype=float)[:, None]  # noqa: E731  (n,) -> (n, 1)
+    def col(a) -> np.ndarray:  # (n,) -> (n, 1), broadcasts over days
+        return np.asarray(a, dtype=float)[:, None]
+
     doy = np.asarray(dates.day_of_year, dtype=float)
     dom = np.asarray(dates.day)
     dim = np.asarray(dates.days_in_month)
