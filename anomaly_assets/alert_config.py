@@ -392,5 +392,8 @@ def alert_paths(env: dict[str, str] | None = None) -> tuple[Path, Path]:
     """(rules, entities) paths from ``ANOMALY_ALERT_RULES`` / ``ANOMALY_ENTITIES`` or the defaults."""
     env = os.environ if env is None else env
     rules = env.get("ANOMALY_ALERT_RULES") or str(DEFAULT_RULES)
-    entities = env.get("ANOMALY_ENTITIES") or str(DEFAULT_ENTITIES)
+    from anomaly_assets.settings import load_settings
+
+    # the data folder's entities.csv when there is one (the demo writes it), else the YAML register
+    entities = env.get("ANOMALY_ENTITIES") or str(load_settings(dict(env)).entities or DEFAULT_ENTITIES)
     return Path(rules).expanduser().resolve(), Path(entities).expanduser().resolve()

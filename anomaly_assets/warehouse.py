@@ -101,6 +101,8 @@ DECOMPOSITION = _t(
     ("seasonal", "DOUBLE", "Sum of the seasonal components (daily, weekly) at this phase"),
     ("residual", "DOUBLE", "value - expected"),
     ("residual_z", "DOUBLE", "residual / robust scale of the history's out-of-sample residuals"),
+    ("lower", "DOUBLE", "Lower edge of the expected band: outside it the point is flagged on this metric alone (NULL in cold start)"),
+    ("upper", "DOUBLE", "Upper edge of the expected band: outside it the point is flagged on this metric alone (NULL in cold start)"),
 )
 MODEL_VERSIONS = _t(
     "ml", "model_versions", "Every model trained: what, when, on which window, with which parameters, where stored.",
@@ -208,10 +210,30 @@ TABLES: tuple[Table, ...] = (
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection, tables: tuple[Table, ...] = TABLES) -> None:
+    """Create the schemas and tables that do not exist yet, and add to existing tables the
+    columns the contract gained since they were created (NULL in their old rows)."""
     for schema in sorted({t.schema for t in tables}):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     for t in tables:
         con.execute(t.ddl())
+    found = {(s, t, c) for s, t, c in con.execute(
+        "SELECT schema_name, table_name, column_name FROM duckdb_columns() WHERE database_name = current_database()"
+    ).fetchall()}
+    for t in tables:
+        for c in t.columns:
+            # nullable columns only: an added column holds NULL in the rows written before it
+            if (t.schema, t.name, c.name) not in found and "NOT NULL" not in c.type:
+                con.execute(f'ALTER TABLE {t.qualified} ADD COLUMN IF NOT EXISTS "{c.name}" {c.type}')
+
+
+def comment_statements(table: Table) -> list[str]:
+    """``COMMENT ON`` statements documenting ``table`` and its columns from the contract."""
+    def lit(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    out = [f"COMMENT ON TABLE {table.qualified} IS {lit(table.doc)}"]
+    out += [f'COMMENT ON COLUMN {table.qualified}."{c.name}" IS {lit(c.doc)}' for c in table.columns]
+    return out
 
 
 def entity_chunks(con: duckdb.DuckDBPyConnection, table: Table, start, end, max_rows: int,

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,7 +205,8 @@ class LandingPlan:
 
 
 def plan_landing_runs(root: Path, skip: set[Path], cursor: LandingCursor, now: dt.datetime,
-                      partition_start: str, settle_s: float = 0) -> LandingPlan:
+                      partition_start: str, settle_s: float = 0,
+                      ingested: Callable[[list[str]], dict[str, float]] | None = None) -> LandingPlan:
     """Which days to run for the files that are new or changed since ``cursor``.
 
     A file version is ``path@size@mtime_ns``. Its days come from its timestamps
@@ -215,6 +217,10 @@ def plan_landing_runs(root: Path, skip: set[Path], cursor: LandingCursor, now: d
     partition (today) wait in the cursor until they have ended; days before the first partition
     cannot be run and are only noted. Files modified less than ``settle_s`` seconds ago are left
     for a later tick (a file still being written would be read half).
+
+    ``ingested(days)`` gives, for the days already ingested, when the run that last ingested each
+    started (epoch seconds): a file version older than that run was read by it (e.g. by a shell
+    backfill), so those days are not run again for it.
     """
     latest = last_complete_day(now)
     notes: list[str] = []
@@ -222,6 +228,7 @@ def plan_landing_runs(root: Path, skip: set[Path], cursor: LandingCursor, now: d
     seen: dict[str, list[int]] = {}
     by_day: dict[str, set[str]] = {d: set(v) for d, v in cursor.waiting.items()}
     settling = 0
+    new: list[tuple[str, str, int, list[str]]] = []  # (rel, tag, mtime_ns, days) of readable new versions
     for f in files:
         rel = f.relative_to(root).as_posix()
         try:
@@ -248,10 +255,18 @@ def plan_landing_runs(root: Path, skip: set[Path], cursor: LandingCursor, now: d
         early = [d for d in fd.days if d < partition_start]
         if early:
             notes.append(f"{rel}: {len(early)} day(s) before the first partition {partition_start} "
-                         f"(ANOMALY_PARTITION_START) cannot be ingested: {early[0]}..{early[-1]}")
-        for d in fd.days:
-            if d >= partition_start:
-                by_day.setdefault(d, set()).add(tag)
+                         f"cannot be run here: `anomaly-assets backfill --from {early[0]}` extends the "
+                         f"partitions to them (then reload the code location)")
+        new.append((rel, tag, st.st_mtime_ns, [d for d in fd.days if d >= partition_start]))
+    done = ingested(sorted({d for *_, days in new for d in days})) if ingested and new else {}
+    already = 0
+    for rel, tag, mtime_ns, days in new:
+        todo = [d for d in days if done.get(d, -1.0) * 1e9 < mtime_ns]
+        already += not todo and bool(days)
+        for d in todo:
+            by_day.setdefault(d, set()).add(tag)
+    if already:
+        notes.append(f"{already} new file version(s) already ingested by an earlier run (e.g. a shell backfill)")
     if settling:
         notes.append(f"{settling} file(s) modified less than {settle_s:g} s ago: next tick")
     waiting = {d: sorted(v) for d, v in by_day.items() if d > latest}
@@ -261,6 +276,32 @@ def plan_landing_runs(root: Path, skip: set[Path], cursor: LandingCursor, now: d
         versions = sorted(set().union(*(by_day[d] for d in ready if first <= d <= last)))
         runs.append((first, last, versions))
     return LandingPlan(runs, LandingCursor(files=seen, waiting=waiting), notes)
+
+
+def ingested_days(instance: dg.DagsterInstance, days: list[str]) -> dict[str, float]:
+    """For each of ``days`` that raw/observations was materialized for: when the run that did it
+    last started (epoch seconds). Read from the Dagster instance, which the shell's backfills
+    share with ``dagster dev``, so the landing sensor does not redo what a backfill ingested."""
+    key = dg.AssetKey(["raw", "observations"])
+    latest: dict[str, str] = {}  # day -> run_id of its newest materialization
+    for i in range(0, len(days), 500):
+        want = set(days[i:i + 500])
+        cursor = None
+        while want - set(latest):
+            page = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=sorted(want)), limit=1000, cursor=cursor)
+            for r in page.records:  # newest first
+                latest.setdefault(r.partition_key, r.run_id)
+            if not page.has_more:
+                break
+            cursor = page.cursor
+    runs = {r.dagster_run.run_id: r for r in instance.get_run_records(dg.RunsFilter(run_ids=sorted(set(latest.values()))))}
+    out = {}
+    for day, run_id in latest.items():
+        r = runs.get(run_id)
+        if r is not None:
+            out[day] = r.start_time or r.create_timestamp.timestamp()
+    return out
 
 
 def landing_run_key(first: str, last: str, versions: list[str]) -> str:
@@ -288,7 +329,8 @@ def build_landing_sensor(job, s: AutomationSettings) -> dg.SensorDefinition:
     def landing_files(context: dg.SensorEvaluationContext, landing: LandingFolder):
         try:
             plan = plan_landing_runs(landing.root, landing.sidecars(), LandingCursor.from_json(context.cursor),
-                                     dt.datetime.now(dt.timezone.utc), s.partition_start, s.landing_settle_s)
+                                     dt.datetime.now(dt.timezone.utc), s.partition_start, s.landing_settle_s,
+                                     ingested=lambda days: ingested_days(context.instance, days))
         except LandingError as e:  # the folder is missing: say so on every tick, do not fail
             return dg.SkipReason(str(e))
         for note in plan.notes:
@@ -325,16 +367,24 @@ def _root_cause(error) -> str:
 
 
 def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """Every asset check evaluation of the run that did not pass, as 'asset:check (SEVERITY): why'."""
+    """Every asset check of the run that did not pass, once, as 'asset:check [days] (SEVERITY): why'.
+
+    A range run records a check once per day (see defs/checks.py): its failed days are listed
+    as ranges, with the reason given for the last of them.
+    """
     records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records
-    out = []
+    failed: dict[tuple[str, str], list] = {}
     for r in records:
         ev = r.event_log_entry.dagster_event.asset_check_evaluation_data
-        if ev.passed:
-            continue
-        where = f" [{ev.partition}]" if ev.partition else ""
+        if not ev.passed:
+            failed.setdefault((ev.asset_key.to_user_string(), ev.check_name), []).append(ev)
+    out = []
+    for (asset, name), evs in failed.items():
+        days = sorted({ev.partition for ev in evs if ev.partition})
+        where = f" [{', '.join(a if a == b else f'{a}..{b}' for a, b in _day_ranges(days))}]" if days else ""
+        ev = evs[-1]
         why = f": {ev.description[:200]}" if ev.description else ""
-        out.append(f"{ev.asset_key.to_user_string()}:{ev.check_name}{where} ({ev.severity.value}){why}")
+        out.append(f"{asset}:{name}{where} ({ev.severity.value}){why}")
     return out
 
 

@@ -68,6 +68,7 @@ def decomposition(context: dg.AssetExecutionContext, config: DecompositionConfig
 
         def chunks():  # decomposed in worker processes, written here as they come back
             for rows in map_chunks(decompose_days, reads(), len(ranges)):
+                rows = rows.reindex(columns=wh.DECOMPOSITION.column_names)  # band columns NULL until the core gives them
                 written.add(rows, series=series_count(rows),
                             cold_start_rows=int(rows["expected"].isna().sum()) if len(rows) else 0)
                 yield rows
@@ -75,7 +76,7 @@ def decomposition(context: dg.AssetExecutionContext, config: DecompositionConfig
         with wh.transaction(con), reader:
             wh.replace_time_slice_streamed(con, wh.DECOMPOSITION, chunks(), start, end)
     return dg.MaterializeResult(metadata={
-        **written.metadata(wh.DECOMPOSITION, start, end),
+        **written.metadata(wh.DECOMPOSITION, start, end, context),
         "series": written.counts.get("series", 0),
         "cold_start_rows": written.counts.get("cold_start_rows", 0),
         "chunks": len(ranges),

@@ -444,7 +444,7 @@ def observations(context: dg.AssetExecutionContext, duckdb: DuckDBResource, land
     rows_read = int(manifest_rows["rows_read"].sum())
     rows_rejected = int(manifest_rows["rows_rejected"].sum())
     return dg.MaterializeResult(metadata={
-        **run.written.metadata(wh.OBSERVATIONS, start, end),
+        **run.written.metadata(wh.OBSERVATIONS, start, end, context),
         "files_in_landing": len(files),
         "files_read": len(read_files),
         "files_rejected": len(rejected_files),

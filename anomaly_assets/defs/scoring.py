@@ -140,7 +140,7 @@ def anomaly_scores(context: dg.AssetExecutionContext, duckdb: DuckDBResource, mo
     if len(top):
         top = top.sort_values("anomaly_score", ascending=False).drop_duplicates("entity_id").head(10)
     yield dg.MaterializeResult(asset_key=["scoring", "anomaly_scores"], metadata={
-        **written.metadata(wh.ANOMALY_SCORES, start, end),
+        **written.metadata(wh.ANOMALY_SCORES, start, end, context),
         "flagged": written.counts.get("flagged", 0),
         "critical": written.counts.get("critical", 0),
         "cold_start_points": written.counts.get("cold_start_points", 0),
