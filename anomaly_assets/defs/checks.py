@@ -13,7 +13,8 @@ sections below follow the chain.
 
 Checks are partitioned like their assets. A run of one day records its results against that day;
 a run over a range (a backfill, ``anomaly-assets backfill``) checks the whole range's slice at once
-and records one result for the run (Dagster 1.13 keeps no partition on the evaluation of a range).
+and records the result on every day of it (:func:`_selected`; the volume and the flagged share are
+judged per day), so each partition has a status and the UI's list and detail agree.
 
 Blocking checks (``blocking=True``) guard what downstream assets read: when one fails, the run
 stops before the next asset. The others warn (or, for a rejected landing file, fail without
@@ -75,6 +76,20 @@ def _specs(asset: dg.AssetKey, checks: dict[str, tuple[str, bool]]) -> list[dg.A
         ]
 
 
+def _numbers(v: Validation) -> dict[str, int]:
+    """Numeric metadata of a validation (the UI plots numbers over time): expectations that
+    failed, rows checked and values that broke an expectation (summed over expectations)."""
+    out = {"failed_expectations": int(v.statistics.get("unsuccessful_expectations") or 0)}
+    elements = [o.observed["element_count"] for o in v.outcomes if isinstance(o.observed.get("element_count"), (int, float))]
+    unexpected = [o.observed["unexpected_count"] for o in v.outcomes
+                  if isinstance(o.observed.get("unexpected_count"), (int, float))]
+    if elements:
+        out["rows_checked"] = int(max(elements))
+    if unexpected:
+        out["unexpected_values"] = int(sum(unexpected))
+    return out
+
+
 def _result(asset: dg.AssetKey, name: str, v: Validation, *, severity=dg.AssetCheckSeverity.ERROR,
             description: str | None = None, examples: pd.DataFrame | None = None, **extra) -> dg.AssetCheckResult:
     expectations = [
@@ -86,6 +101,7 @@ def _result(asset: dg.AssetKey, name: str, v: Validation, *, severity=dg.AssetCh
         asset_key=asset, check_name=name, passed=v.success, severity=severity,
         description=description or v.summary(),
         metadata={
+            **_numbers(v),
             "gx_statistics": dg.MetadataValue.json(v.statistics),
             "expectations": dg.MetadataValue.json(expectations),
             "failing_examples": markdown_preview(rows, n=EXAMPLES),
@@ -94,12 +110,45 @@ def _result(asset: dg.AssetKey, name: str, v: Validation, *, severity=dg.AssetCh
     )
 
 
-def _selected(context: dg.AssetCheckExecutionContext, results):
-    """Only the results of the checks this run selected (checks can be run one by one in the UI)."""
+def _selected(context: dg.AssetCheckExecutionContext, results, per_day: dict[str, dict[str, tuple[bool, dict]]] | None = None):
+    """Only the results of the checks this run selected (checks can be run one by one in the UI).
+
+    A run over a range records each check once per day of the range, so that every partition
+    of the check has its own status (a result without a partition would leave the days of the
+    range unevaluated, which the UI lists as skipped). A day's verdict is the range's, or its own
+    where the check judges days (``per_day``: check name -> day -> (passed, numeric metadata)).
+    The full metadata goes with the last day; the others carry the numbers.
+    """
     keys = context.selected_asset_check_keys
-    for r in results:
-        if dg.AssetCheckKey(r.asset_key, r.check_name) in keys:
-            yield r
+    chosen = [r for r in results if dg.AssetCheckKey(r.asset_key, r.check_name) in keys]
+    days = list(context.partition_keys) if context.has_partition_key_range else []
+    if len(days) <= 1:
+        yield from chosen
+        return
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,
+    )
+
+    targets = {}  # (asset, day) -> the run's materialization the day's evaluation checks
+    for rec in context.instance.get_records_for_run(context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records:
+        ev = rec.event_log_entry.dagster_event
+        targets[(ev.asset_key, ev.partition)] = AssetCheckEvaluationTargetMaterializationData(
+            storage_id=rec.storage_id, run_id=rec.run_id, timestamp=rec.timestamp)
+    assets_def = context.op_execution_context.assets_def
+    numeric = (int, float, dg.IntMetadataValue, dg.FloatMetadataValue, dg.TextMetadataValue)
+    for r in chosen:
+        key = dg.AssetCheckKey(r.asset_key, r.check_name)
+        spec = assets_def.get_spec_for_check_key(key)
+        own = (per_day or {}).get(r.check_name, {})
+        light = {k: v for k, v in r.metadata.items() if isinstance(v, numeric)}
+        for day in days:
+            passed, md = own.get(day, (r.passed, {}))
+            yield dg.AssetCheckEvaluation(
+                asset_key=r.asset_key, check_name=r.check_name, passed=passed,
+                metadata={**(r.metadata if day == days[-1] else light), **md},
+                severity=r.severity, description=r.description, blocking=spec.blocking, partition=day,
+                target_materialization_data=targets.get((r.asset_key, day)))
+        yield dg.Output(None, output_name=assets_def.get_output_name_for_asset_check_key(key))
 
 
 def _range_md(start: pd.Timestamp, end: pd.Timestamp) -> str:
@@ -287,6 +336,9 @@ def observations_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBRe
             f"{r.day}: {r.rows} rows, {r.ratio:.2f} × the trailing median {r.trailing_median:g}" for r in bad.itertuples()
         ) + f" (expected {rules.volume.min_ratio}..{rules.volume.max_ratio} ×)"
 
+    volume_days = {r.day: (bool(pd.isna(r.ratio) or rules.volume.min_ratio <= r.ratio <= rules.volume.max_ratio),
+                           {"rows": int(r.rows), **({"ratio": float(r.ratio)} if pd.notna(r.ratio) else {})})
+                   for r in vol.itertuples()}
     files = validate(rejected, [gxe.ExpectTableRowCountToEqual(value=0)])
     files_note = ("no landing file read by this run was rejected" if files.success else
                   "; ".join(rejected["reason"].head(EXAMPLES)))
@@ -305,7 +357,7 @@ def observations_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBRe
                 days=markdown_preview(vol, n=len(vol)), partition_range=window),
         _result(OBSERVATIONS, "no_rejected_files", files, description=files_note, examples=rejected,
                 files_rejected=len(rejected)),
-    ])
+    ], per_day={"volume": volume_days})
 
 
 # --------------------------------------------------------------------------------------------
@@ -456,7 +508,7 @@ def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
                                               "min_history_days": params.min_history_days})),
         _result(DECOMPOSITION, "residual_z_scale", scale, severity=dg.AssetCheckSeverity.WARN,
                 description=scale_note, partition_range=window,
-                median_abs_residual_z=median if median is not None else "n/a"),
+                **({"median_abs_residual_z": median} if median is not None else {})),
     ])
 
 
@@ -530,8 +582,13 @@ def anomaly_scores_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDB
         _result(ANOMALY_SCORES, "score_in_unit_interval", valid, partition_range=window,
                 scored_points=scored, cold_start_points=points - scored),
         _result(ANOMALY_SCORES, "anomaly_rate", rate, severity=dg.AssetCheckSeverity.WARN, description=rate_note,
-                partition_range=window, days=markdown_preview(per_day, n=len(per_day))),
-    ])
+                partition_range=window, days=markdown_preview(per_day, n=len(per_day)),
+                **({"max_flagged_share": float(per_day["rate"].max()),
+                    "mean_flagged_share": float(per_day["flagged"].sum() / per_day["scored"].sum())}
+                   if len(per_day) else {})),
+    ], per_day={"anomaly_rate": {r.day: (bool(band.lower <= r.rate <= band.upper),
+                                         {"flagged_share": float(r.rate), "scored": int(r.scored), "flagged": int(r.flagged)})
+                                 for r in per_day.itertuples()}})
 
 
 CHECKS = [observations_checks, decomposition_checks, anomaly_scores_checks]

@@ -5,6 +5,7 @@ import shutil
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import pytest
 
 from anomaly_assets import definitions
@@ -12,6 +13,7 @@ from anomaly_assets.config import ConfigFileError
 from anomaly_assets.definitions import python_assets, resources, sql_assets
 from anomaly_assets.defs.checks import CHECKS
 from anomaly_assets.demo.fleet import generate_fleet
+from anomaly_assets.expectations import load_expectations
 from anomaly_assets.settings import load_settings
 
 FIRST, LAST = "2026-09-07", "2026-09-21"  # 15 days: a week of cold start, then fitted and scored days
@@ -61,7 +63,7 @@ def test_clean_chain_passes_its_checks_with_gx_statistics(chain):
     assert len(evals) == 12
     for key, e in evals.items():
         assert e.metadata["gx_statistics"].value["evaluated_expectations"] >= 1 or key[1] == "residual_z_scale"
-        assert e.partition is None  # a range run: one evaluation over the range
+        assert e.partition == LAST  # a range run: the range's result recorded on each day, full metadata on the last
         if key != (SCORES, "anomaly_rate"):  # the detector's flag rate is its own business here
             assert e.passed, (key, e.description)
         assert bool(e.blocking) == (key in BLOCKING)
@@ -130,7 +132,8 @@ def test_tampered_warehouse_fails_the_right_check(chain, tmp_path, case):
     result = _run(resources(load_settings(_env(tmp_path))), "2026-09-19", "2026-09-20",
                   selection=dg.AssetSelection.checks_for_assets(asset))
     evals = _evaluations(result)
-    failed = {name for (_, name), e in evals.items() if not e.passed}
+    # the volume and the flagged share are judged per day: a failed day fails the check
+    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
     assert check in failed, {name: e.description for (_, name), e in evals.items()}
     e = evals[(asset, check)]
     assert e.metadata["gx_statistics"].value["unsuccessful_expectations"] >= 1
@@ -247,3 +250,43 @@ def test_checks_read_in_entity_chunks_report_what_one_read_reports(chain, tmp_pa
     finite = {x["expectation"]: x for x in whole[(DEC, "finite_past_cold_start")][2]["expectations"]}
     assert finite["expect_column_values_to_not_be_null(column='expected')"]["unexpected_count"] == 4
     assert finite["expect_column_values_to_not_be_null(column='residual_z')"]["unexpected_count"] == 1  # the NaN
+
+
+def test_a_range_run_records_every_check_and_its_counts_per_day(chain):
+    """The UI shows a partitioned check's status per day and plots per-day metadata: a backfill
+    must record each day, not one result and one total for the whole range."""
+    root, result = chain
+    days = [str(d.date()) for d in pd.date_range(FIRST, LAST, freq="D")]
+    by_check: dict = {}
+    for e in result.get_asset_check_evaluations():
+        by_check.setdefault((e.asset_key, e.check_name), []).append(e)
+    assert len(by_check) == 12
+    for key, evs in by_check.items():
+        assert sorted(e.partition for e in evs) == days, key
+        assert all("failed_expectations" in e.metadata for e in evs)  # numbers on every day
+    con = duckdb.connect(str(root / "wh.duckdb"), read_only=True)
+    try:
+        share = dict(con.execute(
+            "SELECT strftime(ts, '%Y-%m-%d'), count_if(is_anomaly) / count(*) FROM scoring.anomaly_scores "
+            "WHERE severity <> 'cold_start' GROUP BY 1").fetchall())
+        rows = dict(con.execute("SELECT strftime(ts, '%Y-%m-%d'), count(*) FROM scoring.anomaly_scores GROUP BY 1").fetchall())
+    finally:
+        con.close()
+    band = load_expectations(definitions.settings.expectations).scores.anomaly_rate
+    for e in by_check[(SCORES, "anomaly_rate")]:
+        if e.partition in share:  # scored days: judged on their own flagged share
+            assert e.metadata["flagged_share"].value == pytest.approx(share[e.partition], abs=1e-12)
+            assert e.passed == (band.lower <= share[e.partition] <= band.upper)
+        else:  # cold start only: nothing to judge
+            assert e.passed
+    mats = [m for m in result.get_asset_materialization_events()
+            if m.asset_key == SCORES]
+    per_day = {m.partition: m.materialization.metadata for m in mats}
+    assert sorted(per_day) == days
+    for day, md in per_day.items():
+        assert md["dagster/row_count"].value == rows[day] == 6 * 24
+        assert md["rows_in_run"].value == 6 * 24 * len(days)
+        if day in share:
+            assert md["flagged_share"].value == pytest.approx(share[day], abs=1e-12)
+        else:
+            assert md["scored"].value == 0 and md["cold_start_points"].value == 6 * 24
