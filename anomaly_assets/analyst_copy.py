@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +52,42 @@ def _sql_path(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def publish(warehouse: Path, target: Path) -> Published:
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def document(con: duckdb.DuckDBPyConnection, docs: Iterable[tuple[str, str, str, Mapping[str, str]]]) -> int:
+    """``COMMENT ON`` the tables and views of ``con``'s current database, and their columns, from
+    ``docs`` ((schema, name, doc, {column: doc})); objects or columns that do not exist are skipped.
+    Returns the number of comments set."""
+    kinds = {(s, n): k for s, n, k in con.execute(
+        "SELECT schema_name, table_name, 'TABLE' FROM duckdb_tables() WHERE database_name = current_database() "
+        "UNION ALL SELECT schema_name, view_name, 'VIEW' FROM duckdb_views() "
+        "WHERE database_name = current_database() AND NOT internal").fetchall()}
+    columns = {(s, t, c) for s, t, c in con.execute(
+        "SELECT schema_name, table_name, column_name FROM duckdb_columns() WHERE database_name = current_database()"
+    ).fetchall()}
+    n = 0
+    for schema, name, doc, column_docs in docs:
+        kind = kinds.get((schema, name))
+        if kind is None:
+            continue
+        relation = f'"{schema}"."{name}"'
+        if doc:
+            con.execute(f"COMMENT ON {kind} {relation} IS {_literal(doc)}")
+            n += 1
+        for column, text in column_docs.items():
+            if (schema, name, column) in columns and text:
+                con.execute(f'COMMENT ON COLUMN {relation}."{column}" IS {_literal(text)}')
+                n += 1
+    return n
+
+
+def publish(warehouse: Path, target: Path, docs: Iterable[tuple[str, str, str, Mapping[str, str]]] = ()) -> Published:
     """Copy ``warehouse`` to ``target`` as one consistent snapshot, replacing ``target`` atomically.
+
+    ``docs`` (schema, name, doc, {column: doc}) become the copy's table, view and column comments
+    (:func:`document`), so analysts read the contract with the data (``duckdb_columns()``).
 
     Raises
     ------
@@ -78,6 +113,9 @@ def publish(warehouse: Path, target: Path) -> Published:
             con.execute(f"ATTACH {_sql_path(tmp)} AS dst")
             con.execute("COPY FROM DATABASE src TO dst")
             con.execute("DETACH src")  # the warehouse is free again from here on
+            con.execute("USE dst")
+            document(con, docs)
+            con.execute("USE memory")
             tables, rows, size = con.execute(
                 "SELECT count(*), coalesce(sum(estimated_size), 0)::BIGINT, "
                 "(SELECT total_blocks * block_size FROM pragma_database_size() WHERE database_name = 'dst') "

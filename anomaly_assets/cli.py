@@ -1,15 +1,26 @@
-"""`anomaly-assets`: backfill the landing folder, or generate and run the demo fleet."""
+"""`anomaly-assets`: backfill the landing folder, run the demo, summarize, report and export.
+
+Quiet by default: a run prints one line per step (what it wrote or checked, and its seconds)
+and a summary that names every failed check; ``--verbose`` prints Dagster's event log instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
+import uuid
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# what a demo run sets aside so that it looks only at its own data folder
+_LOCATION_VARS = ("ANOMALY_LANDING_DIR", "ANOMALY_WAREHOUSE", "ANOMALY_LABELS", "ANOMALY_SPLITS", "ANOMALY_ENTITIES",
+                  "ANOMALY_ANALYST_COPY", "ANOMALY_PARTITION_START")
+DEMO_MARKER = ".demo"
 
 
 def _instance():
@@ -18,6 +29,15 @@ def _instance():
     import dagster as dg
 
     return dg.DagsterInstance.get()
+
+
+def _quiet_libraries() -> None:
+    """No library warnings on a normal run: Dagster's beta/preview notices about APIs the project
+    chose on purpose (they are for the developer reading the code, not the person running it)."""
+    import dagster as dg
+
+    for category in (dg.BetaWarning, dg.PreviewWarning):
+        warnings.filterwarnings("ignore", category=category)
 
 
 @contextmanager
@@ -61,12 +81,26 @@ def landing_range(landing_dir: Path, skip: set[Path]) -> tuple[str, str] | None:
     return str(lo.date()), str(hi.date())
 
 
-def backfill(date_from: str | None = None, date_to: str | None = None) -> bool:
-    """Materialize every partition in range (default: what the landing folder covers) in one run."""
-    from anomaly_assets.definitions import defs, resources, settings
-    from anomaly_assets.recovery import release_dead_runs
+def _partitions_start_at(settings, first_day: str) -> None:
+    """Make the daily partitions start at ``first_day`` when the data starts before them (or when
+    nothing is recorded yet), unless ``ANOMALY_PARTITION_START`` fixes the start."""
+    from anomaly_assets.settings import record_first_day, recorded_first_day
 
-    landing = resources()["landing"]
+    if settings.partition_start_from_env:
+        return
+    recorded = recorded_first_day(settings.warehouse)
+    if recorded is None or first_day < recorded:
+        record_first_day(settings.warehouse, first_day)
+
+
+def backfill(date_from: str | None = None, date_to: str | None = None, *, verbose: bool = False) -> bool:
+    """Materialize every partition in range (default: what the landing folder covers) in one run."""
+    from anomaly_assets.defs.resources import LandingFolder
+    from anomaly_assets.settings import load_settings
+
+    settings = load_settings()
+    landing = LandingFolder(path=str(settings.landing_dir), labels=str(settings.labels) if settings.labels else None,
+                            splits=str(settings.splits) if settings.splits else None)
     if date_from is None or date_to is None:
         covered = landing_range(settings.landing_dir, landing.sidecars())
         if covered is None:
@@ -74,25 +108,72 @@ def backfill(date_from: str | None = None, date_to: str | None = None) -> bool:
             return False
         date_from = date_from or covered[0]
         date_to = date_to or covered[1]
-    keys = defs.resolve_job_def("anomaly_chain").partitions_def.get_partition_keys()
+    _partitions_start_at(settings, date_from)  # before the definitions load: they read it
+    import dagster as dg
+
+    from anomaly_assets.defs.automation import failed_checks
+    from anomaly_assets.definitions import defs
+    from anomaly_assets.definitions import settings as loaded
+    from anomaly_assets.progress import RunProgress
+    from anomaly_assets.recovery import release_dead_runs
+
+    job = defs.resolve_job_def("anomaly_chain")
+    keys = job.partitions_def.get_partition_keys()
     lo, hi = keys[0], keys[-1]
     if date_from < lo or date_to > hi:
-        print(f"range {date_from}..{date_to} is outside the partitions {lo}..{hi} "
-              f"(set ANOMALY_PARTITION_START to an earlier date; the last partition is yesterday)", file=sys.stderr)
+        why = (f"ANOMALY_PARTITION_START={loaded.partition_start} is set: unset it to start the partitions where "
+               "the data starts" if loaded.partition_start_from_env else "the last partition is yesterday (UTC)")
+        print(f"range {date_from}..{date_to} is outside the partitions {lo}..{hi}: {why}", file=sys.stderr)
         return False
-    print(f"backfilling {date_from} .. {date_to} from {settings.landing_dir} into {settings.warehouse}", flush=True)
+    days = len(keys[keys.index(date_from):keys.index(date_to) + 1])
+    print(f"backfilling {date_from} .. {date_to} ({days} days) from {_short(settings.landing_dir)} "
+          f"into {_short(settings.warehouse)}", flush=True)
     t0 = time.perf_counter()
+    run_id = str(uuid.uuid4())
+    quiet = {} if verbose else {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     with one_backfill_at_a_time(settings.warehouse):
         instance = _instance()
-        for run_id in release_dead_runs(instance):  # else they hold the duckdb_writer pool forever
-            print(f"run {run_id} died without ending (killed or crashed): marked failed, pool slot freed", file=sys.stderr)
-        result = defs.resolve_job_def("anomaly_chain").execute_in_process(
-            instance=instance,
-            tags={"dagster/asset_partition_range_start": date_from, "dagster/asset_partition_range_end": date_to},
-            raise_on_error=False,
-        )
-    print(f"run {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f} s", flush=True)
+        for dead in release_dead_runs(instance):  # else they hold the duckdb_writer pool forever
+            print(f"run {dead} died without ending (killed or crashed): marked failed, pool slot freed", file=sys.stderr)
+        progress = RunProgress(run_id, out=sys.stdout) if not verbose else None
+        with progress or _nothing():
+            result = job.execute_in_process(
+                instance=instance, run_id=run_id, run_config=quiet, raise_on_error=False,
+                tags={"dagster/asset_partition_range_start": date_from, "dagster/asset_partition_range_end": date_to},
+            )
+    seconds = time.perf_counter() - t0
+    print(f"run {result.run_id[:8]} {'succeeded' if result.success else 'FAILED'} in {seconds:.1f} s")
+    for line in _failed_steps(instance, result.run_id):
+        print(f"  failed step {line}")
+    failed = failed_checks(instance, result.run_id)
+    checks = {(e.asset_key, e.check_name) for e in result.get_asset_check_evaluations()}
+    print(f"checks: {len(checks) - len(failed)} passed, {len(failed)} failed" + (":" if failed else ""))
+    for line in failed:
+        print(f"  {line}")
     return result.success
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+def _failed_steps(instance, run_id: str) -> list[str]:
+    import dagster as dg
+
+    from anomaly_assets.defs.automation import _root_cause
+
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    return [f"{r.event_log_entry.step_key}: {_root_cause(r.event_log_entry.dagster_event.event_specific_data.error)}"
+            for r in records]
+
+
+def _short(path: Path) -> str:
+    """``path`` relative to the current folder when it is inside it (shorter lines)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def publish() -> bool:
@@ -110,32 +191,41 @@ def publish() -> bool:
         print(f"warehouse {settings.warehouse} does not exist: nothing to publish (run `anomaly-assets backfill` first)",
               file=sys.stderr)
         return False
-    result = dg.materialize([analyst_copy], resources=resources(), instance=_instance(), raise_on_error=False)
+    result = dg.materialize([analyst_copy], resources=resources(), instance=_instance(), raise_on_error=False,
+                            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
     if result.success:
         md = result.asset_materializations_for_node(analyst_copy.op.name)[0].metadata
         print(f"published {md['tables'].value} tables ({md['dagster/row_count'].value:,} rows) "
-              f"to {settings.analyst_copy} in {md['seconds'].value:.2f} s")
+              f"to {_short(settings.analyst_copy)} in {md['seconds'].value:.2f} s")
     return result.success
 
 
-def summary(limit: int = 8) -> str:
+def summary(limit: int = 5) -> str:
+    """Tables, the top anomalies, evaluation and alerts of the warehouse, in about 25 lines."""
     import duckdb
 
-    from anomaly_assets.definitions import settings
+    from anomaly_assets.settings import load_settings
 
+    settings = load_settings()
+    if not settings.warehouse.exists():
+        return (f"no warehouse at {settings.warehouse}: run `anomaly-assets demo` or `anomaly-assets backfill` "
+                "(or set ANOMALY_DATA_DIR / ANOMALY_WAREHOUSE)")
     con = duckdb.connect(str(settings.warehouse), read_only=True)
     try:
-        lines = ["", "tables:"]
+        counts = []
         for schema, table in con.execute(
             "SELECT schema_name, table_name FROM duckdb_tables() ORDER BY schema_name, table_name"
         ).fetchall():
             n = con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0]
-            lines.append(f"  {schema}.{table:<18} {n:>10,} rows")
+            counts.append(f"{schema}.{table} {n:,}")
+        lines = ["", "tables (rows):"]
+        for i in range(0, len(counts), 4):
+            lines.append("  " + " · ".join(counts[i:i + 4]))
         top = con.execute(
             """SELECT entity_id, ts, severity, round(anomaly_score, 4), why FROM scoring.anomaly_scores
                WHERE is_anomaly QUALIFY row_number() OVER (PARTITION BY entity_id ORDER BY anomaly_score DESC, ts) = 1
                ORDER BY anomaly_score DESC, entity_id LIMIT ?""", [limit]).fetchall()
-        lines += ["", "top anomalies:"] + [f"  {e}  {t:%Y-%m-%d %H:%M}  {s:<8} {sc}  {w}" for e, t, s, sc, w in top]
+        lines += ["", "top anomalies:"] + [f"  {e}  {t:%Y-%m-%d %H:%M}  {s:<8} {sc}  {w}"[:160] for e, t, s, sc, w in top]
         ev = con.execute(
             "SELECT best_f1, f1, precision, recall, event_recall, event_precision FROM evaluation.metrics WHERE entity_id = '*'"
         ).fetchall()
@@ -145,73 +235,102 @@ def summary(limit: int = 8) -> str:
                           f"event recall {er:.3f}, event precision {ep:.3f}"]
         from anomaly_assets.alert_lifecycle import summary_lines
 
-        lines += summary_lines(con, limit)
+        lines += summary_lines(con, 3)
         return "\n".join(lines)
     finally:
         con.close()
 
 
-def demo(entities: int | None, days: int | None, freq: str | None, out: Path, kind: str = "industrial") -> bool:
-    """Generate a demo kind (``anomaly_assets.demo``) under ``out``, then backfill and summarize it."""
-    from anomaly_assets.demo import generate
+def demo(entities: int | None, days: int | None, freq: str | None, out: Path | None = None, kind: str = "industrial",
+         *, verbose: bool = False) -> bool:
+    """Generate a demo kind (``anomaly_assets.demo``) into the data folder (``data/``, or ``out``)
+    and backfill it.
 
+    Everything goes where every tool looks by default, so ``make ui``, ``anomaly-assets summary``
+    and the analysts' copy find it with no setting. A folder that holds other data (no demo
+    marker) is never replaced; a previous demo is.
+    """
+    from anomaly_assets.demo import generate
+    from anomaly_assets.settings import load_settings
+
+    default = load_settings().data_dir
+    out = Path(out or default).resolve()
+    marker = out / DEMO_MARKER
+    if out.exists() and any(out.iterdir()) and not marker.exists():
+        print(f"{_short(out)} holds data that is not a demo's (no {DEMO_MARKER} marker): the demo would replace it. "
+              "Pass --out DIR to put the demo elsewhere.", file=sys.stderr)
+        return False
+    if out.exists():
+        shutil.rmtree(out)  # the previous demo: a new one starts from an empty warehouse
+    out.mkdir(parents=True)
+    marker.write_text(f"written by `anomaly-assets demo --kind {kind}`: the next demo replaces this folder\n")
+    overridden = [k for k in _LOCATION_VARS if os.environ.pop(k, None) is not None]
+    os.environ["ANOMALY_DATA_DIR"] = str(out)
     try:
         s = generate(kind, out, entities=entities, days=days, freq=freq)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except ValueError as e:  # arguments the generator cannot take: say which, no traceback
+        print(f"demo: {e}", file=sys.stderr)
         return False
-    landing = s.landing_dir
     print(f"demo {s.describe()}")
-    os.environ["ANOMALY_LANDING_DIR"] = str(landing)
-    os.environ["ANOMALY_LABELS"] = str(out / "labels.csv")
-    os.environ.setdefault("ANOMALY_ENTITIES", str(out / "entities.csv"))  # sites and tags: alert peers, routing
-    os.environ.setdefault("ANOMALY_WAREHOUSE", str(out / "warehouse.duckdb"))
-    ok = backfill()
-    if ok:
-        print(summary())
-        from anomaly_assets.alert_lifecycle import fault_routing_report
-        from anomaly_assets.definitions import resources
+    ok = backfill(verbose=verbose)
+    if not ok:
+        return False
+    print(summary())
+    from anomaly_assets.alert_lifecycle import fault_routing_report
+    from anomaly_assets.definitions import resources, settings
 
-        print("\n" + fault_routing_report(Path(os.environ["ANOMALY_WAREHOUSE"]), out / "faults.csv",
-                                          resources()["alert_rules"].load())[0])
-        print(f"\nopen the UI: ANOMALY_LANDING_DIR={landing} ANOMALY_LABELS={out / 'labels.csv'} "
-              f"ANOMALY_ENTITIES={os.environ['ANOMALY_ENTITIES']} "
-              f"ANOMALY_WAREHOUSE={os.environ['ANOMALY_WAREHOUSE']} make ui   (http://127.0.0.1:3000)")
+    print("\n" + fault_routing_report(settings.warehouse, out / "faults.csv", resources()["alert_rules"].load())[0])
+    reports = sorted((out / "reports").glob("daily-*.html"))
+    env = "" if out == default else f"ANOMALY_DATA_DIR={_short(out)} "
+    print(f"\nnext: {env}make ui (http://127.0.0.1:3000)"
+          + (f" · report: {_short(reports[-1])}" if reports else "")
+          + f" · analysts: duckdb -readonly {_short(settings.analyst_copy)}")
+    if overridden:
+        print(f"note: {', '.join(overridden)} set in this shell were ignored by the demo; `make ui` will use them")
     return ok
 
 
 def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
     p = argparse.ArgumentParser(prog="anomaly-assets", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="print Dagster's event log instead of one line per step")
     sub = p.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("backfill", help="materialize every partition the landing folder covers (or a range)")
+    b = sub.add_parser("backfill", parents=[common], help="materialize every partition the landing folder covers (or a range)")
     b.add_argument("--from", dest="date_from", help="first day, YYYY-MM-DD")
     b.add_argument("--to", dest="date_to", help="last day, YYYY-MM-DD (inclusive)")
-    d = sub.add_parser("demo", help="generate a demo fleet and run the whole chain")
+    d = sub.add_parser("demo", parents=[common], help="generate a demo fleet into the data folder and run the whole chain")
     d.add_argument("--kind", choices=["industrial", "storage", "retail"], default="industrial",
                    help="industrial: hourly pumps (200 x 35 days); storage: self-storage facilities, daily "
                         "(40 x 730 days); retail: store-SKUs, daily (12 x 25 x 365 days); see docs/demo.md")
     d.add_argument("--entities", type=int, help="pumps, facilities or store-SKUs (default: the kind's)")
     d.add_argument("--days", type=int, help="default: the kind's")
     d.add_argument("--freq", help="industrial only (default 1h)")
-    d.add_argument("--out", type=Path, help="default data/demo (industrial), data/demo-<kind> (the others)")
-    sub.add_parser("summary", help="print tables, top anomalies and evaluation of the warehouse")
+    d.add_argument("--out", type=Path, default=None,
+                   help="data folder for the demo (default: data/, ANOMALY_DATA_DIR; a previous demo there is replaced)")
+    sub.add_parser("summary", help="print tables, top anomalies, evaluation and alerts of the warehouse")
     sub.add_parser("publish", help="copy the warehouse to the analysts' read-only copy (ANOMALY_ANALYST_COPY) now")
-    from anomaly_assets import alert_lifecycle
+    from anomaly_assets import alert_lifecycle, export, report
 
+    report.add_cli(sub)
+    export.add_cli(sub)
     alert_lifecycle.add_cli(sub)
     a = p.parse_args(argv)
     if a.cmd == "alerts":
         from anomaly_assets.settings import load_settings
 
         return alert_lifecycle.run_cli(a, load_settings().warehouse)
+    if a.cmd == "report":
+        return report.run_cli(a)
+    if a.cmd == "export":
+        return export.run_cli(a)
     if a.cmd == "backfill":
-        ok = backfill(a.date_from, a.date_to)
+        ok = backfill(a.date_from, a.date_to, verbose=a.verbose)
         if ok:
             print(summary())
         return 0 if ok else 1
     if a.cmd == "demo":
-        out = a.out or Path("data/demo" if a.kind == "industrial" else f"data/demo-{a.kind}")
-        return 0 if demo(a.entities, a.days, a.freq, out.resolve(), a.kind) else 1
+        return 0 if demo(a.entities, a.days, a.freq, a.out, a.kind, verbose=a.verbose) else 1
     if a.cmd == "publish":
         return 0 if publish() else 1
     print(summary())

@@ -46,6 +46,38 @@ def _errors(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+_OWNER = r"^(team:[A-Za-z0-9_.-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$"
+
+
+class Owners(BaseModel):
+    """configs/owners.yaml: asset group -> owners (emails or team:NAME)."""
+
+    model_config = ConfigDict(extra="forbid")
+    groups: dict[str, list[str]] = {}
+
+    @field_validator("groups")
+    @classmethod
+    def _owners(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        import re
+
+        for group, owners in v.items():
+            for o in owners:
+                if not re.match(_OWNER, str(o)):
+                    raise ValueError(f"group {group!r}: owner {o!r} is neither an email address nor team:NAME")
+        return v
+
+
+def load_owners(path: Path | None) -> Owners:
+    """The owners file (no file: no owners); a ConfigFileError naming the file and field when invalid."""
+    if path is None or not path.exists():
+        return Owners()
+    data = read_yaml_mapping(path, "'groups'")
+    try:
+        return Owners.model_validate(data)
+    except ValidationError as e:
+        raise ConfigFileError(_errors(path, e)) from e
+
+
 def load_metric_families(path: Path | None) -> MetricFamilies:
     if path is None or not path.exists():
         return MetricFamilies()

@@ -10,15 +10,16 @@ from __future__ import annotations
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from anomaly_assets.defs import automation, checks, decomposition, evaluation, ingest, publish, scoring
+from anomaly_assets.config import load_owners
+from anomaly_assets.defs import automation, checks, decomposition, entities, evaluation, ingest, publish, reports, scoring
 from anomaly_assets.defs import alerts as alert_defs
 from anomaly_assets.defs.resources import AnalystCopy, DataExpectations, LandingFolder, MetricCatalog, ModelStore
 from anomaly_assets.defs.sql_models import build_sql_model_assets
-from anomaly_assets.settings import load_settings
+from anomaly_assets.settings import REPO_ROOT, load_settings
 
 settings = load_settings()
 
-python_assets = dg.load_assets_from_modules([ingest, decomposition, scoring, evaluation, alert_defs])
+python_assets = dg.load_assets_from_modules([ingest, decomposition, scoring, evaluation, alert_defs, entities, reports])
 sql_assets = build_sql_model_assets(settings.sql_dir)
 
 # The whole chain for one day (or a range, in one run: every asset has BackfillPolicy.single_run()).
@@ -30,7 +31,7 @@ anomaly_chain = dg.define_asset_job(
 
 # Last in every run: the read-only copy analysts query. Then the nightly schedule, the landing
 # sensor and the failure alerts, all from the environment (defs/automation.py).
-analyst_copy = publish.build_analyst_copy([*python_assets, *sql_assets])
+analyst_copy = publish.build_analyst_copy([*python_assets, *sql_assets], settings.sql_dir)
 automation_settings = automation.load_automation_settings()
 schedules, sensors = automation.build_automation(anomaly_chain, automation_settings)
 
@@ -48,12 +49,16 @@ def resources(s=settings) -> dict:
         "alert_rules": alert_defs.alert_rulebook(s.families),
         "analyst": AnalystCopy(path=str(s.analyst_copy)),
         "expectations": expectations,
+        "report_folder": reports.ReportFolder(path=str(s.report_dir)),
     }
 
 
 defs = dg.Definitions(
     # one freshness policy for every asset, applied here once (windows from the environment)
-    assets=automation.with_freshness([*python_assets, *sql_assets, analyst_copy], automation_settings),
+    # and the owners of each group (configs/owners.yaml)
+    assets=automation.with_owners(
+        automation.with_freshness([*python_assets, *sql_assets, analyst_copy], automation_settings),
+        load_owners(REPO_ROOT / "configs" / "owners.yaml").groups),
     # GX checks beside their tables (defs/checks.py); anomaly_chain's AssetSelection.all() runs them
     asset_checks=checks.CHECKS,
     jobs=[anomaly_chain],

@@ -28,7 +28,7 @@ class StepRecord:
     started: float | None = None
     ended: float | None = None
     failed: bool = False
-    rows: dict[str, int] = field(default_factory=dict)  # asset -> rows written (per run, not per partition)
+    rows: dict[str, int | None] = field(default_factory=dict)  # asset -> rows written in the run (None: no count)
     checks: dict[str, tuple[bool, str]] = field(default_factory=dict)  # 'asset:check' -> (passed, severity)
 
 
@@ -49,8 +49,8 @@ def step_line(step: StepRecord) -> str:
     else:
         assets = list(step.rows)
         label = assets[0] if assets else step.key
-        what = f"{step.rows[assets[0]]:,} rows" if assets else ""
-        tail = "".join(f"  + {a} {n:,} rows" for a, n in list(step.rows.items())[1:])
+        what = f"{step.rows[assets[0]]:,} rows" if assets and step.rows[assets[0]] is not None else ""
+        tail = "".join(f"  + {a}" + (f" {n:,} rows" if n is not None else "") for a, n in list(step.rows.items())[1:])
     status = "FAILED" if step.failed else ("warn" if step.checks and tail else "ok")
     return f"  {status:<6} {label:<32} {what:>14} {seconds}{tail}"
 
@@ -110,9 +110,9 @@ class RunProgress:
             step.started = entry.timestamp
         elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION:
             m = ev.event_specific_data.materialization
-            n = _rows(m)
-            if n is not None:  # every partition of a range carries the run's rows: count them once
-                step.rows[m.asset_key.to_user_string()] = max(n, step.rows.get(m.asset_key.to_user_string(), 0))
+            key, n = m.asset_key.to_user_string(), _rows(m)
+            # every partition of a range carries the run's rows: count them once
+            step.rows[key] = max(n, step.rows.get(key) or 0) if n is not None else step.rows.get(key)
         elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             d = ev.event_specific_data
             key = f"{d.asset_key.to_user_string()}:{d.check_name}"

@@ -47,6 +47,11 @@ class Settings:
         return self.warehouse.parent / "models"
 
     @property
+    def report_dir(self) -> Path:
+        """Daily reports (``reports/daily``, ``anomaly-assets report``): beside the warehouse."""
+        return self.warehouse.parent / "reports"
+
+    @property
     def entities(self) -> Path | None:
         """``entities.csv`` in the data folder, when there is one (else configs/entities.yaml applies)."""
         p = self.data_dir / "entities.csv"

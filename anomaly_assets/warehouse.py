@@ -203,9 +203,23 @@ ALERT_PRECISION = _t(
     time_column=None,
 )
 
+ENTITIES = _t(
+    "marts", "entities", "Every entity seen: where it is, whose it is, and what it reports (the entity register, or inferred).",
+    ("entity_id", "VARCHAR NOT NULL", "Entity"),
+    ("site", "VARCHAR NOT NULL", "Site or peer group (from the register; else the id without its number: pump-0007 -> pump)"),
+    ("tags", "VARCHAR[] NOT NULL", "Tags from the register (empty when not registered)"),
+    ("team", "VARCHAR", "Owning team from the register (NULL: alert routing decides)"),
+    ("registered", "BOOLEAN NOT NULL", "Listed in the entity register (entities.csv or configs/entities.yaml)"),
+    ("metrics", "BIGINT NOT NULL", "Distinct metrics observed"),
+    ("observations", "BIGINT NOT NULL", "Observations stored in raw.observations"),
+    ("first_ts", "TIMESTAMPTZ", "First observation"),
+    ("last_ts", "TIMESTAMPTZ", "Latest observation"),
+    time_column=None,
+)
+
 TABLES: tuple[Table, ...] = (
     OBSERVATIONS, REJECTED_ROWS, REJECTED_FILES, LANDING_FILES, DECOMPOSITION, MODEL_VERSIONS,
-    ANOMALY_SCORES, EXPLANATIONS, EVALUATION_METRICS, ALERTS, ALERT_EVENTS, ALERT_PRECISION,
+    ANOMALY_SCORES, EXPLANATIONS, EVALUATION_METRICS, ALERTS, ALERT_EVENTS, ALERT_PRECISION, ENTITIES,
 )
 
 

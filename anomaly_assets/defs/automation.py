@@ -118,6 +118,12 @@ def with_freshness(assets: list, s: AutomationSettings) -> list:
     return list(dg.map_asset_specs(lambda spec: spec.replace_attributes(freshness_policy=policy), assets))
 
 
+def with_owners(assets: list, owners: dict[str, list[str]]) -> list:
+    """The same assets, each spec owned by its group's owners (configs/owners.yaml)."""
+    return list(dg.map_asset_specs(
+        lambda spec: spec.replace_attributes(owners=owners.get(spec.group_name or "", spec.owners or [])), assets))
+
+
 # ------------------------------------------------------------------------------------ partitions
 
 

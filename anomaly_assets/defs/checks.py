@@ -586,9 +586,12 @@ def anomaly_scores_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDB
                 **({"max_flagged_share": float(per_day["rate"].max()),
                     "mean_flagged_share": float(per_day["flagged"].sum() / per_day["scored"].sum())}
                    if len(per_day) else {})),
-    ], per_day={"anomaly_rate": {r.day: (bool(band.lower <= r.rate <= band.upper),
-                                         {"flagged_share": float(r.rate), "scored": int(r.scored), "flagged": int(r.flagged)})
-                                 for r in per_day.itertuples()}})
+    ], per_day={"anomaly_rate": {
+        # a day without scored points (cold start) has nothing to judge: it passes
+        **{str(d.date()): (True, {"scored": 0, "flagged": 0}) for d in days_in(start, end)},
+        **{r.day: (bool(band.lower <= r.rate <= band.upper),
+                   {"flagged_share": float(r.rate), "scored": int(r.scored), "flagged": int(r.flagged)})
+           for r in per_day.itertuples()}}})
 
 
 CHECKS = [observations_checks, decomposition_checks, anomaly_scores_checks]

@@ -34,8 +34,22 @@ def leaf_keys(assets) -> list[dg.AssetKey]:
     return sorted(keys - upstream, key=lambda k: k.to_user_string())
 
 
-def build_analyst_copy(assets) -> dg.AssetsDefinition:
-    """The publishing asset, downstream of every leaf of ``assets``."""
+def contract_docs(sql_dir: Path | None = None) -> list[tuple[str, str, str, dict[str, str]]]:
+    """What every table, view and column means: the warehouse contract (warehouse.py) and each
+    SQL model's comment block, as (schema, name, doc, {column: doc}) for the copy's comments."""
+    from anomaly_assets.defs.sql_models import load_sql_models
+    from anomaly_assets.warehouse import TABLES
+
+    docs = [(t.schema, t.name, t.doc, {c.name: c.doc for c in t.columns}) for t in TABLES]
+    if sql_dir is not None and Path(sql_dir).is_dir():
+        docs += [(m.schema, m.table, m.summary, m.column_descriptions) for m in load_sql_models(Path(sql_dir))]
+    return docs
+
+
+def build_analyst_copy(assets, sql_dir: Path | None = None) -> dg.AssetsDefinition:
+    """The publishing asset, downstream of every leaf of ``assets``; the copy's tables and columns
+    carry the contract's docs as comments (``sql_dir``: the SQL models documented too)."""
+    docs = contract_docs(sql_dir)
 
     @dg.asset(
         key="analyst_copy",
@@ -47,7 +61,7 @@ def build_analyst_copy(assets) -> dg.AssetsDefinition:
                     "replaced atomically when every upstream asset succeeded.",
     )
     def analyst_copy(context: dg.AssetExecutionContext, duckdb: DuckDBResource, analyst: AnalystCopy) -> dg.MaterializeResult:
-        p = publish(Path(duckdb.database), analyst.target)
+        p = publish(Path(duckdb.database), analyst.target, docs)
         context.log.info(f"published {p.tables} tables ({p.rows:,} rows) to {p.target} in {p.seconds:.2f} s")
         return dg.MaterializeResult(metadata={
             "path": dg.MetadataValue.path(str(p.target)),

@@ -11,7 +11,8 @@ file becomes its own asset:
   convention the Python assets use (table ``scoring.anomaly_scores`` <->
   ``AssetKey(["scoring", "anomaly_scores"])``), so SQL models depend on each
   other and on Python assets without any extra declaration;
-* materialization = ``CREATE OR REPLACE TABLE schema.table AS <sql>`` in one
+* materialization = ``CREATE OR REPLACE TABLE schema.table AS <sql>`` (a VIEW when
+  the comment block has a line ``materialized: view``) in one
   transaction through the ``duckdb`` resource (``DuckDBResource``), followed by
   row count, column schema (with column docs from the comment block) and a
   10-row markdown preview as materialization metadata.
@@ -47,6 +48,7 @@ __all__ = [
 
 PREVIEW_ROWS = 10
 _IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+_MATERIALIZED_RE = re.compile(r"^\s*materialized:\s*(table|view)\s*$", re.MULTILINE)
 _COLUMN_DOC_RE = re.compile(r"^(?P<indent>\s*)(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*:\s+(?P<doc>\S.*)$")
 # Schemas DuckDB provides itself; reading them is not a dependency on an asset.
 _SYSTEM_SCHEMAS = frozenset({"information_schema", "pg_catalog"})
@@ -82,7 +84,20 @@ class SqlModel:
     @property
     def column_descriptions(self) -> dict[str, str]:
         """Column docs parsed from ``name: text`` lines of the comment block."""
-        return _parse_column_docs(self.description or "")
+        docs = _parse_column_docs(self.description or "")
+        docs.pop("materialized", None)
+        return docs
+
+    @property
+    def materialized(self) -> str:
+        """``view`` when the comment block says ``materialized: view``; else ``table``."""
+        m = _MATERIALIZED_RE.search(self.description or "")
+        return m.group(1) if m else "table"
+
+    @property
+    def summary(self) -> str:
+        """The comment block's first paragraph: what the model is (its table comment)."""
+        return " ".join((self.description or "").split("\n\n")[0].split())
 
 
 # --------------------------------------------------------------------------- parsing
@@ -373,7 +388,7 @@ def _build_asset(model: SqlModel) -> dg.AssetsDefinition:
                 con.execute("BEGIN TRANSACTION")
                 try:
                     con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(model.schema)}")
-                    con.execute(f"CREATE OR REPLACE TABLE {relation} AS (\n{model.sql}\n)")
+                    con.execute(f"CREATE OR REPLACE {model.materialized.upper()} {relation} AS (\n{model.sql}\n)")
                     con.execute("COMMIT")
                 except BaseException:
                     try:
