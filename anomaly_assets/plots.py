@@ -27,7 +27,7 @@ def _figure(rows: int, width: float = 9.0, height_per_row: float = 1.9):
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure  # no pyplot: no global figure state between calls
 
-    return Figure(figsize=(width, 0.6 + height_per_row * rows), dpi=100, layout="constrained")
+    return Figure(figsize=(width, 0.6 + height_per_row * rows), dpi=80, layout="constrained")
 
 
 def _png(fig) -> bytes:

@@ -76,7 +76,7 @@ def day_numbers(con, day: str) -> dict[str, float | int]:
     """The day's fleet figures: entities and points scored, flagged, critical, flagged share, open alerts."""
     start = pd.Timestamp(day, tz="UTC")
     e, p, f, c = con.execute(
-        "SELECT count(DISTINCT entity_id), count(*), count_if(is_anomaly), count_if(severity = 'critical') "
+        "SELECT count(DISTINCT entity_id), count(*), coalesce(count_if(is_anomaly), 0), coalesce(count_if(severity = 'critical'), 0) "
         "FROM scoring.anomaly_scores WHERE ts >= ? AND ts < ? AND severity <> 'cold_start'",
         [start, start + pd.Timedelta(days=1)]).fetchone()
     open_alerts = con.execute("SELECT count(*) FROM alerts.alerts WHERE status IN ('open', 'acknowledged')"
@@ -239,7 +239,7 @@ def _table(df: pd.DataFrame, testid: str) -> str:
             if isinstance(v, float):
                 text = "" if pd.isna(v) else f"{v:.4g}"
             elif isinstance(v, pd.Timestamp):
-                text = f"{v:%Y-%m-%d %H:%M}"
+                text = f"{v:%Y-%m-%d}" if v == v.normalize() and v.tzinfo is None else f"{v:%Y-%m-%d %H:%M}"
             else:
                 text = "" if v is None or (not isinstance(v, (list, dict)) and pd.isna(v)) else str(v)
             cells.append(f"<td>{html.escape(text)}</td>")
@@ -259,7 +259,7 @@ def render(r: Report) -> str:
              "<h2>Fleet health over time</h2>"]
     if r.fleet_png:
         parts.append(_img(r.fleet_png, "fleet health per day"))
-    parts.append(_table(r.fleet.tail(14).iloc[::-1].drop(columns=["top_entities"], errors="ignore"), "fleet-health"))
+    parts.append(_table(r.fleet.tail(7).iloc[::-1].drop(columns=["top_entities"], errors="ignore"), "fleet-health"))
     for kind, heading in (("alert", "Top alerts"), ("entity", f"Top entities on {r.day}")):
         parts.append(f"<h2>{heading}</h2>")
         figs = [f for f in r.figures if f.kind == kind]

@@ -334,9 +334,13 @@ def build_landing_sensor(job, s: AutomationSettings) -> dg.SensorDefinition:
     )
     def landing_files(context: dg.SensorEvaluationContext, landing: LandingFolder):
         try:
+            instance = context.instance
+        except dg.DagsterInvariantViolationError:  # evaluated without an instance (a test): nothing ingested
+            instance = None
+        try:
             plan = plan_landing_runs(landing.root, landing.sidecars(), LandingCursor.from_json(context.cursor),
                                      dt.datetime.now(dt.timezone.utc), s.partition_start, s.landing_settle_s,
-                                     ingested=lambda days: ingested_days(context.instance, days))
+                                     ingested=lambda days: ingested_days(instance, days) if instance else {})
         except LandingError as e:  # the folder is missing: say so on every tick, do not fail
             return dg.SkipReason(str(e))
         for note in plan.notes:
