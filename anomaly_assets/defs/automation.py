@@ -301,6 +301,8 @@ def ingested_days(instance: dg.DagsterInstance, days: list[str]) -> dict[str, fl
             if not page.has_more:
                 break
             cursor = page.cursor
+    if not latest:
+        return {}
     runs = {r.dagster_run.run_id: r for r in instance.get_run_records(dg.RunsFilter(run_ids=sorted(set(latest.values()))))}
     out = {}
     for day, run_id in latest.items():

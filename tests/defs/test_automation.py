@@ -4,6 +4,7 @@ evaluation on real folders and a real instance); webhooks go to a real local HTT
 
 import datetime as dt
 import json
+import time
 import os
 import shutil
 import threading
@@ -403,3 +404,18 @@ def test_every_step_that_opens_the_warehouse_is_in_the_pool_the_instance_limits_
         assert instance.event_log_storage.get_concurrency_info("duckdb_writer").slot_count == 1
     finally:
         instance.dispose()
+
+
+def test_ingested_days_come_from_the_instance():
+    """Days raw/observations was materialized for, with the start of the run that did it."""
+    instance = dg.DagsterInstance.ephemeral()
+    assert automation.ingested_days(instance, ["2026-09-07"]) == {}  # nothing ingested yet
+
+    @dg.asset(key=["raw", "observations"], partitions_def=dg.DailyPartitionsDefinition(start_date="2026-09-01"))
+    def observations():
+        return None
+
+    before = time.time()
+    assert dg.materialize([observations], instance=instance, partition_key="2026-09-07").success
+    got = automation.ingested_days(instance, ["2026-09-06", "2026-09-07"])
+    assert list(got) == ["2026-09-07"] and before - 1 <= got["2026-09-07"] <= time.time()
