@@ -1,7 +1,7 @@
 """The warehouse contract: every table the Python assets write, and the only code that writes them.
 
-Each table is declared once here (columns, types, one-line docs). The docs feed the README, the
-asset metadata (column schema) and the DDL, so they cannot drift apart.
+Each table is declared once here (columns, types, one-line docs). The docs feed docs/warehouse.md, the
+asset metadata (column schema), the analysts' column comments and the DDL, so they cannot drift apart.
 
 Writes replace a *slice* (a time range, optionally restricted to some keys) inside one
 transaction: delete the slice, insert the new rows, commit. Re-running a partition, or running over
@@ -523,7 +523,7 @@ def replace_all(con: duckdb.DuckDBPyConnection, table: Table, rows: pd.DataFrame
 
 
 def readme_table_docs(tables: tuple[Table, ...] = TABLES) -> str:
-    """The warehouse contract as markdown (pasted into the README; a test keeps them equal)."""
+    """The warehouse contract as markdown (pasted into docs/warehouse.md; tests/test_docs.py keeps them equal)."""
     out = []
     for t in tables:
         out.append(f"#### `{t.qualified}`\n\n{t.doc}\n\n| column | type | meaning |\n|---|---|---|")
