@@ -14,7 +14,7 @@ for ds in "${folders[@]}"; do
   out=data/shared_backfills/${ds//\//_}; rm -rf "$out"; mkdir -p "$out/dagster_home"
   cp dagster_home/dagster.yaml "$out/dagster_home/"
   labels=$SHARED/$ds/labels.csv; [ -f "$labels" ] || labels=$SHARED/nab/labels.csv
-  env DAGSTER_HOME="$PWD/$out/dagster_home" ANOMALY_LANDING_DIR="$SHARED/$ds" ANOMALY_LABELS="$labels" \
+  env DAGSTER_HOME="$PWD/$out/dagster_home" ANOMALY_DATA_DIR="$PWD/$out" ANOMALY_LANDING_DIR="$SHARED/$ds" ANOMALY_LABELS="$labels" \
       ANOMALY_WAREHOUSE="$PWD/$out/warehouse.duckdb" ANOMALY_ANALYST_COPY="$PWD/$out/analytics.duckdb" \
       GX_ANALYTICS_ENABLED=false \
       /usr/bin/time -v $BIN/anomaly-assets backfill > "$out/backfill.log" 2> "$out/time.log"

@@ -63,6 +63,8 @@ SHARED = REPO.parent / "shared" / "data"
 def _child_chain(a: dict) -> dict:
     """Run anomaly_chain over [a.start, a.end] with the given landing folder and warehouse."""
     env = {"ANOMALY_LANDING_DIR": a["landing"], "ANOMALY_WAREHOUSE": a["warehouse"],
+           # a data folder of its own: data/'s labels and entities (a demo's) must not leak in
+           "ANOMALY_DATA_DIR": str(Path(a["warehouse"]).parent),
            "ANOMALY_PARTITION_START": a.get("partition_start", "2013-01-01")}
     os.environ.update(env)
     for k in ("ANOMALY_LABELS", "ANOMALY_SPLITS"):
