@@ -288,11 +288,17 @@ def render(r: Report) -> str:
             + "\n".join(parts) + "</main></body></html>\n")
 
 
-def write_report(con, out: Path, day: str | None = None, **kwargs) -> tuple[Path, Report]:
-    """Gather, render and write the report to ``out`` (atomically). Returns the path and the report."""
+def write_report(con, out: Path, day: str | None = None, *, png_dir: Path | None = None, **kwargs) -> tuple[Path, Report]:
+    """Gather, render and write the report to ``out`` (atomically); with ``png_dir``, each plot
+    also as ``<kind>-<entity>.png`` there. Returns the path and the report."""
     r = gather(con, day, **kwargs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if png_dir is not None:
+        png_dir = Path(png_dir)
+        png_dir.mkdir(parents=True, exist_ok=True)
+        for f in r.figures:
+            (png_dir / f"{f.kind}-{f.entity_id}.png").write_bytes(f.png)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(render(r), encoding="utf-8")
     tmp.replace(out)

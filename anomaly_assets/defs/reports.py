@@ -1,9 +1,10 @@
 """reports/daily: the daily HTML report (anomaly_assets/report.py) of the latest day with scores.
 
 Written after every run, once the marts, alerts and evaluation are built, to
-``reports/daily-<day>.html`` beside the warehouse (and ``reports/latest.html``); the top plots are
-also shown in the asset's metadata in the UI. Unpartitioned like the marts: it reports the latest
-scored day of the warehouse (``anomaly-assets report --day D`` writes any other day).
+``reports/daily-<day>.html`` beside the warehouse (and ``reports/latest.html``), each plot also as
+a PNG in ``reports/<day>/``; the top plots are also shown in the asset's metadata in the UI.
+Unpartitioned like the marts: it reports the latest scored day of the warehouse
+(``anomaly-assets report --day D`` writes any other day).
 """
 
 import base64
@@ -55,7 +56,8 @@ def daily_report(context: dg.AssetExecutionContext, duckdb: DuckDBResource, cata
             context.log.info("no scored point yet: no report")
             return dg.MaterializeResult(metadata={"day": "none", "plots": 0})
         path, r = write_report(con, report_folder.root / f"daily-{day}.html", day, failed_checks=failed,
-                               units=catalog.load().units, source="warehouse")
+                               units=catalog.load().units, source="warehouse",
+                               png_dir=report_folder.root / day)
     shutil.copyfile(path, report_folder.root / "latest.html")
     shown = "\n\n".join(f"**{f.title}**: {f.why}\n\n![{f.entity_id}](data:image/png;base64,{base64.b64encode(f.png).decode()})"
                         for f in r.figures[:UI_PLOTS])
@@ -63,6 +65,7 @@ def daily_report(context: dg.AssetExecutionContext, duckdb: DuckDBResource, cata
     return dg.MaterializeResult(metadata={
         "day": r.day,
         "path": dg.MetadataValue.path(str(path)),
+        "plot_files": dg.MetadataValue.path(str(report_folder.root / r.day)),
         "plots": len(r.figures),
         "top_plots": dg.MetadataValue.md(shown or "_no flagged point or alert on this day_"),
         "flagged_points": n["flagged_points"],

@@ -37,6 +37,7 @@ def test_the_report_renders_its_plots_and_the_warehouse_numbers(report, tmp_path
     root, md = report
     path = root / "reports" / f"daily-{md['day'].value}.html"
     assert md["path"].value == str(path) and (root / "reports" / "latest.html").read_bytes() == path.read_bytes()
+    assert len(list((root / "reports" / md["day"].value).glob("*.png"))) == md["plots"].value  # kept as files too
     day = pd.Timestamp(md["day"].value, tz="UTC")
     con = duckdb.connect(str(root / "wh.duckdb"), read_only=True)
     try:
