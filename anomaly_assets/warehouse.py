@@ -207,7 +207,7 @@ ENTITIES = _t(
     "marts", "entities", "Every entity seen: where it is, whose it is, and what it reports (the entity register, or inferred).",
     ("entity_id", "VARCHAR NOT NULL", "Entity"),
     ("site", "VARCHAR NOT NULL", "Site or peer group (from the register; else the id without its number: pump-0007 -> pump)"),
-    ("tags", "VARCHAR[] NOT NULL", "Tags from the register (empty when not registered)"),
+    ("tags", "VARCHAR NOT NULL", "Tags from the register, comma-separated (empty when not registered)"),
     ("team", "VARCHAR", "Owning team from the register (NULL: alert routing decides)"),
     ("registered", "BOOLEAN NOT NULL", "Listed in the entity register (entities.csv or configs/entities.yaml)"),
     ("metrics", "BIGINT NOT NULL", "Distinct metrics observed"),

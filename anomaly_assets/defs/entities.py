@@ -36,7 +36,7 @@ def entity_dimension(seen: pd.DataFrame, register: pd.DataFrame) -> pd.DataFrame
     listed = out["entity_id"].isin(reg.index)
     site = out["entity_id"].map(reg["site"]) if len(reg) else pd.Series(None, index=out.index, dtype=object)
     out["site"] = [s if isinstance(s, str) and s else infer_group(e) for e, s in zip(out["entity_id"], site)]
-    out["tags"] = [list(reg.at[e, "tags"]) if ok else [] for e, ok in zip(out["entity_id"], listed)]
+    out["tags"] = [",".join(reg.at[e, "tags"]) if ok else "" for e, ok in zip(out["entity_id"], listed)]
     out["team"] = [reg.at[e, "team"] if ok and isinstance(reg.at[e, "team"], str) else None
                    for e, ok in zip(out["entity_id"], listed)]
     out["registered"] = listed.to_numpy()

@@ -163,8 +163,14 @@ class ChunkedWrite:
         if len(self.flagged):
             md["flagged_preview"] = markdown_preview(self.flagged)
         if context is not None:
-            record_days(context, dg.AssetKey([table.schema, table.name]), self.days, start, end)
+            record_days(context, _key_of(context, table), self.days, start, end)
         return md
+
+
+def _key_of(context: dg.AssetExecutionContext, table: Table) -> dg.AssetKey:
+    """The key this run materializes ``table`` under (a sharded chain prefixes it: shard_0/raw/...)."""
+    path = [table.schema, table.name]
+    return next(k for k in sorted(context.assets_def.keys, key=lambda k: len(k.path)) if k.path[-2:] == path)
 
 
 def record_days(context: dg.AssetExecutionContext, asset_key: dg.AssetKey, days: pd.DataFrame, start=None,

@@ -192,7 +192,7 @@ def test_peer_figures_from_duckdb_are_exactly_the_pandas_ones():
     try:
         wh.ensure_tables(con, (wh.DECOMPOSITION,))
         con.register("_d", dec)
-        con.execute("INSERT INTO features.decomposition SELECT * FROM _d")
+        con.execute(f"INSERT INTO features.decomposition ({', '.join(dec.columns)}) SELECT * FROM _d")
         inputs = core.RuleInputs(scores=pd.DataFrame(columns=["entity_id", "ts", "anomaly_score", "is_anomaly", "severity"]),
                                  explanations=pd.DataFrame(columns=["entity_id", "ts", "metric"]),
                                  decomposition=dec.drop(columns=["trend", "seasonal"]), entities=ents)

@@ -78,7 +78,7 @@ def test_the_entity_dimension_takes_the_register_and_infers_the_rest(copy):
         if r.entity_id in listed.index:
             assert r.registered and r.site == listed.at[r.entity_id, "site"]
         else:
-            assert not r.registered and r.site == "pump" and list(r.tags) == []
+            assert not r.registered and r.site == "pump" and r.tags == ""
     assert e.registered.sum() == 4
 
 

@@ -45,7 +45,7 @@ def test_chunks_of_entities_change_nothing(tmp_path, monkeypatch):
     result, chunked = _chain(tmp_path, tmp_path / "landing", "chunked")
     md = result.asset_materializations_for_node("features__decomposition")[0].metadata
     assert md["chunks"].value >= 5 and md["workers"].value == 2
-    assert md["dagster/row_count"].value == len(whole["features.decomposition"]) > 0
+    assert md["rows_in_run"].value == len(whole["features.decomposition"]) > 0  # (dagster/row_count: the day's)
     assert md["series"].value == 7 * 4  # counted per chunk of entities, added up
     for name, df in whole.items():
         # the same rows, keys, flags, severities and texts; numbers to float32 rounding: the STL
