@@ -34,10 +34,15 @@ def _instance():
 def _quiet_libraries() -> None:
     """No library warnings on a normal run: Dagster's beta/preview notices about APIs the project
     chose on purpose (they are for the developer reading the code, not the person running it)."""
+    import logging
+
     import dagster as dg
 
     for category in (dg.BetaWarning, dg.PreviewWarning):
         warnings.filterwarnings("ignore", category=category)
+    # a library's module-level logging.info() would otherwise install a stderr handler on the
+    # root logger (logging.basicConfig), and every INFO line of GX after it would print
+    logging.getLogger().addHandler(logging.NullHandler())
 
 
 @contextmanager
