@@ -114,8 +114,6 @@ def backfill(date_from: str | None = None, date_to: str | None = None, *, verbos
         date_from = date_from or covered[0]
         date_to = date_to or covered[1]
     _partitions_start_at(settings, date_from)  # before the definitions load: they read it
-    import dagster as dg
-
     from anomaly_assets.defs.automation import failed_checks
     from anomaly_assets.definitions import defs
     from anomaly_assets.definitions import settings as loaded

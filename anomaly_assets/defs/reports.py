@@ -46,7 +46,8 @@ def daily_report(context: dg.AssetExecutionContext, duckdb: DuckDBResource, cata
                  report_folder: ReportFolder) -> dg.MaterializeResult:
     from anomaly_assets.defs.automation import failed_checks
 
-    # the checks of this run have run by now: every check's asset is upstream of this one
+    # the checks of this run: the in-process executor runs the plan level by level, and every
+    # checked asset is several levels upstream of this one, so their check steps have run
     failed = failed_checks(context.instance, context.run.run_id)
     with duckdb.get_connection() as con:
         from anomaly_assets.report import latest_day
