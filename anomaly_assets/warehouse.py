@@ -240,16 +240,6 @@ def ensure_tables(con: duckdb.DuckDBPyConnection, tables: tuple[Table, ...] = TA
                 con.execute(f'ALTER TABLE {t.qualified} ADD COLUMN IF NOT EXISTS "{c.name}" {c.type}')
 
 
-def comment_statements(table: Table) -> list[str]:
-    """``COMMENT ON`` statements documenting ``table`` and its columns from the contract."""
-    def lit(text: str) -> str:
-        return "'" + text.replace("'", "''") + "'"
-
-    out = [f"COMMENT ON TABLE {table.qualified} IS {lit(table.doc)}"]
-    out += [f'COMMENT ON COLUMN {table.qualified}."{c.name}" IS {lit(c.doc)}' for c in table.columns]
-    return out
-
-
 def entity_chunks(con: duckdb.DuckDBPyConnection, table: Table, start, end, max_rows: int,
                   parts: int = 1, min_part_rows: int = 0) -> list[list[str]]:
     """The entity_ids of ``table`` in [start, end), sorted, cut into consecutive chunks of at most
