@@ -1,7 +1,8 @@
 """The one place the pipeline is assembled.
 
-landing folder -> raw.observations -> features.decomposition -> ml.model_versions
-  -> scoring.anomaly_scores + scoring.explanations -> marts.* (dbt_like_sql/) and evaluation.metrics
+landing folder -> raw.observations -> detection (features.decomposition, ml.model_versions,
+  scoring.anomaly_scores, scoring.explanations: one step, days in order) -> alerts, marts.*
+  (dbt_like_sql/), evaluation.metrics and reports
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from anomaly_assets.config import load_owners
-from anomaly_assets.defs import automation, checks, decomposition, entities, evaluation, ingest, publish, reports, scoring
+from anomaly_assets.defs import automation, checks, detection, entities, evaluation, ingest, publish, reports
 from anomaly_assets.defs import alerts as alert_defs
 from anomaly_assets.defs.resources import AnalystCopy, DataExpectations, LandingFolder, MetricCatalog, ModelStore
 from anomaly_assets.defs.sql_models import build_sql_model_assets
@@ -19,14 +20,14 @@ from anomaly_assets.settings import REPO_ROOT, load_settings
 
 settings = load_settings()
 
-python_assets = dg.load_assets_from_modules([ingest, decomposition, scoring, evaluation, alert_defs, entities, reports])
+python_assets = dg.load_assets_from_modules([ingest, detection, evaluation, alert_defs, entities, reports])
 sql_assets = build_sql_model_assets(settings.sql_dir)
 
 # The whole chain for one day (or a range, in one run: every asset has BackfillPolicy.single_run()).
 anomaly_chain = dg.define_asset_job(
     "anomaly_chain",
     selection=dg.AssetSelection.all(),
-    description="Ingest, decompose, train, score, explain, then rebuild marts and evaluation.",
+    description="Ingest, detect (baseline, score, explain), then alerts, marts, evaluation and reports.",
 )
 
 # Last in every run: the read-only copy analysts query. Then the nightly schedule, the landing

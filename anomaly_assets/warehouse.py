@@ -91,31 +91,32 @@ LANDING_FILES = _t(
 )
 DECOMPOSITION = _t(
     "features", "decomposition",
-    "Causal seasonal-trend decomposition: each day's expected values are forecast from history before that day.",
+    "Expected value, band and residual of every observation, from a robust calendar baseline fitted on the series' history before it.",
     ("entity_id", "VARCHAR NOT NULL", "Entity"),
     ("metric", "VARCHAR NOT NULL", "Metric"),
     ("ts", "TIMESTAMPTZ NOT NULL", "Observation time, UTC"),
     ("value", "DOUBLE NOT NULL", "Observed value"),
-    ("expected", "DOUBLE", "trend + seasonal: what the history said this point should be (NULL in cold start)"),
-    ("trend", "DOUBLE", "Trend level carried forward from the history fit"),
-    ("seasonal", "DOUBLE", "Sum of the seasonal components (daily, weekly) at this phase"),
+    ("expected", "DOUBLE", "trend + seasonal: what the series' reference said this point should be (NULL in cold start)"),
+    ("trend", "DOUBLE", "Level of the reference: median of its points not judged anomalous (from a new normal's start once one is accepted)"),
+    ("seasonal", "DOUBLE", "Calendar effects the series shows (time of day, day of week, day of month, business day, holiday) at this point"),
     ("residual", "DOUBLE", "value - expected"),
-    ("residual_z", "DOUBLE", "residual / robust scale of the history's out-of-sample residuals"),
+    ("residual_z", "DOUBLE", "The residual in σ-equivalents: as rare, under the metric's own out-of-sample residuals, as this many σ of a normal"),
     ("lower", "DOUBLE", "Lower edge of the expected band: outside it the point is flagged on this metric alone (NULL in cold start)"),
     ("upper", "DOUBLE", "Upper edge of the expected band: outside it the point is flagged on this metric alone (NULL in cold start)"),
+    ("excluded", "BOOLEAN", "Kept out of later references: this metric deviated on a flagged point (until a lasting change is accepted)"),
 )
 MODEL_VERSIONS = _t(
     "ml", "model_versions", "Every model trained: what, when, on which window, with which parameters, where stored.",
     ("model_version", "VARCHAR NOT NULL", "Content hash of the parameters, training window and code version"),
     ("day", "DATE NOT NULL", "The partition day this model scores (trained strictly before it)"),
-    ("model", "VARCHAR NOT NULL", "Estimator name"),
-    ("train_start", "TIMESTAMPTZ NOT NULL", "First timestamp of the training window"),
-    ("train_end", "TIMESTAMPTZ NOT NULL", "End of the training window (exclusive; = start of day)"),
+    ("model", "VARCHAR NOT NULL", "Detector: robust calendar baseline + evidence backend"),
+    ("train_start", "TIMESTAMPTZ NOT NULL", "First timestamp of the earliest reference window used that day"),
+    ("train_end", "TIMESTAMPTZ NOT NULL", "End of the reference windows (exclusive; = start of day, or a warm-up refit's point)"),
     ("entities", "BIGINT NOT NULL", "Entities with a fitted model"),
-    ("cold_start_entities", "BIGINT NOT NULL", "Entities without enough history (no model, no score)"),
-    ("training_rows", "BIGINT NOT NULL", "Feature rows used for training"),
+    ("cold_start_entities", "BIGINT NOT NULL", "Entities with too few points to score yet (fewer than min_points)"),
+    ("training_rows", "BIGINT NOT NULL", "Reference points (entity x timestamp) the day's refits used"),
     ("params", "JSON NOT NULL", "Estimator parameters"),
-    ("artifact_path", "VARCHAR NOT NULL", "Where the fitted models are stored (joblib)"),
+    ("artifact_path", "VARCHAR NOT NULL", "Parquet file of every series' fitted level, scale, band and calendar components"),
     ("trained_at", "TIMESTAMPTZ NOT NULL", "Wall-clock time of training"),
     time_column=None,
 )
@@ -310,6 +311,44 @@ def read_chunk(con: duckdb.DuckDBPyConnection, table: Table, columns: list[str],
                              f"{len(names)} names given to read_chunk: a NULL, or lists not from this table and window")
     # one block per column: consolidating the float columns into one 2D block copies them all
     # (~40 ms of a 2M-row chunk, against ~5 ms without)
+    frame = tab.to_pandas(split_blocks=True)
+    for name, names in (("entity_id", entities), ("metric", metrics)):
+        frame[name] = pd.Categorical.from_codes(frame[name].to_numpy(), dtype=pd.CategoricalDtype(names))
+    return frame
+
+
+def read_history_chunk(con: duckdb.DuckDBPyConnection, entities: list[str], metrics: list[str], start, end,
+                       short_start, long_start, recent_start, min_recent_points: int) -> pd.DataFrame:
+    """The observations of ``entities`` that detection needs to score [start, end), with what
+    earlier runs stored for those before ``start``: entity_id, metric (categoricals, as
+    :func:`read_chunk`), ts, value, residual and excluded (NULL for points not yet scored).
+
+    An entity with at least ``min_recent_points`` timestamps in [recent_start, start) is read
+    from ``short_start``; one with fewer (daily data, or a newcomer) from ``long_start``, so a
+    daily series finds its longer reference without every hourly series reading as far back.
+    """
+    if entities[-1] is None:
+        raise ValueError(f"{OBSERVATIONS.qualified} has rows with a NULL entity_id, which its contract forbids")
+    codes = "(SELECT unnest(${0}::VARCHAR[]) AS name, (generate_subscripts(${0}::VARCHAR[], 1) - 1)::INTEGER AS code)"
+    tab = con.sql(
+        f"""WITH recent AS (
+                SELECT entity_id, count(DISTINCT ts) AS n FROM {OBSERVATIONS.qualified}
+                WHERE ts >= $5 AND ts < $3 AND entity_id BETWEEN $9 AND $10 GROUP BY entity_id)
+            SELECT e.code AS entity_id, m.code AS metric, o.ts, o.value, d.residual, d.excluded
+            FROM {OBSERVATIONS.qualified} o
+            JOIN {codes.format(1)} e ON o.entity_id = e.name
+            LEFT JOIN {codes.format(2)} m ON o.metric = m.name
+            LEFT JOIN recent r ON r.entity_id = o.entity_id
+            LEFT JOIN {DECOMPOSITION.qualified} d
+              ON d.entity_id = o.entity_id AND d.metric = o.metric AND d.ts = o.ts AND d.ts >= $7 AND d.ts < $3
+            WHERE o.entity_id BETWEEN $9 AND $10 AND o.ts < $4
+              AND o.ts >= CASE WHEN coalesce(r.n, 0) >= $8 THEN $6 ELSE $7 END""",
+        params=[entities, metrics, start, end, recent_start, short_start, long_start, min_recent_points,
+                entities[0], entities[-1]]).to_arrow_table()
+    for name, names in (("entity_id", entities), ("metric", metrics)):
+        if tab.column(name).null_count:
+            raise ValueError(f"{OBSERVATIONS.qualified} has {name} values that are not among the {len(names)} "
+                             "names given to read_history_chunk: a NULL, or lists not from this table and window")
     frame = tab.to_pandas(split_blocks=True)
     for name, names in (("entity_id", entities), ("metric", metrics)):
         frame[name] = pd.Categorical.from_codes(frame[name].to_numpy(), dtype=pd.CategoricalDtype(names))

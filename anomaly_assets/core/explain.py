@@ -1,7 +1,7 @@
 """Explanations: which metrics drove a flagged point, grouped into families, in one line.
 
-A point's deviation is a vector of per-metric standardized deviations ``d`` (in σ, see
-``detect.EntityDetector``). Each metric's *contribution* is its share of the squared deviation,
+A point's deviation is a vector of per-metric standardized deviations ``d`` (σ-equivalents, see
+``core/detector.py``). Each metric's *contribution* is its share of the squared deviation,
 ``d_j**2 / sum_k d_k**2``: the decomposition of a squared Mahalanobis-style distance (with a
 diagonal covariance) into per-metric terms, so contributions are non-negative and sum to 1, and
 ranking by contribution is ranking by |z| (the root-cause ranking of Su et al., KDD 2019).
@@ -74,12 +74,12 @@ def smoothed_deviation(deviation: np.ndarray, alpha: float) -> np.ndarray:
     ``deviation`` is (n_points, n_metrics) in time order; rows before the points to explain prime
     the average (pass the warm-up too, then slice). Returns the same shape, >= 0.
     """
-    from anomaly_assets.core.detect import ewma
+    from anomaly_assets.core.calibration import ewma
 
     d2 = np.square(np.nan_to_num(np.asarray(deviation, float)))
     if len(d2) == 0:
         return d2
-    return np.sqrt(np.maximum(d2, ewma(d2, alpha, axis=0)))
+    return np.sqrt(np.maximum(d2, ewma(d2.T, alpha).T))
 
 
 def rank_metrics(deviation: np.ndarray) -> np.ndarray:

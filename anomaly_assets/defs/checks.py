@@ -39,7 +39,7 @@ from dagster_duckdb import DuckDBResource
 
 from anomaly_assets import warehouse as wh
 from anomaly_assets.core.fleet import DAY, days_in
-from anomaly_assets.defs.decomposition import DecompositionConfig
+from anomaly_assets.defs.detection import DetectorConfig
 from anomaly_assets.defs.metadata import markdown_preview, time_window
 from anomaly_assets.defs.partitions import WRITER_POOL, daily_partitions
 from anomaly_assets.defs.resources import DataExpectations
@@ -377,11 +377,11 @@ DECOMPOSITION_CHECKS = {
 HISTORY_MARGIN = 1.5
 
 
-def _decomposition_params(context: dg.AssetCheckExecutionContext):
-    """The decomposition's parameters in this run (Launchpad config), else the defaults."""
+def _detection_params(context: dg.AssetCheckExecutionContext):
+    """The detector's parameters in this run (Launchpad config), else the defaults."""
     ops = (context.run.run_config or {}).get("ops", {})
-    config = ops.get("features__decomposition", {}).get("config", {})
-    return DecompositionConfig(**config).params()
+    config = ops.get("detection", {}).get("config", {})
+    return DetectorConfig(**config).params()
 
 
 def _history_before(con, unfitted: pd.DataFrame, start, end, history: int) -> pd.DataFrame:
@@ -423,9 +423,9 @@ def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
     import great_expectations.expectations as gxe
 
     rules = expectations.load().decomposition
-    params = _decomposition_params(context)
+    params = _detection_params(context)
     start, end = time_window(context)
-    history = int(np.ceil(params.history_days))
+    history = int(np.ceil(params.reference_days))
     finite = ChunkedValidation([
         *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("expected", "residual", "residual_z")],
         *[gxe.ExpectColumnValuesToBeBetween(column=c, min_value=-_FLOAT_MAX, max_value=_FLOAT_MAX)
@@ -485,7 +485,7 @@ def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
     window = _range_md(start, end)
     cold_start_rows = int(unfitted["rows"].sum())
     cold["history_rows"] = cold["history_rows"].fillna(0)
-    cold["needed_rows"] = np.maximum(params.min_history_days * cold["per_day"].fillna(0), 8) * HISTORY_MARGIN
+    cold["needed_rows"] = params.min_points * HISTORY_MARGIN
     cold = cold.assign(day=cold["day"].dt.strftime("%Y-%m-%d"))
     explained = validate(cold, [gxe.ExpectColumnPairValuesAToBeGreaterThanB(
         column_A="needed_rows", column_B="history_rows")])
@@ -504,8 +504,8 @@ def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
                 fitted_rows=fitted_rows, cold_start_rows=cold_start_rows),
         _result(DECOMPOSITION, "cold_start_only_when_history_is_short", explained, severity=dg.AssetCheckSeverity.WARN,
                 partition_range=window, cold_start_series_days=len(cold),
-                params=dg.MetadataValue.json({"history_days": params.history_days,
-                                              "min_history_days": params.min_history_days})),
+                params=dg.MetadataValue.json({"reference_days": params.reference_days,
+                                              "min_points": params.min_points})),
         _result(DECOMPOSITION, "residual_z_scale", scale, severity=dg.AssetCheckSeverity.WARN,
                 description=scale_note, partition_range=window,
                 **({"median_abs_residual_z": median} if median is not None else {})),

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import dagster as dg
-import joblib
+import pandas as pd
 
 from anomaly_assets.config import MetricFamilies, load_metric_families
 from anomaly_assets.expectations import ExpectationRules, load_expectations
@@ -31,23 +31,25 @@ class LandingFolder(dg.ConfigurableResource):
 
 
 class ModelStore(dg.ConfigurableResource):
-    """Where fitted fleet models are kept (one joblib file per day and model version)."""
+    """Where each day's fitted per-series parameters are kept: one Parquet file per day and model
+    version (level, scale, band, calendar components of every series). Parquet holds data only:
+    reading an artifact never runs code, whoever could write the folder."""
 
     path: str
 
     def artifact(self, day: str, version: str) -> Path:
-        return Path(self.path) / f"{day}_{version}.joblib"
+        return Path(self.path) / f"{day}_{version}.parquet"
 
-    def save(self, obj, day: str, version: str) -> Path:
+    def save(self, frame: pd.DataFrame, day: str, version: str) -> Path:
         target = self.artifact(day, version)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".tmp")
-        joblib.dump(obj, tmp)
-        tmp.replace(target)  # atomic: a reader never sees half a model
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(target)  # atomic: a reader never sees half a file
         return target
 
-    def load(self, path: str):
-        return joblib.load(path)
+    def load(self, path: str) -> pd.DataFrame:
+        return pd.read_parquet(path)
 
 
 class MetricCatalog(dg.ConfigurableResource):

@@ -2,7 +2,7 @@
 
 When a fleet outgrows one process (or one machine), its entities are split into shards (here:
 the landing folder's ``shard=<k>/`` subfolders, e.g. one per group of sites) and every shard runs
-the chain's own assets (ingest, decomposition, models, scores and explanations) on its own
+the chain's own assets (ingest, then detection: decomposition, models, scores and explanations) on its own
 DuckDB file. Shards share nothing, so their steps run at the same time in different processes
 (the multiprocess executor here; the Kubernetes or Celery executor, one pod or worker per step,
 on a cluster) without ever contending for a file lock: DuckDB allows one writer per file, and
@@ -29,13 +29,12 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from anomaly_assets import warehouse as wh
-from anomaly_assets.defs import ingest, scoring
-from anomaly_assets.defs import decomposition as decomposition_defs
-from anomaly_assets.defs.decomposition import DecompositionConfig
+from anomaly_assets.defs import detection as detection_defs
+from anomaly_assets.defs import ingest
+from anomaly_assets.defs.detection import DetectorConfig
 from anomaly_assets.defs.metadata import time_window
 from anomaly_assets.defs.partitions import daily_partitions
 from anomaly_assets.defs.resources import LandingFolder, MetricCatalog, ModelStore
-from anomaly_assets.defs.scoring import DetectorConfig
 from anomaly_assets.defs.sql_models import load_sql_models
 from anomaly_assets.settings import load_settings
 
@@ -66,28 +65,18 @@ def shard_chain(k: int) -> list[dg.AssetsDefinition]:
     def observations(context: dg.AssetExecutionContext):
         return _run(ingest.observations)(context, duckdb=res(context, r_db), landing=res(context, r_landing))
 
-    @dg.asset(key=[p, "features", "decomposition"], deps=[[p, "raw", "observations"]], required_resource_keys={r_db},
-              kinds={"duckdb", "python"}, description=f"features.decomposition of shard {k}", **common)
-    def decomposition(context: dg.AssetExecutionContext, config: DecompositionConfig):
-        return _run(decomposition_defs.decomposition)(context, config, duckdb=res(context, r_db))
-
-    @dg.asset(key=[p, "ml", "model_versions"], deps=[[p, "features", "decomposition"]],
-              required_resource_keys={r_db, r_models}, kinds={"duckdb", "python"},
-              description=f"ml.model_versions of shard {k}", **common)
-    def model_versions(context: dg.AssetExecutionContext, config: DetectorConfig):
-        return _run(scoring.model_versions)(context, config, duckdb=res(context, r_db), models=res(context, r_models))
-
     @dg.multi_asset(
-        specs=[dg.AssetSpec([p, "scoring", name], deps=[[p, "ml", "model_versions"], [p, "features", "decomposition"]],
-                            description=f"scoring.{name} of shard {k}", kinds={"duckdb", "python"})
-               for name in ("anomaly_scores", "explanations")],
-        required_resource_keys={r_db, r_models, "catalog"}, name=f"{p}__anomaly_scores", **common)
-    def anomaly_scores(context: dg.AssetExecutionContext):
-        for result in _run(scoring.anomaly_scores)(context, duckdb=res(context, r_db), models=res(context, r_models),
-                                                   catalog=res(context, "catalog")):
+        specs=[dg.AssetSpec([p, schema, name], deps=[[p, "raw", "observations"]],
+                            description=f"{schema}.{name} of shard {k}", kinds={"duckdb", "python"})
+               for schema, name in (("features", "decomposition"), ("ml", "model_versions"),
+                                    ("scoring", "anomaly_scores"), ("scoring", "explanations"))],
+        required_resource_keys={r_db, r_models, "catalog"}, name=f"{p}__detection", **common)
+    def detection(context: dg.AssetExecutionContext, config: DetectorConfig):
+        for result in _run(detection_defs.detection)(context, config, duckdb=res(context, r_db),
+                                                     models=res(context, r_models), catalog=res(context, "catalog")):
             yield dg.MaterializeResult(asset_key=[p, *result.asset_key.path], metadata=result.metadata)
 
-    return [observations, decomposition, model_versions, anomaly_scores]
+    return [observations, detection]
 
 
 def shard_paths(s, n: int) -> list[Path]:

@@ -1,0 +1,512 @@
+"""The detector: expected band, residuals and a calibrated anomaly probability for new points.
+
+One call scores the new points of a batch of entities that share a timeline and metrics, given
+what was stored for their past (values, out-of-sample residuals, which points were judged
+anomalous). Nothing else is carried: the answer for a point depends only on data before it, so a
+nightly run and a backfill of the same days agree (``replay`` is the backfill).
+
+For each *block* of new points the detector refits on a **reference**: the series' history in
+the trailing ``reference_days`` (at least ``reference_points`` samples' worth), with the points
+judged anomalous left out. The steps, each in its own module:
+
+1. ``core/baseline.py``: the expected value, a robust level plus the calendar effects that
+   predict held-out data (no daily cycle is assumed).
+2. Scale: the robust spread (1.4826 MAD) of the stored *out-of-sample* residuals of the
+   reference, floored by what the data can resolve: the series' quantization step,
+   ``floor_level`` of its typical magnitude and ``floor_spread`` of its longer-run
+   (deseasonalized) spread. ``residual_z = (value - expected) / scale``.
+3. ``core/evidence.py``: per-point evidence from the residual vector (one metric far off, many a
+   little, a broken correlation).
+4. ``core/calibration.py``: a tail probability per point, smoothed over time and combined.
+
+**Cold start is counted in points.** A series is scored once it has ``min_points`` points; until
+its reference holds two days (or ``min_points``), it is refitted each time its count of points
+doubles, so a 1-minute series is scored within its first hour and a 1 Hz test-rig run within its
+first minute. Daily data refits every day and is scored from its second week.
+
+**A reference that does not chase anomalies.** A metric of a flagged point that deviates by at
+least ``exclude_z`` is left out of later references, so a sustained drop is measured against the
+level before it. Two rules keep this from running away: a run of left-out points longer than
+``accept_days`` (and ``accept_points``) is accepted as the new normal from then on, and at most
+``max_excluded`` of a reference is left out (the most anomalous points first).
+
+**The band** ``[lower, upper]`` is ``expected ± e* scale``, where ``e*`` is the deviation of a
+single metric that alone makes its point a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from anomaly_assets.core import baseline as bl
+from anomaly_assets.core import calendar, calibration as cal, evidence as ev
+
+DAY_S = 86_400
+_MAD = 1.4826
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """Every setting of the detector; the defaults were chosen leave-one-dataset-out
+    (``benchmarks/detector_quality.py``, ``docs/detection.md``)."""
+
+    reference_days: float = 28.0
+    reference_points: int = 400
+    max_reference_points: int = 20_000
+    min_points: int = 8
+    components: tuple[str, ...] = calendar.COMPONENTS
+    seasonality_gain: float = 0.15
+    day_bins: int = 96
+    level_points: int | None = None
+    effects_on_all: bool = True
+    transform: str = "auto"
+    metric_calibration: bool = True
+    calibration_excluded: float = 0.05
+    probation_days: float = 3.0
+    probation_factor: float = 1e3
+    floor_level: float = 1e-3
+    floor_spread: float = 0.25
+    exclude_z: float = 2.0
+    accept_days: float = 1.0
+    accept_points: int = 7
+    max_excluded: float = 0.25
+    detector: str = "robust"
+    statistics: tuple[str, ...] = ("max", "rms", "pca")
+    pca_variance: float = 0.95
+    tail_quantile: float = 0.9
+    min_calibration: int = 50
+    smoothing_alphas: tuple[float, ...] = (1.0, 0.1, 0.02)
+    surprise_cap: float = 13.8
+    warning_p: float = 1e-3
+    critical_p: float = 1e-5
+
+    def __post_init__(self):
+        if self.detector not in ev.BACKENDS:
+            raise ValueError(f"detector must be one of {ev.BACKENDS}, got {self.detector!r}")
+        if not self.smoothing_alphas or not all(0 < a <= 1 for a in self.smoothing_alphas):
+            raise ValueError(f"smoothing_alphas must be values in (0, 1], got {self.smoothing_alphas}")
+        if not 0 < self.critical_p < self.warning_p < 1:
+            raise ValueError(f"need 0 < critical_p < warning_p < 1, got {self.critical_p}, {self.warning_p}")
+        if not 0.5 <= self.tail_quantile < 1:
+            raise ValueError(f"tail_quantile must be in [0.5, 1), got {self.tail_quantile}")
+        if self.min_points < 3:
+            raise ValueError(f"min_points must be at least 3, got {self.min_points}")
+        unknown = set(self.components) - set(calendar.COMPONENTS)
+        if unknown:
+            raise ValueError(f"unknown components {sorted(unknown)}; expected a subset of {calendar.COMPONENTS}")
+
+    def version(self, code_version: str) -> str:
+        blob = json.dumps({"params": asdict(self), "code": code_version}, sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class History:
+    """What is stored for a batch's past. ``ts`` (T,) epoch seconds; arrays (E, T, m)."""
+
+    ts: np.ndarray
+    value: np.ndarray
+    residual: np.ndarray  # out-of-sample residual as scored (NaN: not scored)
+    excluded: np.ndarray  # left out of later references
+    holiday: np.ndarray | None = None  # (T,) bool
+
+
+@dataclass
+class Refit:
+    """One refit of a batch: when, on how many reference points, and what it learnt (E, m)."""
+
+    ts: int
+    reference_points: int
+    baseline: bl.Baseline
+    transform: "Transform"
+    scale: np.ndarray
+    band_z: np.ndarray  # the single-metric |z| that makes a warning
+    valid: np.ndarray  # series with enough points to be scored
+
+
+@dataclass
+class Scored:
+    """The detector's answer for new points. Arrays (E, T, m) unless noted; NaN in cold start."""
+
+    expected: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    level: np.ndarray
+    seasonal: np.ndarray
+    residual: np.ndarray
+    residual_z: np.ndarray
+    excluded: np.ndarray
+    p: np.ndarray  # (E, T) tail probability of the point; NaN in cold start
+    rank_by: np.ndarray  # recent |deviation| per metric, for explanations
+    refits: list[Refit] = field(default_factory=list)
+
+
+def interval_of(ts: np.ndarray) -> float:
+    """Sampling interval in seconds: the median spacing of distinct timestamps (a day if fewer than 2)."""
+    u = np.unique(np.asarray(ts))
+    return float(max(np.median(np.diff(u)), 1.0)) if len(u) > 1 else float(DAY_S)
+
+
+def detect(history: History, ts: np.ndarray, value: np.ndarray, params: DetectorParams,
+           holiday: np.ndarray | None = None) -> Scored:
+    """Score new points of a batch given its stored history.
+
+    Parameters
+    ----------
+    history : History
+        The batch's stored past (at least the reference window; more is ignored).
+    ts : ndarray of shape (T,)
+        Epoch seconds of the new points, after ``history.ts``.
+    value : ndarray of shape (E, T, m)
+        New values, NaN where a metric is missing.
+    params : DetectorParams
+    holiday : ndarray of bool, shape (T,), optional
+        Holiday mask of the new points (with ``history.holiday``, enables that component).
+
+    Returns
+    -------
+    Scored
+    """
+    value = np.asarray(value, float)
+    E, T, m = value.shape
+    ts = np.asarray(ts, np.int64)
+    th = np.asarray(history.ts, np.int64)
+    n_hist = len(th)
+    all_ts = np.concatenate([th, ts])
+    x = np.concatenate([history.value, value], axis=1)
+    resid = np.concatenate([history.residual, np.full((E, T, m), np.nan)], axis=1)
+    excl = np.concatenate([history.excluded, np.zeros((E, T, m), bool)], axis=1)
+    hol = None
+    if history.holiday is not None or holiday is not None:
+        hol = np.concatenate([np.zeros(n_hist, bool) if history.holiday is None else history.holiday,
+                              np.zeros(T, bool) if holiday is None else holiday])
+    interval = interval_of(all_ts[max(0, n_hist - 2 * params.reference_points):])
+    out = Scored(*(np.full((E, T, m), np.nan) for _ in range(7)), np.zeros((E, T, m), bool),
+                 np.full((E, T), np.nan), np.zeros((E, T, m)))
+    p = params
+    for a, b in _blocks(n_hist, T, interval, p):
+        start = n_hist + a
+        _score_block(all_ts, x, resid, excl, hol, start, n_hist + b, interval, p, out, a)
+    return out
+
+
+def _blocks(n_hist: int, n_new: int, interval: float, p: DetectorParams) -> list[tuple[int, int]]:
+    """Blocks [a, b) of new points that share a refit: a refit each time the point count doubles
+    from ``min_points`` while the history is short, else one block. Points before ``min_points``
+    form no block (cold start)."""
+    warm_until = max(2 * DAY_S / interval, p.min_points)
+    starts = []
+    k = p.min_points
+    while k < n_hist + n_new and k < warm_until:
+        if k >= n_hist:
+            starts.append(k - n_hist)
+        k *= 2
+    first = max(0, p.min_points - n_hist)
+    if first < n_new and (not starts or starts[0] > first):
+        starts.insert(0, first)
+    starts = sorted(set(s for s in starts if s < n_new))
+    return list(zip(starts, starts[1:] + [n_new]))
+
+
+def _reference(all_ts, excl, start, interval, p):
+    """The reference window before ``start``: positions ``idx`` (n,), the left-out mask
+    (E, n, m) after the acceptance rules, and per series the position in ``idx`` from which the
+    level is measured (E, m): the start of the latest accepted new normal, else 0."""
+    span = max(p.reference_days * DAY_S, p.reference_points * interval)
+    lo = max(0, start - p.max_reference_points)
+    lo = lo + int(np.searchsorted(all_ts[lo:start], all_ts[start] - span, side="left"))
+    idx = np.arange(lo, start)
+    out = excl[:, idx, :].copy()
+    E, n, m = out.shape
+    level_from = np.zeros((E, m), np.int64)
+    if out.any():
+        out, level_from = _accept(out, all_ts[idx], max(p.accept_days * DAY_S, p.accept_points * interval))
+        out = _cap(out, p.max_excluded)
+    return idx, out, level_from
+
+
+def _accept(excl: np.ndarray, ts: np.ndarray, after_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """A deviation that persists is the new normal.
+
+    A left-out point is let back in when at least half of the points in the ``after_s`` seconds
+    after it were left out too (and that horizon lies inside the reference). The level is then
+    measured from the first such point of the latest persistent stretch on.
+    """
+    E, n, m = excl.shape
+    flat = excl.transpose(0, 2, 1).reshape(E * m, n)
+    ahead = np.searchsorted(ts, ts + after_s, side="right")  # first position past each horizon
+    complete = ts + after_s <= ts[-1]
+    csum = np.concatenate([np.zeros((E * m, 1), np.int64), np.cumsum(flat, axis=1)], axis=1)
+    pos = np.arange(n)
+    share = (csum[:, ahead] - csum[:, pos + 1]) / np.maximum(ahead - pos - 1, 1)
+    accepted = flat & complete[None, :] & (share >= 0.5)
+    # the latest stretch: accepted points after the last normal point before the newest accepted one
+    newest = np.where(accepted, pos[None, :], -1).max(axis=1)
+    normal_before = np.where(~flat & (pos[None, :] < newest[:, None]), pos[None, :], -1).max(axis=1)
+    stretch = np.where(accepted & (pos[None, :] > normal_before[:, None]), pos[None, :], n).min(axis=1)
+    level_from = np.where(newest >= 0, stretch, 0)
+    left = (flat & ~accepted).reshape(E, m, n).transpose(0, 2, 1)
+    return left, np.minimum(level_from, n - 1).reshape(E, m)
+
+
+def _cap(excl: np.ndarray, share: float) -> np.ndarray:
+    """At most ``share`` of a series' reference left out: the first left-out points stay out,
+    later ones are let back in (the likeliest start of a new normal)."""
+    E, n, m = excl.shape
+    cap = int(share * n)
+    if (excl.sum(axis=1) <= cap).all():
+        return excl
+    return excl & (np.cumsum(excl, axis=1) <= cap)
+
+
+def _score_block(all_ts, x, resid, excl, hol, start, stop, interval, p, out, offset):
+    E, _, m = x.shape
+    idx, left_out, level_from = _reference(all_ts, excl, start, interval, p)
+    ts_ref = all_ts[idx]
+    raw_ref = x[:, idx, :]
+    usable = ~np.isnan(raw_ref) & ~left_out
+    n_use = usable.sum(axis=1)  # (E, m)
+    if len(idx) == 0 or not (n_use >= p.min_points).any():
+        return
+    tf = Transform.choose(np.where(usable, raw_ref, np.nan), p.transform)
+    # everything below is in the transformed scale (log for skewed non-negative series)
+    xt = tf.fwd(raw_ref)
+    xt_ref = np.where(left_out, np.nan, xt)
+    hol_ref = hol[idx] if hol is not None else None
+    base = bl.fit(xt if p.effects_on_all else xt_ref, ts_ref, interval, left_out=left_out, components=p.components,
+                  gain=p.seasonality_gain, day_bins=p.day_bins, holiday=hol_ref, level_points=p.level_points,
+                  level_from=level_from)
+    fitted_ref = base.expected(ts_ref, hol_ref)
+    r_in = xt_ref - fitted_ref
+    stored = resid[:, idx, :]  # out-of-sample residuals as scored, in the metric's units
+    r_win = xt - tf.fwd(raw_ref - stored)  # ... in the transformed scale (NaN where not scored)
+    r_oos = np.where(left_out, np.nan, r_win)
+    n_oos = (~np.isnan(r_oos)).sum(axis=1)
+    sc_oos = _MAD * bl._nanmedian(np.abs(r_oos - bl._nanmedian(r_oos)[:, None, :]))
+    sc_in = _MAD * bl._nanmedian(np.abs(r_in - bl._nanmedian(r_in)[:, None, :]))
+    sc_in = sc_in * (1.0 + 1.0 / np.sqrt(np.maximum(n_use - 1, 1)))
+    scale = np.where(n_oos >= p.min_calibration, sc_oos, sc_in)
+    scale = np.maximum(np.nan_to_num(scale), _floor(xt_ref, base, p))
+    valid = n_use >= p.min_points  # (E, m): series that can be scored
+    # residuals of every reference point: out-of-sample where stored, in-sample in the warm-up
+    z_win = np.where(valid[:, None, :], np.where(np.isnan(r_win), xt - fitted_ref, r_win) / scale[:, None, :], np.nan)
+    # calibration keeps out at most `calibration_excluded` of the reference (the most extreme
+    # flagged points): past that budget the flags are likelier wrong than the data, and leaving
+    # them out would make the tails lighter and the flags more frequent still
+    cal_out = _calibration_out(left_out.any(axis=2), np.abs(np.nan_to_num(z_win)).max(axis=2),
+                               p.calibration_excluded)
+    z_cal = np.where(cal_out[:, :, None], np.nan, z_win)
+    # each metric calibrated against its own tail first: a heavy-tailed metric's usual jumps then
+    # weigh what a well-behaved metric's rarer deviation weighs (Gaussianized residuals u)
+    n_cal = ((~np.isnan(r_win)).any(axis=2) & ~cal_out).sum(axis=1)  # (E,) out-of-sample points
+    warm = n_cal < p.min_calibration  # too few to calibrate: the warm-up's robust z-score
+    mtail = cal.fit_tail(np.abs(z_cal).transpose(0, 2, 1).reshape(E * m, -1), p.tail_quantile) \
+        if p.metric_calibration else None
+    gauss = lambda z: np.where(warm[:, None, None], z, _gauss(z, mtail))  # noqa: E731
+    u_cal = gauss(z_cal)
+    model = ev.fit(u_cal, p.detector, p.pca_variance, statistics=p.statistics)
+    u_win = gauss(z_win)
+    ev_ref = model.score(u_cal)
+    ev_ref = np.where((~np.isnan(z_cal)).any(axis=2)[None], ev_ref, np.nan)
+    tails = [cal.fit_tail(e, p.tail_quantile) for e in ev_ref]
+    n_ref = usable.any(axis=2).sum(axis=1)
+
+    def surprise(z):
+        s_stats = [-t.log_sf(e) for t, e in zip(tails, model.score(z))]
+        s = np.max(s_stats, axis=0) - np.log(len(s_stats))
+        s_warm = -cal.t_log_sf(np.abs(np.nan_to_num(z)).max(axis=2), n_ref, m)
+        return np.maximum(np.where(warm[:, None], s_warm, s), 0.0)
+
+    s_win = surprise(u_win)
+    sl = slice(start, stop)
+    hol_new = hol[sl] if hol is not None else None
+    expected_t = np.where(valid[:, None, :], base.expected(all_ts[sl], hol_new), np.nan)
+    z_new = (tf.fwd(x[:, sl, :]) - expected_t) / scale[:, None, :]
+    u_new = gauss(z_new)
+    s_new = surprise(u_new)
+    log_ps = []
+    ref_clean = ~cal_out
+    for alpha in p.smoothing_alphas:
+        if alpha >= 1:
+            log_ps.append(-s_new)
+            continue
+        capped = np.minimum(np.concatenate([s_win, s_new], axis=1), p.surprise_cap)
+        sm = cal.ewma(capped, alpha)
+        g = cal.fit_gamma(np.where(ref_clean, sm[:, :len(idx)], np.nan), alpha, p.min_calibration)
+        log_ps.append(g.log_sf(sm[:, len(idx):]))
+    # in the warm-up only the point's own evidence counts: the smoothed scales' calibration needs
+    # out-of-sample surprises to match. Probation, until the reference spans `probation_days` and
+    # the warm-up is over: a flag needs `probation_factor` times stronger evidence (a new series
+    # has not shown its daily cycle or its drift yet; its scores still rank)
+    span = (ts_ref[-1] - ts_ref[0] + interval) if len(ts_ref) else 0.0
+    probation = warm | (span < p.probation_days * DAY_S)
+    log_ps = [lp if a >= 1 else np.where(warm[:, None], 0.0, lp) for a, lp in zip(p.smoothing_alphas, log_ps)]
+    log_p = cal.combine(log_ps)
+    # what the reference leaves out is judged on the evidence itself: probation is about alerting
+    judged = np.exp(log_p) <= p.warning_p
+    log_p = np.minimum(log_p + np.where(probation, np.log(p.probation_factor), 0.0)[:, None], 0.0)
+    pv = np.exp(log_p)
+    # the band: the single-metric deviation that alone makes a point a warning
+    s_star = -np.log(p.warning_p / len(p.smoothing_alphas))
+    s_star = s_star + np.where(probation, np.log(p.probation_factor), 0.0)  # (E,)
+    e_star = np.full((E, m), np.nan)
+    if p.detector == "robust" and model.names[0] == "max":
+        u_star = tails[0].isf(-(s_star + np.log(len(tails))))  # (E,) in u units
+        e_star = _z_of_u(u_star, mtail, E, m)
+    e_star = np.where(warm[:, None], cal.t_isf(s_star, n_ref, m)[:, None], e_star)
+    half = e_star[:, None, :] * scale[:, None, :]
+    expected = tf.inv(expected_t)
+    j = slice(offset, offset + (stop - start))
+    out.expected[:, j] = expected
+    out.lower[:, j] = tf.inv(expected_t - half)
+    out.upper[:, j] = tf.inv(expected_t + half)
+    seasonal_t = base.seasonal(all_ts[sl], hol_new)
+    level = tf.inv(base.level[:, None, :] + 0.0 * seasonal_t)
+    out.level[:, j] = np.where(valid[:, None, :], level, np.nan)
+    out.seasonal[:, j] = np.where(valid[:, None, :], expected - level, np.nan)
+    r_new = x[:, sl, :] - expected
+    out.residual[:, j] = r_new
+    out.residual_z[:, j] = u_new  # σ-equivalent: as rare as this many σ of a normal
+    dev = np.abs(np.nan_to_num(z_new))
+    out.excluded[:, j] = judged[:, :, None] & ((dev >= p.exclude_z) | (m == 1))
+    out.p[:, j] = np.where(valid.any(axis=1)[:, None], pv, np.nan)
+    # explanations rank metrics by their recent deviation (the fast smoothing's memory)
+    fast = max((a for a in p.smoothing_alphas if a < 1), default=1.0)
+    d2_all = np.square(np.nan_to_num(np.concatenate([u_win[:, -64:], u_new], axis=1))).transpose(0, 2, 1)
+    recent = np.sqrt(np.maximum(d2_all, cal.ewma(d2_all, fast))).transpose(0, 2, 1)[:, -(stop - start):]
+    out.rank_by[:, j] = recent
+    resid[:, sl, :] = r_new
+    excl[:, sl, :] = out.excluded[:, j]
+    out.refits.append(Refit(int(all_ts[start]), len(idx), base, tf, scale, e_star, valid))
+
+
+def _calibration_out(flagged: np.ndarray, strength: np.ndarray, share: float) -> np.ndarray:
+    """Flagged reference points (E, n) kept out of calibration: all of them, or the ``share`` of
+    the reference with the largest ``strength`` when more were flagged."""
+    E, n = flagged.shape
+    budget = int(share * n)
+    if (flagged.sum(axis=1) <= budget).all():
+        return flagged
+    order = np.argsort(np.where(flagged, -strength, np.inf), axis=1, kind="stable")
+    out = np.zeros_like(flagged)
+    np.put_along_axis(out, order[:, :budget], True, axis=1)
+    return out & flagged
+
+
+def _gauss(z: np.ndarray, mtail) -> np.ndarray:
+    """Signed normal score of each metric's tail probability: ``sign(z) Φ^-1(1 - p/2)``, where
+    ``p`` is P(|z| at least this large) under the metric's own reference tail (E, T, m)."""
+    if mtail is None:
+        return z
+    from scipy.special import ndtri
+
+    E, T, m = z.shape
+    a = np.abs(np.nan_to_num(z)).transpose(0, 2, 1).reshape(E * m, T)
+    log_p = np.minimum(mtail.log_sf(a), 0.0)
+    u = -ndtri(np.maximum(np.exp(log_p) / 2.0, 1e-300))
+    u = np.where(a > 0, np.maximum(u, 0.0), 0.0).reshape(E, m, T).transpose(0, 2, 1)
+    return np.where(np.isnan(z), np.nan, np.sign(z) * u)
+
+
+def _z_of_u(u_star: np.ndarray, mtail, E: int, m: int) -> np.ndarray:
+    """The |z| of each metric whose normal score is ``u_star`` (E,), shape (E, m)."""
+    if mtail is None:
+        return np.repeat(u_star[:, None], m, axis=1)
+    from scipy.special import ndtr
+
+    log_p = np.log(np.maximum(2.0 * ndtr(-np.repeat(u_star, m)), 1e-300))
+    u, beta, q = mtail.u, mtail.beta, mtail.q
+    p_u = 1.0 - q
+    z = np.where(log_p <= np.log(p_u), u + beta * (np.log(p_u) - log_p),
+                 u * (1.0 - np.exp(log_p)) / (1.0 - p_u))
+    return z.reshape(E, m)
+
+
+class Transform:
+    """Per-series variance-stabilizing transform: ``log1p(x / c)`` for non-negative, right-skewed
+    series (amounts, counts, latencies), whose spread grows with their level; identity otherwise.
+
+    ``c`` is the median of the series' positive reference values, so the transform is close to
+    linear below it and logarithmic above it. A series is skewed when its upper tail is at least
+    ``_SKEW`` times as long as its lower one: ``q95 - q50 >= _SKEW (q50 - q05)``.
+    """
+
+    _SKEW = 3.0
+
+    def __init__(self, on: np.ndarray, c: np.ndarray):
+        self.on, self.c = on, c
+        self.any = bool(on.any())
+
+    @classmethod
+    def choose(cls, x_ref: np.ndarray, mode: str) -> "Transform":
+        E, _, m = x_ref.shape
+        if mode == "none":
+            return cls(np.zeros((E, m), bool), np.ones((E, m)))
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            q05, q50, q95 = np.nanquantile(x_ref, [0.05, 0.5, 0.95], axis=1)
+            lowest = np.nanmin(np.where(np.isnan(x_ref), np.inf, x_ref), axis=1)
+            c = bl._nanmedian(np.where(x_ref > 0, x_ref, np.nan))
+        on = (lowest >= 0) & (q95 > 0) & ((q95 - q50) >= cls._SKEW * (q50 - q05)) & np.isfinite(c) & (c > 0)
+        return cls(on, np.where(on, np.nan_to_num(c, nan=1.0), 1.0))
+
+    def fwd(self, x: np.ndarray) -> np.ndarray:
+        if not self.any:
+            return x
+        on, c = self.on[:, None, :], self.c[:, None, :]
+        return np.where(on, np.log1p(np.maximum(x, 0.0) / c), x)
+
+    def inv(self, y: np.ndarray) -> np.ndarray:
+        if not self.any:
+            return y
+        on, c = self.on[:, None, :], self.c[:, None, :]
+        with np.errstate(over="ignore"):
+            return np.where(on, c * np.expm1(np.minimum(y, 700.0)), y)
+
+
+def _floor(x_ref, base, p) -> np.ndarray:
+    """What the data can resolve (E, m): quantization step, a share of the typical magnitude and
+    of the longer-run spread."""
+    srt = np.sort(x_ref, axis=1)
+    d = np.diff(srt, axis=1)
+    # the typical spacing of the values a series takes: 1 for counts, the step of a stepped gauge
+    step = np.nan_to_num(bl._nanmedian(np.where(d > 0, d, np.nan))) if d.shape[1] else np.zeros(srt.shape[::2])
+    typical = np.nan_to_num(bl._nanmedian(np.abs(x_ref)))
+    return np.maximum.reduce([step, p.floor_level * typical, p.floor_spread * base.spread,
+                              np.full_like(step, 1e-9)])
+
+
+def replay(ts: np.ndarray, value: np.ndarray, params: DetectorParams, holiday: np.ndarray | None = None,
+           history_days: float | None = None) -> Scored:
+    """Score a whole batch day by day, as the nightly runs would, feeding each day's outputs back.
+
+    ``ts`` (T,) epoch seconds in order, ``value`` (E, T, m). Returns :class:`Scored` for every
+    point (the first ones in cold start).
+    """
+    ts = np.asarray(ts, np.int64)
+    value = np.asarray(value, float)
+    E, T, m = value.shape
+    days = ts // DAY_S
+    bounds = np.flatnonzero(np.r_[True, np.diff(days) != 0, True])
+    res = Scored(*(np.full((E, T, m), np.nan) for _ in range(7)), np.zeros((E, T, m), bool),
+                 np.full((E, T), np.nan), np.zeros((E, T, m)))
+    keep = history_days or max(params.reference_days, 1) + 1
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        interval = interval_of(ts[max(0, a - 2 * params.reference_points):b])
+        span = max(keep * DAY_S, params.reference_points * interval)
+        lo = max(int(np.searchsorted(ts, ts[a] - span)), a - params.max_reference_points)
+        lo = max(lo, 0)
+        hist = History(ts[lo:a], value[:, lo:a], res.residual[:, lo:a], res.excluded[:, lo:a],
+                       holiday[lo:a] if holiday is not None else None)
+        s = detect(hist, ts[a:b], value[:, a:b], params, holiday[a:b] if holiday is not None else None)
+        for name in ("expected", "lower", "upper", "level", "seasonal", "residual", "residual_z", "excluded",
+                     "p", "rank_by"):
+            getattr(res, name)[:, a:b] = getattr(s, name)
+        res.refits += s.refits
+    return res

@@ -1,0 +1,180 @@
+"""Detection: features.decomposition, ml.model_versions, scoring.anomaly_scores and
+scoring.explanations, written by one step.
+
+Each day is scored from the days before it, and what a day stores (every point's out-of-sample
+residual and whether it was left out of later references) is part of the next day's input, so
+the four tables are computed together, a chunk of entities at a time, days in order
+(``core/fleet.py``). A nightly run reads what earlier runs stored; a backfill carries it from day
+to day in memory: the same numbers either way.
+"""
+
+
+import dataclasses
+import datetime as dt
+import json
+from functools import partial
+from typing import Literal, Optional
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from anomaly_assets import warehouse as wh
+from anomaly_assets.core.detector import DetectorParams
+from anomaly_assets.core.fleet import CODE_VERSION, days_in, detect_days
+from anomaly_assets.defs.metadata import ChunkedWrite, column_schema, markdown_preview, table_metadata, time_window
+from anomaly_assets.defs.partitions import CHUNK_ROWS, WRITER_POOL, daily_partitions
+from anomaly_assets.defs.resources import MetricCatalog, ModelStore
+from anomaly_assets.defs.workers import MIN_PART_ROWS, map_chunks, worker_count, workers_for
+
+# Longest history read for a series with few recent points (daily data, newcomers).
+LONG_HISTORY_DAYS = 800
+
+_DEFAULTS = DetectorParams()
+
+
+class DetectorConfig(dg.Config):
+    """The detector's settings, editable in the Launchpad (see docs/detection.md)."""
+
+    detector: Literal["robust", "iforest", "ecod", "hbos"] = _DEFAULTS.detector
+    reference_days: float = _DEFAULTS.reference_days
+    reference_points: int = _DEFAULTS.reference_points
+    min_points: int = _DEFAULTS.min_points
+    components: list[str] = list(_DEFAULTS.components)
+    seasonality_gain: float = _DEFAULTS.seasonality_gain
+    transform: Literal["auto", "none"] = _DEFAULTS.transform
+    accept_days: float = _DEFAULTS.accept_days
+    tail_quantile: float = _DEFAULTS.tail_quantile
+    smoothing_alphas: list[float] = list(_DEFAULTS.smoothing_alphas)
+    warning_p: float = _DEFAULTS.warning_p
+    critical_p: float = _DEFAULTS.critical_p
+    statistics: Optional[list[str]] = None  # evidence statistics of the robust detector (default: all)
+
+    def params(self) -> DetectorParams:
+        kw = self.model_dump()
+        kw["components"] = tuple(kw["components"])
+        kw["smoothing_alphas"] = tuple(kw["smoothing_alphas"])
+        stats = kw.pop("statistics")
+        if stats:
+            kw["statistics"] = tuple(stats)
+        return DetectorParams(**kw)
+
+
+_KEYS = {t: dg.AssetKey([t.schema, t.name]) for t in (wh.DECOMPOSITION, wh.MODEL_VERSIONS, wh.ANOMALY_SCORES,
+                                                      wh.EXPLANATIONS)}
+
+
+def _spec(table: wh.Table, deps, description: str | None = None, kinds=("duckdb", "python")) -> dg.AssetSpec:
+    return dg.AssetSpec(_KEYS[table], deps=deps, description=description or table.doc, kinds=set(kinds),
+                        group_name="detection", metadata={"dagster/column_schema": column_schema(table)})
+
+
+@dg.multi_asset(
+    specs=[
+        _spec(wh.DECOMPOSITION, [["raw", "observations"]]),
+        _spec(wh.MODEL_VERSIONS, [["raw", "observations"]],
+              wh.MODEL_VERSIONS.doc + " One row per day: what the day's refits learnt, kept as Parquet."),
+        _spec(wh.ANOMALY_SCORES, [["raw", "observations"]]),
+        _spec(wh.EXPLANATIONS, [["raw", "observations"]]),
+    ],
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=WRITER_POOL,
+    name="detection",
+)
+def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb: DuckDBResource, models: ModelStore,
+              catalog: MetricCatalog):
+    """Baseline, band, calibrated score and explanation of every observation of the run's days."""
+    start, end = time_window(context)
+    params = config.params()
+    days = days_in(start, end)
+    fam = catalog.load()
+    recent_start = start - pd.Timedelta(days=params.reference_days)
+    short_start = start - pd.Timedelta(days=params.reference_days + 1)
+    long_start = start - pd.Timedelta(days=LONG_HISTORY_DAYS)
+    dec, scores, tops = ChunkedWrite(), ChunkedWrite(), []
+    score_parts, expl_parts = [], []
+    day_models = {}
+    with duckdb.get_connection() as con:
+        wh.ensure_tables(con)
+        chunks = wh.entity_chunks(con, wh.OBSERVATIONS, start, end, CHUNK_ROWS // 8, worker_count(),
+                                  MIN_PART_ROWS // 8)
+        metrics = wh.distinct_metrics(con, wh.OBSERVATIONS, long_start, end)
+        reader = con.cursor()  # reads while `con` runs the INSERT that pulls the chunks (below)
+
+        def reads():  # a chunk of entities at a time, read when a worker is about to need it
+            for entities in chunks:
+                rows = wh.read_history_chunk(reader, entities, metrics, start, end, short_start, long_start,
+                                             recent_start, params.reference_points)
+                yield rows, days, params, fam.families, fam.units
+
+        def decomposition_rows():  # scored in worker processes, written here as they come back
+            for out in map_chunks(detect_days, reads(), len(chunks)):
+                rows = out.decomposition.reindex(columns=wh.DECOMPOSITION.column_names)
+                dec.add(rows, cold_start_rows=int(rows["expected"].isna().sum()) if len(rows) else 0)
+                s = out.scores
+                flagged = s[s["is_anomaly"]]
+                scores.add(s, flagged=len(flagged), critical=int((s["severity"] == "critical").sum()),
+                           cold_start_points=int((s["severity"] == "cold_start").sum()))
+                tops.append(flagged.sort_values("anomaly_score", ascending=False).drop_duplicates("entity_id").head(10))
+                score_parts.append(s)
+                expl_parts.append(out.explanations)
+                for day, m in out.models.items():
+                    day_models.setdefault(day, []).append(m)
+                yield rows
+
+        with wh.transaction(con), reader:
+            wh.replace_time_slice_streamed(con, wh.DECOMPOSITION, decomposition_rows(), start, end)
+            wh.replace_time_slice(con, wh.ANOMALY_SCORES, score_parts, start, end)
+            wh.replace_time_slice(con, wh.EXPLANATIONS, expl_parts, start, end)
+            versions = _model_rows(day_models, days, params, models)
+            wh.replace_keyed(con, wh.MODEL_VERSIONS, versions, "day", [str(d.date()) for d in days])
+    expl = ChunkedWrite()
+    for e in expl_parts:
+        expl.add(e)
+    top = pd.concat(tops, ignore_index=True) if tops else pd.DataFrame()
+    if len(top):
+        top = top.sort_values("anomaly_score", ascending=False).drop_duplicates("entity_id").head(10)
+    yield dg.MaterializeResult(asset_key=_KEYS[wh.DECOMPOSITION], metadata={
+        **dec.metadata(wh.DECOMPOSITION, start, end, context),
+        "cold_start_rows": dec.counts.get("cold_start_rows", 0),
+        "chunks": len(chunks), "workers": workers_for(len(chunks)),
+    })
+    yield dg.MaterializeResult(asset_key=_KEYS[wh.MODEL_VERSIONS], metadata={
+        **table_metadata(wh.MODEL_VERSIONS, versions, start, end),
+        "entities_modelled": int(versions["entities"].sum()) if len(versions) else 0,
+        "cold_start_entities": int(versions["cold_start_entities"].sum()) if len(versions) else 0,
+        "params": dg.MetadataValue.json(json.loads(json.dumps(dataclasses.asdict(params), default=list))),
+    })
+    yield dg.MaterializeResult(asset_key=_KEYS[wh.ANOMALY_SCORES], metadata={
+        **scores.metadata(wh.ANOMALY_SCORES, start, end, context),
+        "flagged": scores.counts.get("flagged", 0),
+        "critical": scores.counts.get("critical", 0),
+        "cold_start_points": scores.counts.get("cold_start_points", 0),
+        "top_anomalies": markdown_preview(top[["entity_id", "ts", "anomaly_score", "severity", "why"]] if len(top) else top),
+    })
+    yield dg.MaterializeResult(asset_key=_KEYS[wh.EXPLANATIONS],
+                               metadata=expl.metadata(wh.EXPLANATIONS, start, end, context))
+
+
+def _model_rows(day_models: dict, days: list[pd.Timestamp], params: DetectorParams, store: ModelStore) -> pd.DataFrame:
+    """One ml.model_versions row per day; the day's per-series parameters saved as Parquet."""
+    from anomaly_assets.core.fleet import model_version
+
+    records = []
+    for day in days:
+        parts = day_models.get(day, [])
+        version = model_version(params, day)
+        params_frame = pd.concat([m.series_params() for m in parts], ignore_index=True) if parts else pd.DataFrame()
+        path = store.save(params_frame, str(day.date()), version)
+        starts = [m.train_start for m in parts if m.train_start is not None]
+        records.append({
+            "model_version": version, "day": day.date(), "model": f"robust-calendar/{params.detector}",
+            "train_start": min(starts) if starts else day, "train_end": day,
+            "entities": sum(m.entities for m in parts), "cold_start_entities": sum(m.cold_start_entities for m in parts),
+            "training_rows": sum(m.reference_points for m in parts),
+            "params": json.dumps({**json.loads(json.dumps(dataclasses.asdict(params), default=list)), "code": CODE_VERSION}),
+            "artifact_path": str(path), "trained_at": dt.datetime.now(dt.timezone.utc),
+        })
+    return pd.DataFrame(records, columns=wh.MODEL_VERSIONS.column_names)
