@@ -140,7 +140,7 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
     for day in days:
         d0 = day.value // 1000
         d1 = d0 + DAY_S * _US
-        for batch in _batches(lay, d0, d1, params):
+        for batch in _batches(lay, d0, d1, params, holidays):
             out = _score_batch(lay, batch, params, models[day], families, units, holidays)
             if out is not None:
                 dec.append(out[0])
@@ -167,8 +167,9 @@ class _Batch:
     metrics: np.ndarray  # metric codes
 
 
-def _batches(lay: _Layout, d0: int, d1: int, params: DetectorParams):
-    """Entities with points in [d0, d1), grouped by identical timeline and metrics over their window."""
+def _batches(lay: _Layout, d0: int, d1: int, params: DetectorParams, holidays=None):
+    """Entities with points in [d0, d1), grouped by identical timeline, metrics and holidays over
+    their window."""
     groups: dict = {}
     span_cap = params.max_reference_points
     for e in range(len(lay.entities)):
@@ -183,9 +184,11 @@ def _batches(lay: _Layout, d0: int, d1: int, params: DetectorParams):
         h0 = a + int(np.searchsorted(ts, d0 - w))
         h0 = max(h0, n0 - span_cap)
         present = ~np.isnan(lay.value[h0:n1]).all(axis=0)
-        key = (n1 - h0, n1 - n0, present.tobytes(), lay.pair_ts[h0:n1].tobytes())
+        hol = holidays.get(lay.entities[e]) if holidays else None
+        key = (n1 - h0, n1 - n0, present.tobytes(), lay.pair_ts[h0:n1].tobytes(),
+               None if hol is None else hol.tobytes())
         groups.setdefault(key, []).append((e, h0, n0, n1))
-    for (_, _, present, _), members in groups.items():
+    for (_, _, present, _, _), members in groups.items():
         ents = np.array([x[0] for x in members])
         hist = np.array([np.arange(h0, n0) for _, h0, n0, _ in members]).reshape(len(members), -1)
         new = np.array([np.arange(n0, n1) for _, _, n0, n1 in members]).reshape(len(members), -1)
@@ -199,8 +202,7 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
     take = lambda a, pos: a[pos][:, :, cols]  # noqa: E731
     hol_h = hol_n = None
     if holidays:
-        # entities of a batch share their holidays only when they share a calendar: group keys
-        # differ otherwise, so the first entity's mask stands for the batch
+        # the entities of a batch share their holidays (they are part of the batch key)
         days_arr = holidays.get(lay.entities[batch.entities[0]])
         if days_arr is not None and len(days_arr):
             hol_h = np.isin(ts_h // DAY_S, days_arr)

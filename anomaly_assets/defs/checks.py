@@ -366,7 +366,7 @@ def observations_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBRe
 
 DECOMPOSITION_CHECKS = {
     "finite_past_cold_start": (
-        "Series fitted for a day (past cold start) have finite expected, residual and residual_z on every row.", True),
+        "Rows past cold start (with an expected value) have finite expected, residual and residual_z.", True),
     "cold_start_only_when_history_is_short": (
         "A series is left unfitted (cold start) only when raw.observations holds too little history for it.", False),
     "residual_z_scale": ("Median |residual_z| of fitted rows inside the configured band.", False),
@@ -434,54 +434,43 @@ def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
     series_day = ["entity_id", "metric", "day"]
     day_sql = UTC_DAY
     with duckdb.get_connection() as con:
-        # series-days left unfitted (cold start): no row with an expected value (so only in
-        # entities with a row without one: none in a night past cold start)
+        # series-days with cold-start rows (no expected value: the series' first points); only
+        # entities with such a row are looked at (none in a night past cold start)
         unfitted = con.execute(
-            f"SELECT entity_id, metric, {day_sql} AS day, count(*) AS rows FROM {wh.DECOMPOSITION.qualified} "
+            f"SELECT entity_id, metric, {day_sql} AS day, count(*) FILTER (WHERE expected IS NULL) AS rows "
+            f"FROM {wh.DECOMPOSITION.qualified} "
             f"WHERE ts >= ? AND ts < ? AND entity_id IN (SELECT entity_id FROM {wh.DECOMPOSITION.qualified} "
             "WHERE ts >= ? AND ts < ? AND expected IS NULL) "
-            "GROUP BY entity_id, metric, day HAVING NOT bool_or(expected IS NOT NULL) "
+            "GROUP BY entity_id, metric, day HAVING bool_or(expected IS NULL) "
             "ORDER BY entity_id, metric, day", [start, end, start, end],
         ).df()
         cold = unfitted[series_day].assign(day=pd.to_datetime(unfitted["day"]).dt.tz_localize("UTC"))
-        # the rows of fitted series-days (past cold start), a chunk of entities at a time; the
-        # median of |residual_z| needs them all: one float column is kept.
+        # the rows past cold start (an expected value), a chunk of entities at a time; the median
+        # of |residual_z| needs them all: one float column is kept.
         cols = "entity_id, metric, ts, value, expected, residual, residual_z"
 
         def past_sql(select: str) -> str:
-            sql = f"SELECT {select} FROM {wh.DECOMPOSITION.qualified} WHERE ts >= ? AND ts < ? AND {{where}}"
-            if not len(unfitted):
-                return sql
-            # A row with an expected value is in a fitted series-day; one without is when its
-            # series-day is not unfitted.
-            return (f"{sql} AND expected IS NOT NULL UNION ALL SELECT {select} FROM ("
-                    f"SELECT {cols}, {day_sql} AS day FROM {wh.DECOMPOSITION.qualified} "
-                    "WHERE ts >= ? AND ts < ? AND {where} AND expected IS NULL"
-                    ") ANTI JOIN _unfitted USING (entity_id, metric, day)")
+            return f"SELECT {select} FROM {wh.DECOMPOSITION.qualified} WHERE ts >= ? AND ts < ? AND {{where}} " \
+                   "AND expected IS NOT NULL"
 
         fitted_rows, abs_z = 0, []
-        try:
-            if len(unfitted):
-                con.register("_unfitted", unfitted[series_day])
-                parts = 2
-                cold = cold.merge(_history_before(con, unfitted, start, end, history), on=series_day, how="left")
-            else:  # nothing unfitted: nothing to explain
-                parts = 1
-                cold = cold.assign(history_rows=pd.Series(dtype=float), per_day=pd.Series(dtype=float))
-            # GX and the median read the three checked columns; a chunk's whole rows (the failing
-            # rows shown) are read only when an expectation fails on it (entity and metric names
-            # were most of the read)
-            whole_sql = past_sql(cols)
-            columns = next(read_chunks(con, whole_sql, [start, end], [("false", [])], parts))
-            for piece in entity_slices(con, wh.DECOMPOSITION, start, end, CHUNK_ROWS):
-                past = next(read_chunks(con, past_sql("expected, residual, residual_z"), [start, end], [piece], parts))
-                finite.add(past, columns=columns,
-                           whole=lambda piece=piece: next(read_chunks(con, whole_sql, [start, end], [piece], parts)))
-                fitted_rows += len(past)
-                abs_z.append(np.abs(past["residual_z"].to_numpy(dtype=float)))
-                del past
-        finally:
-            con.unregister("_unfitted")  # registered or not
+        parts = 1
+        if len(unfitted):
+            cold = cold.merge(_history_before(con, unfitted, start, end, history), on=series_day, how="left")
+        else:  # nothing unfitted: nothing to explain
+            cold = cold.assign(history_rows=pd.Series(dtype=float), per_day=pd.Series(dtype=float))
+        # GX and the median read the three checked columns; a chunk's whole rows (the failing
+        # rows shown) are read only when an expectation fails on it (entity and metric names
+        # were most of the read)
+        whole_sql = past_sql(cols)
+        columns = next(read_chunks(con, whole_sql, [start, end], [("false", [])], parts))
+        for piece in entity_slices(con, wh.DECOMPOSITION, start, end, CHUNK_ROWS):
+            past = next(read_chunks(con, past_sql("expected, residual, residual_z"), [start, end], [piece], parts))
+            finite.add(past, columns=columns,
+                       whole=lambda piece=piece: next(read_chunks(con, whole_sql, [start, end], [piece], parts)))
+            fitted_rows += len(past)
+            abs_z.append(np.abs(past["residual_z"].to_numpy(dtype=float)))
+            del past
     window = _range_md(start, end)
     cold_start_rows = int(unfitted["rows"].sum())
     cold["history_rows"] = cold["history_rows"].fillna(0)
