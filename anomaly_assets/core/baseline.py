@@ -235,22 +235,20 @@ def _select(x, ts, bins_all, cand, gain, holdout, sweeps) -> np.ndarray:
     if tr.sum() < 8 or te.sum() < 4:
         return kept
     xtr, xte = x[:, tr, :], x[:, te, :]
-    _, eff = _polish(xtr, {c: (bins_all[c][0][tr], bins_all[c][1]) for c in cand}, cand, sweeps)
-    seas_tr = {c: eff[c][:, bins_all[c][0][tr], :] for c in cand}
-    seas_te = {c: eff[c][:, bins_all[c][0][te], :] for c in cand}
 
     def error(subset: tuple[str, ...]) -> np.ndarray:
-        s_tr = sum((seas_tr[c] for c in subset), np.zeros_like(xtr))
-        s_te = sum((seas_te[c] for c in subset), np.zeros_like(xte))
+        """Held-out error of the baseline with exactly these components, fitted on the rest."""
+        lvl, eff = _polish(xtr, {c: (bins_all[c][0][tr], bins_all[c][1]) for c in subset}, list(subset), sweeps)
+        s_te = sum((eff[c][:, bins_all[c][0][te], :] for c in subset), np.zeros_like(xte))
+        s_tr = sum((eff[c][:, bins_all[c][0][tr], :] for c in subset), np.zeros_like(xtr))
         lvl = _nanmedian(xtr - s_tr)
         r = xte - s_te - lvl[:, None, :]
         # mean (not median) absolute error: a regular effect on few days (rent on the 1st) counts
-        with np.errstate(all="ignore"):
-            import warnings
+        import warnings
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                return np.nan_to_num(np.nanmean(np.abs(r - _nanmedian(r)[:, None, :]), axis=1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nan_to_num(np.nanmean(np.abs(r - _nanmedian(r)[:, None, :]), axis=1))
 
     k = len(cand)
     # every subset as a bitmask over `cand`: (2**k, E*m) held-out errors

@@ -83,11 +83,16 @@ class _Layout:
         e_codes, self.entities = _codes(rows["entity_id"])
         m_codes, self.metrics = _codes(rows["metric"])
         ts = _epoch_us(rows["ts"])
-        key = e_codes * (1 << 42) + (ts - ts.min() if len(ts) else ts)
-        pair_key, pair_of_row = np.unique(key, return_inverse=True)
-        self.pair_entity = (pair_key >> 42).astype(np.int64)
-        self.pair_ts = ts.min() + (pair_key & ((1 << 42) - 1)) if len(ts) else pair_key
-        n, m = len(pair_key), len(self.metrics)
+        order = np.lexsort((ts, e_codes))
+        new_pair = np.ones(len(order), bool)
+        new_pair[1:] = (np.diff(e_codes[order]) != 0) | (np.diff(ts[order]) != 0)
+        pair_sorted = np.cumsum(new_pair) - 1
+        pair_of_row = np.empty(len(order), np.int64)
+        pair_of_row[order] = pair_sorted
+        first = order[new_pair]
+        self.pair_entity = e_codes[first]
+        self.pair_ts = ts[first]
+        n, m = len(first), len(self.metrics)
         self.value = np.full((n, m), np.nan)
         self.value[pair_of_row, m_codes] = rows["value"].to_numpy(float)
         self.residual = np.full((n, m), np.nan)
