@@ -362,7 +362,9 @@ def _score_block(all_ts, x, resid, excl, hol, start, stop, interval, p, out, off
     expected = tf.inv(expected_t)
     j = slice(offset, offset + (stop - start))
     out.expected[:, j] = expected
-    out.lower[:, j] = tf.inv(expected_t - half)
+    # a non-negative metric's band does not reach below zero either
+    out.lower[:, j] = np.where(base.nonnegative[:, None, :], np.maximum(tf.inv(expected_t - half), 0.0),
+                               tf.inv(expected_t - half))
     out.upper[:, j] = tf.inv(expected_t + half)
     seasonal_t = base.seasonal(all_ts[sl], hol_new)
     level = tf.inv(base.level[:, None, :] + 0.0 * seasonal_t)

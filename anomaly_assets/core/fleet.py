@@ -257,7 +257,7 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
     sco = pd.DataFrame({
         "entity_id": np.repeat(names, T), "ts": pd.to_datetime(ts_us.ravel(), unit="us", utc=True),
         "anomaly_score": score.ravel(), "is_anomaly": flagged.ravel(), "severity": sev.ravel(),
-        "why": why.ravel(), "model_version": model.version,
+        "why": pd.array(why.ravel(), dtype="str"), "model_version": model.version,
     })
     _record(model, s, names, metric_names, ts_h)
     return dec, sco, expl

@@ -1,0 +1,100 @@
+"""A fleet's rows through the detector: the same numbers in a batch, alone, nightly or in a backfill."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anomaly_assets.core.detector import DetectorParams, replay
+from anomaly_assets.core.fleet import DECOMPOSITION_COLUMNS, SCORE_COLUMNS, days_in, detect_days
+
+P = DetectorParams()
+START = pd.Timestamp("2026-03-01", tz="UTC")
+
+
+def _rows(n_entities=4, days=20, freq="1h", metrics=("temp", "load"), seed=0, fault=None):
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range(START, periods=int(pd.Timedelta(days=days) / pd.Timedelta(freq)), freq=freq)
+    hours = ts.hour.to_numpy()
+    out = []
+    for e in range(n_entities):
+        for j, m in enumerate(metrics):
+            v = 50 + 10 * j + 5 * np.sin(2 * np.pi * hours / 24) + rng.normal(size=len(ts))
+            if fault and fault[0] == e and fault[1] == m:
+                v[fault[2]:fault[3]] += 25
+            out.append(pd.DataFrame({"entity_id": f"e{e:02d}", "metric": m, "ts": ts, "value": v}))
+    return pd.concat(out, ignore_index=True)
+
+
+def _all_days(rows):
+    return days_in(rows.ts.min().floor("D"), rows.ts.max().floor("D") + pd.Timedelta(days=1))
+
+
+def test_frames_have_the_warehouse_columns_and_one_row_per_point():
+    rows = _rows()
+    out = detect_days(rows, _all_days(rows), P)
+    assert list(out.decomposition.columns) == DECOMPOSITION_COLUMNS and list(out.scores.columns) == SCORE_COLUMNS
+    assert len(out.decomposition) == len(rows)
+    assert len(out.scores) == rows[["entity_id", "ts"]].drop_duplicates().shape[0]
+    assert not out.decomposition.duplicated(["entity_id", "metric", "ts"]).any()
+    assert set(out.scores.severity) <= {"cold_start", "normal", "warning", "critical"}
+    assert len(out.models) == 20 and out.models[_all_days(rows)[-1]].entities == 4
+
+
+def test_the_fleet_path_equals_the_per_entity_replay():
+    rows = _rows(n_entities=3, fault=(1, "load", 24 * 15, 24 * 15 + 6))
+    out = detect_days(rows, _all_days(rows), P)
+    for e, g in rows.groupby("entity_id"):
+        w = g.pivot(index="ts", columns="metric", values="value").sort_index()
+        r = replay(w.index.as_unit("s").asi8, w.to_numpy()[None], P)
+        s = out.scores[out.scores.entity_id == e].sort_values("ts")
+        want = np.where(np.isnan(r.p[0]), np.nan, r.p[0])
+        got = 10 ** (-s.anomaly_score / (1 - s.anomaly_score)).to_numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-9, equal_nan=True)
+    flagged = out.scores[out.scores.is_anomaly]
+    assert (flagged.entity_id == "e01").any() and flagged.why.str.contains("load").any()
+
+
+def test_a_nightly_run_from_stored_history_equals_the_backfill():
+    rows = _rows(n_entities=3, fault=(2, "temp", 24 * 17, 24 * 19))
+    days = _all_days(rows)
+    full = detect_days(rows, days, P)
+    for last in days[-3:]:
+        stored = full.decomposition[full.decomposition.ts < last][["entity_id", "metric", "ts", "residual", "excluded"]]
+        hist = rows.merge(stored, on=["entity_id", "metric", "ts"], how="left")
+        night = detect_days(hist, [last], P)
+        want = full.scores[(full.scores.ts >= last) & (full.scores.ts < last + pd.Timedelta(days=1))]
+        key = ["entity_id", "ts"]
+        a = want.sort_values(key).reset_index(drop=True)
+        b = night.scores.sort_values(key).reset_index(drop=True)
+        pd.testing.assert_frame_equal(a.drop(columns="model_version"), b.drop(columns="model_version"))
+
+
+def test_entities_with_their_own_timeline_or_metrics_are_their_own_batch():
+    rows = _rows(n_entities=3)
+    late = _rows(n_entities=1, metrics=("temp", "load", "vib"), seed=5)
+    late["entity_id"] = "late"
+    late = late[late.ts >= START + pd.Timedelta(days=12)]  # joins the fleet later, with a third metric
+    gappy = _rows(n_entities=1, seed=6)
+    gappy["entity_id"] = "gappy"
+    gappy = gappy[~gappy.ts.dt.hour.isin([3, 4])]  # never reports at 3 and 4 o'clock
+    rows = pd.concat([rows, late, gappy], ignore_index=True)
+    out = detect_days(rows, _all_days(rows), P)
+    s = out.scores
+    late_s = s[s.entity_id == "late"].sort_values("ts")
+    assert (late_s.severity.iloc[:P.min_points] == "cold_start").all()
+    assert (late_s.severity.iloc[P.min_points:] != "cold_start").all()
+    assert set(out.decomposition[out.decomposition.entity_id == "late"].metric) == {"temp", "load", "vib"}
+    gap = s[s.entity_id == "gappy"]
+    assert len(gap) == rows[rows.entity_id == "gappy"].ts.nunique() and (gap.severity != "cold_start").sum() > 400
+
+
+def test_holidays_are_part_of_the_batch_key():
+    rows = _rows(n_entities=2, days=40, freq="1D")
+    hol = {"e00": np.array([int(START.value // 86_400e9) + 10], dtype=np.int64)}
+    out = detect_days(rows, _all_days(rows), P, holidays=hol)
+    assert out.scores.groupby("entity_id").size().to_dict() == {"e00": 40, "e01": 40}
+
+
+def test_no_rows_no_output():
+    out = detect_days(_rows().iloc[:0], [START], P)
+    assert out.scores.empty and out.decomposition.empty and out.models[START].entities == 0
