@@ -5,7 +5,7 @@ raw.observations (by the run of its day) or quarantined in raw.rejected_rows wit
 reason, so for every file ``rows_read = stored + rejected`` once its days have run
 (raw.landing_files keeps both counts). Rows are quarantined when
 
-* the line is malformed (landing.py: bad timestamp or number, missing key, wrong field count,
+* the line is malformed (anomaly_assets.landing: bad timestamp or number, missing key, wrong field count,
   not UTF-8, a duplicate inside the file, ...);
 * the timestamp is outside every partition: before the first day (``ANOMALY_PARTITION_START``)
   or in the future when the file is read. Rows of other days are not rejected: they belong to

@@ -823,7 +823,7 @@ def _summary(records) -> tuple:
 )
 def test_fast_and_general_csv_paths_agree(content):
     """The Arrow paths (plain and split) must give what the csv module alone gives."""
-    from anomaly_assets.landing import _csv_records, _general_records
+    from anomaly_assets.landing.csv_records import _csv_records, _general_records
 
     assert _summary(_csv_records(content)) == _summary(_general_records(content))
 
