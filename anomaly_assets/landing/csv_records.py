@@ -321,11 +321,78 @@ def _split_records(data: bytes, check_header: Callable | None = None) -> _Record
     )
 
 
+UNCLOSED_QUOTE = "unclosed quote: a field opened with '\"' on this line does not close on it (reading resumed at the next line)"
+
+
+def _blank(fields) -> bool:
+    return isinstance(fields, list) and (not fields or (len(fields) == 1 and not fields[0].strip()))
+
+
+def _opens_quote(text: str) -> bool:
+    """Whether a quoted field opened on the line is still open at its end."""
+    try:
+        next(csv.reader([text.rstrip("\r")], strict=True), [])
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
+def _is_record(text: str, n_fields: int) -> bool:
+    """Whether one line is, on its own, a complete record of ``n_fields`` fields."""
+    try:
+        return len(next(csv.reader([text.rstrip("\r")], strict=True), [])) == n_fields
+    except csv.Error:
+        return False
+
+
+def _resynced_records(text: str) -> list[tuple[int, int, list[str] | str]]:
+    """``(first line, last line + 1, fields or reason)`` of each record, read by the csv module.
+
+    A quoted field may hold line breaks, so a record may span lines. After the header, a record
+    that spans lines is kept only when it has the header's number of fields and no line inside
+    it is a complete record by itself. Otherwise its first line held a stray quote: that line
+    alone is rejected and reading resumes at the next one, so one stray quote costs one line,
+    not the rest of the file.
+    """
+    buffer = io.StringIO(text, newline="")
+    # where each line starts, as the csv reader counts lines (universal line ends)
+    offsets = np.cumsum([0] + [len(line) for line in buffer]).tolist()
+    n_lines = len(offsets) - 1
+    records: list[tuple[int, int, list[str] | str]] = []
+    n_fields = None
+    pos = 0
+    while pos < n_lines:
+        buffer.seek(offsets[pos])
+        reader = csv.reader(buffer)
+        start, resume = pos, None
+        for row in reader:
+            end = pos + reader.line_num
+            if n_fields is None:
+                if not _blank(row):
+                    n_fields = len(row)
+            elif end - start > 1 and (
+                len(row) != n_fields
+                or any(_is_record(text[offsets[i]:offsets[i + 1]], n_fields) for i in range(start + 1, end - 1))
+            ):
+                records.append((start, start + 1, UNCLOSED_QUOTE))
+                resume = start + 1
+                break
+            elif end - start == 1 and '"' in (line := text[offsets[start]:offsets[end]]) and _opens_quote(line):
+                row = UNCLOSED_QUOTE  # the last line, its quote open at the end of the file
+            records.append((start, end, row))
+            start = end
+        if resume is None:
+            break
+        pos = resume
+    return records
+
+
 def _general_records(data: bytes, check_header: Callable | None = None) -> _Records:
     """Records of any CSV, with the csv module reading the whole text.
 
     For the files :func:`_split_records` declines: quoted fields spanning lines (the reader
-    counts physical lines) and bare carriage-return line ends. Lines with bytes that are not
+    counts physical lines; a stray quote is resynchronised, :func:`_resynced_records`) and bare
+    carriage-return line ends. Lines with bytes that are not
     UTF-8 are rejected by position; a line the csv module refuses is rejected on its own.
     """
     text = data.decode("utf-8", errors="surrogateescape")
@@ -340,13 +407,8 @@ def _general_records(data: bytes, check_header: Callable | None = None) -> _Reco
     if lines and lines[-1] == "":
         lines.pop()
 
-    records: list[tuple[int, int, list[str] | str]] = []  # (first line, last line + 1, fields)
     try:
-        reader = csv.reader(io.StringIO(text, newline=""))
-        start = 0
-        for row in reader:
-            records.append((start, reader.line_num, row))
-            start = reader.line_num
+        records = _resynced_records(text)
     except csv.Error:
         records = [(i, i + 1, _irregular_fields(t)) for i, t in enumerate(lines)]
 
@@ -356,12 +418,7 @@ def _general_records(data: bytes, check_header: Callable | None = None) -> _Reco
             "utf-8", errors="backslashreplace"
         )
 
-    def blank(fields) -> bool:
-        return isinstance(fields, list) and (
-            not fields or (len(fields) == 1 and not fields[0].strip())
-        )
-
-    non_blank = [r for r in records if not blank(r[2])]
+    non_blank = [r for r in records if not _blank(r[2])]
     if not non_blank:
         raise _Unusable(
             "has no header line (only blank lines); expected a CSV header line such as "
@@ -388,7 +445,7 @@ def _general_records(data: bytes, check_header: Callable | None = None) -> _Reco
         elif isinstance(fields, str):
             reason = fields
         elif len(fields) != n_fields:
-            reason = f"expected {n_fields} fields, found {len(fields)}"
+            reason = UNCLOSED_QUOTE if _opens_quote(lines[a]) else f"expected {n_fields} fields, found {len(fields)}"
         else:
             good_lines.append(a + 1)
             good_rows.append(fields)

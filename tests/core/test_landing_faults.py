@@ -1,0 +1,62 @@
+"""Issue 16's landing faults, each reproduced: what a bad line or file costs is exactly itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from anomaly_assets.landing import read_batch, read_file
+
+LONG = "entity_id,timestamp,metric,value\n"
+UNCLOSED = "unclosed quote: a field opened with '\"' on this line does not close on it"
+
+
+def _long_lines(n: int) -> list[str]:
+    start = pd.Timestamp("2026-03-01", tz="UTC")
+    return [f"pump-1,{(start + pd.Timedelta(minutes=i)).isoformat()},temp,{i % 50}.5" for i in range(n)]
+
+
+def _rejected(r) -> list[tuple[int, str]]:
+    return list(zip(r.rejected_rows["line_number"].tolist(), r.rejected_rows["reason"].tolist()))
+
+
+def test_a_stray_quote_costs_its_line_only(tmp_path: Path):
+    """1,440 lines, line 12 starts with a quote: before, lines 12..1441 were one rejected 'row'."""
+    lines = _long_lines(1440)
+    lines[10] = '"' + lines[10]  # physical line 12 (the header is line 1)
+    path = tmp_path / "stray.csv"
+    path.write_text(LONG + "\n".join(lines) + "\n")
+    r = read_file(path, root=tmp_path)
+    assert r.rows_read == 1440
+    assert [(n, why[: len(UNCLOSED)]) for n, why in _rejected(r)] == [(12, UNCLOSED)]
+    assert r.rejected_rows["raw"].tolist() == [lines[10]]
+    assert len(r.observations) == 1439
+    assert r.observations["line_number"].tolist() == [n for n in range(2, 1442) if n != 12]
+    # the batch reader (the ingest's path) gives the same
+    b = read_batch([path], root=tmp_path).file_read(0)
+    pd.testing.assert_frame_equal(b.rejected_rows, r.rejected_rows)
+    assert len(b.observations) == 1439
+
+
+def test_two_stray_quotes_that_pair_up_do_not_swallow_the_lines_between(tmp_path: Path):
+    lines = _long_lines(30)
+    lines[10] = '"' + lines[10]  # line 12 opens a quote ...
+    lines[18] = lines[18].replace(",temp,", '",temp,', 1)  # ... line 20 closes one: 4 fields across 9 lines
+    path = tmp_path / "pair.csv"
+    path.write_text(LONG + "\n".join(lines) + "\n")
+    r = read_file(path)
+    assert [n for n, _ in _rejected(r)] == [12, 20]
+    assert _rejected(r)[0][1].startswith(UNCLOSED)
+    assert len(r.observations) == 28 and r.rows_read == 30
+
+
+def test_a_stray_quote_on_the_last_line_and_a_legit_quoted_comma(tmp_path: Path):
+    path = tmp_path / "last.csv"
+    path.write_text(LONG + 'a,2026-03-01T00:00:00Z,"temp, inner",1\n' + 'a,2026-03-01T01:00:00Z,temp,"2\n')
+    r = read_file(path)
+    assert r.observations["metric"].tolist() == ["temp, inner"]
+    assert [(n, why[: len(UNCLOSED)]) for n, why in _rejected(r)] == [(3, UNCLOSED)]
