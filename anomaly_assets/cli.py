@@ -14,6 +14,7 @@ import time
 import uuid
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,22 +69,71 @@ def one_backfill_at_a_time(warehouse: Path):
         yield
 
 
-def landing_range(landing_dir: Path, skip: set[Path]) -> tuple[str, str] | None:
-    """First and last day that the landing folder's files hold accepted rows for."""
+@dataclass
+class BackfillDays:
+    """What the landing folder's accepted rows cover, inside and outside the partitions.
+
+    ``first`` / ``last``: the first and last day holding rows inside the partitions (None when
+    none do); ``rows``: accepted rows read; ``outside``: rows no partition holds (before the
+    first, or after the last: the ingest quarantines them), with a few ``examples``.
+    """
+
+    first: str | None
+    last: str | None
+    rows: int
+    outside: int
+    examples: list[str]
+
+
+def backfill_days(landing_dir: Path, skip: set[Path], lo: str, hi: str) -> BackfillDays:
+    """The days of ``lo..hi`` (partition keys) that the landing folder's accepted rows fall on.
+
+    Rows outside the partitions never widen the range: a row dated 1900 or 2100 is quarantined by
+    the run's ingest (with file, line and reason), it does not stop the backfill of the others.
+    """
+    import pandas as pd
+
     from anomaly_assets.landing import discover_files, read_file
 
-    lo = hi = None
+    first = last = None
+    rows = outside = 0
+    examples: list[str] = []
+    start, end = pd.Timestamp(lo, tz="UTC"), pd.Timestamp(hi, tz="UTC") + pd.Timedelta(days=1)
     for f in discover_files(landing_dir):
         if f.resolve() in skip:
             continue
-        obs = read_file(f, root=landing_dir).observations
-        if len(obs):
-            a, b = obs["ts"].min(), obs["ts"].max()
-            lo = a if lo is None or a < lo else lo
-            hi = b if hi is None or b > hi else hi
-    if lo is None:
-        return None
-    return str(lo.date()), str(hi.date())
+        fr = read_file(f, root=landing_dir)
+        obs = fr.observations
+        rows += len(obs)
+        out = (obs["ts"] < start) | (obs["ts"] >= end)
+        outside += int(out.sum())
+        for n, ts in zip(obs["line_number"][out].head(3 - len(examples)), obs["ts"][out].head(3 - len(examples))):
+            when = "before the first partition" if ts < start else "after the last partition (yesterday)"
+            examples.append(f"{fr.source_file} line {n}: {ts.isoformat()} ({when})")
+        inside = obs["ts"][~out]
+        if len(inside):
+            a, b = str(inside.min().date()), str(inside.max().date())
+            first = a if first is None or a < first else first
+            last = b if last is None or b > last else last
+    return BackfillDays(first, last, rows, outside, examples)
+
+
+# With the partitions starting where the data starts, a time before this is no start of data but a
+# mistake (a placeholder date such as 1900-01-01, a negative epoch): it is quarantined instead.
+PLAUSIBLE_FIRST_DAY = "1970-01-01"
+
+
+def _range_problem(date_from: str, date_to: str, lo: str, hi: str, start_fixed: bool = True) -> str | None:
+    """Why a --from/--to range cannot run, with the advice that fits; None when it can."""
+    if date_from > date_to:
+        return f"--from {date_from} is after --to {date_to}"
+    if date_from < lo:
+        fix = (f"set ANOMALY_PARTITION_START to {date_from} or earlier, or unset it to start the partitions where "
+               "the data starts" if start_fixed else f"the partitions start at {PLAUSIBLE_FIRST_DAY} at the earliest")
+        return f"--from {date_from} is before the first partition {lo}: {fix}"
+    if date_to > hi:
+        return f"--to {date_to} is after the last partition {hi} (yesterday, UTC): a day runs once it has ended"
+    return None
 
 
 def _partitions_start_at(settings, first_day: str) -> None:
@@ -100,6 +150,8 @@ def _partitions_start_at(settings, first_day: str) -> None:
 
 def backfill(date_from: str | None = None, date_to: str | None = None, *, verbose: bool = False) -> bool:
     """Materialize every partition in range (default: what the landing folder covers) in one run."""
+    import datetime as dt
+
     from anomaly_assets.defs.resources import LandingFolder
     from anomaly_assets.settings import load_settings
 
@@ -107,12 +159,22 @@ def backfill(date_from: str | None = None, date_to: str | None = None, *, verbos
     landing = LandingFolder(path=str(settings.landing_dir), labels=str(settings.labels) if settings.labels else None,
                             splits=str(settings.splits) if settings.splits else None)
     if date_from is None or date_to is None:
-        covered = landing_range(settings.landing_dir, landing.sidecars())
-        if covered is None:
+        # the days partitions may hold: from ANOMALY_PARTITION_START when set, else from where the data
+        # starts but not before PLAUSIBLE_FIRST_DAY; to yesterday (UTC)
+        floor = settings.partition_start if settings.partition_start_from_env else PLAUSIBLE_FIRST_DAY
+        yesterday = str(dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1))
+        covered = backfill_days(settings.landing_dir, landing.sidecars(), floor, yesterday)
+        if not covered.rows:
             print(f"no usable rows in {settings.landing_dir}: nothing to backfill", file=sys.stderr)
             return False
-        date_from = date_from or covered[0]
-        date_to = date_to or covered[1]
+        if covered.outside:
+            print(f"{covered.outside} row(s) have a time no partition holds ({floor}..{yesterday}), e.g. "
+                  f"{'; '.join(covered.examples)}: the run quarantines them in raw.rejected_rows with file, "
+                  "line and reason", file=sys.stderr)
+        if covered.first is None:  # every row is outside: one run still reads and quarantines them
+            covered.first = covered.last = yesterday
+        date_from = date_from or covered.first
+        date_to = date_to or covered.last
     _partitions_start_at(settings, date_from)  # before the definitions load: they read it
     from anomaly_assets.defs.automation import failed_checks
     from anomaly_assets.definitions import defs
@@ -123,10 +185,9 @@ def backfill(date_from: str | None = None, date_to: str | None = None, *, verbos
     job = defs.resolve_job_def("anomaly_chain")
     keys = job.partitions_def.get_partition_keys()
     lo, hi = keys[0], keys[-1]
-    if date_from < lo or date_to > hi:
-        why = (f"ANOMALY_PARTITION_START={loaded.partition_start} is set: unset it to start the partitions where "
-               "the data starts" if loaded.partition_start_from_env else "the last partition is yesterday (UTC)")
-        print(f"range {date_from}..{date_to} is outside the partitions {lo}..{hi}: {why}", file=sys.stderr)
+    problem = _range_problem(date_from, date_to, lo, hi, loaded.partition_start_from_env)
+    if problem:
+        print(f"cannot backfill {date_from}..{date_to}: {problem}", file=sys.stderr)
         return False
     days = len(keys[keys.index(date_from):keys.index(date_to) + 1])
     print(f"backfilling {date_from} .. {date_to} ({days} days) from {_short(settings.landing_dir)} "

@@ -83,7 +83,8 @@ def outside_partitions(o: pd.DataFrame, first: pd.Timestamp, now: pd.Timestamp) 
     reason = pd.Series(None, index=o.index, dtype=object)
     if early.any():
         reason[early] = ("timestamp " + _iso(o["ts"][early]) + f" is before the first partition {first.date()} "
-                         "(ANOMALY_PARTITION_START); set it earlier and touch the file to load this row")
+                         "(ANOMALY_PARTITION_START); if the time is right, set it earlier and touch the file "
+                         "to load this row")
     if late.any():
         reason[late] = ("timestamp " + _iso(o["ts"][late])
                         + f" is in the future (the file was read at {now.strftime('%Y-%m-%dT%H:%M:%SZ')})")

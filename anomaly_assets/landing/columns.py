@@ -21,10 +21,12 @@ class _Numbers:
 
 @dataclass
 class _Instants:
-    """A typed timestamp column (from Parquet): UTC microseconds and the null mask."""
+    """A typed timestamp column (from Parquet): UTC microseconds, the null mask, and the
+    nanoseconds beyond the microseconds (0..999) when the column has them."""
 
     us: np.ndarray
     null: np.ndarray
+    ns_rest: np.ndarray | None = None
 
 
 def _arrow_strings(col) -> pa.Array | pa.ChunkedArray:

@@ -39,8 +39,12 @@ def _parquet_column(table: pa.Table, i: int, role: str, name: str):
             series = col.to_pandas()
             if series.dt.tz is None:
                 series = series.dt.tz_localize("UTC")
-            us = pd.DatetimeIndex(series).tz_convert(None).as_unit("us").asi8.copy()
-            return _Instants(us, null)
+            instants = pd.DatetimeIndex(series).tz_convert(None)
+            us = instants.as_unit("us").asi8.copy()
+            rest = None
+            if instants.unit == "ns":
+                rest = np.where(null, 0, instants.asi8 % 1000).astype(np.int16)
+            return _Instants(us, null, rest)
         if numeric:
             values = _as_numpy(col.cast(pa.float64()), np.float64)
             return _Numbers(np.where(null, np.nan, values), null)

@@ -207,12 +207,21 @@ def _tidy_arrays(layout: _Layout, columns: dict, line_number: np.ndarray, entity
                 "m": obs_metric[obs],
                 "t": ts.us[obs // k],
                 "line": line_number[obs // k],
+                "ns": ts.ns_rest[obs // k],
             }
         )
         later = frame.duplicated(["f", "e", "m", "t"], keep="first").to_numpy()
         if later.any():
             first = frame.groupby(["f", "e", "m", "t"], sort=False)["line"].transform("first")
             reason[obs[later]] = _fmt("duplicate of line ", first.to_numpy()[later].astype(str))
+            # equal only once cut to the microseconds stored: not the same time, say so
+            first_ns = frame.groupby(["f", "e", "m", "t"], sort=False)["ns"].transform("first").to_numpy()
+            finer = later & (frame["ns"].to_numpy() != first_ns)
+            if finer.any():
+                reason[obs[finer]] = _fmt(
+                    "same entity, metric and microsecond as line ", first.to_numpy()[finer].astype(str),
+                    " (timestamps are stored to the microsecond; they differ in finer digits)",
+                )
             bad[obs[later]] = True
 
     keep = np.flatnonzero(~bad)

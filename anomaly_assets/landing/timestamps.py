@@ -35,6 +35,7 @@ class _Timestamps:
     code: np.ndarray  # the same instant has the same code
     rejected: np.ndarray
     reasons: np.ndarray  # object, None where accepted
+    ns_rest: np.ndarray  # nanoseconds beyond the microseconds stored (0..999; ISO text only)
 
 
 def _parse_timestamps(col) -> _Timestamps:
@@ -44,21 +45,39 @@ def _parse_timestamps(col) -> _Timestamps:
     offsets converted). Text is parsed once per distinct string.
     """
     if isinstance(col, (_Instants, _Numbers)):
-        us, rejected, reasons = _parse_timestamp_values(col)
+        us, rejected, reasons, ns_rest = _parse_timestamp_values(col)
         code = pd.factorize(us)[0].astype(np.int64)
-        return _Timestamps(us, code, rejected, reasons)
+        return _Timestamps(us, code, rejected, reasons, ns_rest)
     distinct, indices = _dictionary(col)
-    us, rejected, reasons = _parse_timestamp_values(distinct)
+    us, rejected, reasons, ns_rest = _parse_timestamp_values(distinct)
     code = pd.factorize(us)[0].astype(np.int64)
-    return _Timestamps(us[indices], code[indices], rejected[indices], reasons[indices])
+    return _Timestamps(us[indices], code[indices], rejected[indices], reasons[indices], ns_rest[indices])
+
+
+def _compact_dates(seconds: np.ndarray, epoch: np.ndarray) -> np.ndarray:
+    """Mask of epoch values that read as a date written YYYYMMDD (``20260910``): as seconds they
+    fall in August 1970, which no telemetry feed means."""
+    with np.errstate(invalid="ignore"):
+        candidate = epoch & (seconds >= 19000101) & (seconds <= 21001231) & (seconds == np.floor(seconds))
+    idx = np.flatnonzero(candidate)
+    if len(idx):
+        digits = pd.Series(seconds[idx].astype(np.int64).astype(str))
+        valid = pd.to_datetime(digits, format="%Y%m%d", errors="coerce").notna().to_numpy()
+        candidate[idx[~valid]] = False
+    return candidate
 
 
 def _parse_timestamp_values(col) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     texts = seconds = None
+    n = len(col.us if isinstance(col, _Instants) else col.values if isinstance(col, _Numbers) else col)
+    ns_rest = np.zeros(n, dtype=np.int16)
+    compact = np.zeros(n, dtype=bool)
     if isinstance(col, _Instants):
         null = col.null
         us = np.where(null, _NAT, col.us).astype(np.int64)
         epoch_out = np.zeros(len(us), dtype=bool)
+        if col.ns_rest is not None:
+            ns_rest = col.ns_rest
     else:
         if isinstance(col, _Numbers):
             seconds, null = col.values, col.null
@@ -76,6 +95,8 @@ def _parse_timestamp_values(col) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             fits = epoch & np.isfinite(micro) & (micro >= _TS_MIN_US) & (micro <= _TS_MAX_US)
         us[fits] = np.round(micro[fits]).astype(np.int64)
         epoch_out = epoch & ~fits & np.isfinite(seconds)
+        compact = _compact_dates(seconds, epoch)
+        us[compact] = _NAT
         if texts is not None:
             is_iso = ~epoch & ~null
             if is_iso.any():
@@ -83,11 +104,15 @@ def _parse_timestamp_values(col) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                     pd.Series(texts[is_iso], dtype=object),
                     utc=True, format="ISO8601", errors="coerce",
                 )
-                us[is_iso] = pd.DatetimeIndex(parsed).tz_convert(None).as_unit("us").asi8
+                instants = pd.DatetimeIndex(parsed).tz_convert(None)
+                us[is_iso] = instants.as_unit("us").asi8
+                if instants.unit == "ns":  # finer than stored: the same microsecond may repeat
+                    ns = instants.asi8
+                    ns_rest[is_iso] = np.where(ns == np.iinfo(np.int64).min, 0, ns % 1000)
 
     reasons = np.full(len(us), None, dtype=object)
     reasons[null] = "missing timestamp"
-    failed = (us == _NAT) & ~null & ~epoch_out
+    failed = (us == _NAT) & ~null & ~epoch_out & ~compact
     out_of_range = epoch_out | ((us != _NAT) & ~null & ((us < _TS_MIN_US) | (us > _TS_MAX_US)))
 
     def shown(idx: np.ndarray) -> np.ndarray:
@@ -111,5 +136,12 @@ def _parse_timestamp_values(col) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             hint = "; epoch values must be in seconds, this looks like milliseconds"
             reason = np.where(looks_ms, reason + hint, reason).astype(object)
         reasons[idx] = reason
-    return us, null | failed | out_of_range, reasons
+    if compact.any():
+        idx = np.flatnonzero(compact)
+        as_seconds = pd.Series((seconds[idx] * 1e6).astype(np.int64).view("datetime64[us]")).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        as_date = pd.to_datetime(pd.Series(seconds[idx].astype(np.int64).astype(str)), format="%Y%m%d").dt.strftime("%Y-%m-%d")
+        reasons[idx] = _fmt("timestamp '", shown(idx), "' looks like a date written YYYYMMDD, not epoch seconds (as seconds "
+                            "it would be ", as_seconds.to_numpy(object), "); write it in ISO 8601, e.g. ",
+                            as_date.to_numpy(object))
+    return us, null | failed | out_of_range | compact, reasons, ns_rest
 

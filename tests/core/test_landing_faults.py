@@ -60,3 +60,31 @@ def test_a_stray_quote_on_the_last_line_and_a_legit_quoted_comma(tmp_path: Path)
     r = read_file(path)
     assert r.observations["metric"].tolist() == ["temp, inner"]
     assert [(n, why[: len(UNCLOSED)]) for n, why in _rejected(r)] == [(3, UNCLOSED)]
+
+
+def test_a_compact_date_is_not_read_as_epoch_seconds(tmp_path: Path):
+    path = tmp_path / "compact.csv"
+    path.write_text("timestamp,value\n20260910,1\n1788998400,2\n20261399,3\n")
+    r = read_file(path)
+    assert _rejected(r) == [(2, "timestamp '20260910' looks like a date written YYYYMMDD, not epoch seconds (as "
+                                "seconds it would be 1970-08-23T12:01:50Z); write it in ISO 8601, e.g. 2026-09-10")]
+    # a real epoch, and a number that is no date (month 13): epoch seconds as before
+    assert r.observations["line_number"].tolist() == [3, 4]
+
+
+def test_timestamps_differing_in_nanoseconds_are_not_called_duplicates(tmp_path: Path):
+    path = tmp_path / "ns.csv"
+    path.write_text(LONG + "a,2026-03-01T00:00:00.000000001Z,temp,1\n"
+                           "a,2026-03-01T00:00:00.000000002Z,temp,2\n"
+                           "a,2026-03-01T00:00:00.000000001Z,temp,3\n")
+    r = read_file(path)
+    assert _rejected(r) == [
+        (3, "same entity, metric and microsecond as line 2 (timestamps are stored to the microsecond; "
+            "they differ in finer digits)"),
+        (4, "duplicate of line 2"),
+    ]
+    table = pa.table({"entity_id": ["a", "a"], "metric": ["temp", "temp"], "value": [1.0, 2.0],
+                      "timestamp": pa.array(np.array([1, 2], dtype="datetime64[ns]"), type=pa.timestamp("ns"))})
+    pq.write_table(table, tmp_path / "ns.parquet")
+    r = read_file(tmp_path / "ns.parquet")
+    assert [why.split(" (")[0] for _, why in _rejected(r)] == ["same entity, metric and microsecond as line 2"]
