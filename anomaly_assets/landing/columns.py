@@ -8,6 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from anomaly_assets.landing.shapes import _printable
+
 _DECIMAL_RE = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"  # after trimming whitespace
 
 
@@ -46,7 +48,7 @@ def _texts(col, idx: np.ndarray) -> np.ndarray:
         chosen = col.take(pa.array(idx, type=pa.int64())).to_pylist()
     else:
         chosen = np.asarray(col, dtype=object)[idx]
-    return np.asarray([("" if t is None else str(t)).strip() for t in chosen], dtype=object)
+    return np.asarray([_printable(("" if t is None else str(t)).strip()) for t in chosen], dtype=object)
 
 
 def _fmt(*parts) -> np.ndarray:

@@ -27,11 +27,8 @@ def _parquet_column(table: pa.Table, i: int, role: str, name: str):
     numeric = pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_decimal(typ)
     if is_text:
         return col.cast(pa.string())
-    if role == "name":
-        try:
-            return col.cast(pa.string())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise _Unusable(f"column '{name}' has type {typ}; expected text") from exc
+    if role == "name":  # numbers as names would be reformatted on the way ('007' -> 7, 7.0 -> '7.0')
+        raise _Unusable(f"column '{name}' has type {typ}; expected text (write names as strings, e.g. '7' or 'pump-007')")
     if role == "timestamp":
         if pa.types.is_timestamp(typ) or pa.types.is_date(typ):
             if pa.types.is_date(typ):

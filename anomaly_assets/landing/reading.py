@@ -11,7 +11,7 @@ import pyarrow as pa
 from anomaly_assets.landing.csv_records import _csv_records, _read_bytes
 from anomaly_assets.landing.discovery import entity_from_path
 from anomaly_assets.landing.parquet import _parquet_column, _read_parquet
-from anomaly_assets.landing.shapes import FileRead, _layout, _unusable, _Unusable
+from anomaly_assets.landing.shapes import FileRead, _layout, _unprinted, _unusable, _Unusable
 from anomaly_assets.landing.tidy import _file_read
 from anomaly_assets.landing.timestamps import _parse_timestamps
 
@@ -65,6 +65,10 @@ def read_file(path: Path, *, root: Path | None = None, max_abs_value: float = 1e
     if result.shape == "single" and entity == "":
         return _unusable(
             source_file, "single-series file has no name to use as entity_id; rename the file"
+        )
+    if result.shape == "single" and (what := _unprinted(entity)) is not None:
+        return _unusable(
+            source_file, f"single-series file name (the entity_id) contains {what}, which does not print; rename the file"
         )
     return result
 

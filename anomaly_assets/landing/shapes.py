@@ -6,6 +6,7 @@ Also the small text helpers every message uses: a line's text, a quoted excerpt.
 from __future__ import annotations
 
 import csv
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,8 +121,40 @@ def _line_text(line: bytes) -> str:
     return line.decode("utf-8", errors="backslashreplace").rstrip("\r")
 
 
+# Characters that do not print: controls (NUL, line breaks, ESC), format characters (bidi
+# overrides, zero-width spaces and joiners, BOM) and line/paragraph separators. In a name they
+# hide or reorder what a person reads in a table, a log line or an alert.
+_NOT_PRINTED = frozenset({"Cc", "Cf", "Zl", "Zp"})
+_CONTROL_NAMES = {"\x00": "NUL", "\t": "TAB", "\n": "LINE FEED", "\r": "CARRIAGE RETURN", "\x1b": "ESCAPE"}
+_ESCAPES = {"\n": "\\n", "\r": "\\r"}
+
+
+def _unprinted(text: str) -> str | None:
+    """The first character of ``text`` that does not print, described (``U+202E
+    RIGHT-TO-LEFT OVERRIDE``), or None."""
+    if text.isascii() and text.isprintable():
+        return None
+    for ch in text:
+        if unicodedata.category(ch) in _NOT_PRINTED:
+            return f"U+{ord(ch):04X} {_CONTROL_NAMES.get(ch) or unicodedata.name(ch, 'CONTROL CHARACTER')}"
+    return None
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character that does not print, but tabs, as a backslash escape
+    (``\\x00``, ``\\u202e``): a message never carries NUL bytes or a bidi override to a
+    terminal or log."""
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(
+        ch if ch == "\t" or unicodedata.category(ch) not in _NOT_PRINTED
+        else _ESCAPES.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}")
+        for ch in text
+    )
+
+
 def _quote(text: str, limit: int = _QUOTE_LIMIT) -> str:
-    text = text.rstrip("\r")
+    text = _printable(text.rstrip("\r"))
     return f"'{text[:limit]}...'" if len(text) > limit else f"'{text}'"
 
 
@@ -183,6 +216,12 @@ def _layout(header: list[str], raw_header: str) -> _Layout:
             raise _Unusable(
                 f"column {position} of the header has no name ({found}); every column needs one"
             )
+    for position, name in enumerate(names, start=1):
+        if (what := _unprinted(name)) is not None:
+            raise _Unusable(
+                f"column {position} of the header ({_quote(name)}) contains {what}, which does not print "
+                f"({found}); column names must be printable text"
+            )
     # entity_id, timestamp, metric and value are matched case-insensitively, metric names exactly
     identity = [k if k in reserved else n for n, k in zip(names, keys)]
     seen: dict[str, int] = {}
@@ -209,6 +248,11 @@ def _layout(header: list[str], raw_header: str) -> _Layout:
         )
     if has == set(SINGLE_COLUMNS):
         return _Layout("single", col["timestamp"], [col["value"]], ["value"])
+    if has == {"entity_id", "timestamp", "value"}:  # a long file without its metric, most likely
+        raise _Unusable(
+            f"missing column metric for a long file ({found}); expected {long_spec} (a wide file "
+            f"names its metric columns: {wide_spec})"
+        )
     if "metric" in has:
         if has >= set(LONG_COLUMNS):
             extra = ", ".join(names[i] for i in others)

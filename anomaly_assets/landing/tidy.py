@@ -15,8 +15,10 @@ from anomaly_assets.landing.shapes import (
     FileRead,
     _Layout,
     _observations_frame,
+    _quote,
     _rejected_frame,
     _str_array,
+    _unprinted,
 )
 from anomaly_assets.landing.timestamps import _parse_timestamps
 
@@ -73,16 +75,22 @@ def _parse_values(col, name: str, max_abs_value: float):
     return values, idx, reasons
 
 
-def _names(col) -> tuple[np.ndarray, pd.api.extensions.ExtensionArray, np.ndarray]:
-    """Codes, stripped distinct names (str) and the mask of missing (null or empty) names."""
+def _names(col, field: str) -> tuple[np.ndarray, pd.api.extensions.ExtensionArray, np.ndarray, np.ndarray]:
+    """Codes, stripped distinct names (str), the mask of missing (null or empty) names, and per
+    cell why its name cannot be stored (None, or it holds a character that does not print)."""
     distinct, indices = _dictionary(col)
     # names equal after stripping share one code
     stripped = np.asarray(["" if u is None else str(u).strip() for u in distinct], dtype=object)
     codes_of_distinct, names = pd.factorize(stripped)
     codes = codes_of_distinct[indices].astype(np.int64)
-    empty = np.flatnonzero(np.asarray(names, dtype=object) == "")
+    name_list = np.asarray(names, dtype=object)
+    empty = np.flatnonzero(name_list == "")
     missing = codes == empty[0] if len(empty) else np.zeros(len(codes), dtype=bool)
-    return codes, _str_array(names), missing
+    unprinted = np.full(len(name_list), None, dtype=object)
+    for i, name in enumerate(name_list.tolist()):  # once per distinct name
+        if (what := _unprinted(name)) is not None:
+            unprinted[i] = f"{field} {_quote(name)} contains {what}, which does not print; names must be printable text"
+    return codes, _str_array(names), missing, unprinted[codes]
 
 
 def _repeated(keys: list[np.ndarray], sizes: list[int]) -> np.ndarray:
@@ -158,13 +166,15 @@ def _tidy_arrays(layout: _Layout, columns: dict, line_number: np.ndarray, entity
         line_bad[:] |= new
 
     if layout.entity_col is not None:
-        e_codes, e_names, e_missing = _names(columns[layout.entity_col])
+        e_codes, e_names, e_missing, e_unprinted = _names(columns[layout.entity_col], "entity_id")
         reject_lines(e_missing, "missing entity_id")
+        reject_lines(np.not_equal(e_unprinted, None), e_unprinted)
     else:
         e_codes, e_names = np.zeros(n, dtype=np.int64), _str_array([entity])
     if layout.metric_col is not None:
-        m_codes, m_names, m_missing = _names(columns[layout.metric_col])
+        m_codes, m_names, m_missing, m_unprinted = _names(columns[layout.metric_col], "metric")
         reject_lines(m_missing, "missing metric")
+        reject_lines(np.not_equal(m_unprinted, None), m_unprinted)
         obs_metric = m_codes
     else:
         m_names = _str_array(layout.metric_names)

@@ -88,3 +88,46 @@ def test_timestamps_differing_in_nanoseconds_are_not_called_duplicates(tmp_path:
     pq.write_table(table, tmp_path / "ns.parquet")
     r = read_file(tmp_path / "ns.parquet")
     assert [why.split(" (")[0] for _, why in _rejected(r)] == ["same entity, metric and microsecond as line 2"]
+
+
+def test_a_long_parquet_or_csv_without_metric_is_refused_not_read_as_wide(tmp_path: Path):
+    pq.write_table(pa.table({"entity_id": ["a"], "timestamp": ["2026-03-01"], "value": [1.0]}), tmp_path / "l.parquet")
+    (tmp_path / "l.csv").write_text("entity_id,timestamp,value\na,2026-03-01,1\n")
+    for name in ("l.parquet", "l.csv"):
+        r = read_file(tmp_path / name)
+        assert r.shape is None and r.file_error.startswith(f"{name}: missing column metric for a long file"), r.file_error
+    # with another metric beside it, 'value' is an ordinary metric of a wide file, as before
+    (tmp_path / "w.csv").write_text("entity_id,timestamp,value,temp\na,2026-03-01,1,2\n")
+    assert read_file(tmp_path / "w.csv").observations["metric"].tolist() == ["value", "temp"]
+
+
+def test_numbers_as_names_are_refused_with_how_to_fix(tmp_path: Path):
+    for name, ids in (("int.parquet", pa.array([7], pa.int64())), ("float.parquet", pa.array([7.0]))):
+        pq.write_table(pa.table({"entity_id": ids, "timestamp": ["2026-03-01"], "metric": ["m"], "value": [1.0]}),
+                       tmp_path / name)
+        r = read_file(tmp_path / name)
+        assert r.file_error is not None and "column 'entity_id' has type" in r.file_error
+        assert "expected text (write names as strings" in r.file_error
+
+
+def test_names_that_do_not_print_are_quarantined_and_messages_carry_no_raw_controls(tmp_path: Path):
+    names = {"nul\x00x": "U+0000 NUL", "evil\u202ecod.exe": "U+202E RIGHT-TO-LEFT OVERRIDE",
+             "zero\u200bwidth": "U+200B ZERO WIDTH SPACE"}
+    lines = [f"{n},2026-03-01T00:00:00Z,temp,1" for n in names] + ["fine-ü,2026-03-01T00:00:00Z,temp,1",
+                                                                   "a,2026-03-01T00:00:00Z,te\u2066mp,1"]
+    path = tmp_path / "names.csv"
+    path.write_bytes((LONG + "\n".join(lines) + "\n").encode())
+    r = read_file(path)
+    assert r.observations["entity_id"].tolist() == ["fine-ü"]
+    reasons = r.rejected_rows["reason"].tolist()
+    assert [why.split(" contains ")[1].split(",")[0] for why in reasons] == list(names.values()) + [
+        "U+2066 LEFT-TO-RIGHT ISOLATE"]
+    assert reasons[0].startswith("entity_id 'nul\\x00x'") and reasons[3].startswith("metric 'te\\u2066mp'")
+    for why in reasons:
+        assert why.isprintable(), why
+    # a wide header naming a metric with a control character, and a binary file: one message, printable
+    (tmp_path / "w.csv").write_text("entity_id,timestamp,te\u200bmp\na,2026-03-01,1\n")
+    assert "contains U+200B ZERO WIDTH SPACE" in read_file(tmp_path / "w.csv").file_error
+    (tmp_path / "bin.csv").write_bytes(b"\x00\x01\x02ELF\x00\x00,\x00\n\x00\x00\x00\n")
+    err = read_file(tmp_path / "bin.csv").file_error
+    assert err.startswith("bin.csv: ") and "\x00" not in err and err.isprintable(), err

@@ -85,7 +85,8 @@ CASES = {
     "utf16.csv": ((LONG + f"p,{T0},temp,1\n").encode("utf-16"), 0, "is encoded as UTF-16; expected UTF-8"),
     "missing_value.csv": (LONG + f"q,{T0},temp,\nq,{T1},,2\n", 0,
                           [(2, "empty value in column 'value'"), (3, "missing metric")]),
-    "quoted.csv": (LONG + f"\"r, line\nbreak\",{T0},temp,1\n", 1, []),
+    "quoted.csv": (LONG + f"\"r, line\nbreak\",{T0},temp,1\n\"r, comma\",{T0},temp,1\n", 1,
+                   [(2, "entity_id 'r, line\\nbreak' contains U+000A LINE FEED, which does not print")]),
     "crlf.csv": (LONG.replace("\n", "\r\n") + f"s,{T0},temp,1\r\n", 1, []),
     "bool_values.parquet": (_parquet({"entity_id": ["t"], "timestamp": [T0], "metric": ["temp"], "value": [True]}),
                             0, "column 'value' has type bool; expected numbers"),
@@ -180,7 +181,7 @@ def test_good_rows_are_stored_exactly(ingested):
     assert epoch["ts"].tolist() == [pd.Timestamp(t, tz="UTC") for t in
                                     ("2026-03-01 00:00", "2026-03-01 01:00", "2026-03-01 02:00:00.5")]
     names = set(_q(db, "SELECT DISTINCT entity_id FROM raw.observations")["entity_id"])
-    assert {"'; DROP TABLE raw.observations; --", 'Robert "Bobby" Tables', "ünïcødé-機械-🚀", "r, line\nbreak"} <= names
+    assert {"'; DROP TABLE raw.observations; --", 'Robert "Bobby" Tables', "ünïcødé-機械-🚀", "r, comma"} <= names
     metrics = set(_q(db, "SELECT metric FROM raw.observations WHERE source_file = 'hostile_metrics.csv'")["metric"])
     assert metrics == {"température °C", "x; DROP TABLE raw.rejected_rows; --"}
     tables = set(_q(db, "SELECT table_schema || '.' || table_name t FROM information_schema.tables")["t"])
