@@ -37,7 +37,7 @@ from dagster._utils.schedules import is_valid_cron_string
 from anomaly_assets.defs.resources import LandingFolder
 from anomaly_assets.landing import LandingError, discover_files, observation_days
 from anomaly_assets.settings import load_settings
-from anomaly_assets.webhooks import post_json, webhook_url
+from anomaly_assets.webhooks import check_webhook_env, post_json, redact, webhook_url
 
 FAILURE_WEBHOOK_ENV = "ANOMALY_FAILURE_WEBHOOK_URL"
 TRIGGER_TAG = "anomaly/trigger"
@@ -90,6 +90,7 @@ def load_automation_settings(env: dict[str, str] | None = None) -> AutomationSet
     fail = number("ANOMALY_FRESHNESS_FAIL_HOURS", d.freshness_fail_h, float, 1 / 60)
     if warn >= fail:
         raise ValueError(f"ANOMALY_FRESHNESS_WARN_HOURS={warn:g} must be less than ANOMALY_FRESHNESS_FAIL_HOURS={fail:g}")
+    check_webhook_env(env)  # a malformed webhook URL fails the load, naming the variable, never the value
     return AutomationSettings(
         schedule_cron=cron,
         schedule_tz=tz,
@@ -421,7 +422,7 @@ def alert_text(run, headline: str, steps: list[str], checks: list[str], ui_url: 
         lines.append(f"• ... {len(steps) + len(checks) - 20} more")
     if ui_url:
         lines.append(f"{ui_url}/runs/{run.run_id}")
-    return "\n".join(lines)
+    return redact("\n".join(lines))  # a step's error may quote a secret; the alert goes to a chat
 
 
 def deliver(context, text: str, retries: int = 3) -> None:
