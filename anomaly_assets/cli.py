@@ -264,17 +264,32 @@ def publish() -> bool:
     return result.success
 
 
+def _summary_source(warehouse: Path, copy: Path):
+    """(read-only connection, note): the warehouse, or the analysts' copy while a run holds it."""
+    import datetime as dt
+
+    from anomaly_assets.warehouse_lock import WarehouseBusy, connect
+
+    try:
+        return connect(warehouse, read_only=True, wait_s=0), None
+    except WarehouseBusy as busy:
+        if not copy.exists():
+            raise
+        who = busy.holder.describe() if busy.holder else "another process"
+        published = dt.datetime.fromtimestamp(copy.stat().st_mtime).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+        return connect(copy, read_only=True, wait_s=10), (
+            f"the warehouse is in use by {who}: this is the analysts' copy {copy}, published {published}")
+
+
 def summary(limit: int = 5) -> str:
     """Tables, the top anomalies, evaluation and alerts of the warehouse, in about 25 lines."""
-    import duckdb
-
     from anomaly_assets.settings import load_settings
 
     settings = load_settings()
     if not settings.warehouse.exists():
         return (f"no warehouse at {settings.warehouse}: run `anomaly-assets demo` or `anomaly-assets backfill` "
                 "(or set ANOMALY_DATA_DIR / ANOMALY_WAREHOUSE)")
-    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    con, note = _summary_source(settings.warehouse, settings.analyst_copy)
     try:
         counts = []
         for schema, table in con.execute(
@@ -282,7 +297,8 @@ def summary(limit: int = 5) -> str:
         ).fetchall():
             n = con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0]
             counts.append(f"{schema}.{table} {n:,}")
-        lines = ["", "tables (rows):"]
+        lines = ["", f"({note})"] if note else [""]
+        lines.append("tables (rows):")
         for i in range(0, len(counts), 4):
             lines.append("  " + " · ".join(counts[i:i + 4]))
         top = con.execute(
@@ -374,13 +390,61 @@ def main(argv: list[str] | None = None) -> int:
                    help="data folder for the demo (default: data/, ANOMALY_DATA_DIR; a previous demo there is replaced)")
     sub.add_parser("summary", help="print tables, top anomalies, evaluation and alerts of the warehouse")
     sub.add_parser("publish", help="copy the warehouse to the analysts' read-only copy (ANOMALY_ANALYST_COPY) now")
+    r = sub.add_parser("release", help="list refused landing files, or release some so that runs go on without them")
+    r.add_argument("files", nargs="*", help="paths relative to the landing folder, as raw.rejected_files names them")
+    r.add_argument("--note", help="why (recorded with the release; required to release)")
+    r.add_argument("--actor", help="who (default: $ANOMALY_ACTOR or the login name)")
     from anomaly_assets import alert_lifecycle, export, report
 
     report.add_cli(sub)
     export.add_cli(sub)
     alert_lifecycle.add_cli(sub)
     a = p.parse_args(argv)
+    try:
+        return _run(a)
+    except Exception as e:  # a held warehouse: one clear line, not a traceback
+        from anomaly_assets.warehouse_lock import WarehouseBusy, is_lock_error, lock_holder
+
+        if isinstance(e, WarehouseBusy) or is_lock_error(e):
+            holder = e.holder if isinstance(e, WarehouseBusy) else lock_holder(e)
+            who = holder.describe() if holder else "another process"
+            print(f"error: the warehouse is in use by {who}; try again when it has finished "
+                  "(analysts: query the analysts' copy, ANOMALY_ANALYST_COPY)", file=sys.stderr)
+            return 3
+        raise
+
+
+def release_files(files: list[str], note: str | None, actor: str | None) -> int:
+    """`anomaly-assets release`: list the refused files, or release the ones named."""
+    from anomaly_assets.refused_files import ReleaseError, list_refused, release
+    from anomaly_assets.settings import load_settings
+
+    warehouse = load_settings().warehouse
+    if not warehouse.exists():
+        print(f"no warehouse at {warehouse} (set ANOMALY_WAREHOUSE)", file=sys.stderr)
+        return 1
+    if not files:
+        refused = list_refused(warehouse)
+        print(f"{len(refused)} refused landing file(s); each blocks every run until it is fixed, removed or released")
+        for row in refused.itertuples():
+            print(f"  {row.source_file}\n      {row.reason}")
+        return 0
+    if not note:
+        print("error: say why with --note (it is recorded with the release)", file=sys.stderr)
+        return 2
+    try:
+        rows = release(warehouse, files, note=note, actor=actor, instance=_instance())
+    except ReleaseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for row in rows.itertuples():
+        print(f"released {row.source_file}: the next run goes on without it (it is refused again if it changes)")
+    return 0
+
+
+def _run(a) -> int:
     if a.cmd == "alerts":
+        from anomaly_assets import alert_lifecycle
         from anomaly_assets.settings import load_settings
 
         return alert_lifecycle.run_cli(a, load_settings().warehouse)
@@ -388,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         return report.run_cli(a)
     if a.cmd == "export":
         return export.run_cli(a)
+    if a.cmd == "release":
+        return release_files(a.files, a.note, a.actor)
     if a.cmd == "backfill":
         ok = backfill(a.date_from, a.date_to, verbose=a.verbose)
         if ok:

@@ -35,7 +35,7 @@ from dagster._core.events import DagsterEventType
 from dagster._utils.schedules import is_valid_cron_string
 
 from anomaly_assets.defs.resources import LandingFolder
-from anomaly_assets.landing import LandingError, discover_files, observation_days
+from anomaly_assets.landing import LandingError, discover, observation_days
 from anomaly_assets.settings import load_settings
 from anomaly_assets.webhooks import check_webhook_env, post_json, redact, webhook_url
 
@@ -231,11 +231,22 @@ def plan_landing_runs(root: Path, skip: set[Path], cursor: LandingCursor, now: d
     """
     latest = last_complete_day(now)
     notes: list[str] = []
-    files = [f for f in discover_files(root) if f.resolve() not in skip]
+    found = discover(root)
+    files = [f for f in found.files if f.resolve() not in skip]
     seen: dict[str, list[int]] = {}
     by_day: dict[str, set[str]] = {d: set(v) for d, v in cursor.waiting.items()}
     settling = 0
     new: list[tuple[str, str, int, list[str]]] = []  # (rel, tag, mtime_ns, days) of readable new versions
+    for r in found.refused:  # never read: the ingest records it, and its check blocks until it is fixed
+        try:
+            st = os.lstat(r.path)
+        except FileNotFoundError:
+            continue
+        seen[r.source_file] = version = [st.st_size, st.st_mtime_ns]
+        if cursor.files.get(r.source_file) != version:
+            notes.append(f"{r.source_file}: refused ({r.reason.split(':')[0]}), run with the newest partition {latest} "
+                         "so the ingest records it")
+            by_day.setdefault(latest, set()).add(f"{r.source_file}@{st.st_size}@{st.st_mtime_ns}")
     for f in files:
         rel = f.relative_to(root).as_posix()
         try:

@@ -1,15 +1,39 @@
 """Resources: configured once in definitions.py, never constructed inside assets."""
 
 
+from contextlib import contextmanager
 from pathlib import Path
-
 from typing import Optional
 
 import dagster as dg
 import joblib
+from dagster_duckdb import DuckDBResource
 
+from anomaly_assets import warehouse_lock
 from anomaly_assets.config import MetricFamilies, load_metric_families
 from anomaly_assets.expectations import ExpectationRules, load_expectations
+
+
+class Warehouse(DuckDBResource):
+    """The DuckDB warehouse (``DuckDBResource``), waiting for the file while another process holds it.
+
+    ``dagster_duckdb`` retries a held file ~10 times over ~100 s without a word, then fails the
+    step; here the step logs who holds the file (PID, command, for how long) and how long it has
+    waited, every 15 s, and fails after ``lock_wait_seconds`` naming the holder
+    (:mod:`anomaly_assets.warehouse_lock`).
+    """
+
+    lock_wait_seconds: float = 600.0
+
+    @contextmanager
+    def get_connection(self):
+        config = {"custom_user_agent": "dagster", **self.connection_config}
+        con = warehouse_lock.connect(self.database, config=config, wait_s=self.lock_wait_seconds,
+                                     log=dg.get_dagster_logger().warning)
+        try:
+            yield con
+        finally:
+            con.close()
 
 
 class LandingFolder(dg.ConfigurableResource):

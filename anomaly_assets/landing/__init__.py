@@ -46,7 +46,7 @@ The package, by concern (each module reads top to bottom):
 """
 
 from anomaly_assets.landing.batching import BatchRead, iter_batches, read_batch
-from anomaly_assets.landing.discovery import SUFFIXES, LandingError, discover_files, entity_from_path
+from anomaly_assets.landing.discovery import SUFFIXES, Discovery, LandingError, Refused, discover, discover_files, entity_from_path
 from anomaly_assets.landing.labels import read_labels
 from anomaly_assets.landing.reading import FileDays, observation_days, read_file
 from anomaly_assets.landing.shapes import FileRead
@@ -56,7 +56,10 @@ __all__ = [
     "FileRead",
     "FileDays",
     "LandingError",
+    "discover",
     "discover_files",
+    "Discovery",
+    "Refused",
     "entity_from_path",
     "observation_days",
     "read_file",

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from anomaly_assets.landing.csv_records import _csv_records, _read_bytes
-from anomaly_assets.landing.discovery import entity_from_path
+from anomaly_assets.landing.discovery import OUTSIDE, _inside, entity_from_path
 from anomaly_assets.landing.parquet import _parquet_column, _read_parquet
 from anomaly_assets.landing.shapes import FileRead, _layout, _unprinted, _unusable, _Unusable
 from anomaly_assets.landing.tidy import _file_read
@@ -42,7 +42,8 @@ def read_file(path: Path, *, root: Path | None = None, max_abs_value: float = 1e
     path : Path
         A ``.csv``, ``.csv.gz`` or ``.parquet`` file.
     root : Path, optional
-        The landing folder; ``source_file`` is then the path relative to it.
+        The landing folder; ``source_file`` is then the path relative to it, and a path whose
+        target is outside it (a symbolic link) is not read.
     max_abs_value : float
         Values whose absolute value exceeds this are rejected.
 
@@ -55,6 +56,8 @@ def read_file(path: Path, *, root: Path | None = None, max_abs_value: float = 1e
     path = Path(path)
     source_file = _source_file(path, root)
     entity = entity_from_path(path).strip()
+    if root is not None and not _inside(path.resolve(), Path(root).resolve()):
+        return _unusable(source_file, OUTSIDE)
     try:
         if path.name.lower().endswith(".parquet"):
             result = _read_parquet(path, source_file, entity, max_abs_value)

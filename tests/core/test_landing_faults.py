@@ -131,3 +131,39 @@ def test_names_that_do_not_print_are_quarantined_and_messages_carry_no_raw_contr
     (tmp_path / "bin.csv").write_bytes(b"\x00\x01\x02ELF\x00\x00,\x00\n\x00\x00\x00\n")
     err = read_file(tmp_path / "bin.csv").file_error
     assert err.startswith("bin.csv: ") and "\x00" not in err and err.isprintable(), err
+
+
+def test_symbolic_links_are_followed_only_inside_the_folder(tmp_path: Path):
+    import os
+
+    from anomaly_assets.landing import discover
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.csv").write_text(LONG + "x,2026-03-01T00:00:00Z,temp,1\n")
+    root = tmp_path / "landing"
+    (root / "in").mkdir(parents=True)
+    (root / "in" / "a.csv").write_text(LONG + "a,2026-03-01T00:00:00Z,temp,1\n")
+    (root / "passwd.csv").symlink_to("/etc/passwd")
+    (root / "stolen.csv").symlink_to(outside / "secret.csv")
+    (root / "elsewhere").symlink_to(outside, target_is_directory=True)
+    (root / "nowhere.csv").symlink_to(tmp_path / "missing.csv")
+    (root / "alias.csv").symlink_to(root / "in" / "a.csv")  # inside: followed
+    (root / "mirror").symlink_to(root / "in", target_is_directory=True)  # inside, walked once only
+    (root / "in" / "loop").symlink_to(root, target_is_directory=True)  # back up the tree: no loop
+    (root / "notes.txt").symlink_to("/etc/passwd")  # not a landing name: ignored as before
+    os.mkfifo(root / "pipe.csv")
+    found = discover(root)
+    assert [p.relative_to(root).as_posix() for p in found.files] == ["alias.csv", "in/a.csv"]
+    assert [(r.source_file, r.reason.split(":")[0]) for r in found.refused] == [
+        ("elsewhere", "is a symbolic link to a path outside the landing folder"),
+        ("nowhere.csv", "is a symbolic link to nothing (its target does not exist)"),
+        ("passwd.csv", "is a symbolic link to a path outside the landing folder"),
+        ("pipe.csv", "is not a regular file (a pipe, socket or device)"),
+        ("stolen.csv", "is a symbolic link to a path outside the landing folder"),
+    ]
+    # read_file given the root refuses a path that resolves outside it, without reading it
+    r = read_file(root / "passwd.csv", root=root)
+    assert r.file_error.startswith("passwd.csv: is a symbolic link to a path outside the landing folder")
+    assert r.rows_read == 0 and "root:" not in r.file_error
+    assert read_file(root / "alias.csv", root=root).observations["entity_id"].tolist() == ["a"]
