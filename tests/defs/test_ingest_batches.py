@@ -16,7 +16,6 @@ import duckdb
 import pandas as pd
 import pytest
 
-from anomaly_assets import landing
 from anomaly_assets.landing import batching
 from anomaly_assets.definitions import resources
 from anomaly_assets.defs.ingest import observations
