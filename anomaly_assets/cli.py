@@ -179,8 +179,9 @@ def backfill(date_from: str | None = None, date_to: str | None = None, *, verbos
     from anomaly_assets.defs.automation import failed_checks
     from anomaly_assets.definitions import defs
     from anomaly_assets.definitions import settings as loaded
+    from anomaly_assets.analyst_copy import remove_leftovers
     from anomaly_assets.progress import RunProgress
-    from anomaly_assets.recovery import release_dead_runs
+    from anomaly_assets.recovery import PID_TAG, release_dead_runs
 
     job = defs.resolve_job_def("anomaly_chain")
     keys = job.partitions_def.get_partition_keys()
@@ -199,11 +200,14 @@ def backfill(date_from: str | None = None, date_to: str | None = None, *, verbos
         instance = _instance()
         for dead in release_dead_runs(instance):  # else they hold the duckdb_writer pool forever
             print(f"run {dead} died without ending (killed or crashed): marked failed, pool slot freed", file=sys.stderr)
+        for path in remove_leftovers(settings.analyst_copy):
+            print(f"removed {path.name}, a copy a killed run left half-written", file=sys.stderr)
         progress = RunProgress(run_id, out=sys.stdout) if not verbose else None
         with progress or _nothing():
             result = job.execute_in_process(
                 instance=instance, run_id=run_id, run_config=quiet, raise_on_error=False,
-                tags={"dagster/asset_partition_range_start": date_from, "dagster/asset_partition_range_end": date_to},
+                tags={"dagster/asset_partition_range_start": date_from, "dagster/asset_partition_range_end": date_to,
+                      PID_TAG: str(os.getpid())},  # lets a later run tell this one dead if killed before it starts
             )
     seconds = time.perf_counter() - t0
     print(f"run {result.run_id[:8]} {'succeeded' if result.success else 'FAILED'} in {seconds:.1f} s")
@@ -449,8 +453,12 @@ def _run(a) -> int:
 
         return alert_lifecycle.run_cli(a, load_settings().warehouse)
     if a.cmd == "report":
+        from anomaly_assets import report
+
         return report.run_cli(a)
     if a.cmd == "export":
+        from anomaly_assets import export
+
         return export.run_cli(a)
     if a.cmd == "release":
         return release_files(a.files, a.note, a.actor)

@@ -488,7 +488,8 @@ def build_alert_sensors(s: AutomationSettings) -> list[dg.SensorDefinition]:
 
 
 def build_dead_run_sensor() -> dg.SensorDefinition:
-    """Free what killed runs hold (``recovery.release_dead_runs``), once a minute.
+    """Free what killed runs hold (``recovery.release_dead_runs``) and remove the temp copies they left
+    (``analyst_copy.remove_leftovers``), once a minute.
 
     The default run launcher cannot tell Dagster's run monitoring that a run's process died, so
     under ``dagster dev`` a killed run would keep its ``duckdb_writer`` slot and block every
@@ -499,11 +500,14 @@ def build_dead_run_sensor() -> dg.SensorDefinition:
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Marks failed the runs whose processes are gone and frees their pool slots.")
     def dead_run_release(context: dg.SensorEvaluationContext):
+        from anomaly_assets.analyst_copy import remove_leftovers
         from anomaly_assets.recovery import release_dead_runs
 
         released = release_dead_runs(context.instance)
         for run_id in released:
             context.log.warning(f"run {run_id} died without ending: marked failed, duckdb_writer slot freed")
+        for path in remove_leftovers(load_settings().analyst_copy):
+            context.log.warning(f"removed {path.name}, a copy a killed run left half-written")
         return dg.SkipReason(f"released {len(released)} dead run(s)" if released else "no dead runs")
 
     return dead_run_release
