@@ -10,7 +10,8 @@ from __future__ import annotations
 import dagster as dg
 
 from anomaly_assets.config import load_owners
-from anomaly_assets.defs import automation, checks, decomposition, entities, evaluation, ingest, publish, reports, scoring
+from anomaly_assets.defs import (automation, checks, decomposition, entities, evaluation, ingest, publish, reports,
+                                 scoring, workers)
 from anomaly_assets.defs import alerts as alert_defs
 from anomaly_assets.defs.resources import AnalystCopy, DataExpectations, LandingFolder, MetricCatalog, ModelStore, Warehouse
 from anomaly_assets.defs.sql_models import build_sql_model_assets
@@ -62,8 +63,9 @@ defs = dg.Definitions(
     asset_checks=checks.CHECKS,
     jobs=[anomaly_chain],
     # Every step is in the duckdb_writer pool (limit 1), so steps never run in parallel anyway:
-    # one process per run instead of one per step saves a code load (2-4 s) per step.
-    executor=dg.in_process_executor,
+    # one process per run instead of one per step saves a code load (2-4 s) per step. The run's
+    # worker pool is shut down when its steps are done (defs/workers.py).
+    executor=workers.run_executor,
     schedules=schedules,
     sensors=[*sensors, alert_defs.alert_delivery],
     resources=resources(),
