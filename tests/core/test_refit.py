@@ -11,6 +11,7 @@ import pandas as pd
 
 from anomaly_assets.core.fleet import DAY, DecompositionParams, days_in, decompose_days, refit_day
 from anomaly_assets.demo.fleet import METRICS, simulate_fleet
+from tests.tolerances import assert_close, assert_frames_close
 
 KEY = ["entity_id", "metric", "ts"]
 WEEKLY = DecompositionParams(refit_days=7)
@@ -49,8 +50,7 @@ def test_a_nightly_run_gives_the_backfills_numbers_on_every_day():
     assert backfill["expected"].notna().mean() > 0.99
     for day in days:
         nightly = _run(obs, [day], WEEKLY)
-        pd.testing.assert_frame_equal(nightly, _day(backfill, day), check_exact=False, rtol=1e-9, atol=1e-12,
-                                      check_categorical=False)
+        assert_frames_close(nightly.reset_index(drop=True), _day(backfill, day).reset_index(drop=True), str(day.date()))
 
 
 def test_refit_day_equals_daily_refit_and_later_days_differ():
@@ -60,7 +60,7 @@ def test_refit_day_equals_daily_refit_and_later_days_differ():
     refits = [d for d in days if refit_day(d, 7) == d]
     assert refits
     for day in refits:
-        pd.testing.assert_frame_equal(_day(weekly, day), _day(daily, day), check_exact=False, rtol=1e-9, atol=1e-12)
+        assert_frames_close(_day(weekly, day).reset_index(drop=True), _day(daily, day).reset_index(drop=True), str(day.date()))
     later = [d for d in days if refit_day(d, 7) != d]
     assert not np.allclose(_day(weekly, later[1])["expected"], _day(daily, later[1])["expected"])
     # and the weekly refit forecasts about as well as the daily one on the other days
@@ -77,8 +77,7 @@ def test_between_refits_the_scale_is_that_of_the_days_own_history():
     later = [d for d in days if refit_day(d, 7) != d]
     weekly = _run(obs, later, WEEKLY)
     plain = _run(obs, later, DecompositionParams(refit_days=1, robust=False))
-    np.testing.assert_allclose(weekly["residual"] / weekly["residual_z"], plain["residual"] / plain["residual_z"],
-                               rtol=1e-9)
+    assert_close(weekly["residual"] / weekly["residual_z"], plain["residual"] / plain["residual_z"], "scale")
     # and it changes from day to day, as the history does
     scale = (weekly["residual"] / weekly["residual_z"]).groupby([weekly.entity_id, weekly.metric,
                                                                   weekly.ts.dt.floor("D")], observed=True).first()
@@ -112,4 +111,4 @@ def test_a_series_too_young_on_the_refit_day_is_fitted_on_its_own_day():
     weekly, daily = _run(obs, [day], WEEKLY), _run(obs, [day], DAILY)
     w, d = weekly[weekly.entity_id == "m2"], daily[daily.entity_id == "m2"]
     assert w["expected"].notna().all() and len(w) == 24
-    np.testing.assert_allclose(w["expected"], d["expected"], rtol=1e-9)
+    assert_close(w["expected"], d["expected"], "expected")
