@@ -115,7 +115,7 @@ MODEL_VERSIONS = _t(
     ("cold_start_entities", "BIGINT NOT NULL", "Entities without enough history (no model, no score)"),
     ("training_rows", "BIGINT NOT NULL", "Feature rows used for training"),
     ("params", "JSON NOT NULL", "Estimator parameters"),
-    ("artifact_path", "VARCHAR NOT NULL", "Where the fitted models are stored (joblib)"),
+    ("artifact_path", "VARCHAR NOT NULL", "Where the fitted models are stored (.npz: arrays and JSON, no pickle)"),
     ("trained_at", "TIMESTAMPTZ NOT NULL", "Wall-clock time of training"),
     time_column=None,
 )

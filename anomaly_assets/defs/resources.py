@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import dagster as dg
-import joblib
 from dagster_duckdb import DuckDBResource
 
-from anomaly_assets import warehouse_lock
+from anomaly_assets import artifacts, warehouse_lock
 from anomaly_assets.config import MetricFamilies, load_metric_families
 from anomaly_assets.expectations import ExpectationRules, load_expectations
 
@@ -55,23 +54,36 @@ class LandingFolder(dg.ConfigurableResource):
 
 
 class ModelStore(dg.ConfigurableResource):
-    """Where fitted fleet models are kept (one joblib file per day and model version)."""
+    """Where fitted fleet models are kept: one ``.npz`` file per day and model version.
+
+    Artifacts are data, not pickles (:mod:`anomaly_assets.artifacts`: arrays and JSON, loaded
+    with no code run from the file), and only files inside this folder are loaded, whatever
+    path ``ml.model_versions`` holds: writing the warehouse or the folder cannot run code.
+    """
 
     path: str
 
     def artifact(self, day: str, version: str) -> Path:
-        return Path(self.path) / f"{day}_{version}.joblib"
+        return Path(self.path) / f"{day}_{version}.npz"
 
     def save(self, obj, day: str, version: str) -> Path:
         target = self.artifact(day, version)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        joblib.dump(obj, tmp)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(artifacts.dumps(obj))
         tmp.replace(target)  # atomic: a reader never sees half a model
         return target
 
     def load(self, path: str):
-        return joblib.load(path)
+        """The model in ``path``, which must be an ``.npz`` artifact inside this store."""
+        p, root = Path(path).resolve(), Path(self.path).resolve()
+        if root not in p.parents:
+            raise artifacts.ArtifactError(f"model artifact {path} is not inside the model store {root}: not loaded")
+        if p.suffix != ".npz":
+            raise artifacts.ArtifactError(
+                f"model artifact {path} is not an .npz artifact (models written with joblib before are no longer "
+                "loaded, pickle can run code): materialize ml/model_versions for its day again")
+        return artifacts.load(p)
 
 
 class MetricCatalog(dg.ConfigurableResource):
