@@ -14,8 +14,11 @@ reason, so for every file ``rows_read = stored + rejected`` once its days have r
 * another file (earlier by path) holds the same entity, metric and time: the first file wins.
 
 A file that cannot be used at all goes to raw.rejected_files with a message naming the file, what
-was expected and what was found. Fixing a file (its size or modification time changes) makes the
-next run read it again and replace what it left.
+was expected and what was found, and so does a path discovery refuses without reading it (a
+symbolic link out of the landing folder, a FIFO), once per version of the link. Fixing a file (its
+size or modification time changes) makes the next run read it again and replace what it left; a
+refused file removed from the folder is cleared by the next run; one released with
+``anomaly-assets release`` stays out until it changes (``anomaly_assets.refused_files``).
 
 Files are read in batches by worker processes and each batch's rows are written as it comes back
 (:class:`IngestRun`; one INSERT that DuckDB pulls batch by batch, inside the run's one
