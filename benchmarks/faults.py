@@ -182,10 +182,12 @@ class Site:
         home = self.root / "dagster_home"
         home.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-        self.env = {**os.environ, "DAGSTER_HOME": str(home), "ANOMALY_LANDING_DIR": str(self.landing),
+        self.env = {**os.environ, "DAGSTER_HOME": str(home), "ANOMALY_DATA_DIR": str(self.root),
+                    "ANOMALY_LANDING_DIR": str(self.landing),
                     "ANOMALY_WAREHOUSE": str(self.warehouse), "ANOMALY_ANALYST_COPY": str(self.copy),
                     "GX_ANALYTICS_ENABLED": "false", "DAGSTER_DISABLE_TELEMETRY": "1", **self.env}
-        for k in ("ANOMALY_LABELS", "ANOMALY_SPLITS", "ANOMALY_FAILURE_WEBHOOK_URL", "ANOMALY_ALERT_WEBHOOK_URL"):
+        for k in ("ANOMALY_LABELS", "ANOMALY_SPLITS", "ANOMALY_ENTITIES", "ANOMALY_PARTITION_START",
+                  "ANOMALY_FAILURE_WEBHOOK_URL", "ANOMALY_ALERT_WEBHOOK_URL"):
             self.env.pop(k, None)
 
     @property
