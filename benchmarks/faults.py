@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 FIRST_DAY = "2026-09-07"  # the demo fleet's first day
 T0, T1, T2 = "2026-09-10T00:00:00Z", "2026-09-10T01:00:00Z", "2026-09-11T05:00:00Z"
 LONG = "entity_id,timestamp,metric,value\n"
-WALL_CLOCK = {"ingested_at", "read_at", "trained_at", "evaluated_at", "artifact_path", "at"}
+WALL_CLOCK = {"ingested_at", "read_at", "trained_at", "evaluated_at", "artifact_path", "at", "mtime_ns"}
 SECRET = "SECRET123token"
 
 
@@ -373,7 +373,7 @@ def scenario_kills(work: Path, kills: int) -> list[Row]:
     steps = _step_order(clean, run_id)
     want = tables(clean.warehouse)
     site = Site(work / "kills")
-    shutil.copytree(clean.landing, site.landing)
+    fleet(site)  # the same seeded fleet, with its labels and entities beside the landing folder
     # before the run exists, once created, then at each step's start and 1.5 s into it
     targets = [("imports", None, 2.0), ("run created", "created", 0.0)]
     targets += [(f"start of {s}", s, 0.0) for s in steps] + [(f"{s} +1.5 s", s, 1.5) for s in steps]
@@ -452,7 +452,7 @@ def scenario_two_runs(work: Path) -> list[Row]:
     fleet(clean)
     clean.cli("backfill")
     site = Site(work / "two")
-    shutil.copytree(clean.landing, site.landing)
+    fleet(site)  # the same seeded fleet, with its labels and entities beside the landing folder
     a, b = site.start("backfill"), site.start("backfill")
     outs = [p.communicate(timeout=1200)[0] for p in (a, b)]
     diff = differences(tables(site.warehouse), tables(clean.warehouse))
