@@ -28,6 +28,7 @@ Cost. The copy rewrites the whole warehouse every run: 2000 entities x 35 days (
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -50,6 +51,58 @@ class Published:
 
 def _sql_path(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
+
+
+# A copy in the making: '.<target name>.<pid>-<random>.tmp' (and DuckDB's '.wal' beside it). The pid
+# tells a later run whether its writer is still alive.
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?:(?P<pid>\d+)-)?[0-9a-f]{12}\.tmp(?:\.wal)?$")
+# A temp file without a pid (written before it had one) is left alone this long after its last write.
+LEGACY_TMP_AGE_S = 600
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers(target: Path) -> list[Path]:
+    """Remove the temp copies of ``target`` that a killed publish left beside it (full-size files).
+
+    A temp file is left by a process that died before ``os.replace``; it is removed when the
+    process named in its name is gone (or, for one without a pid, when it has not been written for
+    ``LEGACY_TMP_AGE_S``). A copy being written by a live process is left alone.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    target = Path(target)
+    removed = []
+    try:
+        entries = list(target.parent.iterdir())
+    except FileNotFoundError:
+        return removed
+    for path in entries:
+        m = _TMP.match(path.name)
+        if m is None or m["name"] != target.name:
+            continue
+        try:
+            if m["pid"] is not None:
+                if _alive(int(m["pid"])):
+                    continue
+            elif time.time() - path.stat().st_mtime < LEGACY_TMP_AGE_S:
+                continue
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def _literal(text: str) -> str:
@@ -103,7 +156,8 @@ def publish(warehouse: Path, target: Path, docs: Iterable[tuple[str, str, str, M
     if target == warehouse:
         raise ValueError(f"ANOMALY_ANALYST_COPY {target} is the warehouse itself; expected another file")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    remove_leftovers(target)  # a killed publish's full-size temp copies
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
     t0 = time.perf_counter()
     try:
         con = duckdb.connect()  # in memory: only the two ATTACHes below touch files

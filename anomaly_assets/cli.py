@@ -14,6 +14,7 @@ import time
 import uuid
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,22 +69,71 @@ def one_backfill_at_a_time(warehouse: Path):
         yield
 
 
-def landing_range(landing_dir: Path, skip: set[Path]) -> tuple[str, str] | None:
-    """First and last day that the landing folder's files hold accepted rows for."""
+@dataclass
+class BackfillDays:
+    """What the landing folder's accepted rows cover, inside and outside the partitions.
+
+    ``first`` / ``last``: the first and last day holding rows inside the partitions (None when
+    none do); ``rows``: accepted rows read; ``outside``: rows no partition holds (before the
+    first, or after the last: the ingest quarantines them), with a few ``examples``.
+    """
+
+    first: str | None
+    last: str | None
+    rows: int
+    outside: int
+    examples: list[str]
+
+
+def backfill_days(landing_dir: Path, skip: set[Path], lo: str, hi: str) -> BackfillDays:
+    """The days of ``lo..hi`` (partition keys) that the landing folder's accepted rows fall on.
+
+    Rows outside the partitions never widen the range: a row dated 1900 or 2100 is quarantined by
+    the run's ingest (with file, line and reason), it does not stop the backfill of the others.
+    """
+    import pandas as pd
+
     from anomaly_assets.landing import discover_files, read_file
 
-    lo = hi = None
+    first = last = None
+    rows = outside = 0
+    examples: list[str] = []
+    start, end = pd.Timestamp(lo, tz="UTC"), pd.Timestamp(hi, tz="UTC") + pd.Timedelta(days=1)
     for f in discover_files(landing_dir):
         if f.resolve() in skip:
             continue
-        obs = read_file(f, root=landing_dir).observations
-        if len(obs):
-            a, b = obs["ts"].min(), obs["ts"].max()
-            lo = a if lo is None or a < lo else lo
-            hi = b if hi is None or b > hi else hi
-    if lo is None:
-        return None
-    return str(lo.date()), str(hi.date())
+        fr = read_file(f, root=landing_dir)
+        obs = fr.observations
+        rows += len(obs)
+        out = (obs["ts"] < start) | (obs["ts"] >= end)
+        outside += int(out.sum())
+        for n, ts in zip(obs["line_number"][out].head(3 - len(examples)), obs["ts"][out].head(3 - len(examples))):
+            when = "before the first partition" if ts < start else "after the last partition (yesterday)"
+            examples.append(f"{fr.source_file} line {n}: {ts.isoformat()} ({when})")
+        inside = obs["ts"][~out]
+        if len(inside):
+            a, b = str(inside.min().date()), str(inside.max().date())
+            first = a if first is None or a < first else first
+            last = b if last is None or b > last else last
+    return BackfillDays(first, last, rows, outside, examples)
+
+
+# With the partitions starting where the data starts, a time before this is no start of data but a
+# mistake (a placeholder date such as 1900-01-01, a negative epoch): it is quarantined instead.
+PLAUSIBLE_FIRST_DAY = "1970-01-01"
+
+
+def _range_problem(date_from: str, date_to: str, lo: str, hi: str, start_fixed: bool = True) -> str | None:
+    """Why a --from/--to range cannot run, with the advice that fits; None when it can."""
+    if date_from > date_to:
+        return f"--from {date_from} is after --to {date_to}"
+    if date_from < lo:
+        fix = (f"set ANOMALY_PARTITION_START to {date_from} or earlier, or unset it to start the partitions where "
+               "the data starts" if start_fixed else f"the partitions start at {PLAUSIBLE_FIRST_DAY} at the earliest")
+        return f"--from {date_from} is before the first partition {lo}: {fix}"
+    if date_to > hi:
+        return f"--to {date_to} is after the last partition {hi} (yesterday, UTC): a day runs once it has ended"
+    return None
 
 
 def _partitions_start_at(settings, first_day: str) -> None:
@@ -100,6 +150,8 @@ def _partitions_start_at(settings, first_day: str) -> None:
 
 def backfill(date_from: str | None = None, date_to: str | None = None, *, verbose: bool = False) -> bool:
     """Materialize every partition in range (default: what the landing folder covers) in one run."""
+    import datetime as dt
+
     from anomaly_assets.defs.resources import LandingFolder
     from anomaly_assets.settings import load_settings
 
@@ -107,26 +159,36 @@ def backfill(date_from: str | None = None, date_to: str | None = None, *, verbos
     landing = LandingFolder(path=str(settings.landing_dir), labels=str(settings.labels) if settings.labels else None,
                             splits=str(settings.splits) if settings.splits else None)
     if date_from is None or date_to is None:
-        covered = landing_range(settings.landing_dir, landing.sidecars())
-        if covered is None:
+        # the days partitions may hold: from ANOMALY_PARTITION_START when set, else from where the data
+        # starts but not before PLAUSIBLE_FIRST_DAY; to yesterday (UTC)
+        floor = settings.partition_start if settings.partition_start_from_env else PLAUSIBLE_FIRST_DAY
+        yesterday = str(dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1))
+        covered = backfill_days(settings.landing_dir, landing.sidecars(), floor, yesterday)
+        if not covered.rows:
             print(f"no usable rows in {settings.landing_dir}: nothing to backfill", file=sys.stderr)
             return False
-        date_from = date_from or covered[0]
-        date_to = date_to or covered[1]
+        if covered.outside:
+            print(f"{covered.outside} row(s) have a time no partition holds ({floor}..{yesterday}), e.g. "
+                  f"{'; '.join(covered.examples)}: the run quarantines them in raw.rejected_rows with file, "
+                  "line and reason", file=sys.stderr)
+        if covered.first is None:  # every row is outside: one run still reads and quarantines them
+            covered.first = covered.last = yesterday
+        date_from = date_from or covered.first
+        date_to = date_to or covered.last
     _partitions_start_at(settings, date_from)  # before the definitions load: they read it
     from anomaly_assets.defs.automation import failed_checks
     from anomaly_assets.definitions import defs
     from anomaly_assets.definitions import settings as loaded
+    from anomaly_assets.analyst_copy import remove_leftovers
     from anomaly_assets.progress import RunProgress
-    from anomaly_assets.recovery import release_dead_runs
+    from anomaly_assets.recovery import PID_TAG, release_dead_runs
 
     job = defs.resolve_job_def("anomaly_chain")
     keys = job.partitions_def.get_partition_keys()
     lo, hi = keys[0], keys[-1]
-    if date_from < lo or date_to > hi:
-        why = (f"ANOMALY_PARTITION_START={loaded.partition_start} is set: unset it to start the partitions where "
-               "the data starts" if loaded.partition_start_from_env else "the last partition is yesterday (UTC)")
-        print(f"range {date_from}..{date_to} is outside the partitions {lo}..{hi}: {why}", file=sys.stderr)
+    problem = _range_problem(date_from, date_to, lo, hi, loaded.partition_start_from_env)
+    if problem:
+        print(f"cannot backfill {date_from}..{date_to}: {problem}", file=sys.stderr)
         return False
     days = len(keys[keys.index(date_from):keys.index(date_to) + 1])
     print(f"backfilling {date_from} .. {date_to} ({days} days) from {_short(settings.landing_dir)} "
@@ -138,11 +200,14 @@ def backfill(date_from: str | None = None, date_to: str | None = None, *, verbos
         instance = _instance()
         for dead in release_dead_runs(instance):  # else they hold the duckdb_writer pool forever
             print(f"run {dead} died without ending (killed or crashed): marked failed, pool slot freed", file=sys.stderr)
+        for path in remove_leftovers(settings.analyst_copy):
+            print(f"removed {path.name}, a copy a killed run left half-written", file=sys.stderr)
         progress = RunProgress(run_id, out=sys.stdout) if not verbose else None
         with progress or _nothing():
             result = job.execute_in_process(
                 instance=instance, run_id=run_id, run_config=quiet, raise_on_error=False,
-                tags={"dagster/asset_partition_range_start": date_from, "dagster/asset_partition_range_end": date_to},
+                tags={"dagster/asset_partition_range_start": date_from, "dagster/asset_partition_range_end": date_to,
+                      PID_TAG: str(os.getpid())},  # lets a later run tell this one dead if killed before it starts
             )
     seconds = time.perf_counter() - t0
     print(f"run {result.run_id[:8]} {'succeeded' if result.success else 'FAILED'} in {seconds:.1f} s")
@@ -203,17 +268,32 @@ def publish() -> bool:
     return result.success
 
 
+def _summary_source(warehouse: Path, copy: Path):
+    """(read-only connection, note): the warehouse, or the analysts' copy while a run holds it."""
+    import datetime as dt
+
+    from anomaly_assets.warehouse_lock import WarehouseBusy, connect
+
+    try:
+        return connect(warehouse, read_only=True, wait_s=0), None
+    except WarehouseBusy as busy:
+        if not copy.exists():
+            raise
+        who = busy.holder.describe() if busy.holder else "another process"
+        published = dt.datetime.fromtimestamp(copy.stat().st_mtime).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+        return connect(copy, read_only=True, wait_s=10), (
+            f"the warehouse is in use by {who}: this is the analysts' copy {copy}, published {published}")
+
+
 def summary(limit: int = 5) -> str:
     """Tables, the top anomalies, evaluation and alerts of the warehouse, in about 25 lines."""
-    import duckdb
-
     from anomaly_assets.settings import load_settings
 
     settings = load_settings()
     if not settings.warehouse.exists():
         return (f"no warehouse at {settings.warehouse}: run `anomaly-assets demo` or `anomaly-assets backfill` "
                 "(or set ANOMALY_DATA_DIR / ANOMALY_WAREHOUSE)")
-    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    con, note = _summary_source(settings.warehouse, settings.analyst_copy)
     try:
         counts = []
         for schema, table in con.execute(
@@ -221,7 +301,8 @@ def summary(limit: int = 5) -> str:
         ).fetchall():
             n = con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()[0]
             counts.append(f"{schema}.{table} {n:,}")
-        lines = ["", "tables (rows):"]
+        lines = ["", f"({note})"] if note else [""]
+        lines.append("tables (rows):")
         for i in range(0, len(counts), 4):
             lines.append("  " + " · ".join(counts[i:i + 4]))
         top = con.execute(
@@ -313,20 +394,74 @@ def main(argv: list[str] | None = None) -> int:
                    help="data folder for the demo (default: data/, ANOMALY_DATA_DIR; a previous demo there is replaced)")
     sub.add_parser("summary", help="print tables, top anomalies, evaluation and alerts of the warehouse")
     sub.add_parser("publish", help="copy the warehouse to the analysts' read-only copy (ANOMALY_ANALYST_COPY) now")
+    r = sub.add_parser("release", help="list refused landing files, or release some so that runs go on without them")
+    r.add_argument("files", nargs="*", help="paths relative to the landing folder, as raw.rejected_files names them")
+    r.add_argument("--note", help="why (recorded with the release; required to release)")
+    r.add_argument("--actor", help="who (default: $ANOMALY_ACTOR or the login name)")
     from anomaly_assets import alert_lifecycle, export, report
 
     report.add_cli(sub)
     export.add_cli(sub)
     alert_lifecycle.add_cli(sub)
     a = p.parse_args(argv)
+    try:
+        return _run(a)
+    except Exception as e:  # a held warehouse: one clear line, not a traceback
+        from anomaly_assets.warehouse_lock import WarehouseBusy, is_lock_error, lock_holder
+
+        if isinstance(e, WarehouseBusy) or is_lock_error(e):
+            holder = e.holder if isinstance(e, WarehouseBusy) else lock_holder(e)
+            who = holder.describe() if holder else "another process"
+            print(f"error: the warehouse is in use by {who}; try again when it has finished "
+                  "(analysts: query the analysts' copy, ANOMALY_ANALYST_COPY)", file=sys.stderr)
+            return 3
+        raise
+
+
+def release_files(files: list[str], note: str | None, actor: str | None) -> int:
+    """`anomaly-assets release`: list the refused files, or release the ones named."""
+    from anomaly_assets.refused_files import ReleaseError, list_refused, release
+    from anomaly_assets.settings import load_settings
+
+    warehouse = load_settings().warehouse
+    if not warehouse.exists():
+        print(f"no warehouse at {warehouse} (set ANOMALY_WAREHOUSE)", file=sys.stderr)
+        return 1
+    if not files:
+        refused = list_refused(warehouse)
+        print(f"{len(refused)} refused landing file(s); each blocks every run until it is fixed, removed or released")
+        for row in refused.itertuples():
+            print(f"  {row.source_file}\n      {row.reason}")
+        return 0
+    if not note:
+        print("error: say why with --note (it is recorded with the release)", file=sys.stderr)
+        return 2
+    try:
+        rows = release(warehouse, files, note=note, actor=actor, instance=_instance())
+    except ReleaseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for row in rows.itertuples():
+        print(f"released {row.source_file}: the next run goes on without it (it is refused again if it changes)")
+    return 0
+
+
+def _run(a) -> int:
     if a.cmd == "alerts":
+        from anomaly_assets import alert_lifecycle
         from anomaly_assets.settings import load_settings
 
         return alert_lifecycle.run_cli(a, load_settings().warehouse)
     if a.cmd == "report":
+        from anomaly_assets import report
+
         return report.run_cli(a)
     if a.cmd == "export":
+        from anomaly_assets import export
+
         return export.run_cli(a)
+    if a.cmd == "release":
+        return release_files(a.files, a.note, a.actor)
     if a.cmd == "backfill":
         ok = backfill(a.date_from, a.date_to, verbose=a.verbose)
         if ok:

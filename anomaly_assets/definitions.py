@@ -9,12 +9,11 @@ from __future__ import annotations
 
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from anomaly_assets.config import load_owners
-from anomaly_assets.defs import automation, checks, detection, entities, evaluation, ingest, publish, reports
+from anomaly_assets.defs import automation, checks, detection, entities, evaluation, ingest, publish, reports, workers
 from anomaly_assets.defs import alerts as alert_defs
-from anomaly_assets.defs.resources import AnalystCopy, DataExpectations, LandingFolder, MetricCatalog, ModelStore
+from anomaly_assets.defs.resources import AnalystCopy, DataExpectations, LandingFolder, MetricCatalog, ModelStore, Warehouse
 from anomaly_assets.defs.sql_models import build_sql_model_assets
 from anomaly_assets.settings import REPO_ROOT, load_settings
 
@@ -41,7 +40,7 @@ def resources(s=settings) -> dict:
     expectations = DataExpectations(path=str(s.expectations))
     expectations.load()  # a bad configs/expectations.yaml fails here, naming the file and field
     return {
-        "duckdb": DuckDBResource(database=str(s.warehouse), connection_config={"memory_limit": s.duckdb_memory}),
+        "duckdb": Warehouse(database=str(s.warehouse), connection_config={"memory_limit": s.duckdb_memory}),
         "landing": LandingFolder(path=str(s.landing_dir), labels=str(s.labels) if s.labels else None,
                                  splits=str(s.splits) if s.splits else None),
         "models": ModelStore(path=str(s.model_dir)),
@@ -64,8 +63,9 @@ defs = dg.Definitions(
     asset_checks=checks.CHECKS,
     jobs=[anomaly_chain],
     # Every step is in the duckdb_writer pool (limit 1), so steps never run in parallel anyway:
-    # one process per run instead of one per step saves a code load (2-4 s) per step.
-    executor=dg.in_process_executor,
+    # one process per run instead of one per step saves a code load (2-4 s) per step. The run's
+    # worker pool is shut down when its steps are done (defs/workers.py).
+    executor=workers.run_executor,
     schedules=schedules,
     sensors=[*sensors, alert_defs.alert_delivery],
     resources=resources(),

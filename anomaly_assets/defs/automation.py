@@ -35,9 +35,9 @@ from dagster._core.events import DagsterEventType
 from dagster._utils.schedules import is_valid_cron_string
 
 from anomaly_assets.defs.resources import LandingFolder
-from anomaly_assets.landing import LandingError, discover_files, observation_days
+from anomaly_assets.landing import LandingError, discover, observation_days
 from anomaly_assets.settings import load_settings
-from anomaly_assets.webhooks import post_json, webhook_url
+from anomaly_assets.webhooks import check_webhook_env, post_json, redact, webhook_url
 
 FAILURE_WEBHOOK_ENV = "ANOMALY_FAILURE_WEBHOOK_URL"
 TRIGGER_TAG = "anomaly/trigger"
@@ -90,6 +90,7 @@ def load_automation_settings(env: dict[str, str] | None = None) -> AutomationSet
     fail = number("ANOMALY_FRESHNESS_FAIL_HOURS", d.freshness_fail_h, float, 1 / 60)
     if warn >= fail:
         raise ValueError(f"ANOMALY_FRESHNESS_WARN_HOURS={warn:g} must be less than ANOMALY_FRESHNESS_FAIL_HOURS={fail:g}")
+    check_webhook_env(env)  # a malformed webhook URL fails the load, naming the variable, never the value
     return AutomationSettings(
         schedule_cron=cron,
         schedule_tz=tz,
@@ -230,11 +231,22 @@ def plan_landing_runs(root: Path, skip: set[Path], cursor: LandingCursor, now: d
     """
     latest = last_complete_day(now)
     notes: list[str] = []
-    files = [f for f in discover_files(root) if f.resolve() not in skip]
+    found = discover(root)
+    files = [f for f in found.files if f.resolve() not in skip]
     seen: dict[str, list[int]] = {}
     by_day: dict[str, set[str]] = {d: set(v) for d, v in cursor.waiting.items()}
     settling = 0
     new: list[tuple[str, str, int, list[str]]] = []  # (rel, tag, mtime_ns, days) of readable new versions
+    for r in found.refused:  # never read: the ingest records it, and its check blocks until it is fixed
+        try:
+            st = os.lstat(r.path)
+        except FileNotFoundError:
+            continue
+        seen[r.source_file] = version = [st.st_size, st.st_mtime_ns]
+        if cursor.files.get(r.source_file) != version:
+            notes.append(f"{r.source_file}: refused ({r.reason.split(':')[0]}), run with the newest partition {latest} "
+                         "so the ingest records it")
+            by_day.setdefault(latest, set()).add(f"{r.source_file}@{st.st_size}@{st.st_mtime_ns}")
     for f in files:
         rel = f.relative_to(root).as_posix()
         try:
@@ -421,7 +433,7 @@ def alert_text(run, headline: str, steps: list[str], checks: list[str], ui_url: 
         lines.append(f"• ... {len(steps) + len(checks) - 20} more")
     if ui_url:
         lines.append(f"{ui_url}/runs/{run.run_id}")
-    return "\n".join(lines)
+    return redact("\n".join(lines))  # a step's error may quote a secret; the alert goes to a chat
 
 
 def deliver(context, text: str, retries: int = 3) -> None:
@@ -476,7 +488,8 @@ def build_alert_sensors(s: AutomationSettings) -> list[dg.SensorDefinition]:
 
 
 def build_dead_run_sensor() -> dg.SensorDefinition:
-    """Free what killed runs hold (``recovery.release_dead_runs``), once a minute.
+    """Free what killed runs hold (``recovery.release_dead_runs``) and remove the temp copies they left
+    (``analyst_copy.remove_leftovers``), once a minute.
 
     The default run launcher cannot tell Dagster's run monitoring that a run's process died, so
     under ``dagster dev`` a killed run would keep its ``duckdb_writer`` slot and block every
@@ -487,11 +500,14 @@ def build_dead_run_sensor() -> dg.SensorDefinition:
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Marks failed the runs whose processes are gone and frees their pool slots.")
     def dead_run_release(context: dg.SensorEvaluationContext):
+        from anomaly_assets.analyst_copy import remove_leftovers
         from anomaly_assets.recovery import release_dead_runs
 
         released = release_dead_runs(context.instance)
         for run_id in released:
             context.log.warning(f"run {run_id} died without ending: marked failed, duckdb_writer slot freed")
+        for path in remove_leftovers(load_settings().analyst_copy):
+            context.log.warning(f"removed {path.name}, a copy a killed run left half-written")
         return dg.SkipReason(f"released {len(released)} dead run(s)" if released else "no dead runs")
 
     return dead_run_release

@@ -28,7 +28,6 @@ chunk) and GX's per-expectation overhead. GX runs with the BASIC result format a
 SUMMARY only for what failed (``expectations._run_suite``).
 """
 
-import datetime as dt
 import sys
 import warnings
 
@@ -198,8 +197,11 @@ OBSERVATION_CHECKS = {
     "value_ranges": ("Values inside the per-metric ranges of configs/expectations.yaml.", False),
     "volume": ("Rows per day within the configured band around the median of earlier days.", False),
     # Blocking: a whole file missing means whole entities or days missing; scoring the rest would
-    # page operators about "silent" machines that are only a broken file. Fix the file, re-run.
-    "no_rejected_files": ("No landing file read by this run was rejected as a whole (raw.rejected_files).", True),
+    # page operators about "silent" machines that are only a broken file. It blocks every run until
+    # the file is fixed (read again), removed, or released (`anomaly-assets release <file>`).
+    "no_rejected_files": ("No landing file is refused as a whole (raw.rejected_files): a refused file blocks every run "
+                          "until it is fixed, removed from the landing folder or released with "
+                          "`anomaly-assets release <file>`.", True),
 }
 
 
@@ -262,8 +264,6 @@ def observations_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBRe
     start, end = time_window(context)
     days = days_in(start, end)
     lookback = start - DAY * (4 * rules.volume.history_partitions)
-    run = context.instance.get_run_record_by_id(context.run.run_id)
-    run_started = dt.datetime.fromtimestamp(run.start_time or run.create_timestamp.timestamp(), dt.timezone.utc)
     now = pd.Timestamp.now(tz="UTC")
     keys = ChunkedValidation([
         *[gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("entity_id", "metric", "ts", "value", "source_file")],
@@ -302,9 +302,7 @@ def observations_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBRe
             [lookback, end],
         ).df()
         rejected = con.execute(
-            f"SELECT source_file, reason, ingested_at FROM {wh.REJECTED_FILES.qualified} "
-            "WHERE ingested_at >= ? ORDER BY source_file",
-            [run_started],
+            f"SELECT source_file, reason, ingested_at FROM {wh.REJECTED_FILES.qualified} ORDER BY source_file"
         ).df()
     daily["day"] = pd.to_datetime(daily["day"]).dt.tz_localize("UTC")
     window = _range_md(start, end)
@@ -340,8 +338,9 @@ def observations_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBRe
                            {"rows": int(r.rows), **({"ratio": float(r.ratio)} if pd.notna(r.ratio) else {})})
                    for r in vol.itertuples()}
     files = validate(rejected, [gxe.ExpectTableRowCountToEqual(value=0)])
-    files_note = ("no landing file read by this run was rejected" if files.success else
-                  "; ".join(rejected["reason"].head(EXAMPLES)))
+    files_note = ("no landing file is refused" if files.success else
+                  "; ".join(rejected["reason"].head(EXAMPLES))
+                  + " (fix or remove the file, or release it: anomaly-assets release <file>)")
 
     yield from _selected(context, [
         schema_result,

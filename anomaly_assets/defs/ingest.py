@@ -5,7 +5,7 @@ raw.observations (by the run of its day) or quarantined in raw.rejected_rows wit
 reason, so for every file ``rows_read = stored + rejected`` once its days have run
 (raw.landing_files keeps both counts). Rows are quarantined when
 
-* the line is malformed (landing.py: bad timestamp or number, missing key, wrong field count,
+* the line is malformed (anomaly_assets.landing: bad timestamp or number, missing key, wrong field count,
   not UTF-8, a duplicate inside the file, ...);
 * the timestamp is outside every partition: before the first day (``ANOMALY_PARTITION_START``)
   or in the future when the file is read. Rows of other days are not rejected: they belong to
@@ -14,8 +14,11 @@ reason, so for every file ``rows_read = stored + rejected`` once its days have r
 * another file (earlier by path) holds the same entity, metric and time: the first file wins.
 
 A file that cannot be used at all goes to raw.rejected_files with a message naming the file, what
-was expected and what was found. Fixing a file (its size or modification time changes) makes the
-next run read it again and replace what it left.
+was expected and what was found, and so does a path discovery refuses without reading it (a
+symbolic link out of the landing folder, a FIFO), once per version of the link. Fixing a file (its
+size or modification time changes) makes the next run read it again and replace what it left; a
+refused file removed from the folder is cleared by the next run; one released with
+``anomaly-assets release`` stays out until it changes (``anomaly_assets.refused_files``).
 
 Files are read in batches by worker processes and each batch's rows are written as it comes back
 (:class:`IngestRun`; one INSERT that DuckDB pulls batch by batch, inside the run's one
@@ -40,7 +43,7 @@ from anomaly_assets.defs.metadata import ChunkedWrite, markdown_preview, time_wi
 from anomaly_assets.defs.partitions import daily_partitions, daily_table_asset
 from anomaly_assets.defs.resources import LandingFolder
 from anomaly_assets.defs.workers import map_chunks
-from anomaly_assets.landing import discover_files, iter_batches
+from anomaly_assets.landing import discover, iter_batches
 from anomaly_assets.landing import read_file as read_landing_file
 
 # Rejections that depend on the other files read for a day (not on the file alone) start so.
@@ -72,6 +75,28 @@ def _needs_reading(files, root, manifest: pd.DataFrame, start, end) -> tuple[lis
     return out, unchanged
 
 
+def _refusals(refused, manifest: pd.DataFrame, now) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows for raw.rejected_files and raw.landing_files of the paths discovery refused (links out
+    of the folder, ...) that are new or changed since recorded (the link's own size and mtime):
+    one that was released stays released until it changes."""
+    known = {m[0]: m[1:3] for m in manifest.itertuples(index=False)}
+    rejected, versions = [], []
+    for r in refused:
+        try:
+            st = os.lstat(r.path)
+        except FileNotFoundError:
+            continue  # removed since it was listed
+        size, mtime = known.get(r.source_file, (None, None))
+        if size is not None and int(size) == st.st_size and int(mtime) == st.st_mtime_ns:
+            continue
+        rejected.append({"source_file": r.source_file, "reason": f"{r.source_file}: {r.reason}", "ingested_at": now})
+        versions.append({"source_file": r.source_file, "size_bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
+                         "shape": None, "first_ts": pd.NaT, "last_ts": pd.NaT, "rows_read": 0, "rows_rejected": 0,
+                         "read_at": now})
+    return (pd.DataFrame(rejected, columns=wh.REJECTED_FILES.column_names),
+            pd.DataFrame(versions, columns=wh.LANDING_FILES.column_names))
+
+
 def _iso(ts: pd.Series) -> pd.Series:
     return ts.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str.removesuffix(".000000") + "Z"
 
@@ -83,7 +108,8 @@ def outside_partitions(o: pd.DataFrame, first: pd.Timestamp, now: pd.Timestamp) 
     reason = pd.Series(None, index=o.index, dtype=object)
     if early.any():
         reason[early] = ("timestamp " + _iso(o["ts"][early]) + f" is before the first partition {first.date()} "
-                         "(ANOMALY_PARTITION_START); set it earlier and touch the file to load this row")
+                         "(ANOMALY_PARTITION_START); if the time is right, set it earlier and touch the file "
+                         "to load this row")
     if late.any():
         reason[late] = ("timestamp " + _iso(o["ts"][late])
                         + f" is in the future (the file was read at {now.strftime('%Y-%m-%dT%H:%M:%SZ')})")
@@ -379,6 +405,10 @@ def ahead(items, depth: int = 2):
         thread.join()
 
 
+def _concat(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    return b if not len(a) else a if not len(b) else pd.concat([a, b], ignore_index=True)
+
+
 def _fmt_across(kept_file: np.ndarray, kept_line: np.ndarray) -> np.ndarray:
     return np.asarray([f"{ACROSS_FILES}same entity_id, metric and ts as {f} line {int(n)} (the first file by path is kept)"
                        for f, n in zip(kept_file.tolist(), kept_line.tolist())], dtype=object)
@@ -390,12 +420,15 @@ def observations(context: dg.AssetExecutionContext, duckdb: DuckDBResource, land
     now = dt.datetime.now(dt.timezone.utc)
     first = pd.Timestamp(daily_partitions.start).tz_convert("UTC")
     skip = landing.sidecars()
-    files = [f for f in discover_files(landing.root) if f.resolve() not in skip]
+    found = discover(landing.root)
+    files = [f for f in found.files if f.resolve() not in skip]
+    present = [f.relative_to(landing.root).as_posix() for f in files] + [r.source_file for r in found.refused]
     with duckdb.get_connection() as con:
         wh.ensure_tables(con)
         manifest = _manifest(con)
     todo, unchanged = _needs_reading(files, landing.root, manifest, start, end)
     read_files = [rel for _, rel, _ in todo]
+    refused_files, refused_versions = _refusals(found.refused, manifest, pd.Timestamp(now))
     with duckdb.get_connection() as con, wh.transaction(con):
         previous = con.execute(
             f"SELECT {', '.join(wh.REJECTED_ROWS.column_names)} FROM {wh.REJECTED_ROWS.qualified} "
@@ -433,10 +466,20 @@ def observations(context: dg.AssetExecutionContext, duckdb: DuckDBResource, land
             wh.append(con, wh.REJECTED_ROWS, rejected)
         wh.append(con, wh.REJECTED_ROWS, run.previous_kept())
         rejected_files, manifest_rows = run.rejected_files_frame(), run.landing_files()
-        wh.replace_keyed(con, wh.REJECTED_FILES, rejected_files, "source_file", read_files)
-        wh.replace_keyed(con, wh.LANDING_FILES, manifest_rows, "source_file", read_files)
+        recorded = read_files + refused_files["source_file"].tolist()
+        wh.replace_keyed(con, wh.REJECTED_FILES, _concat(rejected_files, refused_files), "source_file", recorded)
+        wh.replace_keyed(con, wh.LANDING_FILES, _concat(manifest_rows, refused_versions), "source_file", recorded)
+        # a refused file blocks until it is fixed (read again), released, or gone from the folder
+        gone = con.execute(
+            f"DELETE FROM {wh.REJECTED_FILES.qualified} WHERE source_file NOT IN (SELECT UNNEST(?::VARCHAR[])) "
+            "RETURNING source_file", [present]).fetchall()
+        refused_now = con.execute(f"SELECT count(*) FROM {wh.REJECTED_FILES.qualified}").fetchone()[0]
     for r in rejected_files.itertuples():
         context.log.warning(r.reason)
+    for r in refused_files.itertuples():
+        context.log.warning(r.reason)
+    for (rel,) in gone:
+        context.log.info(f"{rel}: no longer in the landing folder, its refusal is cleared from {wh.REJECTED_FILES.qualified}")
     if run.new_rejected:
         context.log.warning(f"{run.new_rejected} row(s) quarantined in {wh.REJECTED_ROWS.qualified}, e.g. "
                             + "; ".join(f"{f} line {n}: {r}" for f, n, r in run.examples))
@@ -447,7 +490,9 @@ def observations(context: dg.AssetExecutionContext, duckdb: DuckDBResource, land
         **run.written.metadata(wh.OBSERVATIONS, start, end, context),
         "files_in_landing": len(files),
         "files_read": len(read_files),
-        "files_rejected": len(rejected_files),
+        "files_rejected": len(rejected_files) + len(refused_files),
+        # every file refused and not fixed, removed or released: each blocks the run (no_rejected_files)
+        "files_refused_in_landing": int(refused_now),
         # rows_read = rows_stored + rows_rejected + rows_of_other_days
         "rows_read": rows_read,
         "rows_stored": n_stored,

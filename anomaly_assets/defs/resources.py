@@ -1,15 +1,39 @@
 """Resources: configured once in definitions.py, never constructed inside assets."""
 
 
+from contextlib import contextmanager
 from pathlib import Path
-
 from typing import Optional
 
 import dagster as dg
 import pandas as pd
+from dagster_duckdb import DuckDBResource
 
+from anomaly_assets import warehouse_lock
 from anomaly_assets.config import MetricFamilies, load_metric_families
 from anomaly_assets.expectations import ExpectationRules, load_expectations
+
+
+class Warehouse(DuckDBResource):
+    """The DuckDB warehouse (``DuckDBResource``), waiting for the file while another process holds it.
+
+    ``dagster_duckdb`` retries a held file ~10 times over ~100 s without a word, then fails the
+    step; here the step logs who holds the file (PID, command, for how long) and how long it has
+    waited, every 15 s, and fails after ``lock_wait_seconds`` naming the holder
+    (:mod:`anomaly_assets.warehouse_lock`).
+    """
+
+    lock_wait_seconds: float = 600.0
+
+    @contextmanager
+    def get_connection(self):
+        config = {"custom_user_agent": "dagster", **self.connection_config}
+        con = warehouse_lock.connect(self.database, config=config, wait_s=self.lock_wait_seconds,
+                                     log=dg.get_dagster_logger().warning)
+        try:
+            yield con
+        finally:
+            con.close()
 
 
 class LandingFolder(dg.ConfigurableResource):
@@ -32,8 +56,9 @@ class LandingFolder(dg.ConfigurableResource):
 
 class ModelStore(dg.ConfigurableResource):
     """Where each day's fitted per-series parameters are kept: one Parquet file per day and model
-    version (level, scale, band, calendar components of every series). Parquet holds data only:
-    reading an artifact never runs code, whoever could write the folder."""
+    version (level, scale, band and calendar components of every series). Parquet holds data
+    only, and only files inside this folder are loaded, whatever path ``ml.model_versions`` holds:
+    writing the warehouse or the folder cannot run code."""
 
     path: str
 
@@ -43,13 +68,20 @@ class ModelStore(dg.ConfigurableResource):
     def save(self, frame: pd.DataFrame, day: str, version: str) -> Path:
         target = self.artifact(day, version)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
+        tmp = target.with_name(target.name + ".tmp")
         frame.to_parquet(tmp, index=False)
         tmp.replace(target)  # atomic: a reader never sees half a file
         return target
 
     def load(self, path: str) -> pd.DataFrame:
-        return pd.read_parquet(path)
+        """The parameters in ``path``, which must be a ``.parquet`` artifact inside this store."""
+        p, root = Path(path).resolve(), Path(self.path).resolve()
+        if root not in p.parents:
+            raise ValueError(f"model artifact {path} is not inside the model store {root}: not loaded")
+        if p.suffix != ".parquet":
+            raise ValueError(f"model artifact {path} is not a .parquet artifact (older .joblib/.npz models are "
+                             "not loaded): materialize the detection for its day again")
+        return pd.read_parquet(p)
 
 
 class MetricCatalog(dg.ConfigurableResource):

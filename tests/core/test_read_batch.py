@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from anomaly_assets import landing
+from anomaly_assets.landing import batching
 from anomaly_assets.defs.workers import map_chunks
 from anomaly_assets.demo.fleet import generate_fleet
 
@@ -62,7 +63,7 @@ def test_a_batch_reads_every_file_as_read_file_does(folder, monkeypatch):
     files = landing.discover_files(folder)
     alone = []
     read_file = landing.read_file
-    monkeypatch.setattr(landing, "read_file", lambda p, **kw: alone.append(p.relative_to(folder).as_posix()) or read_file(p, **kw))
+    monkeypatch.setattr(batching, "read_file", lambda p, **kw: alone.append(p.relative_to(folder).as_posix()) or read_file(p, **kw))
     batch = landing.read_batch(files, root=folder)
     monkeypatch.undo()
     # plain CSVs went through the grouped parse; the others were read alone
@@ -93,7 +94,7 @@ def test_a_file_arrow_refuses_sends_only_its_group_back_to_reading_alone(folder)
 
 def test_batches_from_worker_processes_come_in_order_and_equal_read_batch(folder, monkeypatch):
     files = landing.discover_files(folder)
-    monkeypatch.setattr(landing, "_PARALLEL_MIN_FILES", 2)
+    monkeypatch.setattr(batching, "_PARALLEL_MIN_FILES", 2)
     got = list(landing.iter_batches(files, root=folder, batch_files=7, map_chunks=partial(map_chunks, workers=2)))
     assert [len(b.source_files) for b in got] == [7] * (len(files) // 7) + ([len(files) % 7] if len(files) % 7 else [])
     for k, b in enumerate(got):

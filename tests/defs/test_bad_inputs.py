@@ -21,6 +21,7 @@ import pytest
 from anomaly_assets.defs.checks import observations_checks
 from anomaly_assets.defs.ingest import observations
 from anomaly_assets.definitions import resources
+from anomaly_assets.refused_files import ReleaseError, list_refused, release
 from anomaly_assets.settings import load_settings
 
 START, END = "2026-03-01", "2026-03-02"  # the run's two days
@@ -85,7 +86,8 @@ CASES = {
     "utf16.csv": ((LONG + f"p,{T0},temp,1\n").encode("utf-16"), 0, "is encoded as UTF-16; expected UTF-8"),
     "missing_value.csv": (LONG + f"q,{T0},temp,\nq,{T1},,2\n", 0,
                           [(2, "empty value in column 'value'"), (3, "missing metric")]),
-    "quoted.csv": (LONG + f"\"r, line\nbreak\",{T0},temp,1\n", 1, []),
+    "quoted.csv": (LONG + f"\"r, line\nbreak\",{T0},temp,1\n\"r, comma\",{T0},temp,1\n", 1,
+                   [(2, "entity_id 'r, line\\nbreak' contains U+000A LINE FEED, which does not print")]),
     "crlf.csv": (LONG.replace("\n", "\r\n") + f"s,{T0},temp,1\r\n", 1, []),
     "bool_values.parquet": (_parquet({"entity_id": ["t"], "timestamp": [T0], "metric": ["temp"], "value": [True]}),
                             0, "column 'value' has type bool; expected numbers"),
@@ -180,7 +182,7 @@ def test_good_rows_are_stored_exactly(ingested):
     assert epoch["ts"].tolist() == [pd.Timestamp(t, tz="UTC") for t in
                                     ("2026-03-01 00:00", "2026-03-01 01:00", "2026-03-01 02:00:00.5")]
     names = set(_q(db, "SELECT DISTINCT entity_id FROM raw.observations")["entity_id"])
-    assert {"'; DROP TABLE raw.observations; --", 'Robert "Bobby" Tables', "ünïcødé-機械-🚀", "r, line\nbreak"} <= names
+    assert {"'; DROP TABLE raw.observations; --", 'Robert "Bobby" Tables', "ünïcødé-機械-🚀", "r, comma"} <= names
     metrics = set(_q(db, "SELECT metric FROM raw.observations WHERE source_file = 'hostile_metrics.csv'")["metric"])
     assert metrics == {"température °C", "x; DROP TABLE raw.rejected_rows; --"}
     tables = set(_q(db, "SELECT table_schema || '.' || table_name t FROM information_schema.tables")["t"])
@@ -221,7 +223,11 @@ def test_fixing_a_file_and_running_again_picks_it_up(ingested, tmp_path):
     _write(tmp_path / "landing", "bad_timestamps.csv", LONG + f"a,{T0},temp,1\na,{T1},temp,2\n")
     old = tmp_path / "landing" / "corrupt.csv.gz"  # a bad file the user has not fixed yet
     result = _ingest(tmp_path, START, START)
-    assert result.success
+    evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    # the files still refused keep blocking (before: this run passed, as it read no bad file)
+    assert not result.success and not evals["no_rejected_files"].passed
+    assert "corrupt.csv.gz" in evals["no_rejected_files"].description
+    assert "semicolons.csv" not in evals["no_rejected_files"].description  # fixed, read again, stored
     acc = _accounting(db)
     assert acc.loc["semicolons.csv"].stored == 1 and pd.isna(acc.loc["semicolons.csv"].file_error)
     assert acc.loc["bad_timestamps.csv"].stored == 2 and acc.loc["bad_timestamps.csv"].rejected == 0
@@ -230,8 +236,26 @@ def test_fixing_a_file_and_running_again_picks_it_up(ingested, tmp_path):
     # unchanged files without rows on that day are not read again; the refused one stays refused
     assert after["corrupt.csv.gz"] == before["corrupt.csv.gz"] and old.exists()
     assert after["future.csv"] > before["future.csv"]  # it holds rows on 2026-03-01
+    # released with the command's function: the next run goes on, and the files are not read again
+    refused = list_refused(db)["source_file"].tolist()
+    assert "corrupt.csv.gz" in refused and "semicolons.csv" not in refused
+    instance = dg.DagsterInstance.ephemeral()
+    assert release(db, refused, note="known bad export", actor="ops", instance=instance)["source_file"].tolist() == refused
+    with pytest.raises(ReleaseError, match="not refused: good.csv"):
+        release(db, ["good.csv"], note="x")
+    result = _ingest(tmp_path, START, START)
     evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert evals["no_rejected_files"].passed  # this run read no bad file
+    assert result.success and evals["no_rejected_files"].passed
+    assert _q(db, "SELECT read_at FROM raw.landing_files WHERE source_file = 'corrupt.csv.gz'")["read_at"][0] == \
+        before["corrupt.csv.gz"]
+    [obs] = instance.fetch_observations(dg.AssetKey(["raw", "observations"]), limit=1).records[:1]
+    md = obs.asset_observation.metadata
+    assert md["released_by"].value == "ops" and md["note"].value == "known bad export"
+    # a refused file that is removed from the folder no longer blocks either
+    _write(tmp_path / "landing", "corrupt.csv.gz", b"\x1f\x8b not gzip, changed")
+    assert not _ingest(tmp_path, START, START).success
+    (tmp_path / "landing" / "corrupt.csv.gz").unlink()
+    assert _ingest(tmp_path, START, START).success and list_refused(db).empty
 
 
 def test_rows_of_other_days_wait_for_their_partition(tmp_path):
@@ -262,3 +286,32 @@ def test_duplicates_across_files_are_kept_per_day(tmp_path):
     assert reasons[:4] == [f"duplicate across files: same entity_id, metric and ts as a.csv line {n} "
                            "(the first file by path is kept)" for n in (2, 3, 4, 5)]
     assert reasons[4] == "value 'bad' in column 'value' is not a number"
+
+
+def test_symbolic_links_out_of_the_landing_folder_are_refused_recorded_and_never_read(tmp_path):
+    """Before: /etc/passwd's lines went into raw.rejected_files (and the analysts' copy), a CSV linked
+    from outside was ingested, and a linked directory was skipped without a record."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.csv").write_text(LONG + f"x,{T0},temp,1\n")
+    landing = tmp_path / "landing"
+    _write(landing, "good.csv", LONG + f"g1,{T0},temp,20.5\n")
+    (landing / "passwd.csv").symlink_to("/etc/passwd")
+    (landing / "stolen.csv").symlink_to(outside / "secret.csv")
+    (landing / "elsewhere").symlink_to(outside, target_is_directory=True)
+    result = _ingest(tmp_path, START, START)
+    db = tmp_path / "wh.duckdb"
+    refused = _q(db, "SELECT source_file, reason FROM raw.rejected_files ORDER BY 1")
+    assert refused["source_file"].tolist() == ["elsewhere", "passwd.csv", "stolen.csv"]
+    assert refused["reason"].str.contains("is a symbolic link to a path outside the landing folder: not read").all()
+    assert _q(db, "SELECT DISTINCT source_file FROM raw.observations")["source_file"].tolist() == ["good.csv"]
+    for table in ("raw.rejected_files", "raw.rejected_rows", "raw.observations", "raw.landing_files"):
+        text = _q(db, f"SELECT * FROM {table}").astype(str).to_csv()
+        assert "root:" not in text and "x,2026" not in text, table
+    evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not result.success and not evals["no_rejected_files"].passed  # blocks until removed or released
+    assert not _ingest(tmp_path, START, START).success  # ... every run, not only the first
+    for link in ("passwd.csv", "stolen.csv", "elsewhere"):
+        (landing / link).unlink()
+    assert _ingest(tmp_path, START, START).success
+    assert _q(db, "SELECT count(*) AS n FROM raw.rejected_files")["n"][0] == 0

@@ -4,8 +4,8 @@ The shell backfill (``python -m anomaly_assets.cli backfill``) runs in a real su
 own DAGSTER_HOME (the project's instance config, writer pool of 1) and warehouse. It is killed
 once the first model artifact appears (ingest and decomposition committed, model_versions half
 done), then run again. Every table must equal that of a clean run of the same job in another
-warehouse, ignoring only wall-clock columns and artifact paths (floats to 1e-12: DuckDB's parallel
-sums may differ in the last bit from run to run); no key may repeat. Re-running a
+warehouse, ignoring only wall-clock columns and artifact paths (floats to rounding,
+tests/tolerances.py: DuckDB's parallel sums may differ in the last bits from run to run); no key may repeat. Re-running a
 single partition is covered by tests/defs/test_chain.py.
 """
 
@@ -27,6 +27,7 @@ import pytest
 from anomaly_assets import definitions
 from anomaly_assets.demo.fleet import generate_fleet
 from anomaly_assets.settings import REPO_ROOT, load_settings
+from tests.tolerances import ROUNDING, assert_close
 
 FIRST, LAST = "2026-09-07", "2026-09-21"
 WALL_CLOCK = {"ingested_at", "read_at", "trained_at", "evaluated_at", "artifact_path"}
@@ -70,9 +71,10 @@ def _tables(db: Path) -> dict[str, pd.DataFrame]:
 
 
 def _close(a, b) -> bool:
-    """Equal, floats (also inside JSON) to 1e-12: parallel float sums may differ in the last bit."""
+    """Equal, floats inside JSON to rounding (tests/tolerances.py): parallel float sums may differ in the
+    last bits."""
     if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))
+        return math.isclose(a, b, rel_tol=ROUNDING, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
@@ -90,7 +92,8 @@ def _assert_same(got: pd.DataFrame, want: pd.DataFrame, name: str) -> None:
     keys = [c for c in text if not is_json[c]]
     got, want = (d.sort_values(keys, ignore_index=True) for d in (got, want))
     pd.testing.assert_frame_equal(got[keys], want[keys], obj=name)
-    pd.testing.assert_frame_equal(got[floats], want[floats], check_exact=False, rtol=1e-12, atol=1e-12, obj=name)
+    for c in floats:
+        assert_close(got[c], want[c], f"{name}.{c}")
     for c in text:
         if is_json[c]:
             for a, b in zip(got[c], want[c]):

@@ -16,7 +16,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from anomaly_assets import landing
+from anomaly_assets.landing import batching
 from anomaly_assets.definitions import resources
 from anomaly_assets.defs.ingest import observations
 from anomaly_assets.demo.fleet import generate_fleet
@@ -90,8 +90,8 @@ def two_warehouses(tmp_path_factory):
         for name, batch_files, min_parallel in (("small", 3, 2), ("one", 10_000, 10_000)):
             root = base / name
             shutil.copytree(base / "template", root / "landing", copy_function=shutil.copy2)
-            mp.setattr(landing, "_FILES_PER_TASK", batch_files)
-            mp.setattr(landing, "_PARALLEL_MIN_FILES", min_parallel)
+            mp.setattr(batching, "_FILES_PER_TASK", batch_files)
+            mp.setattr(batching, "_PARALLEL_MIN_FILES", min_parallel)
             runs[name] = (root, [_ingest(root, "2026-09-07", "2026-09-21")])
     finally:
         mp.undo()
@@ -131,8 +131,8 @@ def test_duplicates_across_batches_name_the_first_file_and_line(two_warehouses):
 def test_rerunning_a_day_and_fixing_a_file_keep_both_equal_and_balanced(two_warehouses, monkeypatch):
     for name, batch_files in (("small", 3), ("one", 10_000)):
         root, _ = two_warehouses[name]
-        monkeypatch.setattr(landing, "_FILES_PER_TASK", batch_files)
-        monkeypatch.setattr(landing, "_PARALLEL_MIN_FILES", 2 if batch_files == 3 else 10_000)
+        monkeypatch.setattr(batching, "_FILES_PER_TASK", batch_files)
+        monkeypatch.setattr(batching, "_PARALLEL_MIN_FILES", 2 if batch_files == 3 else 10_000)
         _ingest(root, "2026-09-08", "2026-09-08")  # re-run one day: other days' duplicates stay
         acc = _balance(root)
         assert (acc.rows_read == acc.stored + acc.rejected).all()

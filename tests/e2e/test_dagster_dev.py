@@ -19,6 +19,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import pytest
 
 from anomaly_assets.defs.automation import failed_checks, last_complete_day
@@ -240,3 +241,59 @@ def test_a_landed_file_runs_the_chain_and_a_bad_file_is_caught(dagster_dev, tmp_
     [text] = [p["text"] for p in hook.received if bad.run_id in p["text"]]
     assert expected_alert in text and "no_rejected_files" in text
     print(f"first landing run finished {took:.1f} s after the file landed")
+
+
+@pytest.fixture
+def two_workers(monkeypatch):
+    monkeypatch.setenv("ANOMALY_WORKERS", "2")
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return out
+
+
+def _gone(pids: set[int], timeout: float) -> set[int]:
+    """The pids still alive after ``timeout`` seconds (an exited but unreaped child counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = set()
+        for p in pids:
+            try:
+                if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.add(p)
+            except OSError:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
+
+
+def test_a_run_process_and_its_worker_pool_exit_when_the_run_ends(two_workers, dagster_dev, tmp_path_factory):
+    """Issue 16, item 8: after RUN_SUCCESS the run process and its 2 worker processes stayed alive
+    (waiting in multiprocessing's exit handler for the shared pool, never shut down), one more per run."""
+    from anomaly_assets.recovery import run_pids
+
+    root, instance, _ = dagster_dev
+    fleet = tmp_path_factory.mktemp("fleet")
+    generate_fleet(fleet / "landing", entities=ENTITIES, days=15, start=str(dt.date.fromisoformat(DAY) - dt.timedelta(days=14)))
+    # the day's feed as one small long file per reading: enough files for the ingest's worker pool
+    frames = [pd.read_csv(f) for f in sorted((fleet / "landing" / DAY).rglob("*.csv"))]
+    rows = pd.concat(frames).melt(id_vars=["entity_id", "timestamp"], var_name="metric", value_name="value")
+    (root / "landing" / DAY).mkdir()
+    for i, (_, part) in enumerate(rows.groupby(["entity_id", "timestamp", "metric"])):
+        part[["entity_id", "timestamp", "metric", "value"]].to_csv(root / "landing" / DAY / f"batch-{i:04d}.csv",
+                                                                  index=False)
+    assert i + 1 >= 200  # landing.batching reads 200 files or more in worker processes
+    run = _landing_run(instance)
+    assert run.status == dg.DagsterRunStatus.SUCCESS, (root / "dagster_dev.log").read_text()[-3000:]
+    pids = set(run_pids(instance, run.run_id))
+    assert pids, "the run recorded no process"
+    workers = set().union(*(_children(p) for p in pids))
+    left = _gone(pids | workers, timeout=30)
+    assert not left, f"run processes {sorted(pids)}, workers {sorted(workers)}: alive 30 s after the run: {sorted(left)}"
