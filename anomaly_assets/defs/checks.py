@@ -448,32 +448,48 @@ def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
         # of |residual_z| needs them all: one float column is kept.
         cols = "entity_id, metric, ts, value, expected, residual, residual_z"
 
-        def past_sql(select: str) -> str:
-            return f"SELECT {select} FROM {wh.DECOMPOSITION.qualified} WHERE ts >= ? AND ts < ? AND {{where}} " \
-                   "AND expected IS NOT NULL"
-
-        fitted_rows, abs_z = 0, []
-        parts = 1
         if len(unfitted):
             cold = cold.merge(_history_before(con, unfitted, start, end, history), on=series_day, how="left")
         else:  # nothing unfitted: nothing to explain
             cold = cold.assign(history_rows=pd.Series(dtype=float), per_day=pd.Series(dtype=float))
-        # GX and the median read the three checked columns; a chunk's whole rows (the failing
-        # rows shown) are read only when an expectation fails on it (entity and metric names
-        # were most of the read)
-        whole_sql = past_sql(cols)
-        columns = next(read_chunks(con, whole_sql, [start, end], [("false", [])], parts))
-        for piece in entity_slices(con, wh.DECOMPOSITION, start, end, CHUNK_ROWS):
-            past = next(read_chunks(con, past_sql("expected, residual, residual_z"), [start, end], [piece], parts))
-            finite.add(past, columns=columns,
-                       whole=lambda piece=piece: next(read_chunks(con, whole_sql, [start, end], [piece], parts)))
-            fitted_rows += len(past)
-            abs_z.append(np.abs(past["residual_z"].to_numpy(dtype=float)))
-            del past
+        cold["history_rows"] = cold["history_rows"].fillna(0)
+        cold["needed_rows"] = params.min_points * HISTORY_MARGIN
+        # a row without an expected value in a series-day with plenty of history is not cold start:
+        # it is checked with the fitted rows (and fails there)
+        unexplained = cold[cold["history_rows"] >= cold["needed_rows"]][series_day].assign(
+            day=lambda f: f["day"].dt.tz_convert("UTC").dt.date)
+
+        def past_sql(select: str) -> str:
+            sql = (f"SELECT {select} FROM {wh.DECOMPOSITION.qualified} WHERE ts >= ? AND ts < ? AND {{where}} "
+                   "AND expected IS NOT NULL")
+            if not len(unexplained):
+                return sql
+            return (f"{sql} UNION ALL SELECT {select} FROM (SELECT {cols}, {day_sql} AS day "
+                    f"FROM {wh.DECOMPOSITION.qualified} WHERE ts >= ? AND ts < ? AND {{where}} AND expected IS NULL) "
+                    "SEMI JOIN _unexplained USING (entity_id, metric, day)")
+
+        fitted_rows, abs_z = 0, []
+        parts = 2 if len(unexplained) else 1
+        if len(unexplained):
+            con.register("_unexplained", unexplained)
+        try:
+            # GX and the median read the three checked columns; a chunk's whole rows (the failing
+            # rows shown) are read only when an expectation fails on it (entity and metric names
+            # were most of the read)
+            whole_sql = past_sql(cols)
+            columns = next(read_chunks(con, whole_sql, [start, end], [("false", [])], parts))
+            for piece in entity_slices(con, wh.DECOMPOSITION, start, end, CHUNK_ROWS):
+                past = next(read_chunks(con, past_sql("expected, residual, residual_z"), [start, end], [piece], parts))
+                finite.add(past, columns=columns,
+                           whole=lambda piece=piece: next(read_chunks(con, whole_sql, [start, end], [piece], parts)))
+                fitted_rows += int(past["expected"].notna().sum())
+                abs_z.append(np.abs(past["residual_z"].dropna().to_numpy(dtype=float)))
+                del past
+        finally:
+            if len(unexplained):
+                con.unregister("_unexplained")
     window = _range_md(start, end)
     cold_start_rows = int(unfitted["rows"].sum())
-    cold["history_rows"] = cold["history_rows"].fillna(0)
-    cold["needed_rows"] = params.min_points * HISTORY_MARGIN
     cold = cold.assign(day=cold["day"].dt.strftime("%Y-%m-%d"))
     explained = validate(cold, [gxe.ExpectColumnPairValuesAToBeGreaterThanB(
         column_A="needed_rows", column_B="history_rows")])

@@ -84,14 +84,15 @@ def test_an_old_warehouse_gets_the_band_columns_and_keeps_its_rows(tmp_path):
     con = duckdb.connect(str(tmp_path / "old.duckdb"))
     try:
         con.execute("CREATE SCHEMA features")
-        old = [c for c in wh.DECOMPOSITION.columns if c.name not in ("lower", "upper")]
+        old = [c for c in wh.DECOMPOSITION.columns if c.name not in ("lower", "upper", "excluded")]
         con.execute("CREATE TABLE features.decomposition (" + ", ".join(f'"{c.name}" {c.type}' for c in old) + ")")
         con.execute("INSERT INTO features.decomposition VALUES ('e', 'm', '2026-01-01', 1, 1, 1, 0, 0, 0)")
         wh.ensure_tables(con)
         cols = [r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = 'decomposition' "
                                           "ORDER BY column_index").fetchall()]
         assert cols == wh.DECOMPOSITION.column_names
-        assert con.execute("SELECT entity_id, lower, upper FROM features.decomposition").fetchall() == [("e", None, None)]
+        assert con.execute("SELECT entity_id, lower, upper, excluded FROM features.decomposition").fetchall() \
+            == [("e", None, None, None)]
         wh.ensure_tables(con)  # again: nothing to add
     finally:
         con.close()

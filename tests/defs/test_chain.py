@@ -60,8 +60,11 @@ def test_scores_are_valid_and_cold_start_is_explicit(warehouse):
     assert scored.anomaly_score.between(0, 1).all() and len(scored) > 0
     cold = s[s.severity == "cold_start"]
     assert cold.anomaly_score.isna().all() and not cold.is_anomaly.any()
-    # the first week has no history to forecast from: cold start, never a fake score
-    assert (s[s.ts < pd.Timestamp("2026-09-14", tz="UTC")].severity == "cold_start").all()
+    # each series' first points have no history to say anything from: cold start, never a fake
+    # score; from its 8th point (min_points) on it is scored
+    first = pd.Timestamp(RANGE[0], tz="UTC")
+    assert (s[s.ts < first + pd.Timedelta(hours=8)].severity == "cold_start").all()
+    assert (s[s.ts >= first + pd.Timedelta(hours=8)].severity != "cold_start").all()
     flagged = s[s.is_anomaly]
     assert flagged.why.notna().all() and flagged.severity.isin(["warning", "critical"]).all()
 

@@ -69,7 +69,8 @@ def test_clean_chain_passes_its_checks_with_gx_statistics(chain):
         assert bool(e.blocking) == (key in BLOCKING)
     volume = evals[(OBS, "volume")].description
     assert volume.startswith("8 day(s) within 0.5..2.0") and "7 day(s) without enough history" in volume
-    assert evals[(DEC, "finite_past_cold_start")].metadata["fitted_rows"].value == 8 * 6 * 4 * 24
+    # every row but each series' first min_points (cold start)
+    assert evals[(DEC, "finite_past_cold_start")].metadata["fitted_rows"].value == (15 * 24 - 8) * 6 * 4
     assert evals[(SCORES, "score_in_unit_interval")].metadata["scored_points"].value > 0
 
 
@@ -98,7 +99,9 @@ TAMPER = {
     "NaN in a fitted series": (DEC, "finite_past_cold_start",
                                f"UPDATE features.decomposition SET residual_z = 'nan' "
                                f"WHERE rowid = {ONE_ROW.format(t='features.decomposition')}"),
-    "unfitted with long history": (DEC, "cold_start_only_when_history_is_short",
+    # past cold start yet no expected value: a fitted row that is not finite (and a cold start
+    # that history does not explain)
+    "unfitted with long history": (DEC, "finite_past_cold_start",
                                    "UPDATE features.decomposition SET expected = NULL, residual = NULL, "
                                    "residual_z = NULL WHERE entity_id = 'pump-0001' AND ts >= '2026-09-19'"),
     "residual scale x100": (DEC, "residual_z_scale", "UPDATE features.decomposition SET residual_z = residual_z * 100"),
@@ -248,8 +251,10 @@ def test_checks_read_in_entity_chunks_report_what_one_read_reports(chain, tmp_pa
     assert null["unexpected_count"] == 2 and null["element_count"] == 1152 + 1 + 2
     assert "| nan | " in whole[(OBS, "keys_present")][2]["failing_examples"]  # the NULL entity's rows shown
     finite = {x["expectation"]: x for x in whole[(DEC, "finite_past_cold_start")][2]["expectations"]}
-    assert finite["expect_column_values_to_not_be_null(column='expected')"]["unexpected_count"] == 4
-    assert finite["expect_column_values_to_not_be_null(column='residual_z')"]["unexpected_count"] == 1  # the NaN
+    # pump-0006's one timestamp (4 metrics) and pump-0004's two days left without a fit though their
+    # history is long: both past cold start
+    assert finite["expect_column_values_to_not_be_null(column='expected')"]["unexpected_count"] == 4 + 4 * 48
+    assert finite["expect_column_values_to_not_be_null(column='residual_z')"]["unexpected_count"] == 1 + 4 * 48  # + the NaN
 
 
 def test_a_range_run_records_every_check_and_its_counts_per_day(chain):

@@ -8,7 +8,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from anomaly_assets.defs import decomposition, ingest, scoring
+from anomaly_assets.defs import detection, ingest
 from anomaly_assets.defs.sql_models import build_sql_model_assets
 from anomaly_assets.demo.fleet import generate_fleet
 from anomaly_assets.settings import load_settings
@@ -54,7 +54,7 @@ def test_two_shards_run_in_two_processes_and_merge_to_the_fleet_answer(tmp_path,
             pids[ev.step_key] = ev.pid
         elif ev.event_type_value == "STEP_SUCCESS":
             spans[ev.step_key][1] = entry.timestamp
-    assert len(spans) == 8 and len(set(pids.values())) == 8
+    assert len(spans) == 4 and len(set(pids.values())) == 4  # ingest and detection per shard
     s0 = [v for k, v in spans.items() if k.startswith("shard_0")]
     s1 = [v for k, v in spans.items() if k.startswith("shard_1")]
     assert any(a0 < b1 and a1 < b0 for a0, b0 in s0 for a1, b1 in s1), "the shards' steps never ran at the same time"
@@ -68,8 +68,7 @@ def test_two_shards_run_in_two_processes_and_merge_to_the_fleet_answer(tmp_path,
 
     s = load_settings(whole_env)
     assert dg.materialize(
-        [ingest.observations, decomposition.decomposition, scoring.model_versions, scoring.anomaly_scores,
-         *build_sql_model_assets(s.sql_dir)],
+        [ingest.observations, detection.detection, *build_sql_model_assets(s.sql_dir)],
         resources=resources(s), instance=dg.DagsterInstance.ephemeral(), tags=RANGE,
         selection=dg.AssetSelection.all() - dg.AssetSelection.groups("alerts", "evaluation")
         - dg.AssetSelection.assets(["marts", "current_health"], ["marts", "open_alerts"]),  # views over alerts
