@@ -66,7 +66,8 @@ class DetectorParams:
     transform: str = "auto"
     metric_calibration: bool = True
     calibration_excluded: float = 0.05
-    probation_days: float = 3.0
+    probation_days: float = 21.0
+    young_days: float = 3.0
     probation_factor: float = 1e3
     floor_level: float = 1e-3
     floor_spread: float = 0.25
@@ -140,7 +141,8 @@ class Scored:
     residual: np.ndarray
     residual_z: np.ndarray
     excluded: np.ndarray
-    p: np.ndarray  # (E, T) tail probability of the point; NaN in cold start
+    p: np.ndarray  # (E, T) tail probability of the point (its score); NaN in cold start
+    p_alert: np.ndarray  # (E, T) the probability flags are judged on: p, raised in probation
     rank_by: np.ndarray  # recent |deviation| per metric, for explanations
     refits: list[Refit] = field(default_factory=list)
 
@@ -186,7 +188,7 @@ def detect(history: History, ts: np.ndarray, value: np.ndarray, params: Detector
                               np.zeros(T, bool) if holiday is None else holiday])
     interval = interval_of(all_ts[max(0, n_hist - 2 * params.reference_points):])
     out = Scored(*(np.full((E, T, m), np.nan) for _ in range(7)), np.zeros((E, T, m), bool),
-                 np.full((E, T), np.nan), np.zeros((E, T, m)))
+                 np.full((E, T), np.nan), np.full((E, T), np.nan), np.zeros((E, T, m)))
     p = params
     for a, b in _blocks(n_hist, T, interval, p):
         start = n_hist + a
@@ -284,6 +286,13 @@ def _score_block(all_ts, x, resid, excl, hol, start, stop, interval, p, out, off
     r_in = xt_ref - fitted_ref
     stored = resid[:, idx, :]  # out-of-sample residuals as scored, in the metric's units
     r_win = xt - tf.fwd(raw_ref - stored)  # ... in the transformed scale (NaN where not scored)
+    # a series that started inside the window was scored by cruder models while young (before its
+    # daily cycle could be learnt): those residuals say how wrong the young model was, not how
+    # wrong this one is, so its first `young_days` count with their in-sample residuals
+    span = max(p.reference_days * DAY_S, p.reference_points * interval)
+    if len(ts_ref) and ts_ref[0] >= all_ts[start] - span + 2 * interval:
+        young = ts_ref < ts_ref[0] + p.young_days * DAY_S
+        r_win = np.where(young[None, :, None], np.nan, r_win)
     r_oos = np.where(left_out, np.nan, r_win)
     n_oos = (~np.isnan(r_oos)).sum(axis=1)
     sc_oos = _MAD * bl._nanmedian(np.abs(r_oos - bl._nanmedian(r_oos)[:, None, :]))
@@ -342,14 +351,15 @@ def _score_block(all_ts, x, resid, excl, hol, start, stop, interval, p, out, off
     # out-of-sample surprises to match. Probation, until the reference spans `probation_days` and
     # the warm-up is over: a flag needs `probation_factor` times stronger evidence (a new series
     # has not shown its daily cycle or its drift yet; its scores still rank)
-    span = (ts_ref[-1] - ts_ref[0] + interval) if len(ts_ref) else 0.0
-    probation = warm | (span < p.probation_days * DAY_S)
+    seen = (ts_ref[-1] - ts_ref[0] + interval) if len(ts_ref) else 0.0
+    probation = warm | (seen < p.probation_days * DAY_S)
     log_ps = [lp if a >= 1 else np.where(warm[:, None], 0.0, lp) for a, lp in zip(p.smoothing_alphas, log_ps)]
     log_p = cal.combine(log_ps)
-    # what the reference leaves out is judged on the evidence itself: probation is about alerting
-    judged = np.exp(log_p) <= p.warning_p
-    log_p = np.minimum(log_p + np.where(probation, np.log(p.probation_factor), 0.0)[:, None], 0.0)
+    # the score and what the reference leaves out are judged on the evidence itself; probation
+    # only raises the bar for a flag
     pv = np.exp(log_p)
+    judged = pv <= p.warning_p
+    p_alert = np.exp(np.minimum(log_p + np.where(probation, np.log(p.probation_factor), 0.0)[:, None], 0.0))
     # the band: the single-metric deviation that alone makes a point a warning
     s_star = -np.log(p.warning_p / len(p.smoothing_alphas))
     s_star = s_star + np.where(probation, np.log(p.probation_factor), 0.0)  # (E,)
@@ -376,6 +386,7 @@ def _score_block(all_ts, x, resid, excl, hol, start, stop, interval, p, out, off
     dev = np.abs(np.nan_to_num(z_new))
     out.excluded[:, j] = judged[:, :, None] & ((dev >= p.exclude_z) | (m == 1))
     out.p[:, j] = np.where(valid.any(axis=1)[:, None], pv, np.nan)
+    out.p_alert[:, j] = np.where(valid.any(axis=1)[:, None], p_alert, np.nan)
     # explanations rank metrics by their recent deviation (the fast smoothing's memory)
     fast = max((a for a in p.smoothing_alphas if a < 1), default=1.0)
     d2_all = np.square(np.nan_to_num(np.concatenate([u_win[:, -64:], u_new], axis=1))).transpose(0, 2, 1)
@@ -433,11 +444,13 @@ class Transform:
     series (amounts, counts, latencies), whose spread grows with their level; identity otherwise.
 
     ``c`` is the median of the series' positive reference values, so the transform is close to
-    linear below it and logarithmic above it. A series is skewed when its upper tail is at least
-    ``_SKEW`` times as long as its lower one: ``q95 - q50 >= _SKEW (q50 - q05)``.
+    linear below it and logarithmic above it. A series qualifies when its upper tail is at least
+    ``_SKEW`` times as long as its lower one (``q95 - q50 >= _SKEW (q50 - q05)``) and it reaches
+    down towards zero (``q05 <= _NEAR_ZERO q50``).
     """
 
     _SKEW = 3.0
+    _NEAR_ZERO = 0.2
 
     def __init__(self, on: np.ndarray, c: np.ndarray):
         self.on, self.c = on, c
@@ -455,7 +468,10 @@ class Transform:
             q05, q50, q95 = np.nanquantile(x_ref, [0.05, 0.5, 0.95], axis=1)
             lowest = np.nanmin(np.where(np.isnan(x_ref), np.inf, x_ref), axis=1)
             c = bl._nanmedian(np.where(x_ref > 0, x_ref, np.nan))
-        on = (lowest >= 0) & (q95 > 0) & ((q95 - q50) >= cls._SKEW * (q50 - q05)) & np.isfinite(c) & (c > 0)
+        # right-skewed and reaching down towards zero: a temperature swinging between 55 and 75
+        # with its daily load is skewed too, but its spread does not grow with its level
+        on = ((lowest >= 0) & (q95 > 0) & ((q95 - q50) >= cls._SKEW * (q50 - q05)) & (q05 <= cls._NEAR_ZERO * q50)
+              & np.isfinite(c) & (c > 0))
         return cls(on, np.where(on, np.nan_to_num(c, nan=1.0), 1.0))
 
     def fwd(self, x: np.ndarray) -> np.ndarray:
@@ -497,7 +513,7 @@ def replay(ts: np.ndarray, value: np.ndarray, params: DetectorParams, holiday: n
     days = ts // DAY_S
     bounds = np.flatnonzero(np.r_[True, np.diff(days) != 0, True])
     res = Scored(*(np.full((E, T, m), np.nan) for _ in range(7)), np.zeros((E, T, m), bool),
-                 np.full((E, T), np.nan), np.zeros((E, T, m)))
+                 np.full((E, T), np.nan), np.full((E, T), np.nan), np.zeros((E, T, m)))
     keep = history_days or max(params.reference_days, 1) + 1
     for a, b in zip(bounds[:-1], bounds[1:]):
         interval = interval_of(ts[max(0, a - 2 * params.reference_points):b])
@@ -508,7 +524,7 @@ def replay(ts: np.ndarray, value: np.ndarray, params: DetectorParams, holiday: n
                        holiday[lo:a] if holiday is not None else None)
         s = detect(hist, ts[a:b], value[:, a:b], params, holiday[a:b] if holiday is not None else None)
         for name in ("expected", "lower", "upper", "level", "seasonal", "residual", "residual_z", "excluded",
-                     "p", "rank_by"):
+                     "p", "p_alert", "rank_by"):
             getattr(res, name)[:, a:b] = getattr(s, name)
         res.refits += s.refits
     return res

@@ -242,7 +242,8 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
     # scores: one row per (entity, ts)
     p = s.p
     cold = np.isnan(p)
-    sev = np.where(cold, "cold_start", cal.severity(np.nan_to_num(p, nan=1.0), params.warning_p, params.critical_p))
+    sev = np.where(cold, "cold_start",
+                   cal.severity(np.nan_to_num(s.p_alert, nan=1.0), params.warning_p, params.critical_p))
     score = np.where(cold, np.nan, cal.score_from_p(np.nan_to_num(p, nan=1.0)))
     flagged = (sev == "warning") | (sev == "critical")
     why = np.full((E, T), None, dtype=object)

@@ -17,7 +17,7 @@ def _series(n, step, seed=0, cycle=0.0, noise=1.0, level=100.0):
 
 
 def _flags(r, params=P):
-    return np.nan_to_num(r.p, nan=1.0) <= params.warning_p
+    return np.nan_to_num(r.p_alert, nan=1.0) <= params.warning_p
 
 
 def test_a_point_never_depends_on_later_data():
