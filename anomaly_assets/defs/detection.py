@@ -45,6 +45,7 @@ class DetectorConfig(dg.Config):
     seasonality_gain: float = _DEFAULTS.seasonality_gain
     transform: Literal["auto", "none"] = _DEFAULTS.transform
     accept_days: float = _DEFAULTS.accept_days
+    probation_days: float = _DEFAULTS.probation_days  # a new series' first days: flags need far stronger evidence
     tail_quantile: float = _DEFAULTS.tail_quantile
     smoothing_alphas: list[float] = list(_DEFAULTS.smoothing_alphas)
     warning_p: float = _DEFAULTS.warning_p
