@@ -68,6 +68,7 @@ class DetectorParams:
     calibration_excluded: float = 0.05
     probation_days: float = 21.0
     young_days: float = 3.0
+    calibration_days: float = 0.0
     probation_factor: float = 1e3
     floor_level: float = 1e-3
     floor_spread: float = 0.25
@@ -288,11 +289,17 @@ def _score_block(all_ts, x, resid, excl, hol, start, stop, interval, p, out, off
     r_win = xt - tf.fwd(raw_ref - stored)  # ... in the transformed scale (NaN where not scored)
     # a series that started inside the window was scored by cruder models while young (before its
     # daily cycle could be learnt): those residuals say how wrong the young model was, not how
-    # wrong this one is, so its first `young_days` count with their in-sample residuals
+    # wrong this one is, so its first `young_days` stay out of the scale and the calibration
     span = max(p.reference_days * DAY_S, p.reference_points * interval)
+    young = np.zeros(len(ts_ref), bool)
     if len(ts_ref) and ts_ref[0] >= all_ts[start] - span + 2 * interval:
         young = ts_ref < ts_ref[0] + p.young_days * DAY_S
         r_win = np.where(young[None, :, None], np.nan, r_win)
+    if p.calibration_days and len(ts_ref):
+        # calibrate on the recent out-of-sample residuals only (at least 4 min_calibration points)
+        recent = ts_ref >= all_ts[start] - p.calibration_days * DAY_S
+        recent[-min(len(ts_ref), 4 * p.min_calibration):] = True
+        young = young | ~recent
     r_oos = np.where(left_out, np.nan, r_win)
     n_oos = (~np.isnan(r_oos)).sum(axis=1)
     sc_oos = _MAD * bl._nanmedian(np.abs(r_oos - bl._nanmedian(r_oos)[:, None, :]))
@@ -308,11 +315,12 @@ def _score_block(all_ts, x, resid, excl, hol, start, stop, interval, p, out, off
     # them out would make the tails lighter and the flags more frequent still
     cal_out = _calibration_out(left_out.any(axis=2), np.abs(np.nan_to_num(z_win)).max(axis=2),
                                p.calibration_excluded)
-    z_cal = np.where(cal_out[:, :, None], np.nan, z_win)
-    # each metric calibrated against its own tail first: a heavy-tailed metric's usual jumps then
-    # weigh what a well-behaved metric's rarer deviation weighs (Gaussianized residuals u)
     n_cal = ((~np.isnan(r_win)).any(axis=2) & ~cal_out).sum(axis=1)  # (E,) out-of-sample points
     warm = n_cal < p.min_calibration  # too few to calibrate: the warm-up's robust z-score
+    # past the warm-up, only out-of-sample residuals calibrate (a young series' first days not)
+    z_cal = np.where(cal_out[:, :, None] | (young[None, :, None] & ~warm[:, None, None]), np.nan, z_win)
+    # each metric calibrated against its own tail first: a heavy-tailed metric's usual jumps then
+    # weigh what a well-behaved metric's rarer deviation weighs (Gaussianized residuals u)
     mtail = cal.fit_tail(np.abs(z_cal).transpose(0, 2, 1).reshape(E * m, -1), p.tail_quantile) \
         if p.metric_calibration else None
     gauss = lambda z: np.where(warm[:, None, None], z, _gauss(z, mtail))  # noqa: E731
