@@ -169,14 +169,17 @@ def gather(con, day: str | None = None, *, failed_checks: list[str] | None = Non
                          "last seen": f"{seen:%Y-%m-%d %H:%M}"}, lo, min(hi, end), units)
             if f:
                 figures.append(f)
+    # the day's top entities by their strongest point, flagged or not: a quiet day still shows
+    # who came closest, against their bands
     top = con.execute(
         """SELECT entity_id, ts, severity, anomaly_score, why FROM scoring.anomaly_scores
-           WHERE ts >= ? AND ts < ? AND is_anomaly
+           WHERE ts >= ? AND ts < ? AND anomaly_score IS NOT NULL
            QUALIFY row_number() OVER (PARTITION BY entity_id ORDER BY anomaly_score DESC, ts) = 1
            ORDER BY anomaly_score DESC, entity_id LIMIT ?""", [start, end, TOP]).df()
     for t in top.itertuples():
         ts = pd.Timestamp(t.ts)
-        f = _figure(con, "entity", t.entity_id, f"{t.entity_id}: {t.severity} at {ts:%Y-%m-%d %H:%M} UTC", t.why,
+        f = _figure(con, "entity", t.entity_id, f"{t.entity_id}: {t.severity} at {ts:%Y-%m-%d %H:%M} UTC",
+                    t.why if isinstance(t.why, str) else f"strongest point of the day (score {t.anomaly_score:.3f})",
                     {"score": f"{t.anomaly_score:.4f}", "severity": t.severity, "peak": f"{ts:%Y-%m-%d %H:%M}"},
                     start - HISTORY, end, units)
         if f:

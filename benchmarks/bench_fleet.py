@@ -400,9 +400,9 @@ def _child_history(a: dict) -> dict:
     """Build the warehouse a fleet of ``a.entities`` has after ``a.days`` nights, chunk by chunk.
 
     raw.observations holds the last ``history_days`` days, features.decomposition the last
-    ``training_days``: what the nightly run reads. The observations are the demo generator's;
+    ``training_days``: what the nightly run reads (the detector's reference window and a day). The observations are the demo generator's;
     the decomposition history is a seasonal-naive stand-in (expected = the value a day earlier,
-    residual_z scaled by the series' MAD of those residuals), not the chain's STL, which
+    residual_z scaled by the series' MAD of those residuals), not the chain's detector, which
     would make building it a 100k-entity backfill. The timed nightly run itself is the real chain.
     """
     import duckdb
@@ -453,8 +453,9 @@ def _child_history(a: dict) -> dict:
                       "value": v.ravel()[keep_dec.ravel()], "expected": prev.ravel()[keep_dec.ravel()],
                       "residual": resid.ravel()[keep_dec.ravel()], "residual_z": (resid / scale).ravel()[keep_dec.ravel()]})
         con.register("_d", d)
-        con.execute("INSERT INTO features.decomposition SELECT entity_id, metric, ts, value, expected, expected, 0.0, "
-                    "residual, residual_z FROM _d")
+        con.execute("INSERT INTO features.decomposition (entity_id, metric, ts, value, expected, trend, seasonal, "
+                    "residual, residual_z, excluded) SELECT entity_id, metric, ts, value, expected, expected, 0.0, "
+                    "residual, residual_z, false FROM _d")
         con.unregister("_d")
         rows_obs += o.num_rows
         rows_dec += d.num_rows
@@ -471,7 +472,7 @@ def mode_nightly(a) -> None:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         h = run_case_measured("history", warehouse=str(history), landing=str(landing), entities=a.entities,
-                              days=a.days, chunk=10_000, history_days=14, training_days=28)
+                              days=a.days, chunk=10_000, history_days=29, training_days=29)
         (work / "done").write_text(json.dumps(h))
         print(f"history of {a.entities} entities built in {h['seconds']:.0f} s: {h['rows_obs']:,} observations, "
               f"{h['rows_dec']:,} decomposition rows (seasonal-naive stand-in, see _child_history)", flush=True)

@@ -145,6 +145,8 @@ class Scored:
     p: np.ndarray  # (E, T) tail probability of the point (its score); NaN in cold start
     p_alert: np.ndarray  # (E, T) the probability flags are judged on: p, raised in probation
     rank_by: np.ndarray  # recent |deviation| per metric, for explanations
+    driver: np.ndarray = None  # (E, T) the evidence statistic that surprised most (names: statistics)
+    statistics: tuple = ()
     refits: list[Refit] = field(default_factory=list)
 
 
@@ -189,7 +191,8 @@ def detect(history: History, ts: np.ndarray, value: np.ndarray, params: Detector
                               np.zeros(T, bool) if holiday is None else holiday])
     interval = interval_of(all_ts[max(0, n_hist - 2 * params.reference_points):])
     out = Scored(*(np.full((E, T, m), np.nan) for _ in range(7)), np.zeros((E, T, m), bool),
-                 np.full((E, T), np.nan), np.full((E, T), np.nan), np.zeros((E, T, m)))
+                 np.full((E, T), np.nan), np.full((E, T), np.nan), np.zeros((E, T, m)),
+                 driver=np.zeros((E, T), np.int8))
     p = params
     for a, b in _blocks(n_hist, T, interval, p):
         start = n_hist + a
@@ -345,6 +348,10 @@ def _score_block(all_ts, x, resid, excl, hol, start, stop, interval, p, out, off
     z_new = (tf.fwd(x[:, sl, :]) - expected_t) / scale[:, None, :]
     u_new = gauss(z_new)
     s_new = surprise(u_new)
+    if model.names:
+        out.statistics = model.names
+        out.driver[:, offset:offset + (stop - start)] = np.argmax(
+            [-t.log_sf(e) for t, e in zip(tails, model.score(u_new))], axis=0)
     log_ps = []
     ref_clean = ~cal_out
     for alpha in p.smoothing_alphas:
@@ -521,7 +528,8 @@ def replay(ts: np.ndarray, value: np.ndarray, params: DetectorParams, holiday: n
     days = ts // DAY_S
     bounds = np.flatnonzero(np.r_[True, np.diff(days) != 0, True])
     res = Scored(*(np.full((E, T, m), np.nan) for _ in range(7)), np.zeros((E, T, m), bool),
-                 np.full((E, T), np.nan), np.full((E, T), np.nan), np.zeros((E, T, m)))
+                 np.full((E, T), np.nan), np.full((E, T), np.nan), np.zeros((E, T, m)),
+                 driver=np.zeros((E, T), np.int8))
     keep = history_days or max(params.reference_days, 1) + 1
     for a, b in zip(bounds[:-1], bounds[1:]):
         interval = interval_of(ts[max(0, a - 2 * params.reference_points):b])
@@ -532,7 +540,8 @@ def replay(ts: np.ndarray, value: np.ndarray, params: DetectorParams, holiday: n
                        holiday[lo:a] if holiday is not None else None)
         s = detect(hist, ts[a:b], value[:, a:b], params, holiday[a:b] if holiday is not None else None)
         for name in ("expected", "lower", "upper", "level", "seasonal", "residual", "residual_z", "excluded",
-                     "p", "p_alert", "rank_by"):
+                     "p", "p_alert", "rank_by", "driver"):
             getattr(res, name)[:, a:b] = getattr(s, name)
         res.refits += s.refits
+        res.statistics = s.statistics or res.statistics
     return res

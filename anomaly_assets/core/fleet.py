@@ -254,7 +254,7 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
                               list(metric_names), np.nan_to_num(s.residual_z[gi, ti2]), value[gi, ti2],
                               s.expected[gi, ti2], families, units, rank_by=s.rank_by[gi, ti2])
         expl["entity_id"] = np.repeat(names[gi], m)
-        why[gi, ti2] = why_f
+        why[gi, ti2] = _with_driver(why_f, s, gi, ti2)
     sco = pd.DataFrame({
         "entity_id": np.repeat(names, T), "ts": pd.to_datetime(ts_us.ravel(), unit="us", utc=True),
         "anomaly_score": score.ravel(), "is_anomaly": flagged.ravel(), "severity": sev.ravel(),
@@ -262,6 +262,19 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
     })
     _record(model, s, names, metric_names, ts_h)
     return dec, sco, expl
+
+
+_DRIVER_TEXT = {"rms": "; several metrics off together", "pca": "; the metrics' usual relation broken"}
+
+
+def _with_driver(why: np.ndarray, s, gi, ti) -> np.ndarray:
+    """The one-line why, saying so when the flag came from the metrics together, not one alone."""
+    if not s.statistics or s.driver is None:
+        return why
+    names = np.asarray(s.statistics, dtype=object)
+    drv = names[np.clip(s.driver[gi, ti], 0, len(names) - 1)]
+    suffix = np.array([_DRIVER_TEXT.get(d, "") for d in drv], dtype=object)
+    return np.array([w + x for w, x in zip(why, suffix)], dtype=object)
 
 
 def _record(model: DayModel, s, names, metric_names, ts_h) -> None:

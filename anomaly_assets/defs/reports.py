@@ -68,7 +68,7 @@ def daily_report(context: dg.AssetExecutionContext, duckdb: DuckDBResource, cata
         "path": dg.MetadataValue.path(str(path)),
         "plot_files": dg.MetadataValue.path(str(report_folder.root / r.day)),
         "plots": len(r.figures),
-        "top_plots": dg.MetadataValue.md(shown or "_no flagged point or alert on this day_"),
+        "top_plots": dg.MetadataValue.md(shown or "_no scored point on this day_"),
         "flagged_points": n["flagged_points"],
         "flagged_share": float(n["flagged_share"]),
         "critical_points": n["critical_points"],

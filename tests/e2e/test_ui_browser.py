@@ -54,7 +54,7 @@ def test_the_ui_shows_the_graph_the_plot_consistent_checks_and_automation(dagste
         _dismiss_welcome(page, base)
         t0 = time.monotonic()
         _open(page, f"{base}/asset-groups", "text=Global asset lineage")
-        for group in ("ingest", "scoring", "reports", "marts"):
+        for group in ("ingest", "detection", "reports", "marts"):
             page.get_by_text(group, exact=True).first.wait_for()
         page.screenshot(path=str(shots / "ui-lineage.png"))
         timings["graph"] = time.monotonic() - t0
