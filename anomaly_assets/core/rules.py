@@ -513,8 +513,10 @@ def _diagnose(hits: pd.DataFrame, cfg: AlertRules) -> pd.Series:
     if diag.empty or own.notna().all():
         return own
     tol = pd.Timedelta(max((cfg.resolve_after(r) for r in cfg.rules if r.fault_kind), default=pd.Timedelta(0)))
-    left = hits[own.isna()][["entity_id", "ts"]].reset_index().sort_values("ts")
-    right = diag[["entity_id", "ts", "fault_kind"]].sort_values("ts")
+    left = hits[own.isna()][["entity_id", "ts"]].reset_index().sort_values("ts", kind="stable")
+    # diagnoses at the same time: a fixed order (by fault kind), whatever order the hits came in,
+    # so a run over one day and a run over a range pick the same one
+    right = diag[["entity_id", "ts", "fault_kind"]].sort_values(["ts", "fault_kind"], kind="stable")
     m = pd.merge_asof(left, right, on="ts", by="entity_id", direction="backward", tolerance=tol)
     out = own.copy()
     out.loc[m["index"].to_numpy()] = m["fault_kind"].to_numpy()
