@@ -77,7 +77,7 @@ class Tail:
                         self.u * (1.0 - np.exp(np.minimum(log_p, 0.0))) / (1.0 - p_u))
 
 
-def fit_tail(evidence: np.ndarray, q: float) -> Tail:
+def fit_tail(evidence: np.ndarray, q: float, robust: bool = False) -> Tail:
     """Fit a :class:`Tail` per entity to reference evidence (E, n), NaN ignored."""
     ev = np.asarray(evidence, float)
     E = ev.shape[0]
@@ -91,9 +91,18 @@ def fit_tail(evidence: np.ndarray, q: float) -> Tail:
             warnings.simplefilter("ignore", RuntimeWarning)
             u[has] = np.nanquantile(ev[has], q, axis=1)
     over = ok & (np.nan_to_num(ev) > u[:, None])
-    excess = np.where(over, np.nan_to_num(ev) - u[:, None], 0.0).sum(axis=1)
-    mean_excess = excess / np.maximum(over.sum(axis=1), 1)
-    beta = np.maximum.reduce([mean_excess, 1e-3 * np.maximum(np.abs(u), 1e-3), np.full(E, 1e-9)])
+    if robust:
+        # median excess / ln 2: the exponential's scale, not moved by a few huge excesses
+        exc = np.where(over, np.nan_to_num(ev) - u[:, None], np.nan)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            scale = np.nan_to_num(np.nanmedian(exc, axis=1)) / np.log(2.0)
+    else:
+        excess = np.where(over, np.nan_to_num(ev) - u[:, None], 0.0).sum(axis=1)
+        scale = excess / np.maximum(over.sum(axis=1), 1)
+    beta = np.maximum.reduce([scale, 1e-3 * np.maximum(np.abs(u), 1e-3), np.full(E, 1e-9)])
     return Tail(u, beta, q)
 
 

@@ -69,6 +69,7 @@ class DetectorParams:
     probation_days: float = 21.0
     young_days: float = 3.0
     calibration_days: float = 0.0
+    robust_tails: bool = False
     probation_factor: float = 1e3
     floor_level: float = 1e-3
     floor_spread: float = 0.25
@@ -320,11 +321,10 @@ def _score_block(all_ts, x, resid, excl, hol, start, stop, interval, p, out, off
                                p.calibration_excluded)
     n_cal = ((~np.isnan(r_win)).any(axis=2) & ~cal_out).sum(axis=1)  # (E,) out-of-sample points
     warm = n_cal < p.min_calibration  # too few to calibrate: the warm-up's robust z-score
-    # past the warm-up, only out-of-sample residuals calibrate (a young series' first days not)
-    z_cal = np.where(cal_out[:, :, None] | (young[None, :, None] & ~warm[:, None, None]), np.nan, z_win)
+    z_cal = np.where(cal_out[:, :, None], np.nan, z_win)
     # each metric calibrated against its own tail first: a heavy-tailed metric's usual jumps then
     # weigh what a well-behaved metric's rarer deviation weighs (Gaussianized residuals u)
-    mtail = cal.fit_tail(np.abs(z_cal).transpose(0, 2, 1).reshape(E * m, -1), p.tail_quantile) \
+    mtail = cal.fit_tail(np.abs(z_cal).transpose(0, 2, 1).reshape(E * m, -1), p.tail_quantile, p.robust_tails) \
         if p.metric_calibration else None
     gauss = lambda z: np.where(warm[:, None, None], z, _gauss(z, mtail))  # noqa: E731
     u_cal = gauss(z_cal)
@@ -332,7 +332,7 @@ def _score_block(all_ts, x, resid, excl, hol, start, stop, interval, p, out, off
     u_win = gauss(z_win)
     ev_ref = model.score(u_cal)
     ev_ref = np.where((~np.isnan(z_cal)).any(axis=2)[None], ev_ref, np.nan)
-    tails = [cal.fit_tail(e, p.tail_quantile) for e in ev_ref]
+    tails = [cal.fit_tail(e, p.tail_quantile, p.robust_tails) for e in ev_ref]
     n_ref = usable.any(axis=2).sum(axis=1)
 
     def surprise(z):
