@@ -39,6 +39,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from anomaly_assets.core import calendar
+from anomaly_assets.core.nanstats import masked_median as _masked_median
+from anomaly_assets.core.nanstats import nanmedian as _nanmedian
+from anomaly_assets.core.nanstats import nanquantile
 
 _MAD = 1.4826
 
@@ -141,31 +144,9 @@ def fit(x: np.ndarray, ts: np.ndarray, interval: float, *, left_out: np.ndarray 
         nonneg = ~(np.nanmin(np.where(np.isnan(x), np.inf, x), axis=1) < 0)
     spread = np.zeros((E, m))
     if T:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            q = np.nanquantile(deseason, [0.05, 0.95], axis=1)
+        q = nanquantile(deseason, [0.05, 0.95], axis=1)
         spread = np.nan_to_num((q[1] - q[0]) / 3.29)
     return Baseline(level, effects, kept, nonneg, float(interval), day_bins, spread)
-
-
-def _nanmedian(a: np.ndarray, axis: int = 1) -> np.ndarray:
-    """Median along ``axis`` ignoring NaN (NaN where nothing is left), without warnings."""
-    return _masked_median(a, axis)
-
-
-def _masked_median(a: np.ndarray, axis: int) -> np.ndarray:
-    """NaN-ignoring median by one sort (NaN sorts last), vectorized over the other axes."""
-    a = np.asarray(a, float)
-    if a.shape[axis] == 0:
-        return np.full(np.delete(a.shape, axis), np.nan)
-    s = np.sort(a, axis=axis)
-    n = np.expand_dims((~np.isnan(a)).sum(axis=axis), axis)
-    lo = np.take_along_axis(s, np.maximum((n - 1) // 2, 0), axis=axis)
-    hi = np.take_along_axis(s, np.maximum(n // 2, 0), axis=axis)
-    med = np.squeeze((lo + hi) / 2.0, axis=axis)
-    return np.where(np.squeeze(n, axis=axis) > 0, med, np.nan)
 
 
 def _nanmedian_last(a: np.ndarray, n: int) -> np.ndarray:

@@ -37,6 +37,8 @@ from scipy.signal import lfilter
 from scipy.special import gammaincc
 from scipy.stats import t as student_t
 
+from anomaly_assets.core.nanstats import nanmedian, nanquantile
+
 _TINY = 1e-300
 
 
@@ -85,11 +87,7 @@ def fit_tail(evidence: np.ndarray, q: float, robust: bool = False) -> Tail:
     has = ok.any(axis=1)
     u = np.zeros(E)
     if has.any():
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            u[has] = np.nanquantile(ev[has], q, axis=1)
+        u[has] = nanquantile(ev[has], q, axis=1)
     over = ok & (np.nan_to_num(ev) > u[:, None])
     if robust:
         # median excess / ln 2: the exponential's scale, not moved by a few huge excesses
@@ -98,7 +96,7 @@ def fit_tail(evidence: np.ndarray, q: float, robust: bool = False) -> Tail:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            scale = np.nan_to_num(np.nanmedian(exc, axis=1)) / np.log(2.0)
+            scale = np.nan_to_num(nanmedian(exc, axis=1)) / np.log(2.0)
     else:
         excess = np.where(over, np.nan_to_num(ev) - u[:, None], 0.0).sum(axis=1)
         scale = excess / np.maximum(over.sum(axis=1), 1)

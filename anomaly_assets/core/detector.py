@@ -480,7 +480,7 @@ class Transform:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            q05, q50, q95 = np.nanquantile(x_ref, [0.05, 0.5, 0.95], axis=1)
+            q05, q50, q95 = bl.nanquantile(x_ref, [0.05, 0.5, 0.95], axis=1)
             lowest = np.nanmin(np.where(np.isnan(x_ref), np.inf, x_ref), axis=1)
             c = bl._nanmedian(np.where(x_ref > 0, x_ref, np.nan))
         # right-skewed and reaching down towards zero: a temperature swinging between 55 and 75
