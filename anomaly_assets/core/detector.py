@@ -327,31 +327,34 @@ def _score_block(all_ts, x, resid, excl, hol, start, stop, interval, p, out, off
     mtail = cal.fit_tail(np.abs(z_cal).transpose(0, 2, 1).reshape(E * m, -1), p.tail_quantile, p.robust_tails) \
         if p.metric_calibration else None
     gauss = lambda z: np.where(warm[:, None, None], z, _gauss(z, mtail))  # noqa: E731
-    u_cal = gauss(z_cal)
-    model = ev.fit(u_cal, p.detector, p.pca_variance, statistics=p.statistics)
     u_win = gauss(z_win)
-    ev_ref = model.score(u_cal)
-    ev_ref = np.where((~np.isnan(z_cal)).any(axis=2)[None], ev_ref, np.nan)
+    u_cal = np.where(cal_out[:, :, None], np.nan, u_win)  # = gauss(z_cal): it works point by point
+    model = ev.fit(u_cal, p.detector, p.pca_variance, statistics=p.statistics)
+    ev_win = model.score(u_win)
+    ev_ref = np.where((~np.isnan(z_cal)).any(axis=2)[None], ev_win, np.nan)
     tails = [cal.fit_tail(e, p.tail_quantile, p.robust_tails) for e in ev_ref]
     n_ref = usable.any(axis=2).sum(axis=1)
 
-    def surprise(z):
-        s_stats = [-t.log_sf(e) for t, e in zip(tails, model.score(z))]
+    def surprise(z, evidence):
+        s_stats = [-t.log_sf(e) for t, e in zip(tails, evidence)]
         s = np.max(s_stats, axis=0) - np.log(len(s_stats))
-        s_warm = -cal.t_log_sf(np.abs(np.nan_to_num(z)).max(axis=2), n_ref, m)
-        return np.maximum(np.where(warm[:, None], s_warm, s), 0.0)
+        if warm.any():
+            s_warm = -cal.t_log_sf(np.abs(np.nan_to_num(z)).max(axis=2), n_ref, m)
+            s = np.where(warm[:, None], s_warm, s)
+        return np.maximum(s, 0.0)
 
-    s_win = surprise(u_win)
+    s_win = surprise(u_win, ev_win)
     sl = slice(start, stop)
     hol_new = hol[sl] if hol is not None else None
     expected_t = np.where(valid[:, None, :], base.expected(all_ts[sl], hol_new), np.nan)
     z_new = (tf.fwd(x[:, sl, :]) - expected_t) / scale[:, None, :]
     u_new = gauss(z_new)
-    s_new = surprise(u_new)
+    ev_new = model.score(u_new)
+    s_new = surprise(u_new, ev_new)
     if model.names:
         out.statistics = model.names
         out.driver[:, offset:offset + (stop - start)] = np.argmax(
-            [-t.log_sf(e) for t, e in zip(tails, model.score(u_new))], axis=0)
+            [-t.log_sf(e) for t, e in zip(tails, ev_new)], axis=0)
     log_ps = []
     ref_clean = ~cal_out
     for alpha in p.smoothing_alphas:

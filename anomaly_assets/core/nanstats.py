@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-_MAX_KTH = 8
-
 
 def nanmedian(a: np.ndarray, axis: int = 1) -> np.ndarray:
     """Median along ``axis`` ignoring NaN (NaN where nothing is left), without warnings."""
@@ -23,9 +21,7 @@ def masked_median(a: np.ndarray, axis: int) -> np.ndarray:
     if a.shape[axis] == 0:
         return np.full(np.delete(a.shape, axis), np.nan)
     n = np.expand_dims((~np.isnan(a)).sum(axis=axis), axis)
-    kth = np.unique(np.concatenate([np.maximum((n - 1) // 2, 0).ravel(), np.maximum(n // 2, 0).ravel()]))
-    # a selection (O(n)) puts every needed order statistic in place when rows share few counts
-    s = np.partition(a, kth, axis=axis) if len(kth) <= _MAX_KTH else np.sort(a, axis=axis)
+    s = np.sort(a, axis=axis)
     lo = np.take_along_axis(s, np.maximum((n - 1) // 2, 0), axis=axis)
     hi = np.take_along_axis(s, np.maximum(n // 2, 0), axis=axis)
     med = np.squeeze((lo + hi) / 2.0, axis=axis)
