@@ -3,7 +3,7 @@ sensor that delivers alerts to webhooks.
 
 The asset reads what the rules need for the run's days (plus a lookback that fills the rules'
 windows), the alerts that may continue from earlier days, and what people did (alerts.alert_events);
-the rules (core/rules.py) do the rest. Alerts opened in the run's days are rebuilt unless a person
+the rules (core/rules/) do the rest. Alerts opened in the run's days are rebuilt unless a person
 touched them or a later day's run extended them, so re-running a day gives the same alerts.
 """
 
