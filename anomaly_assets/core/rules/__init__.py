@@ -50,7 +50,7 @@ from anomaly_assets.core.rules.describe import alert_rows, describe  # noqa: F40
 from anomaly_assets.core.rules.evidence import EvidenceBuilder  # noqa: F401
 from anomaly_assets.core.rules.fault_routing import fault_routing  # noqa: F401
 from anomaly_assets.core.rules.folding import (  # noqa: F401
-    alert_id, apply_clock, confidence, fold_alerts, hit_severity, route, rule_precision,
+    alert_id, apply_clock, confidence, fold_alerts, hit_severity, route, rule_precision, team_for_fault_kind,
 )
 from anomaly_assets.core.rules.hits import find_hits  # noqa: F401
 from anomaly_assets.core.rules.inputs import ALERT_COLUMNS, HIT_COLUMNS, MAD_FLOOR, RuleInputs, entity_info  # noqa: F401

@@ -92,6 +92,10 @@ def _one_per_point(h: pd.DataFrame, by: str) -> pd.DataFrame:
 
 def sustained_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> pd.DataFrame:
     d = _select_series(inputs.decomposition, rule.metrics, rule.families)
+    if rule.condition == "stuck":
+        # only a sensor can be stuck: a count that is often 0, a price or a stock level that does
+        # not move is the business, not the instrument (core/semantics.py)
+        d = d[d["metric"].map(inputs.metric_kind).eq("sensor").to_numpy()]
     d = d.sort_values(["entity_id", "metric", "ts"])
     if d.empty:
         return _empty_hits()
@@ -147,7 +151,10 @@ def _run_hits(rows, run, hold, measure, reference, rule, inputs: RuleInputs, sta
 
 def fleet_outlier_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end, peers=None) -> pd.DataFrame:
     p = peers if peers is not None else peer_stats(inputs, rule.peer_by)
-    p = _select_series(p, rule.metrics, rule.families).sort_values(["entity_id", "metric", "ts"])
+    p = _select_series(p, rule.metrics, rule.families)
+    if rule.kinds:
+        p = p[p["metric"].map(inputs.metric_kind).isin(rule.kinds).to_numpy()]
+    p = p.sort_values(["entity_id", "metric", "ts"])
     if p.empty:
         return _empty_hits()
     floors = _floors(cfg, rule, p["metric"], p["family"])

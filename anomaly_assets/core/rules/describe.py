@@ -11,17 +11,49 @@ import pandas as pd
 from anomaly_assets.alert_config import AlertRules
 from anomaly_assets.core.rules.evidence import EvidenceBuilder, _clean, _num
 from anomaly_assets.core.rules.folding import _Alert, apply_clock, confidence, route, rule_precision
-from anomaly_assets.core.rules.inputs import ALERT_COLUMNS, RuleInputs
-
-
-def _fmt(x) -> str:
-    if x is None or not np.isfinite(x):
-        return "n/a"
-    return f"{x:.3g}" if abs(x) < 1e4 else f"{x:,.0f}"
+from anomaly_assets.core.rules.inputs import ALERT_COLUMNS, AMOUNT_COLUMNS, RuleInputs
+from anomaly_assets.core.semantics import fmt_value
 
 
 def _when(ts: pd.Timestamp) -> str:
     return pd.Timestamp(ts).tz_convert("UTC").strftime("%m-%d %H:%M")
+
+
+def _day(ts: pd.Timestamp) -> str:
+    """A day as people write it on daily data: '2026-02-11'; with the time when it is not midnight."""
+    t = pd.Timestamp(ts).tz_convert("UTC")
+    return t.strftime("%Y-%m-%d") if t == t.normalize() else t.strftime("%Y-%m-%d %H:%M")
+
+
+def _change(actual, expected) -> str:
+    """Relative change, for business metrics (a σ means little to the person reading it)."""
+    if actual is None or expected is None or not expected:
+        return ""
+    return f" ({(actual - expected) / abs(expected):+.0%})"
+
+
+def _business_head(a: _Alert, rule, metric: str, fmt, ev: EvidenceBuilder) -> list[str]:
+    """The why's first parts for a ``business_gap`` alert: the totals over its window, the context
+    that tells the faults apart, and the money at risk."""
+    p = a.peak
+    n = rule.window
+    over = f"on {_day(p['ts'])}" if n == 1 else f"over {n} days to {_day(p['ts'])}"
+    actual, expected = p.get("actual_total"), p.get("expected_total")
+    parts = [f"{metric} {fmt(actual)} vs {fmt(expected)} expected {over}{_change(actual, expected)}"]
+    if rule.after_gap:
+        parts.append(f"the day before ({_day(p['since'] - pd.Timedelta(days=1))}) was missing")
+    if rule.others:
+        parts.append(f"{', '.join(rule.others)} held")
+    level = p.get("stock_level")
+    if rule.stock == "frozen" and level is not None and np.isfinite(level):
+        parts.append(f"the system shows {level:,.0f} units on hand, unchanged since {_day(p['since'] - pd.Timedelta(days=1))}")
+    value = p.get("value_at_risk")
+    if value is not None and np.isfinite(value) and value > 0:
+        kind = ev.inputs.metric_kind.get(metric, "sensor")
+        gap = abs((expected or 0) - (actual or 0))
+        how = "" if kind == "currency" else f" ({gap:,.0f} units x {fmt_value(value / gap, 'currency')})" if gap else ""
+        parts.append(f"{fmt_value(value, 'currency')} at risk{how}")
+    return parts
 
 
 def _dur(td) -> str:
@@ -43,14 +75,21 @@ def describe(a: _Alert, rule, cfg: AlertRules, ev: EvidenceBuilder) -> tuple[str
             lead = {"metric": metric, "family": r["family"].iloc[0], "expected": _num(r["expected"].iloc[0]),
                     "actual": _num(r["value"].iloc[0]), "z": _num(r["residual_z"].iloc[0])}
     peers = ev.peer(a.entity_id, p["ts"], metric) if metric else None
-    unit = f" {units[metric]}" if metric in units else ""
+    kind = ev.inputs.metric_kind.get(metric, "sensor") if metric else "sensor"
+
+    def fmt(x):  # a value in the metric's terms: $1,110, 12 units, 8.4%, 2.87 mm/s
+        return fmt_value(x, kind, units.get(metric) if kind == "sensor" else None, metric or "")
+
     fam_share = point["family_shares"]
-    if rule.type == "burst":
+    head = None
+    if rule.type == "business_gap":
+        parts = _business_head(a, rule, metric, fmt, ev)
+    elif rule.type == "burst":
         head = f"{int(p['measure'])} anomalous points within {_dur(rule.within)} (since {_when(p['since'])})"
     elif rule.type == "dominant_family":
         head = f"{'+'.join(rule.families)} {p['measure']:.0%} of the deviation"
     elif rule.type == "sustained_deviation" and rule.condition == "stuck":
-        head = (f"{metric} stuck at {_fmt(lead['actual']) if lead else '?'}{unit} for {int(p['measure'])} readings "
+        head = (f"{metric} stuck at {fmt(lead['actual']) if lead else '?'} for {int(p['measure'])} readings "
                 f"since {_when(p['since'])} (it normally changes every reading)")
     elif rule.type == "sustained_deviation":
         word = {"above": "above", "below": "below", "either": "away from"}[rule.direction]
@@ -58,12 +97,13 @@ def describe(a: _Alert, rule, cfg: AlertRules, ev: EvidenceBuilder) -> tuple[str
     else:
         head = (f"{metric} departs from its {peers['peers'] if peers else '?'} peers at "
                 f"{peers['group'] if peers else '?'} (robust z {p['measure']:.1f})")
-    parts = [head]
-    if lead and lead.get("expected") is not None:
+    if head is not None:
+        parts = [head]
+    if lead and lead.get("expected") is not None and rule.type != "business_gap":
         z = lead.get("z")
-        parts.append(f"{lead['metric']} {_fmt(lead['actual'])}{unit} vs {_fmt(lead['expected'])} expected"
-                     + (f" ({z:+.1f}σ)" if z is not None else ""))
-    if fam_share and rule.type != "dominant_family":
+        change = (f" ({z:+.1f}σ)" if z is not None else "") if kind == "sensor" else _change(lead["actual"], lead["expected"])
+        parts.append(f"{lead['metric']} {fmt(lead['actual'])} vs {fmt(lead['expected'])} expected{change}")
+    if fam_share and rule.type not in ("dominant_family", "business_gap"):
         f, s = next(iter(fam_share.items()))
         parts.append(f"{f} family {s:.0%} of the deviation")
     if a.hits > 1:
@@ -85,10 +125,15 @@ def describe(a: _Alert, rule, cfg: AlertRules, ev: EvidenceBuilder) -> tuple[str
         "unit": units.get(metric) if metric else None,
         "top_metrics": point["top_metrics"], "family_shares": fam_share, "peers": peers,
         "detector": ev.score(a.entity_id, p["ts"]), "hits": a.hits, "fault_kind": a.fault_kind,
+        "metric_kind": kind, "value_at_risk": _num(a.value_at_risk),
+        **({"window": rule.window, "actual_total": _num(p.get("actual_total")),
+            "expected_total": _num(p.get("expected_total")), "stock_level": _num(p.get("stock_level"))}
+           if rule.type == "business_gap" else {}),
         # rounded: the same data gives the same bytes (sums over metrics may differ in the last bit)
         "_peak": {k: (str(v) if isinstance(v, pd.Timestamp) else _num(v) if isinstance(v, (float, np.floating)) else v)
                   for k, v in p.items()
-                  if k in ("ts", "since", "measure", "margin", "metric", "family", "severity", "score_severity")},
+                  if k in ("ts", "since", "measure", "margin", "metric", "family", "severity", "score_severity",
+                           *AMOUNT_COLUMNS)},
     }
     return title, why, evidence
 
@@ -132,6 +177,7 @@ def alert_rows(
             "evidence": json.dumps(_clean(evidence), default=str), "fault_kind": a.fault_kind,
             "family": a.peak.get("family") if isinstance(a.peak.get("family"), str) else None,
             "hits": a.hits, "resolved_at": pd.NaT,
+            "value_at_risk": _num(a.value_at_risk),
         })
     df = pd.DataFrame(out, columns=ALERT_COLUMNS)
     return apply_clock(df, cfg, clock)

@@ -40,6 +40,14 @@ def route(cfg: AlertRules, rule, *, fault_kind=None, family=None, tags=(), site=
     return entity_team or cfg.routing.default_team
 
 
+def team_for_fault_kind(cfg: AlertRules, fault_kind: str) -> str:
+    """The team routing gives an alert diagnosed ``fault_kind`` (no rule team, tag or site)."""
+    for r in cfg.routing.routes:
+        if r.fault_kind == fault_kind and r.family is None and r.tag is None and r.site is None and r.rule is None:
+            return r.team
+    return cfg.routing.default_team
+
+
 def rule_precision(cfg: AlertRules, rule, feedback: Mapping[str, tuple[int, int]] | None) -> float:
     tp, fp = (feedback or {}).get(rule.name, (0, 0))
     return (tp + _K_PRIOR * cfg.prior(rule)) / (tp + fp + _K_PRIOR)
@@ -91,6 +99,7 @@ class _Alert:
     acknowledged: bool = False
     stored: dict | None = None  # the row as stored, for alerts a later partition or a person owns
     fault_kind: str | None = None
+    value_at_risk: float = float("nan")  # money at stake over the alert's hits (business rules)
 
     @property
     def id(self) -> str:
@@ -100,6 +109,22 @@ class _Alert:
     def kept_as_stored(self) -> bool:
         """Owned by a person (resolved) or by a later run (stored with hits after the ones seen here)."""
         return self.stored is not None and (self.frozen or pd.Timestamp(self.stored["last_seen_at"]) >= self.last_seen_at)
+
+
+def _float(x) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _add_value(total: float, hit: Mapping, window: int) -> float:
+    """The alert's money at stake after one more hit: the first hit counts its whole window, each
+    later one the reading it adds (its window's value / window: consecutive windows overlap)."""
+    v = _float(hit.get("value_at_risk"))
+    if not math.isfinite(v):
+        return total
+    return v if not math.isfinite(total) else total + v / max(int(window), 1)
 
 
 def _peak_key(h: Mapping) -> tuple:
@@ -112,7 +137,8 @@ def _from_row(row: Mapping, human: Mapping[str, str]) -> _Alert:
     status = human.get(row["alert_id"])
     a = _Alert(row["rule"], row["entity_id"], pd.Timestamp(row["opened_at"]), pd.Timestamp(row["last_seen_at"]),
                row["severity"], int(row.get("hits") or 1), ev.get("_peak") or {}, frozen=status == "resolved",
-               acknowledged=status == "acknowledged", stored=dict(row), fault_kind=row.get("fault_kind"))
+               acknowledged=status == "acknowledged", stored=dict(row), fault_kind=row.get("fault_kind"),
+               value_at_risk=_float(row.get("value_at_risk")))
     if a.peak:
         a.peak = {**a.peak, "ts": pd.Timestamp(a.peak["ts"]), "since": pd.Timestamp(a.peak["since"])}
     return a
@@ -162,9 +188,11 @@ def fold_alerts(
                 if not cur.peak or _peak_key(h) >= _peak_key(cur.peak):
                     cur.peak = h
                 cur.fault_kind = cur.fault_kind or h["fault_kind"]
+                cur.value_at_risk = _add_value(cur.value_at_risk, h, getattr(rule, "window", 1))
                 touched[cur.id] = cur
                 continue
-        a = _Alert(h["rule"], h["entity_id"], h["ts"], h["ts"], h["severity"], 1, h, fault_kind=h["fault_kind"])
+        a = _Alert(h["rule"], h["entity_id"], h["ts"], h["ts"], h["severity"], 1, h, fault_kind=h["fault_kind"],
+                   value_at_risk=_float(h.get("value_at_risk")))
         state = human.get(a.id)
         a.frozen, a.acknowledged = state == "resolved", state == "acknowledged"
         current[key] = a

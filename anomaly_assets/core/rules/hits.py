@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 
 from anomaly_assets.alert_config import AlertRules
+from anomaly_assets.core.rules.business import business_gap_hits
 from anomaly_assets.core.rules.conditions import burst_hits, dominant_family_hits, fleet_outlier_hits, sustained_hits
-from anomaly_assets.core.rules.inputs import RuleInputs, _empty_hits, _flagged, _us
+from anomaly_assets.core.rules.inputs import AMOUNT_COLUMNS, HIT_COLUMNS, RuleInputs, _empty_hits, _flagged, _us
 from anomaly_assets.core.rules.peers import _stands_out, peer_stats
 
 
@@ -41,6 +42,20 @@ def _not_from_stuck_readings(hits: pd.DataFrame, stuck_rules: list[str]) -> pd.D
     return hits.drop(index=inside)
 
 
+def _not_on_known_events(hits: pd.DataFrame, events: pd.DataFrame, after: pd.Timedelta) -> pd.DataFrame:
+    """Drop hits whose window ``[since - after, ts]`` holds a known event day of their entity: a
+    holiday, a promotion or a store event moves the numbers on purpose, and the days after it
+    (restocking, pent-up or pulled-forward demand) are its consequence, not a fault."""
+    ev = events[["entity_id", "day"]].drop_duplicates()
+    ev = ev.assign(day=pd.to_datetime(ev["day"], utc=True).astype("datetime64[us, UTC]"))
+    h = hits.reset_index()[["index", "entity_id", "ts", "since"]]
+    h = h.assign(lo=(pd.to_datetime(h["since"], utc=True) - after).dt.floor("D"),
+                 hi=pd.to_datetime(h["ts"], utc=True))
+    m = h.merge(ev[ev["entity_id"].isin(h["entity_id"].unique())], on="entity_id")
+    on_event = m[(m["day"] >= m["lo"]) & (m["day"] <= m["hi"])]["index"].unique()
+    return hits.drop(index=on_event)
+
+
 def find_hits(cfg: AlertRules, inputs: RuleInputs, start, end) -> pd.DataFrame:
     """Every rule's hits in ``[start, end)``, sorted by entity, rule and time."""
     start, end = pd.Timestamp(start), pd.Timestamp(end)
@@ -53,6 +68,8 @@ def find_hits(cfg: AlertRules, inputs: RuleInputs, start, end) -> pd.DataFrame:
             h = dominant_family_hits(rule, inputs, cfg, start, end)
         elif rule.type == "sustained_deviation":
             h = sustained_hits(rule, inputs, cfg, start, end)
+        elif rule.type == "business_gap":
+            h = business_gap_hits(rule, inputs, cfg, start, end)
         else:
             if rule.peer_by not in peers:
                 peers[rule.peer_by] = peer_stats(inputs, rule.peer_by)
@@ -67,7 +84,9 @@ def find_hits(cfg: AlertRules, inputs: RuleInputs, start, end) -> pd.DataFrame:
             out.append(h)
     if not out:
         return _empty_hits()
-    hits = pd.concat(out, ignore_index=True)
+    hits = pd.concat(out, ignore_index=True).reindex(columns=HIT_COLUMNS + AMOUNT_COLUMNS)
+    if inputs.events is not None and len(inputs.events):
+        hits = _not_on_known_events(hits, inputs.events, pd.Timedelta(cfg.defaults.after_events))
     stuck = [r.name for r in cfg.active if r.type == "sustained_deviation" and r.condition == "stuck"]
     if stuck:
         hits = _not_from_stuck_readings(hits, stuck)

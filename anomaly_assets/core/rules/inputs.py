@@ -10,10 +10,14 @@ import pandas as pd
 
 from anomaly_assets.alert_config import SEVERITY_RANK, AlertRules, infer_group
 from anomaly_assets.core.explain import infer_family
+from anomaly_assets.core.semantics import metric_kinds
 
 HIT_COLUMNS = ["rule", "entity_id", "ts", "measure", "margin", "metric", "family", "since", "score_severity"]
+# business rules' hits carry these too (NaN for the others): totals over the hit's window, in metric
+# units, and the money at stake
+AMOUNT_COLUMNS = ["actual_total", "expected_total", "value_at_risk", "stock_level"]
 ALERT_COLUMNS = ["alert_id", "rule", "entity_id", "opened_at", "last_seen_at", "status", "severity", "team",
-                 "confidence", "title", "why", "evidence", "fault_kind", "family", "hits", "resolved_at"]
+                 "confidence", "title", "why", "evidence", "fault_kind", "family", "hits", "resolved_at", "value_at_risk"]
 MAD_FLOOR = 0.5  # σ: peers that never move would otherwise make every wiggle an outlier
 _K_PRIOR = 5.0  # pseudo-feedback behind a rule's prior precision
 
@@ -31,6 +35,12 @@ class RuleInputs:
         middle value or mean of the two middle ones; mad: median of |residual_z - median|)
         computed over the whole fleet, when the rows here are only some entities of it (a chunk);
         default: computed from ``decomposition``
+    kinds : metric -> declared kind (``core/semantics.py``); the others are inferred into
+        ``metric_kind``
+    attributes : entity_id and any other columns of the entity register (entities.csv: price_usd,
+        store, sku, country, ...), for value at risk and calendar scopes
+    events : entity_id, day (UTC midnight), kind, name: known calendar events (holidays,
+        promotions) of each entity; rules stay quiet on them
     """
 
     scores: pd.DataFrame
@@ -40,6 +50,9 @@ class RuleInputs:
     families: Mapping[str, str] = field(default_factory=dict)
     units: Mapping[str, str] = field(default_factory=dict)
     peer_figures: Mapping[str, pd.DataFrame] | None = None
+    kinds: Mapping[str, str] = field(default_factory=dict)
+    attributes: pd.DataFrame | None = None
+    events: pd.DataFrame | None = None
 
     def __post_init__(self):
         self.scores = _utc(self.scores)
@@ -49,6 +62,7 @@ class RuleInputs:
             fam = {m: infer_family(m, self.families) for m in dec["metric"].unique()}
             dec["family"] = dec["metric"].map(fam)
         self.decomposition = dec
+        self.metric_kind = metric_kinds(dec, self.kinds)
         ids = pd.concat([self.scores["entity_id"], dec["entity_id"]]).unique()
         self.entity_info = entity_info(self.entities, ids)
         if self.peer_figures is not None:
@@ -91,7 +105,7 @@ def _us1(ts) -> int:
 
 def _empty_hits() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="datetime64[us, UTC]" if c in ("ts", "since") else object)
-                         for c in HIT_COLUMNS})
+                         for c in HIT_COLUMNS + AMOUNT_COLUMNS})
 
 
 def _margin(measure, threshold) -> np.ndarray:
