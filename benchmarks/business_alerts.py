@@ -15,8 +15,9 @@ Figures, on the alerts people would see (not ``pending`` / ``expired``):
   one fault per facility) with an alert on the entity whose diagnosis (``fault_kind``) is the
   fault's kind and whose team is the team routing gives that kind, open at some time in
   ``[onset, onset + 2 days]``;
-- **false alerts per 100 entity-weeks**: alerts overlapping no fault window of their entity
-  (``[start, end + 2 days]``), per 100 entity-weeks of the scored period (after the reference);
+- **false alerts per 100 entity-weeks**: alerts opened after their entity's reference period
+  (``splits.csv``) overlapping no fault window of their entity (``[start, end + 2 days]``), per
+  100 entity-weeks of that period (the alerts of the reference period are counted apart);
 - **sensor wording**: alerts on a business metric (kind count, currency, ratio or stock) whose
   title or why says "sensor";
 - **on known events**: alerts opened on a known event day of their entity (holidays, promotions,
@@ -115,6 +116,8 @@ def evaluate(out: Path, alerts: pd.DataFrame, inputs: R.RuleInputs, events: pd.D
     on_fault = fm[(fm["opened_at"] <= fm["end"] + WITHIN) & (fm["last_seen_at"] >= fm["start"])]["index"].unique()
     shown["on_fault"] = shown.index.isin(on_fault)
     splits = pd.read_csv(out / "splits.csv")
+    test_start = pd.to_datetime(splits.set_index("entity_id")["test_start"], utc=True)
+    in_test = shown["opened_at"] >= shown["entity_id"].map(test_start)
     last = inputs.decomposition["ts"].max()
     weeks = sum((last - pd.Timestamp(t, tz="UTC")).days + 1 for t in splits["test_start"]) / 7.0
     kinds = inputs.metric_kind
@@ -127,7 +130,8 @@ def evaluate(out: Path, alerts: pd.DataFrame, inputs: R.RuleInputs, events: pd.D
     return {
         "faults": len(faults), "found": int(faults["found"].sum()),
         "by_kind": faults.groupby("fault_kind")["found"].agg(["sum", "count"]).astype(int),
-        "alerts": len(shown), "false": int((~shown["on_fault"]).sum()), "entity_weeks": weeks,
+        "alerts": len(shown), "false": int((~shown["on_fault"] & in_test).sum()), "entity_weeks": weeks,
+        "reference_alerts": int((~in_test).sum()),
         "sensor_wording": int(sensor.sum()), "on_events": len(on_event),
         "by_rule": shown.groupby("rule")["on_fault"].agg(["sum", "count"]).astype(int),
         "shown": shown, "faults_frame": faults,
@@ -138,7 +142,8 @@ def report(kind: str, r: dict) -> str:
     per100 = 100 * r["false"] / r["entity_weeks"] if r["entity_weeks"] else float("nan")
     lines = [f"{kind}: faults found {r['found']}/{r['faults']} ({r['found'] / max(r['faults'], 1):.0%}) "
              f"with the right rule and team within 2 days; alerts {r['alerts']}, false {r['false']} "
-             f"= {per100:.2f} per 100 entity-weeks ({r['entity_weeks']:.0f}); "
+             f"= {per100:.2f} per 100 entity-weeks ({r['entity_weeks']:.0f}; {r['reference_alerts']} alerts "
+             f"in the reference weeks, not counted); "
              f"sensor wording on business metrics {r['sensor_wording']}; on known events {r['on_events']}"]
     lines.append("  by fault kind (found/faults): " + ", ".join(
         f"{k} {row['sum']}/{row['count']}" for k, row in r["by_kind"].iterrows()))

@@ -108,7 +108,7 @@ def describe(a: _Alert, rule, cfg: AlertRules, ev: EvidenceBuilder) -> tuple[str
         parts.append(f"{f} family {s:.0%} of the deviation")
     if a.hits > 1:
         parts.append(f"{a.hits} hits since {_when(a.opened_at)}")
-    if peers and rule.type != "fleet_outlier" and peers["robust_z"] is not None:
+    if peers and rule.type not in ("fleet_outlier", "business_gap") and peers["robust_z"] is not None and peers["peers"]:
         parts.append(f"vs {peers['peers']} peers at {peers['group']}: robust z {peers['robust_z']:+.1f}")
     why = "; ".join(parts)
     if a.fault_kind:
