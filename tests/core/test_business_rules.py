@@ -81,7 +81,7 @@ def test_ghost_stock_needs_frozen_stock_and_material_expected_sales():
     rows = R.alert_rows(R.fold_alerts(hits, cfg), cfg, _inputs(dec, attrs), DAYS[14])
     assert len(rows) == 1 and rows["team"].iloc[0] == "store_operations"
     assert rows["value_at_risk"].iloc[0] == pytest.approx(15 * 4.0 + 2 * 15 * 4.0 / 3)
-    assert "the system shows 50 units on hand" in rows["why"].iloc[0] and "$60 at risk" in rows["why"].iloc[0]
+    assert "the system shows 50 units on hand" in rows["why"].iloc[0] and "$100 at risk (25 units x $4.00)" in rows["why"].iloc[0]
     # a slow mover (1 a day expected: 3 over the window) selling nothing is no ghost
     slow = _dec({"units_sold": ([1.0] * 10 + [0.0] * 5, [1.0] * 15), "on_hand": (on_hand, on_hand)})
     assert R.find_hits(cfg, _inputs(slow, attrs), DAYS[0], DAYS[15]).empty

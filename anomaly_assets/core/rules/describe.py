@@ -47,11 +47,12 @@ def _business_head(a: _Alert, rule, metric: str, fmt, ev: EvidenceBuilder) -> li
     level = p.get("stock_level")
     if rule.stock == "frozen" and level is not None and np.isfinite(level):
         parts.append(f"the system shows {level:,.0f} units on hand, unchanged since {_day(p['since'] - pd.Timedelta(days=1))}")
-    value = p.get("value_at_risk")
+    peak_value, value = p.get("value_at_risk"), a.value_at_risk  # the alert's: every hit so far
     if value is not None and np.isfinite(value) and value > 0:
         kind = ev.inputs.metric_kind.get(metric, "sensor")
         gap = abs((expected or 0) - (actual or 0))
-        how = "" if kind == "currency" else f" ({gap:,.0f} units x {fmt_value(value / gap, 'currency')})" if gap else ""
+        price = peak_value / gap if gap and peak_value else None
+        how = "" if kind == "currency" or not price else f" ({value / price:,.0f} units x {fmt_value(price, 'currency')})"
         parts.append(f"{fmt_value(value, 'currency')} at risk{how}")
     return parts
 
@@ -107,7 +108,7 @@ def describe(a: _Alert, rule, cfg: AlertRules, ev: EvidenceBuilder) -> tuple[str
         f, s = next(iter(fam_share.items()))
         parts.append(f"{f} family {s:.0%} of the deviation")
     if a.hits > 1:
-        parts.append(f"{a.hits} hits since {_when(a.opened_at)}")
+        parts.append(f"{a.hits} hits since {_day(a.opened_at) if rule.type == 'business_gap' else _when(a.opened_at)}")
     if peers and rule.type not in ("fleet_outlier", "business_gap") and peers["robust_z"] is not None and peers["peers"]:
         parts.append(f"vs {peers['peers']} peers at {peers['group']}: robust z {peers['robust_z']:+.1f}")
     why = "; ".join(parts)
