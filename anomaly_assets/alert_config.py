@@ -35,7 +35,8 @@ DEFAULT_ENTITIES = REPO_ROOT / "configs" / "entities.yaml"
 
 SEVERITIES = ("info", "warning", "critical")
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
-RULE_TYPES = ("burst", "dominant_family", "sustained_deviation", "fleet_outlier")
+RULE_TYPES = ("burst", "dominant_family", "sustained_deviation", "fleet_outlier", "business_gap")
+METRIC_KINDS = ("sensor", "count", "currency", "ratio", "stock")  # core/semantics.py
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)\s*$")
 _UNIT_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
@@ -158,6 +159,7 @@ class FleetOutlierRule(RuleBase):
 
     type: Literal["fleet_outlier"]
     peer_by: str = "site"  # 'site' or 'tag:<tag>'
+    kinds: list[Literal[METRIC_KINDS]] | None = None  # only metrics of these kinds (core/semantics.py)
     z: float = Field(default=4.0, gt=0)
     min_peers: int = Field(default=5, ge=2)
     periods: int = Field(default=1, ge=1)
@@ -173,8 +175,51 @@ class FleetOutlierRule(RuleBase):
         return v
 
 
+class BusinessGapRule(RuleBase):
+    """A business metric's total over the last ``window`` readings far from its expected total:
+    at most ``max_share`` of it (``direction: below``) or at least ``min_ratio`` times it
+    (``above``), by at least ``floor`` (metric units) with an expected total of at least
+    ``min_expected``. Optional context: ``others`` hold (payment channels), the ``stock`` metric
+    is ``frozen`` (> 0 and unchanged: ghost stock) or ``moving``, the reading before the window was
+    (``after_gap: true``) or was not (``false``) itself a gap (a missing settlement caught up).
+    Evidence in money: ``value_at_risk`` = the gap in currency, or in units x ``price_column``."""
+
+    type: Literal["business_gap"]
+    metrics: list[str] | None = None
+    kinds: list[Literal[METRIC_KINDS]] | None = None  # metrics of these kinds (when metrics is not given)
+    direction: Literal["below", "above"] = "below"
+    window: int = Field(default=1, ge=1, le=60)  # readings summed (days, on daily data)
+    max_share: float | None = Field(default=None, ge=0, lt=1)
+    min_share: float | None = Field(default=None, ge=0, lt=1)  # below: and strictly more than this share (0: not nothing at all)
+    min_ratio: float | None = Field(default=None, gt=1)
+    min_expected: float = Field(default=0.0, ge=0)
+    min_z: float = Field(default=0.0, ge=0)  # the detector's residual_z at the last reading, in direction
+    others: list[str] = []
+    hold_share: Share = 0.5
+    stock: Literal["frozen", "moving", "any"] = "any"
+    stock_metrics: list[str] | None = None  # default: every metric of kind stock
+    after_gap: bool | None = None
+    gap_share: Share = 0.15
+    price_column: str | None = None  # entities.csv column: price of a unit, for value at risk
+    min_value: float = Field(default=0.0, ge=0)  # value at risk (money) at least
+    # billing days that move the metric by design (rent due on the 1st, past due after the grace
+    # period): no hit on them, as on a calendar event
+    skip_days_of_month: list[Annotated[int, Field(ge=1, le=31)]] = []
+
+    @model_validator(mode="after")
+    def _threshold(self):
+        if not self.metrics and not self.kinds:
+            raise ValueError("a business_gap rule needs 'metrics' or 'kinds' (which metrics it watches)")
+        if self.direction == "below" and self.max_share is None:
+            raise ValueError("direction 'below' needs 'max_share' (e.g. 0.15: at most 15% of expected)")
+        if self.direction == "above" and self.min_ratio is None:
+            raise ValueError("direction 'above' needs 'min_ratio' (e.g. 1.8: at least 1.8x expected)")
+        return self
+
+
 Rule = Annotated[
-    Union[BurstRule, DominantFamilyRule, SustainedDeviationRule, FleetOutlierRule], Field(discriminator="type")
+    Union[BurstRule, DominantFamilyRule, SustainedDeviationRule, FleetOutlierRule, BusinessGapRule],
+    Field(discriminator="type"),
 ]
 
 
@@ -205,6 +250,8 @@ class Defaults(_Strict):
     cooldown: Duration = dt.timedelta(hours=12)
     prior_precision: float = Field(default=0.7, gt=0, lt=1)
     peer_z: float | None = Field(default=None, ge=0)
+    # rules stay quiet on known calendar events (holidays, promotions) and this long after them
+    after_events: Duration = dt.timedelta(days=2)
 
 
 class AlertRules(_Strict):
@@ -237,8 +284,8 @@ class AlertRules(_Strict):
 
     def peer_z(self, rule) -> float:
         """|robust z| against site peers a hit needs (0: no peer check)."""
-        if rule.type == "fleet_outlier":
-            return 0.0
+        if rule.type == "fleet_outlier" or (rule.type == "business_gap" and rule.peer_z is None):
+            return 0.0  # a business gap has its own context (others hold); a processor outage hits a whole site
         z = rule.peer_z if rule.peer_z is not None else self.defaults.peer_z
         return z or 0.0
 
@@ -397,3 +444,15 @@ def alert_paths(env: dict[str, str] | None = None) -> tuple[Path, Path]:
     # the data folder's entities.csv when there is one (the demo writes it), else the YAML register
     entities = env.get("ANOMALY_ENTITIES") or str(load_settings(dict(env)).entities or DEFAULT_ENTITIES)
     return Path(rules).expanduser().resolve(), Path(entities).expanduser().resolve()
+
+
+def calendar_path(env: dict[str, str] | None = None) -> Path | None:
+    """The calendar of known events (``ANOMALY_CALENDAR``, else ``calendar.csv`` in the data folder),
+    or None when there is none: alerts stay quiet on its days (holidays, promotions, store events)."""
+    env = os.environ if env is None else env
+    if env.get("ANOMALY_CALENDAR"):
+        return Path(env["ANOMALY_CALENDAR"]).expanduser().resolve()
+    from anomaly_assets.settings import load_settings
+
+    p = load_settings(dict(env)).data_dir / "calendar.csv"
+    return p.resolve() if p.is_file() else None

@@ -91,6 +91,14 @@ def latest_verdicts(ev: pd.DataFrame) -> pd.DataFrame:
     return fb.drop_duplicates("alert_id", keep="last")[["alert_id", "verdict"]]
 
 
+def recovered_values(ev: pd.DataFrame) -> pd.DataFrame:
+    """alert_id, value_recovered: the latest amount a person reported per alert (resolve or feedback)."""
+    if "value_recovered" not in ev.columns:
+        return pd.DataFrame(columns=["alert_id", "value_recovered"])
+    r = ev[ev["value_recovered"].notna()].sort_values("at")
+    return r.drop_duplicates("alert_id", keep="last")[["alert_id", "value_recovered"]]
+
+
 def feedback_counts(con) -> dict[str, tuple[int, int]]:
     """rule -> (true positives, false positives) from the latest verdict per alert."""
     ev = events(con)
@@ -121,12 +129,23 @@ def find_alert(con, ident: str) -> pd.Series:
 
 
 def act(path: str | Path, ident: str, action: str, *, note: str | None = None, verdict: str | None = None,
-        actor: str | None = None, now: dt.datetime | None = None) -> pd.Series:
-    """Acknowledge, resolve or give feedback on an alert; returns the alert row after the action."""
+        actor: str | None = None, now: dt.datetime | None = None, outcome: str | None = None,
+        recovered: float | None = None) -> pd.Series:
+    """Acknowledge, resolve or give feedback on an alert; returns the alert row after the action.
+
+    ``outcome`` (what was found: "counted: 38 units missing") and ``recovered`` (money recovered or
+    saved thanks to the alert) go with a resolution or feedback; ``evaluation.alert_precision`` and
+    ``marts.business_kpis`` sum ``recovered`` per rule.
+    """
     if action not in HUMAN_ACTIONS:
         raise AlertActionError(f"unknown action '{action}' (expected one of {', '.join(HUMAN_ACTIONS)})")
     if action == "feedback" and verdict not in VERDICTS:
         raise AlertActionError(f"feedback needs --verdict {' or '.join(VERDICTS)} (got {verdict!r})")
+    if (outcome or recovered is not None) and action == "ack":
+        raise AlertActionError("--outcome and --recovered go with resolve or feedback (what was found), not ack")
+    if recovered is not None and not (isinstance(recovered, (int, float)) and recovered >= 0 and recovered == recovered
+                                      and recovered != float("inf")):
+        raise AlertActionError(f"--recovered must be an amount of money of 0 or more (found {recovered!r})")
     now = now or _now()
     actor = actor or os.environ.get("ANOMALY_ACTOR") or getpass.getuser()
     with connect(path) as con, wh.transaction(con):
@@ -145,7 +164,8 @@ def act(path: str | Path, ident: str, action: str, *, note: str | None = None, v
             row["status"], row["resolved_at"] = "resolved", pd.Timestamp(now)
         event = pd.DataFrame([{"alert_id": row["alert_id"], "at": now, "action": action, "actor": actor,
                                "note": note, "verdict": verdict if action == "feedback" else None,
-                               "severity": None, "channel": None}])
+                               "severity": None, "channel": None, "outcome": outcome,
+                               "value_recovered": float(recovered) if recovered is not None else None}])
         wh.append(con, wh.ALERT_EVENTS, event)
         if action != "feedback":
             wh.replace_keyed(con, wh.ALERTS, pd.DataFrame([row]), "alert_id", [row["alert_id"]])
@@ -275,7 +295,8 @@ def deliver(path: str | Path, *, environ: Mapping[str, str] | None = None, limit
 
 def _record(path, a: Mapping, action: str, channel: str, note: str) -> None:
     row = pd.DataFrame([{"alert_id": a["alert_id"], "at": _now(), "action": action, "actor": "sensor",
-                         "note": note, "verdict": None, "severity": a["severity"], "channel": channel}])
+                         "note": note, "verdict": None, "severity": a["severity"], "channel": channel,
+                         "outcome": None, "value_recovered": None}])
     with connect(path, wait_s=30.0) as con, wh.transaction(con):
         wh.append(con, wh.ALERT_EVENTS, row)
 
@@ -327,11 +348,29 @@ def add_cli(sub) -> None:
         x.add_argument("alert_id", help="the id, or its first 6+ characters")
         x.add_argument("--note")
         x.add_argument("--actor", help="who (default: $ANOMALY_ACTOR or the login name)")
+        if name == "resolve":
+            _outcome_args(x)
     fb = asub.add_parser("feedback", help="was it a real problem? (feeds alert precision and confidence)")
     fb.add_argument("alert_id")
     fb.add_argument("--verdict", required=True, choices=list(VERDICTS))
     fb.add_argument("--note")
     fb.add_argument("--actor")
+    _outcome_args(fb)
+
+
+def _money(text: str) -> float:
+    """'1200', '$1,200', '1200.50' -> float; anything else is an argparse error naming the value."""
+    import argparse
+
+    try:
+        return float(str(text).replace("$", "").replace(",", "").strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an amount of money like 1200 or $1,200 (found {text!r})") from None
+
+
+def _outcome_args(p) -> None:
+    p.add_argument("--outcome", help="what was found, in words: 'counted: 38 units missing'")
+    p.add_argument("--recovered", type=_money, help="money recovered or saved thanks to the alert: 1200 or $1,200")
 
 
 def run_cli(args, warehouse: Path) -> int:
@@ -348,7 +387,8 @@ def run_cli(args, warehouse: Path) -> int:
         return 0
     try:
         row = act(warehouse, args.alert_id, args.alerts_cmd, note=args.note, actor=args.actor,
-                  verdict=getattr(args, "verdict", None))
+                  verdict=getattr(args, "verdict", None), outcome=getattr(args, "outcome", None),
+                  recovered=getattr(args, "recovered", None))
     except AlertActionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -91,3 +91,70 @@ def holiday_days(entity_ids: Iterable[str], years: Iterable[int], entities: pd.D
         if days:
             out[row.entity_id] = np.array(sorted(days), dtype=np.int64)
     return out
+
+
+def event_days(entity_ids: Iterable[str], years: Iterable[int], entities: pd.DataFrame | None = None,
+               calendar: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every known event day of every entity: public holidays of its country and each row of
+    ``calendar.csv`` (holidays, bank holidays, promotions, peaks, closures) whose scope covers it.
+
+    A scope is ``all``, ``entity:<id>``, or ``<column>:<value>`` matching a column of the entity
+    register (``country:US``, ``site:houston``, ``store:S03``, ``sku:SKU0042``): the alert rules
+    stay quiet on these days, whatever the detector made of them.
+
+    Parameters
+    ----------
+    entity_ids : iterable of str
+    years : iterable of int
+        Years to look public holidays up for.
+    entities : DataFrame, optional
+        The entity register (entities.csv): entity_id and any columns scopes name.
+    calendar : DataFrame, optional
+        :func:`load_calendar`'s frame.
+
+    Returns
+    -------
+    DataFrame
+        entity_id, day (UTC midnight), kind, name; one row per entity, day and event.
+    """
+    ids = list(dict.fromkeys(str(e) for e in entity_ids))
+    info = pd.DataFrame({"entity_id": ids})
+    if entities is not None and len(entities):
+        info = info.merge(entities.astype(str).drop_duplicates("entity_id"), on="entity_id", how="left")
+    parts = []
+    years = sorted(set(int(y) for y in years))
+    if "country" in info.columns and years:
+        import holidays as hol
+
+        for country, group in info.dropna(subset=["country"]).groupby("country"):
+            try:
+                days = hol.country_holidays(country, years=years)
+            except (NotImplementedError, KeyError):
+                continue  # a country the package does not know: no public holidays for it
+            for d, name in days.items():
+                parts.append(pd.DataFrame({"entity_id": group["entity_id"].to_numpy(), "day": pd.Timestamp(d, tz="UTC"),
+                                           "kind": "public_holiday", "name": name}))
+    if calendar is not None and len(calendar):
+        for row in calendar.itertuples():
+            scope = str(row.scope)
+            col, _, value = scope.partition(":")
+            if scope == "all":
+                who = info["entity_id"]
+            elif col == "entity":
+                who = info["entity_id"][info["entity_id"] == value]
+            elif col in info.columns:
+                who = info["entity_id"][info[col] == value]
+            else:
+                continue  # a scope on a column the register does not have covers no entity
+            if who.empty:
+                continue
+            days = pd.date_range(row.start, row.end, freq="D")
+            parts.append(pd.DataFrame({"entity_id": np.repeat(who.to_numpy(), len(days)),
+                                       "day": np.tile(days, len(who)), "kind": str(row.kind),
+                                       "name": str(getattr(row, "name", "") or "")}))
+    if not parts:
+        return pd.DataFrame({"entity_id": pd.Series(dtype=object), "day": pd.Series(dtype="datetime64[us, UTC]"),
+                             "kind": pd.Series(dtype=object), "name": pd.Series(dtype=object)})
+    out = pd.concat(parts, ignore_index=True)
+    out["day"] = pd.to_datetime(out["day"], utc=True).astype("datetime64[us, UTC]")
+    return out.drop_duplicates(["entity_id", "day", "kind", "name"]).reset_index(drop=True)

@@ -16,6 +16,7 @@ class MetricFamilies(BaseModel):
     model_config = ConfigDict(extra="forbid")
     families: dict[str, str] = {}
     units: dict[str, str] = {}
+    kinds: dict[str, str] = {}  # metric -> sensor | count | currency | ratio | stock (core/semantics.py)
 
     @field_validator("families", "units")
     @classmethod
@@ -23,6 +24,16 @@ class MetricFamilies(BaseModel):
         for k, x in v.items():
             if not str(k).strip() or not str(x).strip():
                 raise ValueError(f"empty name or value in entry {k!r}: {x!r}")
+        return v
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, v: dict[str, str]) -> dict[str, str]:
+        from anomaly_assets.core.semantics import KINDS
+
+        for k, x in v.items():
+            if x not in KINDS:
+                raise ValueError(f"metric {k!r}: unknown kind {x!r}; allowed: {', '.join(KINDS)}")
         return v
 
 
@@ -81,7 +92,7 @@ def load_owners(path: Path | None) -> Owners:
 def load_metric_families(path: Path | None) -> MetricFamilies:
     if path is None or not path.exists():
         return MetricFamilies()
-    data = read_yaml_mapping(path, "'families' and 'units'")
+    data = read_yaml_mapping(path, "'families', 'units' and 'kinds'")
     try:
         return MetricFamilies.model_validate(data)
     except ValidationError as e:

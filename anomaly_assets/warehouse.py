@@ -176,6 +176,7 @@ ALERTS = _t(
     ("family", "VARCHAR", "Dominant metric family at the peak hit"),
     ("hits", "BIGINT NOT NULL", "Rule hits folded into this alert"),
     ("resolved_at", "TIMESTAMPTZ", "When it resolved (data time when automatic, wall time when by a person)"),
+    ("value_at_risk", "DOUBLE", "Money at stake (business rules): the gap in currency, or units x price; NULL otherwise"),
     time_column=None,
 )
 ALERT_EVENTS = _t(
@@ -188,6 +189,8 @@ ALERT_EVENTS = _t(
     ("verdict", "VARCHAR", "feedback only: true_positive or false_positive"),
     ("severity", "VARCHAR", "deliveries: the severity that was sent (a later rise is sent again once)"),
     ("channel", "VARCHAR", "deliveries: the environment variable naming the webhook (never the URL)"),
+    ("outcome", "VARCHAR", "feedback: what was found, in words ('counted: 38 units missing')"),
+    ("value_recovered", "DOUBLE", "feedback: money recovered or saved thanks to the alert"),
     time_column=None,
 )
 ALERT_PRECISION = _t(
@@ -200,6 +203,8 @@ ALERT_PRECISION = _t(
     ("false_positives", "BIGINT NOT NULL", "Verdict false_positive"),
     ("feedback_precision", "DOUBLE", "true / (true + false) positives; NULL without feedback"),
     ("label_precision", "DOUBLE", "Share of alerts overlapping a labeled window of their entity; NULL without labels"),
+    ("value_at_risk", "DOUBLE", "Money at stake over the alerts (business rules); NULL when none says"),
+    ("value_recovered", "DOUBLE", "Money recovered, from feedback outcomes; NULL when none was reported"),
     ("evaluated_at", "TIMESTAMPTZ NOT NULL", "When the evaluation ran"),
     time_column=None,
 )

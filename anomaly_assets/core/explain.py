@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from anomaly_assets.core.semantics import fmt_value, infer_kind
+
 # Inference when a metric is not in the families config: first matching pattern wins.
 _FAMILY_PATTERNS: tuple[tuple[str, str], ...] = (
     ("temperature", r"temp|therm|heat|_c$|celsius"),
@@ -87,10 +89,10 @@ def rank_metrics(deviation: np.ndarray) -> np.ndarray:
     return np.argsort(-np.abs(np.nan_to_num(deviation)), axis=1, kind="stable")
 
 
-def _fmt(x: float) -> str:
-    if not np.isfinite(x):
-        return "n/a"
-    return f"{x:.3g}" if abs(x) < 1e4 else f"{x:,.0f}"
+def _fmt(x: float, metric: str, unit: str | None, kinds: Mapping[str, str] | None) -> str:
+    """A value in the metric's own terms ($1,110; 12 units; 8.4%), never in scientific notation."""
+    kind = infer_kind(metric, kinds)
+    return fmt_value(x, kind, unit if kind == "sensor" else None, metric)
 
 
 def explain(
@@ -103,6 +105,7 @@ def explain(
     families: Mapping[str, str] | None = None,
     units: Mapping[str, str] | None = None,
     rank_by: np.ndarray | None = None,
+    kinds: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Rank every metric of every given point and write the one-line why.
 
@@ -112,6 +115,8 @@ def explain(
     deviation, actual, expected : (n_points, n_metrics); ``deviation`` (σ) is what the why shows
     rank_by : (n_points, n_metrics), optional
         Magnitudes to rank and share by (:func:`smoothed_deviation`); default ``|deviation|``.
+    kinds : mapping, optional
+        Declared metric kinds (``core/semantics.py``): how values are written.
 
     Returns
     -------
@@ -149,10 +154,11 @@ def explain(
     units = units or {}
     for i in range(n):  # one string per flagged point: flagged points are few by construction
         j = top[i]
-        unit = f" {units[metrics[j]]}" if metrics[j] in units else ""
+        unit = units.get(metrics[j])
         f = fam_share[i].argmax()
         why[i] = (
-            f"{metrics[j]} {_fmt(actual[i, j])}{unit} vs {_fmt(expected[i, j])} expected "
+            f"{metrics[j]} {_fmt(actual[i, j], metrics[j], unit, kinds)} vs "
+            f"{_fmt(expected[i, j], metrics[j], None, kinds)} expected "
             f"({deviation[i, j]:+.1f}σ); {fam_names[f]} family {fam_share[i, f]:.0%} of the deviation"
         )
     return frame, why

@@ -3,7 +3,7 @@ sensor that delivers alerts to webhooks.
 
 The asset reads what the rules need for the run's days (plus a lookback that fills the rules'
 windows), the alerts that may continue from earlier days, and what people did (alerts.alert_events);
-the rules (core/rules.py) do the rest. Alerts opened in the run's days are rebuilt unless a person
+the rules (core/rules/) do the rest. Alerts opened in the run's days are rebuilt unless a person
 touched them or a later day's run extended them, so re-running a day gives the same alerts.
 """
 
@@ -18,7 +18,8 @@ from dagster_duckdb import DuckDBResource
 
 from anomaly_assets import alert_lifecycle as life
 from anomaly_assets import warehouse as wh
-from anomaly_assets.alert_config import AlertRules, alert_paths, load_alert_rules, load_entities
+from anomaly_assets.alert_config import AlertRules, alert_paths, calendar_path, load_alert_rules, load_entities
+from anomaly_assets.calendars import event_days, load_calendar
 from anomaly_assets.core import rules as core
 from anomaly_assets.core.explain import _FAMILY_PATTERNS
 from anomaly_assets.core.fleet import DAY
@@ -30,12 +31,20 @@ from anomaly_assets.landing import read_labels
 LOOKBACK = pd.Timedelta(days=3)  # rule windows (bursts, runs, stuck readings) reach this far back
 
 
+def rule_lookback(cfg: AlertRules) -> pd.Timedelta:
+    """How far before a run's first day the rules read: LOOKBACK, or a business rule's window of
+    daily readings plus the reading before it (ghost stock: the stock before the window)."""
+    days = [r.window + 2 for r in cfg.active if r.type == "business_gap"]
+    return max(LOOKBACK, pd.Timedelta(days=max(days, default=0)))
+
+
 class AlertRulebook(dg.ConfigurableResource):
     """configs/alert_rules.yaml and the entity register (sites, tags, teams), validated when loaded."""
 
     path: str
     entities: Optional[str] = None
     families: Optional[str] = None  # metric_families.yaml: families the rules may name
+    calendar: Optional[str] = None  # calendar.csv: known events (holidays, promotions) alerts stay quiet on
 
     def known_families(self) -> set[str]:
         from anomaly_assets.config import load_metric_families
@@ -51,13 +60,31 @@ class AlertRulebook(dg.ConfigurableResource):
         return pd.DataFrame([{"entity_id": k, "site": v.site, "tags": list(v.tags), "team": v.team}
                              for k, v in reg.entities.items()], columns=["entity_id", "site", "tags", "team"])
 
+    def attributes(self) -> Optional[pd.DataFrame]:
+        """Every column of a CSV entity register (price_usd, store, sku, country, ...), as text."""
+        if not self.entities or not self.entities.lower().endswith(".csv") or not Path(self.entities).is_file():
+            return None
+        return pd.read_csv(self.entities, dtype=str, keep_default_na=False)
+
+    def events(self, entity_ids, start, end) -> Optional[pd.DataFrame]:
+        """Known event days (``calendars.event_days``) of ``entity_ids`` in the years of [start, end]."""
+        cal = load_calendar(Path(self.calendar)) if self.calendar else None
+        attrs = self.attributes()
+        if cal is None and (attrs is None or "country" not in attrs.columns):
+            return None
+        return event_days(entity_ids, range(pd.Timestamp(start).year, pd.Timestamp(end).year + 1), attrs, cal)
+
 
 def alert_rulebook(families: Optional[Path] = None, environ=None) -> AlertRulebook:
     """The rulebook from ANOMALY_ALERT_RULES / ANOMALY_ENTITIES, validated now: a bad rule fails the load."""
     rules, entities = alert_paths(environ)
-    book = AlertRulebook(path=str(rules), entities=str(entities), families=str(families) if families else None)
+    cal = calendar_path(environ)
+    book = AlertRulebook(path=str(rules), entities=str(entities), families=str(families) if families else None,
+                         calendar=str(cal) if cal else None)
     book.load()
     book.entity_frame()
+    if cal:
+        load_calendar(cal)  # a bad calendar fails the load, naming the file and line
     return book
 
 
@@ -109,8 +136,9 @@ def _entity_bounds(con, lo, end, chunk_rows: int) -> list[tuple[Optional[str], O
     return list(zip([None, *firsts[1:]], [*firsts[1:], None])) or [(None, None)]
 
 
-def _read_inputs(con, start, end, fam, entities, bounds=(None, None), figures=None) -> core.RuleInputs:
-    lo = start - LOOKBACK
+def _read_inputs(con, start, end, fam, entities, bounds=(None, None), figures=None,
+                 context: Optional[dict] = None, lookback: pd.Timedelta = LOOKBACK) -> core.RuleInputs:
+    lo = start - lookback
     where, params = "ts >= ? AND ts < ?", [lo, end]
     if bounds[0] is not None:
         where, params = where + " AND entity_id >= ?", params + [bounds[0]]
@@ -124,6 +152,7 @@ def _read_inputs(con, start, end, fam, entities, bounds=(None, None), figures=No
         decomposition=q("SELECT entity_id, metric, ts, value, expected, residual, residual_z "
                         "FROM features.decomposition"),
         entities=entities, families=fam.families, units=fam.units, peer_figures=figures,
+        kinds=fam.kinds, **(context or {}),
     )
 
 
@@ -149,7 +178,8 @@ def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def build_alerts(con, cfg: AlertRules, start, end, fam, entities,
-                 chunk_rows: Optional[int] = None) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
+                 chunk_rows: Optional[int] = None, context: Optional[dict] = None,
+                 ) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
     """(rows to upsert, alert ids to delete, hits) for the days [start, end). Reads only.
 
     The rules are per entity except the peer comparisons: a fleet larger than ``chunk_rows``
@@ -158,7 +188,8 @@ def build_alerts(con, cfg: AlertRules, start, end, fam, entities,
     same.
     """
     wh.ensure_tables(con, (wh.ALERTS, wh.ALERT_EVENTS))
-    lo = start - LOOKBACK
+    lookback = rule_lookback(cfg)
+    lo = start - lookback
     chunks = _entity_bounds(con, lo, end, chunk_rows or CHUNK_ROWS)
     figures = None
     if len(chunks) > 1:
@@ -171,6 +202,7 @@ def build_alerts(con, cfg: AlertRules, start, end, fam, entities,
     clock = con.execute("SELECT max(ts) FROM scoring.anomaly_scores").fetchone()[0]
     clock = pd.Timestamp(clock) if clock is not None else end
     reach = max([cfg.resolve_after(r) + cfg.cooldown(r) for r in cfg.rules], default=dt.timedelta(0))
+
     stored = con.execute("SELECT * FROM alerts.alerts WHERE last_seen_at >= ? OR status NOT IN ('resolved', 'expired')",
                          [start - reach]).df()
     ev = life.events(con)
@@ -183,7 +215,7 @@ def build_alerts(con, cfg: AlertRules, start, end, fam, entities,
 
     all_hits, parts = [], []
     for bounds in chunks:
-        inputs = _read_inputs(con, start, end, fam, entities, bounds, figures)
+        inputs = _read_inputs(con, start, end, fam, entities, bounds, figures, context, lookback)
         hits = core.find_hits(cfg, inputs, start, end)
         folded = core.fold_alerts(hits, cfg, prior=prior[_in_bounds(prior["entity_id"], bounds)], human=human)
         parts.append(core.alert_rows(folded, cfg, inputs, clock, feedback))
@@ -230,7 +262,11 @@ def alerts(context: dg.AssetExecutionContext, duckdb: DuckDBResource, alert_rule
     start, end = time_window(context)
     cfg, fam, entities = alert_rules.load(), catalog.load(), alert_rules.entity_frame()
     with duckdb.get_connection() as con:
-        rows, rebuilt, hits = build_alerts(con, cfg, start, end, fam, entities)
+        ids = con.execute("SELECT DISTINCT entity_id FROM features.decomposition WHERE ts >= ? AND ts < ?",
+                          [start - rule_lookback(cfg), end]).df()["entity_id"]
+        context = {"attributes": alert_rules.attributes(),
+                   "events": alert_rules.events(list(ids), start - rule_lookback(cfg), end)}
+        rows, rebuilt, hits = build_alerts(con, cfg, start, end, fam, entities, context=context)
     with duckdb.get_connection() as con, wh.transaction(con):
         wh.ensure_tables(con, (wh.ALERTS, wh.ALERT_EVENTS))
         rows = _respect_people(con, rows)
@@ -251,10 +287,19 @@ def alerts(context: dg.AssetExecutionContext, duckdb: DuckDBResource, alert_rule
 # ------------------------------------------------------------------------------------------------
 # precision of alerts, from feedback and from labels
 # ------------------------------------------------------------------------------------------------
+def _total(x: pd.Series):
+    """Sum of the amounts given (None when none is: no business rule, or nothing reported)."""
+    v = pd.to_numeric(x, errors="coerce").dropna()
+    return float(v.sum()) if len(v) else None
+
+
 def alert_precision_rows(alerts_df: pd.DataFrame, ev: pd.DataFrame, labels: pd.DataFrame | None, now) -> pd.DataFrame:
     a = alerts_df.copy()
     v = life.latest_verdicts(ev) if len(ev) else pd.DataFrame(columns=["alert_id", "verdict"])
     a = a.merge(v, on="alert_id", how="left")
+    a = a.merge(life.recovered_values(ev), on="alert_id", how="left") if len(ev) else a.assign(value_recovered=None)
+    if "value_at_risk" not in a.columns:
+        a["value_at_risk"] = None
     if labels is not None and len(labels):
         lab = labels[["entity_id", "start", "end"]]
         m = a[["alert_id", "entity_id", "opened_at", "last_seen_at"]].merge(lab, on="entity_id")
@@ -271,7 +316,8 @@ def alert_precision_rows(alerts_df: pd.DataFrame, ev: pd.DataFrame, labels: pd.D
                     "true_positives": tp, "false_positives": fp,
                     "feedback_precision": tp / (tp + fp) if tp + fp else None,
                     "label_precision": float(g["label_true"].astype(float).mean()) if labels is not None and len(g) else None,
-                    "evaluated_at": now})
+                    "evaluated_at": now, "value_at_risk": _total(g["value_at_risk"]),
+                    "value_recovered": _total(g["value_recovered"])})
     return pd.DataFrame(out, columns=wh.ALERT_PRECISION.column_names)
 
 
@@ -285,7 +331,7 @@ def alert_precision(context: dg.AssetExecutionContext, duckdb: DuckDBResource, l
     labels = read_labels(Path(landing.labels)) if landing.labels else None
     with duckdb.get_connection() as con:
         wh.ensure_tables(con, (wh.ALERTS, wh.ALERT_EVENTS))
-        a = con.execute("SELECT alert_id, rule, team, entity_id, opened_at, last_seen_at FROM alerts.alerts "
+        a = con.execute("SELECT alert_id, rule, team, entity_id, opened_at, last_seen_at, value_at_risk FROM alerts.alerts "
                         "WHERE status NOT IN ('pending', 'expired')").df()  # alerts people were shown
         ev = life.events(con)
     rows = alert_precision_rows(a, ev, labels, dt.datetime.now(dt.timezone.utc))

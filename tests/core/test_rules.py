@@ -367,7 +367,7 @@ def test_invalid_files_routing_and_families(tmp_path):
 
 def test_the_shipped_rules_load_and_durations_parse():
     c = load_alert_rules()
-    assert {r.type for r in c.rules} == {"burst", "dominant_family", "sustained_deviation", "fleet_outlier"}
+    assert {r.type for r in c.rules} == {"burst", "dominant_family", "sustained_deviation", "fleet_outlier", "business_gap"}
     assert parse_duration("15min").total_seconds() == 900 and parse_duration(90).total_seconds() == 5400
     assert parse_duration("2d").days == 2
 
@@ -424,4 +424,4 @@ def test_the_readme_rules_example_is_valid(tmp_path):
         pytest.skip("README has no alerts section yet")
     block = readme.split("### Rules as data", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     c = _load(tmp_path, block)
-    assert {r.type for r in c.rules} == {"burst", "dominant_family", "sustained_deviation", "fleet_outlier"}
+    assert {r.type for r in c.rules} == {"burst", "dominant_family", "sustained_deviation", "fleet_outlier", "business_gap"}

@@ -71,7 +71,8 @@ def test_two_shards_run_in_two_processes_and_merge_to_the_fleet_answer(tmp_path,
         [ingest.observations, detection.detection, *build_sql_model_assets(s.sql_dir)],
         resources=resources(s), instance=dg.DagsterInstance.ephemeral(), tags=RANGE,
         selection=dg.AssetSelection.all() - dg.AssetSelection.groups("alerts", "evaluation")
-        - dg.AssetSelection.assets(["marts", "current_health"], ["marts", "open_alerts"]),  # views over alerts
+        - dg.AssetSelection.assets(["marts", "current_health"], ["marts", "open_alerts"],  # they read alerts
+                                   ["marts", "cycle_counts"], ["marts", "business_kpis"]),
     ).success
     fleet, whole = _read(tmp_path / "wh" / "fleet.duckdb", MARTS), _read(tmp_path / "whole.duckdb", MARTS)
     assert whole["marts.fleet_health"]["anomalies"].sum() > 0

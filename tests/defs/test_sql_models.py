@@ -15,7 +15,7 @@ import pytest
 from dagster_duckdb import DuckDBResource
 
 from anomaly_assets.defs import sql_models
-from anomaly_assets.warehouse import ALERTS, ANOMALY_SCORES, ENTITIES
+from anomaly_assets.warehouse import ALERT_EVENTS, ALERTS, ANOMALY_SCORES, DECOMPOSITION, ENTITIES
 from anomaly_assets.warehouse import EXPLANATIONS as EXPLANATIONS_TABLE
 from anomaly_assets.warehouse import ensure_tables
 from anomaly_assets.defs.sql_models import (
@@ -29,7 +29,9 @@ ENTITY_HEALTH = dg.AssetKey(["marts", "entity_health"])
 FLEET_HEALTH = dg.AssetKey(["marts", "fleet_health"])
 CURRENT_HEALTH = dg.AssetKey(["marts", "current_health"])
 OPEN_ALERTS = dg.AssetKey(["marts", "open_alerts"])
-VIEWS = {CURRENT_HEALTH, OPEN_ALERTS}  # the analysts' views of now: they read alerts and entities too
+CYCLE_COUNTS = dg.AssetKey(["marts", "cycle_counts"])
+BUSINESS_KPIS = dg.AssetKey(["marts", "business_kpis"])
+VIEWS = {CURRENT_HEALTH, OPEN_ALERTS, CYCLE_COUNTS}  # the analysts' views of now: they read alerts and entities too
 SCORES = dg.AssetKey(["scoring", "anomaly_scores"])
 EXPLANATIONS = dg.AssetKey(["scoring", "explanations"])
 
@@ -90,7 +92,7 @@ def create_scoring_tables(db_path: Path, scores=SCORES_ROWS, explanations=EXPLAN
     """Create the two input tables from the warehouse contract and fill them (and the views' other
     inputs, empty)."""
     with duckdb.connect(str(db_path)) as con:
-        ensure_tables(con, (ANOMALY_SCORES, EXPLANATIONS_TABLE, ALERTS, ENTITIES))
+        ensure_tables(con, (ANOMALY_SCORES, EXPLANATIONS_TABLE, ALERTS, ENTITIES, DECOMPOSITION, ALERT_EVENTS))
         con.execute("DELETE FROM scoring.anomaly_scores")
         con.execute("DELETE FROM scoring.explanations")
         if scores:
@@ -155,7 +157,12 @@ def spec_of(assets: list[dg.AssetsDefinition], key: dg.AssetKey) -> dg.AssetSpec
 
 def test_repo_models_and_inferred_deps():
     models = {m.qualified_name: m for m in load_sql_models(REPO_SQL_DIR)}
-    assert set(models) == {"marts.entity_health", "marts.fleet_health", "marts.current_health", "marts.open_alerts"}
+    assert set(models) == {"marts.entity_health", "marts.fleet_health", "marts.current_health", "marts.open_alerts",
+                           "marts.cycle_counts", "marts.business_kpis"}
+    assert models["marts.cycle_counts"].reads == frozenset({"alerts.alerts", "marts.entities"})
+    assert models["marts.cycle_counts"].materialized == "view"
+    assert models["marts.business_kpis"].reads == frozenset(
+        {"features.decomposition", "marts.entities", "scoring.anomaly_scores", "alerts.alerts", "alerts.alert_events"})
     assert models["marts.current_health"].reads == frozenset({"scoring.anomaly_scores", "alerts.alerts"})
     assert models["marts.open_alerts"].reads == frozenset({"alerts.alerts", "marts.entities"})
     assert {m.materialized for m in models.values()} == {"table", "view"}
@@ -170,7 +177,7 @@ def test_repo_models_and_inferred_deps():
         assert not model.sql.lstrip().startswith("--")  # comment block split off
 
     assets = build_sql_model_assets(REPO_SQL_DIR)
-    assert {k for a in assets for k in a.keys} == {ENTITY_HEALTH, FLEET_HEALTH} | VIEWS
+    assert {k for a in assets for k in a.keys} == {ENTITY_HEALTH, FLEET_HEALTH, BUSINESS_KPIS} | VIEWS
     eh = spec_of(assets, ENTITY_HEALTH)
     assert {d.asset_key for d in eh.deps} == {SCORES, EXPLANATIONS}
     assert {d.asset_key for d in spec_of(assets, FLEET_HEALTH).deps} == {SCORES}
@@ -396,8 +403,8 @@ def test_materialization_metadata_and_idempotence(db_path: Path):
         e.event_specific_data.materialization.asset_key: e.event_specific_data.materialization
         for e in result.get_asset_materialization_events()
     }
-    assert set(mats) == {ENTITY_HEALTH, FLEET_HEALTH} | VIEWS
-    assert query(db_path, "SELECT count(*) AS n FROM duckdb_views() WHERE schema_name = 'marts'") == [{"n": 2}]
+    assert set(mats) == {ENTITY_HEALTH, FLEET_HEALTH, BUSINESS_KPIS} | VIEWS
+    assert query(db_path, "SELECT count(*) AS n FROM duckdb_views() WHERE schema_name = 'marts'") == [{"n": 3}]
     md = mats[ENTITY_HEALTH].metadata
     assert md["dagster/row_count"].value == 5
     schema = md["dagster/column_schema"].schema
@@ -432,7 +439,7 @@ def test_failed_rebuild_keeps_previous_table(db_path: Path):
     assert {
         e.event_specific_data.materialization.asset_key
         for e in result.get_asset_materialization_events()
-    } == {FLEET_HEALTH} | VIEWS
+    } == {FLEET_HEALTH, BUSINESS_KPIS} | VIEWS
 
 
 def test_preview_markdown_without_tabulate(monkeypatch):
@@ -468,7 +475,8 @@ def test_unpartitioned_marts_run_with_daily_partitioned_upstream(tmp_path: Path)
         with duckdb.get_connection() as con:
             ensure_tables(con, (EXPLANATIONS_TABLE,))
 
-    marts = [a for a in build_sql_model_assets(REPO_SQL_DIR) if not set(a.keys) & VIEWS]  # no alerts here
+    marts = [a for a in build_sql_model_assets(REPO_SQL_DIR)
+             if not set(a.keys) & (VIEWS | {BUSINESS_KPIS})]  # no alerts or decomposition here
     assets = [anomaly_scores, explanations, *marts]
     resources = {"duckdb": DuckDBResource(database=str(db_path))}
 

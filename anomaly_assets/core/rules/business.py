@@ -1,0 +1,197 @@
+"""Rules on money and stock: a business metric's total over a few readings far from what was expected.
+
+One rule type, ``business_gap``, covers the business faults because they share a shape: over
+the last ``window`` readings, the metric's actual total is a small share of its expected total
+(``below``: a payment channel down, a settlement missing, a SKU that stopped selling) or a multiple
+of it (``above``: a settlement posted twice, a demand spike, delinquency up). What tells the faults
+apart is context, each an option of the rule:
+
+- ``others`` hold: the other payment channels are at least ``hold_share`` of their expected
+  (where that is material). A card processor outage takes card payments down while ACH and cash
+  carry on; a closed office takes everything down.
+- ``stock``: ``frozen`` = the stock metric is above 0 and did not change over the window and the
+  reading before it (the system says the shelf holds stock, yet nothing sells: ghost stock);
+  ``moving`` = it did change (sales slowed but the shelf is being sold from).
+- ``after_gap``: the reading before the window was itself a gap (at most ``gap_share`` of its
+  expected): a settlement missing one day and caught up the next. ``false`` excludes that case
+  (a duplicate settlement is not the catch-up of a missing one).
+
+Expected values are the detector's (``features.decomposition``): they carry the weekday,
+day-of-month and holiday effects, so a quiet Sunday or a big 1st is not a gap. Evidence is in
+money: ``value_at_risk`` is the gap in currency for a currency metric, and for units the gap times
+the entity's ``price_column`` (entities.csv).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from anomaly_assets.alert_config import AlertRules
+from anomaly_assets.core.rules.inputs import AMOUNT_COLUMNS, HIT_COLUMNS, RuleInputs, _empty_hits, _series_code
+
+
+def _window_sum(v: np.ndarray, first: np.ndarray, w: int) -> np.ndarray:
+    """Sum of the last ``w`` values of each row's series (NaN until the series has ``w`` rows, or
+    when one of them is NaN). ``first``: index of each row's series' first row."""
+    n = len(v)
+    idx = np.arange(n)
+    bad = np.cumsum(np.r_[0, ~np.isfinite(v)])
+    c = np.cumsum(np.r_[0.0, np.nan_to_num(v)])
+    lo = idx - w + 1
+    ok = (lo >= first) & (bad[idx + 1] - bad[np.maximum(lo, 0)] == 0)
+    return np.where(ok, c[idx + 1] - c[np.maximum(lo, 0)], np.nan)
+
+
+def _series_first(code: np.ndarray) -> np.ndarray:
+    """Index of the first row of each row's series (rows sorted by series)."""
+    n = len(code)
+    new = np.r_[True, code[1:] != code[:-1]] if n else np.zeros(0, bool)
+    return np.maximum.accumulate(np.where(new, np.arange(n), 0)) if n else np.zeros(0, np.int64)
+
+
+def _lagged(v: np.ndarray, first: np.ndarray, k: int) -> np.ndarray:
+    """The value ``k`` rows earlier in the same series (NaN before its start)."""
+    idx = np.arange(len(v)) - k
+    return np.where(idx >= first, v[np.maximum(idx, 0)], np.nan)
+
+
+def watched_metrics(rule, inputs: RuleInputs) -> list[str]:
+    """The metrics a business rule evaluates: its ``metrics``, else every metric of its ``kinds``."""
+    if rule.metrics:
+        return list(rule.metrics)
+    return sorted(m for m, k in inputs.metric_kind.items() if k in (rule.kinds or ()))
+
+
+def _windows(d: pd.DataFrame, w: int) -> pd.DataFrame:
+    """Per row of ``d`` (sorted by entity, metric, ts): actual and expected totals over its window,
+    and the row before the window (its value and expected)."""
+    code = _series_code(d)
+    first = _series_first(code)
+    v, x = d["value"].to_numpy(float), d["expected"].to_numpy(float)
+    return d.assign(actual_total=_window_sum(v, first, w), expected_total=_window_sum(x, first, w),
+                    before_value=_lagged(v, first, w), before_expected=_lagged(x, first, w),
+                    since=d["ts"].array.take(np.maximum(np.arange(len(d)) - w + 1, first)))
+
+
+def _others_hold(rule, cfg: AlertRules, inputs: RuleInputs, at: pd.DataFrame) -> np.ndarray:
+    """At each (entity_id, ts) of ``at``: every metric of ``others`` is at least ``hold_share`` of
+    its expected over the same window, or its expected is not material (below its floor: a weekend
+    for ACH, which does not settle then)."""
+    ok = np.ones(len(at), bool)
+    dec = inputs.decomposition
+    for m in rule.others:
+        o = dec[dec["metric"] == m].sort_values(["entity_id", "ts"])
+        if o.empty:
+            continue
+        o = _windows(o.assign(metric=m), rule.window)[["entity_id", "ts", "actual_total", "expected_total", "family"]]
+        j = at[["entity_id", "ts"]].merge(o, on=["entity_id", "ts"], how="left")
+        floor = cfg.floor(None, m, j["family"].iloc[0] if len(j) and isinstance(j["family"].iloc[0], str) else m)
+        material = j["expected_total"].to_numpy(float) > max(floor, 0.0)
+        holds = j["actual_total"].to_numpy(float) >= rule.hold_share * j["expected_total"].to_numpy(float)
+        ok &= ~material | holds | j["expected_total"].isna().to_numpy()
+    return ok
+
+
+def _stock_state(rule, inputs: RuleInputs, at: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frozen, level, known) at each (entity_id, ts) of ``at``: the stock metric is > 0 and unchanged over
+    the window and the reading before it; its level at the last reading (NaN without one)."""
+    stock = rule.stock_metrics or sorted(m for m, k in inputs.metric_kind.items() if k == "stock")
+    dec = inputs.decomposition
+    s = dec[dec["metric"].isin(stock)].sort_values(["entity_id", "metric", "ts"])
+    if s.empty:  # no stock metric: the stock is neither frozen nor moving
+        return np.zeros(len(at), bool), np.full(len(at), np.nan), np.zeros(len(at), bool)
+    code = _series_code(s)
+    first = _series_first(code)
+    v = s["value"].to_numpy(float)
+    step = np.abs(v - _lagged(v, first, 1))  # NaN at a series' first row: not frozen
+    moved = _window_sum(step, first, rule.window)  # the window's readings against the one before each
+    frozen = (moved == 0) & (v > 0)
+    f = s.assign(_frozen=frozen, _level=v).groupby(["entity_id", "ts"], as_index=False).agg(
+        _frozen=("_frozen", "all"), _level=("_level", "max"))
+    j = at[["entity_id", "ts"]].merge(f, on=["entity_id", "ts"], how="left")
+    return j["_frozen"].fillna(False).to_numpy(bool), j["_level"].to_numpy(float), j["_level"].notna().to_numpy()
+
+
+def _prices(rule, inputs: RuleInputs, ids: pd.Series) -> np.ndarray:
+    """The entities' ``price_column`` (NaN when absent or not a number)."""
+    attrs = inputs.attributes
+    if not rule.price_column or attrs is None or rule.price_column not in attrs.columns:
+        return np.full(len(ids), np.nan)
+    price = pd.to_numeric(attrs.drop_duplicates("entity_id").set_index("entity_id")[rule.price_column], errors="coerce")
+    return ids.map(price).to_numpy(float)
+
+
+def business_gap_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> pd.DataFrame:
+    """Hits of a ``business_gap`` rule in ``[start, end)`` (see the module docstring).
+
+    Parameters
+    ----------
+    rule : BusinessGapRule
+    inputs : RuleInputs
+    cfg : AlertRules
+        For the materiality floors of ``others``.
+    start, end : Timestamp
+
+    Returns
+    -------
+    DataFrame
+        ``HIT_COLUMNS`` + ``AMOUNT_COLUMNS``: measure = actual / expected over the window (below:
+        the missing share, 1 - ratio; above: the ratio), one hit per (entity, ts), the largest gap.
+    """
+    metrics = watched_metrics(rule, inputs)
+    dec = inputs.decomposition
+    d = dec[dec["metric"].isin(metrics)].sort_values(["entity_id", "metric", "ts"])
+    if d.empty:
+        return _empty_hits()
+    w = _windows(d, rule.window)
+    a, x = w["actual_total"].to_numpy(float), w["expected_total"].to_numpy(float)
+    floors = np.array([cfg.floor(rule, m, f) for m, f in zip(w["metric"], w["family"])], float)
+    rz = w["residual_z"].to_numpy(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if rule.direction == "below":
+            cond = (a <= rule.max_share * x) & (x - a >= floors) & (x >= rule.min_expected) & (rz <= -rule.min_z)
+            if rule.min_share is not None:
+                cond &= a > rule.min_share * x
+            measure = 1.0 - a / x
+            margin = np.clip((rule.max_share - a / x) / max(rule.max_share, 1e-9), 0, 1)
+        else:
+            cond = (a >= rule.min_ratio * x) & (a - x >= floors) & (x >= rule.min_expected) & (rz >= rule.min_z)
+            measure = a / x
+            margin = np.clip((a / x - rule.min_ratio) / rule.min_ratio, 0, 1)
+        if rule.after_gap is not None:
+            bv, bx = w["before_value"].to_numpy(float), w["before_expected"].to_numpy(float)
+            gap_before = (bv <= rule.gap_share * bx) & (bx - bv >= floors) & (bx >= rule.min_expected)
+            cond &= gap_before if rule.after_gap else ~gap_before
+    cond &= np.isfinite(a) & np.isfinite(x) & (x > 0)
+    ts = w["ts"]
+    cond &= ((ts >= start) & (ts < end)).to_numpy()
+    if rule.skip_days_of_month:
+        cond &= ~ts.dt.day.isin(rule.skip_days_of_month).to_numpy()
+    h = w[cond].assign(measure=measure[cond], margin=margin[cond])
+    if h.empty:
+        return _empty_hits()
+    h = h.assign(stock_level=np.nan)
+    if rule.others:
+        h = h[_others_hold(rule, cfg, inputs, h)]
+    if rule.stock != "any" and len(h):
+        frozen, level, known = _stock_state(rule, inputs, h)
+        h = h.assign(stock_level=level)[frozen if rule.stock == "frozen" else known & ~frozen]
+    if h.empty:
+        return _empty_hits()
+    gap = np.abs(h["expected_total"].to_numpy(float) - h["actual_total"].to_numpy(float))
+    kinds = h["metric"].map(inputs.metric_kind).to_numpy(object)
+    price = _prices(rule, inputs, h["entity_id"])
+    value = np.where(kinds == "currency", gap, gap * price)
+    h = h.assign(value_at_risk=value)
+    if rule.min_value > 0:
+        h = h[np.nan_to_num(h["value_at_risk"].to_numpy(float)) >= rule.min_value]
+    if h.empty:
+        return _empty_hits()
+    h = (h.sort_values(["entity_id", "ts", "measure", "metric"], ascending=[True, True, False, True])
+         .drop_duplicates(["entity_id", "ts"]))
+    h["rule"] = rule.name
+    sev = inputs.scores[["entity_id", "ts", "severity"]]
+    h["score_severity"] = h[["entity_id", "ts"]].merge(sev, on=["entity_id", "ts"], how="left")["severity"].fillna(
+        "normal").to_numpy()
+    return h[HIT_COLUMNS + AMOUNT_COLUMNS]

@@ -1,0 +1,119 @@
+"""Metric kinds, money formatting and the business_gap rule, on small frames."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anomaly_assets.alert_config import AlertRules, load_alert_rules
+from anomaly_assets.config import ConfigFileError, load_metric_families
+from anomaly_assets.core import rules as R
+from anomaly_assets.core.semantics import fmt_value, infer_kind
+
+DAYS = pd.date_range("2026-03-01", periods=20, freq="D", tz="UTC")
+
+
+def test_kinds_are_declared_inferred_from_names_then_from_values():
+    assert infer_kind("card_payments_usd") == "currency" and infer_kind("on_hand") == "stock"
+    assert infer_kind("delinquency_rate") == "ratio" and infer_kind("move_ins") == "count"
+    assert infer_kind("bearing_temp_c") == "sensor"
+    assert infer_kind("visitors", {"visitors": "count"}) == "count"
+    assert infer_kind("walk_ins", values=np.array([0, 1, 0, 2, 0, 0, 3, 1, 0, 0, 1])) == "count"
+    assert infer_kind("pressure", values=np.array([1.5, 1.6, 1.55] * 5)) == "sensor"
+
+
+def test_money_counts_and_ratios_print_as_people_write_them():
+    assert fmt_value(478.2, "currency") == "$478" and fmt_value(1110.4, "currency") == "$1,110"
+    assert fmt_value(-5.5, "currency") == "-$5.50" and fmt_value(-12.5, "currency") == "-$12" and fmt_value(2.0, "count") == "2"
+    assert fmt_value(0.0843, "ratio") == "8.4%" and fmt_value(None, "currency") == "n/a"
+    for x in (1234.5, 0.000123, 98765.4, 1e-9):
+        assert "e" not in fmt_value(x, "sensor")  # never scientific notation
+    assert fmt_value(1234.5, "sensor", "mm/s") == "1,234 mm/s"
+
+
+def test_an_unknown_kind_names_the_file_field_and_value(tmp_path: Path):
+    bad = tmp_path / "metric_families.yaml"
+    bad.write_text("kinds: {revenue: money}\n")
+    with pytest.raises(ConfigFileError) as e:
+        load_metric_families(bad)
+    assert str(bad) in str(e.value) and "kinds" in str(e.value) and "'money'" in str(e.value)
+
+
+def test_a_business_rule_without_its_threshold_fails_naming_rule_and_field(tmp_path: Path):
+    f = tmp_path / "rules.yaml"
+    f.write_text("rules:\n  - {name: drop, type: business_gap, metrics: [units_sold], direction: below}\n")
+    with pytest.raises(ConfigFileError) as e:
+        load_alert_rules(f)
+    assert "rule 'drop' (rules[0])" in str(e.value) and "max_share" in str(e.value)
+
+
+def _dec(rows: dict[str, tuple[list[float], list[float]]], entity: str = "S01-SKU1") -> pd.DataFrame:
+    parts = [pd.DataFrame({"entity_id": entity, "metric": m, "ts": DAYS[:len(v)], "value": v, "expected": x})
+             for m, (v, x) in rows.items()]
+    d = pd.concat(parts, ignore_index=True)
+    return d.assign(residual=d["value"] - d["expected"], residual_z=(d["value"] - d["expected"]) / 2.0)
+
+
+def _inputs(dec: pd.DataFrame, attributes=None, events=None) -> R.RuleInputs:
+    scores = dec[["entity_id", "ts"]].drop_duplicates().assign(anomaly_score=0.0, is_anomaly=False, severity="normal")
+    expl = pd.DataFrame(columns=["entity_id", "ts", "metric", "rank", "contribution", "family", "expected", "actual"])
+    return R.RuleInputs(scores=scores, explanations=expl, decomposition=dec, attributes=attributes, events=events)
+
+
+def _cfg(**rule) -> AlertRules:
+    base = {"name": "gap", "type": "business_gap", "resolve_after": "36h", "fault_kind": "ghost_stock"}
+    return AlertRules.model_validate({"rules": [{**base, **rule}], "routing": {"routes": [
+        {"fault_kind": "ghost_stock", "team": "store_operations"}]}})
+
+
+def test_ghost_stock_needs_frozen_stock_and_material_expected_sales():
+    sold = [5.0] * 10 + [0.0] * 5
+    on_hand = list(100 - np.cumsum(sold))
+    dec = _dec({"units_sold": (sold, [5.0] * 15), "on_hand": (on_hand, on_hand)})
+    attrs = pd.DataFrame({"entity_id": ["S01-SKU1"], "price_usd": ["4.0"]})
+    cfg = _cfg(kinds=["count"], direction="below", window=3, max_share=0.1, min_expected=6, stock="frozen",
+               price_column="price_usd")
+    hits = R.find_hits(cfg, _inputs(dec, attrs), DAYS[0], DAYS[15])
+    # days 10..14 sell nothing; the first full window with the stock unchanged ends on day 12
+    assert list(hits["ts"]) == list(DAYS[12:15])
+    assert hits["value_at_risk"].tolist() == pytest.approx([15 * 4.0] * 3)
+    rows = R.alert_rows(R.fold_alerts(hits, cfg), cfg, _inputs(dec, attrs), DAYS[14])
+    assert len(rows) == 1 and rows["team"].iloc[0] == "store_operations"
+    assert rows["value_at_risk"].iloc[0] == pytest.approx(15 * 4.0 + 2 * 15 * 4.0 / 3)
+    assert "the system shows 50 units on hand" in rows["why"].iloc[0] and "$100 at risk (25 units x $4.00)" in rows["why"].iloc[0]
+    # a slow mover (1 a day expected: 3 over the window) selling nothing is no ghost
+    slow = _dec({"units_sold": ([1.0] * 10 + [0.0] * 5, [1.0] * 15), "on_hand": (on_hand, on_hand)})
+    assert R.find_hits(cfg, _inputs(slow, attrs), DAYS[0], DAYS[15]).empty
+    # the stock moved (a delivery): the shelf is real
+    moved = list(on_hand)
+    moved[12] += 24
+    dec2 = _dec({"units_sold": (sold, [5.0] * 15), "on_hand": (moved, moved)})
+    assert DAYS[12] not in set(R.find_hits(cfg, _inputs(dec2, attrs), DAYS[0], DAYS[15])["ts"])
+
+
+def test_a_count_that_is_often_zero_is_never_a_stuck_sensor():
+    cfg = AlertRules.model_validate({"rules": [{"name": "stuck", "type": "sustained_deviation", "condition": "stuck",
+                                                "periods": 3, "peer_z": 0}]})
+    counts = [0, 1, 0, 0, 0, 0, 2, 1, 0, 3, 0, 0, 0, 0, 0]
+    temp = [20.1, 20.4, 20.2, 20.6, 20.3, 20.7, 20.2, 20.5, 20.5, 20.5, 20.5, 20.5, 20.5, 20.5, 20.5]
+    dec = _dec({"move_ins": (counts, [0.5] * 15), "sensor_temp": (temp, [20.4] * 15)})
+    hits = R.find_hits(cfg, _inputs(dec), DAYS[0], DAYS[15])
+    assert set(hits["metric"]) == {"sensor_temp"}
+
+
+def test_a_card_gap_needs_the_other_channels_to_hold_and_skips_known_events():
+    card = [1000.0] * 10
+    card[5] = 8.0
+    card[8] = 5.0
+    ach = [400.0] * 10
+    ach[8] = 3.0  # day 8: everything down (an office closed, a feed late), not the card processor
+    dec = _dec({"card_payments_usd": (card, [1000.0] * 10), "ach_payments_usd": (ach, [400.0] * 10)}, "fac-001")
+    cfg = _cfg(metrics=["card_payments_usd"], direction="below", max_share=0.05, min_share=0.0,
+               others=["ach_payments_usd"], fault_kind="card_outage")
+    hits = R.find_hits(cfg, _inputs(dec), DAYS[0], DAYS[10])
+    assert list(hits["ts"]) == [DAYS[5]] and hits["value_at_risk"].iloc[0] == pytest.approx(992.0)
+    events = pd.DataFrame({"entity_id": ["fac-001"], "day": [DAYS[4]], "kind": ["bank_holiday"], "name": ["x"]})
+    assert R.find_hits(cfg, _inputs(dec, events=events), DAYS[0], DAYS[10]).empty  # the day after a holiday
+    rows = R.alert_rows(R.fold_alerts(hits, cfg), cfg, _inputs(dec), DAYS[9])
+    assert "card_payments_usd $8.00 vs $1,000 expected on 2026-03-06 (-99%); ach_payments_usd held; $992 at risk. Likely card outage" == rows["why"].iloc[0]

@@ -1,0 +1,173 @@
+"""Business rules through the real assets: alerts.alerts, evaluation.alert_precision and the
+business marts materialized by Dagster on a DuckDB warehouse seeded with a small store and a
+self-storage facility (decomposition and scores as the detection asset writes them), with the
+calendar and the entity register of a demo folder, and feedback through the real CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from anomaly_assets import warehouse as wh
+from anomaly_assets.definitions import python_assets, resources, sql_assets
+from anomaly_assets.defs.alerts import AlertRulebook
+from anomaly_assets.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).parent / "anomaly-assets")
+DAYS = pd.date_range("2026-01-01", periods=30, freq="D", tz="UTC")
+GHOST_FROM = 20  # day index: from here S01-SKU1 and S01-SKU2 sell nothing while on hand stays put
+PROMO = (24, 26)  # S01-SKU3 sells 3x on these days: a promotion in calendar.csv
+OUTAGE = 22  # fac-001's card payments at ~1% while ACH holds
+
+
+def _series(entity, metric, value, expected):
+    return pd.DataFrame({"entity_id": entity, "metric": metric, "ts": DAYS, "value": value, "expected": expected})
+
+
+def _decomposition() -> pd.DataFrame:
+    parts = []
+    base = np.full(len(DAYS), 6.0)
+    for sku, ghost in (("S01-SKU1", True), ("S01-SKU2", True), ("S01-SKU3", False)):
+        sold = base.copy()
+        if ghost:
+            sold[GHOST_FROM:] = 0.0
+        if sku == "S01-SKU3":
+            sold[PROMO[0]:PROMO[1] + 1] = 18.0
+        on_hand = 200.0 - np.cumsum(sold)  # no deliveries: sold units leave the shelf
+        parts += [_series(sku, "units_sold", sold, base), _series(sku, "on_hand", on_hand, on_hand)]
+    card = np.full(len(DAYS), 1000.0)
+    card[OUTAGE] = 12.0
+    parts += [_series("fac-001", "card_payments_usd", card, np.full(len(DAYS), 1000.0)),
+              _series("fac-001", "ach_payments_usd", np.full(len(DAYS), 400.0), np.full(len(DAYS), 400.0))]
+    d = pd.concat(parts, ignore_index=True)
+    d["residual"] = d["value"] - d["expected"]
+    d["residual_z"] = d["residual"] / 3.0
+    d["trend"], d["seasonal"] = d["expected"], 0.0
+    d["lower"], d["upper"] = d["expected"] - 6, d["expected"] + 6
+    d["excluded"] = False
+    return d[wh.DECOMPOSITION.column_names]
+
+
+@pytest.fixture(scope="module")
+def biz(tmp_path_factory):
+    root = tmp_path_factory.mktemp("business")
+    pd.DataFrame({"entity_id": ["S01-SKU1", "S01-SKU2", "S01-SKU3", "fac-001"],
+                  "site": ["S01", "S01", "S01", "houston"], "tags": ["", "", "", "processor-a"],
+                  "country": ["GB", "GB", "GB", "GB"],  # no public holiday near the faults "store": ["S01", "S01", "S01", ""],
+                  "sku": ["SKU1", "SKU2", "SKU3", ""], "price_usd": ["10.0", "2.5", "4.0", ""]},
+                 ).to_csv(root / "entities.csv", index=False)
+    pd.DataFrame({"start": [str(DAYS[PROMO[0]].date())], "end": [str(DAYS[PROMO[1]].date())],
+                  "kind": ["promotion"], "scope": ["sku:SKU3"], "name": ["price promotion"], "lift": ["3.0"]},
+                 ).to_csv(root / "calendar.csv", index=False)
+    db = root / "warehouse.duckdb"
+    dec = _decomposition()
+    scores = dec[["entity_id", "ts"]].drop_duplicates().assign(anomaly_score=0.1, is_anomaly=False, severity="normal",
+                                                               why=None, model_version="v1")
+    with duckdb.connect(str(db)) as con:
+        wh.ensure_tables(con, (wh.DECOMPOSITION, wh.ANOMALY_SCORES, wh.EXPLANATIONS, wh.ENTITIES))
+        con.register("d", dec)
+        con.execute("INSERT INTO features.decomposition SELECT * FROM d")
+        con.register("s", scores[wh.ANOMALY_SCORES.column_names])
+        con.execute("INSERT INTO scoring.anomaly_scores SELECT * FROM s")
+        con.execute("INSERT INTO marts.entities VALUES "
+                    "('S01-SKU1', 'S01', '', NULL, true, 2, 60, NULL, NULL),"
+                    "('S01-SKU2', 'S01', '', NULL, true, 2, 60, NULL, NULL),"
+                    "('S01-SKU3', 'S01', '', NULL, true, 2, 60, NULL, NULL),"
+                    "('fac-001', 'houston', 'processor-a', NULL, true, 2, 60, NULL, NULL)")
+    env = {"ANOMALY_DATA_DIR": str(root), "ANOMALY_WAREHOUSE": str(db)}
+    res = resources(load_settings(env))
+    res["alert_rules"] = AlertRulebook(path=str(REPO / "configs" / "alert_rules.yaml"),
+                                       entities=str(root / "entities.csv"), families=res["catalog"].path,
+                                       calendar=str(root / "calendar.csv"))
+    _materialize(res, ["alerts/alerts", "evaluation/alert_precision", "marts/cycle_counts", "marts/business_kpis"])
+    return root, db, res
+
+
+def _materialize(res, keys):
+    result = dg.materialize([*python_assets, *sql_assets], resources=res, instance=dg.DagsterInstance.ephemeral(),
+                            selection=[dg.AssetKey(k.split("/")) for k in keys],
+                            tags={"dagster/asset_partition_range_start": str(DAYS[0].date()),
+                                  "dagster/asset_partition_range_end": str(DAYS[-1].date())})
+    assert result.success
+
+
+def _q(db, sql):
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql).df()
+
+
+def test_ghost_stock_is_ranked_by_value_at_risk_with_units_and_money(biz):
+    _, db, _ = biz
+    a = _q(db, "SELECT * FROM alerts.alerts WHERE rule = 'ghost_stock' ORDER BY value_at_risk DESC")
+    assert list(a["entity_id"]) == ["S01-SKU1", "S01-SKU2"]
+    assert set(a["team"]) == {"store_operations"}
+    # 3 days x 6 units expected at $10 at the first hit, then one more day each until the data ends
+    days = len(DAYS) - GHOST_FROM
+    assert a["value_at_risk"].iloc[0] == pytest.approx(days * 6 * 10.0, rel=1e-6)
+    assert a["value_at_risk"].iloc[1] == pytest.approx(days * 6 * 2.5, rel=1e-6)
+    why = a["why"].iloc[0]
+    assert "units on hand" in why and "$" in why and "sensor" not in why.lower() and "e+" not in why
+    ev = json.loads(a["evidence"].iloc[0])
+    assert ev["metric_kind"] == "count" and ev["stock_level"] == pytest.approx(200 - 6 * GHOST_FROM)
+    counts = _q(db, "SELECT * FROM marts.cycle_counts ORDER BY count_order")
+    assert list(counts["entity_id"]) == ["S01-SKU1", "S01-SKU2"] and list(counts["count_order"]) == [1, 2]
+    assert (counts["store"] == "S01").all()
+    assert counts["units_on_hand"].iloc[0] == pytest.approx(200 - 6 * GHOST_FROM)
+
+
+def test_no_alert_on_a_promotion_and_no_business_metric_called_a_sensor(biz):
+    _, db, _ = biz
+    a = _q(db, "SELECT * FROM alerts.alerts")
+    assert not (a["entity_id"] == "S01-SKU3").any()  # 3x sales, on a promotion in calendar.csv
+    assert not a["rule"].eq("stuck_sensor").any()  # on_hand and zero sales do not move: not a sensor
+    assert not a["why"].str.contains(r"\de[+-]\d", regex=True).any()
+
+
+def test_card_outage_says_dollars_and_goes_to_payments(biz):
+    _, db, _ = biz
+    a = _q(db, "SELECT * FROM alerts.alerts WHERE entity_id = 'fac-001'")
+    assert list(a["rule"]) == ["card_outage"] and list(a["team"]) == ["payments"]
+    assert "card_payments_usd $12 vs $1,000 expected" in a["why"].iloc[0]
+    assert "ach_payments_usd held" in a["why"].iloc[0]
+    assert a["value_at_risk"].iloc[0] == pytest.approx(988.0)
+
+
+def test_business_kpis_sum_money_at_risk_per_site_and_day(biz):
+    _, db, _ = biz
+    k = _q(db, "SELECT * FROM marts.business_kpis WHERE metric IN ('units_sold', 'card_payments_usd')")
+    last = k[k["day"] == k["day"].max()].set_index("site")
+    a = _q(db, "SELECT entity_id, value_at_risk FROM alerts.alerts WHERE status NOT IN ('pending', 'expired')")
+    store_risk = a[a["entity_id"].str.startswith("S01")]["value_at_risk"].sum()
+    assert last.loc["S01", "money_at_risk"] == pytest.approx(store_risk)
+    assert last.loc["S01", "total"] == pytest.approx(6.0)  # only SKU3 still sells
+    outage_day = k[(k["site"] == "houston") & (pd.to_datetime(k["day"]) == pd.Timestamp(DAYS[OUTAGE].date()))]
+    assert outage_day["total"].iloc[0] == pytest.approx(12.0) and outage_day["alerts_open"].iloc[0] == 1
+
+
+def test_feedback_with_an_outcome_feeds_precision_and_recovered_value(biz):
+    root, db, res = biz
+    aid = _q(db, "SELECT alert_id FROM alerts.alerts WHERE entity_id = 'S01-SKU1'")["alert_id"].iloc[0]
+    env = {**os.environ, "ANOMALY_WAREHOUSE": str(db), "ANOMALY_ACTOR": "ana"}
+    bad = subprocess.run([CLI, "alerts", "feedback", aid[:8], "--verdict", "true_positive", "--recovered", "lots"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode != 0 and "lots" in bad.stderr
+    ok = subprocess.run([CLI, "alerts", "feedback", aid[:8], "--verdict", "true_positive",
+                         "--outcome", "counted: 38 units missing", "--recovered", "$1,200"],
+                        capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    ev = _q(db, f"SELECT * FROM alerts.alert_events WHERE alert_id = '{aid}'")
+    assert ev["outcome"].iloc[-1] == "counted: 38 units missing" and ev["value_recovered"].iloc[-1] == 1200.0
+    _materialize(res, ["evaluation/alert_precision", "marts/business_kpis"])
+    p = _q(db, "SELECT * FROM evaluation.alert_precision WHERE rule = 'ghost_stock' AND team = '*'")
+    assert p["value_recovered"].iloc[0] == 1200.0 and p["feedback_precision"].iloc[0] == 1.0
+    assert p["value_at_risk"].iloc[0] == pytest.approx((len(DAYS) - GHOST_FROM) * 6 * 12.5)
+    k = _q(db, "SELECT * FROM marts.business_kpis WHERE site = 'S01' AND metric = 'units_sold' ORDER BY day")
+    assert k["value_recovered"].iloc[-1] == 1200.0 and k["feedback_precision"].iloc[-1] == 1.0
