@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import json
 from functools import partial
+from pathlib import Path
 from typing import Literal, Optional
 
 import dagster as dg
@@ -21,8 +22,10 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from anomaly_assets import warehouse as wh
+from anomaly_assets.calendars import holiday_days, load_calendar
 from anomaly_assets.core.detector import DetectorParams
 from anomaly_assets.core.fleet import CODE_VERSION, days_in, detect_days
+from anomaly_assets.defs.alerts import AlertRulebook
 from anomaly_assets.defs.metadata import ChunkedWrite, column_schema, markdown_preview, table_metadata, time_window
 from anomaly_assets.defs.partitions import CHUNK_ROWS, WRITER_POOL, daily_partitions
 from anomaly_assets.defs.resources import MetricCatalog, ModelStore
@@ -85,12 +88,13 @@ def _spec(table: wh.Table, deps, description: str | None = None, kinds=("duckdb"
     name="detection",
 )
 def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb: DuckDBResource, models: ModelStore,
-              catalog: MetricCatalog):
+              catalog: MetricCatalog, alert_rules: AlertRulebook):
     """Baseline, band, calibrated score and explanation of every observation of the run's days."""
     start, end = time_window(context)
     params = config.params()
     days = days_in(start, end)
     fam = catalog.load()
+    holidays_of = _holiday_lookup(alert_rules, start, end)
     recent_start = start - pd.Timedelta(days=params.reference_days)
     short_start = start - pd.Timedelta(days=params.reference_days + 1)
     long_start = start - pd.Timedelta(days=LONG_HISTORY_DAYS)
@@ -108,7 +112,7 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
             for entities in chunks:
                 rows = wh.read_history_chunk(reader, entities, metrics, start, end, short_start, long_start,
                                              recent_start, params.reference_points)
-                yield rows, days, params, fam.families, fam.units
+                yield rows, days, params, fam.families, fam.units, holidays_of(entities)
 
         def decomposition_rows():  # scored in worker processes, written here as they come back
             for out in map_chunks(detect_days, reads(), len(chunks)):
@@ -157,6 +161,19 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
     })
     yield dg.MaterializeResult(asset_key=_KEYS[wh.EXPLANATIONS],
                                metadata=expl.metadata(wh.EXPLANATIONS, start, end, context))
+
+
+def _holiday_lookup(rulebook: AlertRulebook, start: pd.Timestamp, end: pd.Timestamp):
+    """entity ids -> their holiday days (``calendars.holiday_days``) for the detector's holiday
+    component: public holidays of the country in ``entities.csv`` and ``holiday`` rows of
+    ``calendar.csv``. Empty when neither is configured."""
+    cal = load_calendar(Path(rulebook.calendar)) if rulebook.calendar else None
+    attrs = rulebook.attributes()
+    if cal is None and (attrs is None or "country" not in attrs.columns):
+        return lambda entities: {}
+    # the reference of the run's first day reaches back this far (daily series: the long window)
+    years = range((start - pd.Timedelta(days=LONG_HISTORY_DAYS)).year, end.year + 1)
+    return lambda entities: holiday_days([str(e) for e in entities], years, attrs, cal)
 
 
 def _model_rows(day_models: dict, days: list[pd.Timestamp], params: DetectorParams, store: ModelStore) -> pd.DataFrame:

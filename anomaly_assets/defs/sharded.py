@@ -31,6 +31,7 @@ from dagster_duckdb import DuckDBResource
 from anomaly_assets import warehouse as wh
 from anomaly_assets.defs import detection as detection_defs
 from anomaly_assets.defs import ingest
+from anomaly_assets.defs.alerts import alert_rulebook
 from anomaly_assets.defs.detection import DetectorConfig
 from anomaly_assets.defs.metadata import time_window
 from anomaly_assets.defs.partitions import daily_partitions
@@ -70,10 +71,11 @@ def shard_chain(k: int) -> list[dg.AssetsDefinition]:
                             description=f"{schema}.{name} of shard {k}", kinds={"duckdb", "python"})
                for schema, name in (("features", "decomposition"), ("ml", "model_versions"),
                                     ("scoring", "anomaly_scores"), ("scoring", "explanations"))],
-        required_resource_keys={r_db, r_models, "catalog"}, name=f"{p}__detection", **common)
+        required_resource_keys={r_db, r_models, "catalog", "alert_rules"}, name=f"{p}__detection", **common)
     def detection(context: dg.AssetExecutionContext, config: DetectorConfig):
         for result in _run(detection_defs.detection)(context, config, duckdb=res(context, r_db),
-                                                     models=res(context, r_models), catalog=res(context, "catalog")):
+                                                     models=res(context, r_models), catalog=res(context, "catalog"),
+                                                     alert_rules=res(context, "alert_rules")):
             yield dg.MaterializeResult(asset_key=[p, *result.asset_key.path], metadata=result.metadata)
 
     return [observations, detection]
@@ -135,6 +137,8 @@ def build(env=None) -> dg.Definitions:
     n = shard_count(env)
     paths = shard_paths(s, n)
     resources = {"catalog": MetricCatalog(path=str(s.families) if s.families else None),
+                 # the entity register and calendar: holidays for the detector
+                 "alert_rules": alert_rulebook(s.families, env),
                  "fleet": DuckDBResource(database=str(s.warehouse.parent / "fleet.duckdb")),
                  "shards": ShardFiles(paths=[str(p) for p in paths])}
     assets = []

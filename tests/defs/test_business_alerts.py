@@ -61,7 +61,8 @@ def biz(tmp_path_factory):
     root = tmp_path_factory.mktemp("business")
     pd.DataFrame({"entity_id": ["S01-SKU1", "S01-SKU2", "S01-SKU3", "fac-001"],
                   "site": ["S01", "S01", "S01", "houston"], "tags": ["", "", "", "processor-a"],
-                  "country": ["GB", "GB", "GB", "GB"],  # no public holiday near the faults "store": ["S01", "S01", "S01", ""],
+                  "country": ["GB", "GB", "GB", "GB"],  # no public holiday near the faults
+                  "store": ["S01", "S01", "S01", ""],
                   "sku": ["SKU1", "SKU2", "SKU3", ""], "price_usd": ["10.0", "2.5", "4.0", ""]},
                  ).to_csv(root / "entities.csv", index=False)
     pd.DataFrame({"start": [str(DAYS[PROMO[0]].date())], "end": [str(DAYS[PROMO[1]].date())],
