@@ -105,6 +105,7 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
         wh.ensure_tables(con)
         chunks = wh.entity_chunks(con, wh.OBSERVATIONS, start, end, CHUNK_ROWS // 8, worker_count(),
                                   MIN_PART_ROWS // 8)
+        events = _known_events(alert_rules, [e for c in chunks for e in c], start, end)
         metrics = wh.distinct_metrics(con, wh.OBSERVATIONS, long_start, end)
         reader = con.cursor()  # reads while `con` runs the INSERT that pulls the chunks (below)
 
@@ -118,7 +119,7 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
             for out in map_chunks(detect_days, reads(), len(chunks)):
                 rows = out.decomposition.reindex(columns=wh.DECOMPOSITION.column_names)
                 dec.add(rows, cold_start_rows=int(rows["expected"].isna().sum()) if len(rows) else 0)
-                s = out.scores
+                s = _say_known_events(out.scores, events)
                 flagged = s[s["is_anomaly"]]
                 scores.add(s, flagged=len(flagged), critical=int((s["severity"] == "critical").sum()),
                            cold_start_points=int((s["severity"] == "cold_start").sum()))
@@ -174,6 +175,36 @@ def _holiday_lookup(rulebook: AlertRulebook, start: pd.Timestamp, end: pd.Timest
     # the reference of the run's first day reaches back this far (daily series: the long window)
     years = range((start - pd.Timedelta(days=LONG_HISTORY_DAYS)).year, end.year + 1)
     return lambda entities: holiday_days([str(e) for e in entities], years, attrs, cal)
+
+
+def _known_events(rulebook: AlertRulebook, entities: list, start: pd.Timestamp, end: pd.Timestamp):
+    """The run's known event days per entity (public holidays, calendar.csv rows), or None."""
+    ev = rulebook.events([str(e) for e in entities], start, end)
+    if ev is None or ev.empty:
+        return None
+    ev = ev[(ev["day"] >= start) & (ev["day"] < end)]
+    if ev.empty:
+        return None
+    text = ev["name"].where(ev["name"].str.len() > 0, ev["kind"]) + " (" + ev["kind"].str.replace("_", " ") + ")"
+    return ev.assign(text=text).groupby(["entity_id", "day"])["text"].agg(", ".join)
+
+
+def _say_known_events(scores: pd.DataFrame, events) -> pd.DataFrame:
+    """A flagged point on a known event day says so in its why: the detector models public
+    holidays, not promotions or closures, and an operator should not have to look it up."""
+    if events is None or not len(scores) or not scores["is_anomaly"].any():
+        return scores
+    flagged = scores.index[scores["is_anomaly"].to_numpy()]
+    keys = pd.MultiIndex.from_arrays([scores.loc[flagged, "entity_id"].astype(str),
+                                      scores.loc[flagged, "ts"].dt.floor("D")])
+    said = events.reindex(keys).to_numpy()
+    hit = pd.notna(said)
+    if not hit.any():
+        return scores
+    scores = scores.copy()
+    rows = flagged[hit]
+    scores.loc[rows, "why"] = scores.loc[rows, "why"].astype(str) + "; on a known event: " + said[hit].astype(str)
+    return scores
 
 
 def _model_rows(day_models: dict, days: list[pd.Timestamp], params: DetectorParams, store: ModelStore) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """The detection asset learns public holidays from the entity register: a store that is closed
 on its country's holidays is expected closed there, and the same store with no country in the
-register is flagged on Christmas. Real ingest and detection materializations on DuckDB."""
+register is flagged on Christmas, its why naming the calendar's event of that day. Real ingest
+and detection materializations on DuckDB."""
 
 import dagster as dg
 import duckdb
@@ -36,8 +37,11 @@ def _fleet(root, with_country: bool):
     if with_country:
         reg["country"] = "US"
     reg.to_csv(root / "entities.csv", index=False)
+    # a promotion the detector does not model: a flag that day must say it fell on it
+    pd.DataFrame({"start": [CHRISTMAS], "end": [CHRISTMAS], "kind": ["promotion"], "scope": ["entity:STORE-2"],
+                  "name": ["Holiday sale"], "lift": ["1.0"]}).to_csv(root / "calendar.csv", index=False)
     env = {"ANOMALY_LANDING_DIR": str(root / "landing"), "ANOMALY_WAREHOUSE": str(root / "wh.duckdb"),
-           "ANOMALY_ENTITIES": str(root / "entities.csv")}
+           "ANOMALY_ENTITIES": str(root / "entities.csv"), "ANOMALY_CALENDAR": str(root / "calendar.csv")}
     res = {**resources(load_settings(env)), "alert_rules": alert_rulebook(environ=env)}
     inst = dg.DagsterInstance.ephemeral()
     first = dg.materialize([*python_assets, *sql_assets], resources=res, instance=inst,
@@ -49,7 +53,8 @@ def _fleet(root, with_country: bool):
                            partition_key=CHRISTMAS)
     assert night.success
     with duckdb.connect(str(root / "wh.duckdb"), read_only=True) as con:
-        scores = con.execute("SELECT entity_id, severity, is_anomaly FROM scoring.anomaly_scores").df()
+        scores = con.execute("SELECT entity_id, severity, is_anomaly, why FROM scoring.anomaly_scores "
+                             "ORDER BY entity_id").df()
         dec = con.execute("SELECT entity_id, value, expected, lower, upper FROM features.decomposition").df()
     return scores, dec
 
@@ -65,3 +70,5 @@ def test_holidays_from_the_register_reach_the_detector(tmp_path, with_country):
     else:
         assert (dec["expected"] > 80).all(), dec
         assert scores["is_anomaly"].all(), scores
+        # only STORE-2's calendar has the sale; the why names it, and no event for STORE-1
+        assert scores["why"].str.endswith("; on a known event: Holiday sale (promotion)").tolist() == [False, True]
