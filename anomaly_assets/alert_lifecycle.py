@@ -173,7 +173,8 @@ def act(path: str | Path, ident: str, action: str, *, note: str | None = None, v
 
 
 def list_alerts(path: str | Path, *, status: str = "active", team: str | None = None, limit: int = 50) -> pd.DataFrame:
-    """Alerts, worst first: status 'active' (open + acknowledged), 'open', 'acknowledged', 'resolved' or 'all'."""
+    """Alerts, worst first (severity, then money at risk, then confidence): status 'active' (open +
+    acknowledged), 'open', 'acknowledged', 'resolved' or 'all'."""
     with connect(path, read_only=True) as con:
         if not _has_tables(con):
             return pd.DataFrame(columns=wh.ALERTS.column_names)
@@ -188,7 +189,7 @@ def list_alerts(path: str | Path, *, status: str = "active", team: str | None = 
             params.append(team)
         sql = ("SELECT * FROM alerts.alerts" + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END,"
-                 " confidence DESC, last_seen_at DESC LIMIT ?")
+                 " value_at_risk DESC NULLS LAST, confidence DESC, last_seen_at DESC LIMIT ?")
         return con.execute(sql, [*params, limit]).df()
 
 
@@ -326,7 +327,8 @@ def summary_lines(con, limit: int = 8) -> list[str]:
     top = con.execute("""SELECT * FROM alerts.alerts WHERE status NOT IN ('pending', 'expired')
                          ORDER BY status = 'resolved',
                            CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END,
-                           confidence DESC, last_seen_at DESC LIMIT ?""", [limit]).df()
+                           value_at_risk DESC NULLS LAST, confidence DESC, last_seen_at DESC LIMIT ?""",
+                      [limit]).df()
     lines += [_line(a) for a in top.to_dict("records")]
     if len(top):
         lines.append("  act on one: anomaly-assets alerts ack|resolve ID --note '...';  "

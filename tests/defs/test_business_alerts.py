@@ -172,3 +172,17 @@ def test_feedback_with_an_outcome_feeds_precision_and_recovered_value(biz):
     assert p["value_at_risk"].iloc[0] == pytest.approx((len(DAYS) - GHOST_FROM) * 6 * 12.5)
     k = _q(db, "SELECT * FROM marts.business_kpis WHERE site = 'S01' AND metric = 'units_sold' ORDER BY day")
     assert k["value_recovered"].iloc[-1] == 1200.0 and k["feedback_precision"].iloc[-1] == 1.0
+
+
+def test_the_alert_list_puts_more_money_at_risk_first(biz):
+    from anomaly_assets.alert_lifecycle import list_alerts
+
+    _, db, _ = biz
+    a = list_alerts(db, status="all")
+    assert len(a) >= 3
+    for _, g in a.groupby("severity", sort=False):
+        v = g["value_at_risk"].to_numpy(float)
+        known = v[~np.isnan(v)]
+        assert (np.diff(known) <= 0).all(), g[["rule", "entity_id", "value_at_risk", "confidence"]]
+        # money at risk before alerts without it
+        assert not np.isnan(v[:len(known)]).any()
