@@ -145,6 +145,18 @@ def t_log_sf(z_abs: np.ndarray, n_ref: np.ndarray, n_metrics: int) -> np.ndarray
     return np.minimum(np.log(2.0 * n_metrics) + student_t.logsf(np.abs(z_abs), dof), 0.0)
 
 
+def t_sigma(z: np.ndarray, n_ref: np.ndarray) -> np.ndarray:
+    """Warm-up σ-equivalent of each metric's z (E, T, m): the normal score as rare as ``|z|`` is
+    under the warm-up's Student t (:func:`t_log_sf`, one metric), signed; finite for any z."""
+    from scipy.special import ndtri
+
+    dof = np.maximum(0.37 * (np.asarray(n_ref, float) - 1.0), 1.0)[:, None, None]
+    a = np.abs(np.nan_to_num(z))
+    p_one = np.exp(student_t.logsf(a, dof))  # one-sided: the sign is put back below
+    u = -ndtri(np.clip(p_one, 1e-300, 0.5))
+    return np.where(np.isnan(z), np.nan, np.sign(z) * u)
+
+
 def t_isf(surprise, n_ref: np.ndarray, n_metrics: int) -> np.ndarray:
     """The |z| whose warm-up tail probability (:func:`t_log_sf`) is ``exp(-surprise)``, per entity."""
     dof = np.maximum(0.37 * (np.asarray(n_ref, float) - 1.0), 1.0)

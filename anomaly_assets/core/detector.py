@@ -28,7 +28,8 @@ first minute. Daily data refits every day and is scored from its second week.
 least ``exclude_z`` is left out of later references, so a sustained drop is measured against the
 level before it. Two rules keep this from running away: a run of left-out points longer than
 ``accept_days`` (and ``accept_points``) is accepted as the new normal from then on, and at most
-``max_excluded`` of a reference is left out (the most anomalous points first).
+``max_excluded`` of a reference is left out (the first ones). An optional third,
+``recurrent_runs``, lets back in what recurs (more than that many separate left-out stretches).
 
 **The band** ``[lower, upper]`` is ``expected ± e* scale``, where ``e*`` is the deviation of a
 single metric that alone makes its point a warning.
@@ -77,6 +78,7 @@ class DetectorParams:
     accept_days: float = 1.0
     accept_points: int = 7
     max_excluded: float = 0.25
+    recurrent_runs: int = 0  # off: leave-one-out rejects 12 by SKAB's best-F1 (RESULTS.md)
     detector: str = "robust"
     statistics: tuple[str, ...] = ("max", "rms", "pca")
     pca_variance: float = 0.95
@@ -232,6 +234,8 @@ def _reference(all_ts, excl, start, interval, p):
     level_from = np.zeros((E, m), np.int64)
     if out.any():
         out, level_from = _accept(out, all_ts[idx], max(p.accept_days * DAY_S, p.accept_points * interval))
+        if p.recurrent_runs:
+            out = _recurrent(out, p.recurrent_runs)
         out = _cap(out, p.max_excluded)
     return idx, out, level_from
 
@@ -258,6 +262,13 @@ def _accept(excl: np.ndarray, ts: np.ndarray, after_s: float) -> tuple[np.ndarra
     level_from = np.where(newest >= 0, stretch, 0)
     left = (flat & ~accepted).reshape(E, m, n).transpose(0, 2, 1)
     return left, np.minimum(level_from, n - 1).reshape(E, m)
+
+
+def _recurrent(excl: np.ndarray, runs: int) -> np.ndarray:
+    """What recurs is normal: a series whose left-out points form more than ``runs`` separate
+    stretches in its reference (a slow mover's every sale) gets them all back."""
+    starts = excl & ~np.concatenate([np.zeros_like(excl[:, :1]), excl[:, :-1]], axis=1)
+    return excl & ~(starts.sum(axis=1) > runs)[:, None, :]
 
 
 def _cap(excl: np.ndarray, share: float) -> np.ndarray:
@@ -400,7 +411,9 @@ def _score_block(all_ts, x, resid, excl, hol, start, stop, interval, p, out, off
     out.seasonal[:, j] = np.where(valid[:, None, :], expected - level, np.nan)
     r_new = x[:, sl, :] - expected
     out.residual[:, j] = r_new
-    out.residual_z[:, j] = u_new  # σ-equivalent: as rare as this many σ of a normal
+    # σ-equivalent: as rare as this many σ of a normal (in the warm-up, under its t law: a series
+    # that never moved shows a finite deviation when it first does)
+    out.residual_z[:, j] = np.where(warm[:, None, None], cal.t_sigma(z_new, n_ref), u_new)
     dev = np.abs(np.nan_to_num(z_new))
     out.excluded[:, j] = judged[:, :, None] & ((dev >= p.exclude_z) | (m == 1))
     out.p[:, j] = np.where(valid.any(axis=1)[:, None], pv, np.nan)

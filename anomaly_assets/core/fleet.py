@@ -24,7 +24,7 @@ from anomaly_assets.core import calibration as cal
 from anomaly_assets.core.detector import DAY_S, DetectorParams, History, detect, interval_of
 from anomaly_assets.core.explain import explain
 
-CODE_VERSION = "2026.12.5"  # bump when a change alters results for the same data and parameters
+CODE_VERSION = "2026.12.5.1"  # bump when a change alters results for the same data and parameters
 DAY = pd.Timedelta(days=1)
 _US = 1_000_000
 

@@ -48,6 +48,7 @@ class DetectorConfig(dg.Config):
     seasonality_gain: float = _DEFAULTS.seasonality_gain
     transform: Literal["auto", "none"] = _DEFAULTS.transform
     accept_days: float = _DEFAULTS.accept_days
+    recurrent_runs: int = _DEFAULTS.recurrent_runs  # >0: what is left out this often is normal (docs/detection.md)
     probation_days: float = _DEFAULTS.probation_days  # a new series' first days: flags need far stronger evidence
     tail_quantile: float = _DEFAULTS.tail_quantile
     smoothing_alphas: list[float] = list(_DEFAULTS.smoothing_alphas)

@@ -103,6 +103,30 @@ def test_constant_series_flags_a_change_with_a_readable_deviation():
     assert not _flags(r)[0, 24 * 4:24 * 15].any()
 
 
+def test_a_young_series_that_never_moved_shows_a_finite_deviation():
+    # in the warm-up the scale of a constant series is its floor; the deviation printed is the
+    # warm-up's σ-equivalent, not the raw ratio to that floor
+    ts = 1_760_000_000 // D * D + np.arange(40) * H
+    x = np.zeros(len(ts))
+    x[30] = 2.0
+    r = replay(ts, x[None, :, None], P)
+    z = r.residual_z[0, 30, 0]
+    assert _flags(r)[0, 30] and np.isfinite(z) and 5 < z < 40
+
+
+def test_recurrent_runs_lets_what_recurs_back_into_the_reference():
+    # isolated spikes every 30 h: flagged at first, then part of the series' normal
+    rng = np.random.default_rng(12)
+    ts = 1_760_000_000 // D * D + np.arange(24 * 30) * H
+    x = 10 + rng.normal(0, 0.5, len(ts))
+    x[::30] += 6.0
+    late = slice(24 * 22, None)
+    kept_out = replay(ts, x[None, :, None], P.__class__(**{**P.__dict__, "recurrent_runs": 0}))
+    back_in = replay(ts, x[None, :, None], P.__class__(**{**P.__dict__, "recurrent_runs": 12}))
+    assert _flags(back_in)[0, late].sum() < _flags(kept_out)[0, late].sum()
+    assert not back_in.excluded[0, late].all()
+
+
 def test_integer_counts_are_not_flagged_for_being_integers():
     rng = np.random.default_rng(10)
     ts = 1_760_000_000 // D * D + np.arange(24 * 40) * H
