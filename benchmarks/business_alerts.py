@@ -2,6 +2,7 @@
 
     python benchmarks/business_alerts.py                      # storage and retail, seed 7
     python benchmarks/business_alerts.py --kind retail --cache /tmp/biz   # reuse detection output
+    python benchmarks/business_alerts.py --param recurrent_runs=12      # a detector setting
 
 What runs is what the assets run, on the whole period at once (as one backfill run does):
 ``landing.read_file`` -> ``core.fleet.detect_days`` (public holidays of each entity's country and
@@ -54,9 +55,11 @@ REPO = Path(__file__).resolve().parents[1]
 WITHIN = pd.Timedelta(days=2)
 
 
-def detected(kind: str, work: Path, seed: int) -> tuple[Path, dict[str, pd.DataFrame]]:
-    """Generate the demo kind into ``work/kind`` and run detection over it (cached as parquet)."""
-    out = work / kind
+def detected(kind: str, work: Path, seed: int, params: DetectorParams | None = None) -> tuple[Path, dict[str, pd.DataFrame]]:
+    """Generate the demo kind into ``work/kind`` and run detection over it (cached as parquet,
+    per set of detector parameters)."""
+    params = params or DetectorParams()
+    out = work / (kind if params == DetectorParams() else f"{kind}-{params.version('')[:8]}")
     files = {n: out / f"{n}.parquet" for n in ("decomposition", "scores", "explanations")}
     if all(f.exists() for f in files.values()) and (out / "seed").exists() and (out / "seed").read_text() == str(seed):
         return out, {n: pd.read_parquet(f) for n, f in files.items()}
@@ -69,7 +72,7 @@ def detected(kind: str, work: Path, seed: int) -> tuple[Path, dict[str, pd.DataF
     hol = holiday_days(obs.entity_id.unique(), years, entities, calendar)
     fam = load_metric_families(REPO / "configs" / "metric_families.yaml")
     days = days_in(obs.ts.min().floor("D"), obs.ts.max().floor("D") + pd.Timedelta(days=1))
-    d = detect_days(obs, days, DetectorParams(), fam.families, fam.units, holidays=hol)
+    d = detect_days(obs, days, params, fam.families, fam.units, holidays=hol)
     frames = {"decomposition": d.decomposition, "scores": d.scores, "explanations": d.explanations}
     for n, f in files.items():
         frames[n].to_parquet(f)
@@ -158,11 +161,15 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--cache", type=Path, help="folder to keep the generated fleets and detection output in")
     p.add_argument("--show", type=int, default=0, help="print this many alerts of each kind, worst value first")
+    p.add_argument("--param", action="append", default=[], help="DetectorParams field=value (e.g. recurrent_runs=12)")
     a = p.parse_args(argv)
+    from detector_quality import parse_params
+
+    params = parse_params(a.param)
     work = a.cache or Path(tempfile.mkdtemp(prefix="business-alerts-"))
     for kind in a.kind or ["storage", "retail"]:
         t = time.perf_counter()
-        out, frames = detected(kind, work, a.seed)
+        out, frames = detected(kind, work, a.seed, params)
         alerts, inputs, events = alerts_for(out, frames)
         r = evaluate(out, alerts, inputs, events)
         print(report(kind, r) + f"\n  ({time.perf_counter() - t:.0f} s)")
