@@ -95,7 +95,6 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
     params = config.params()
     days = days_in(start, end)
     fam = catalog.load()
-    holidays_of = _holiday_lookup(alert_rules, start, end)
     recent_start = start - pd.Timedelta(days=params.reference_days)
     short_start = start - pd.Timedelta(days=params.reference_days + 1)
     long_start = start - pd.Timedelta(days=LONG_HISTORY_DAYS)
@@ -106,7 +105,9 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
         wh.ensure_tables(con)
         chunks = wh.entity_chunks(con, wh.OBSERVATIONS, start, end, CHUNK_ROWS // 8, worker_count(),
                                   MIN_PART_ROWS // 8)
-        events = _known_events(alert_rules, [e for c in chunks for e in c], start, end)
+        everyone = [str(e) for c in chunks for e in c]
+        holidays = _holidays(alert_rules, everyone, start, end)
+        events = _known_events(alert_rules, everyone, start, end)
         metrics = wh.distinct_metrics(con, wh.OBSERVATIONS, long_start, end)
         reader = con.cursor()  # reads while `con` runs the INSERT that pulls the chunks (below)
 
@@ -114,7 +115,8 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
             for entities in chunks:
                 rows = wh.read_history_chunk(reader, entities, metrics, start, end, short_start, long_start,
                                              recent_start, params.reference_points)
-                yield rows, days, params, fam.families, fam.units, holidays_of(entities)
+                yield rows, days, params, fam.families, fam.units, {
+                    str(e): holidays[str(e)] for e in entities if str(e) in holidays}
 
         def decomposition_rows():  # scored in worker processes, written here as they come back
             for out in map_chunks(detect_days, reads(), len(chunks)):
@@ -165,17 +167,17 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
                                metadata=expl.metadata(wh.EXPLANATIONS, start, end, context))
 
 
-def _holiday_lookup(rulebook: AlertRulebook, start: pd.Timestamp, end: pd.Timestamp):
-    """entity ids -> their holiday days (``calendars.holiday_days``) for the detector's holiday
+def _holidays(rulebook: AlertRulebook, entities: list[str], start: pd.Timestamp, end: pd.Timestamp) -> dict:
+    """entity id -> its holiday days (``calendars.holiday_days``) for the detector's holiday
     component: public holidays of the country in ``entities.csv`` and ``holiday`` rows of
     ``calendar.csv``. Empty when neither is configured."""
     cal = load_calendar(Path(rulebook.calendar)) if rulebook.calendar else None
     attrs = rulebook.attributes()
     if cal is None and (attrs is None or "country" not in attrs.columns):
-        return lambda entities: {}
+        return {}
     # the reference of the run's first day reaches back this far (daily series: the long window)
     years = range((start - pd.Timedelta(days=LONG_HISTORY_DAYS)).year, end.year + 1)
-    return lambda entities: holiday_days([str(e) for e in entities], years, attrs, cal)
+    return holiday_days(entities, years, attrs, cal)
 
 
 def _known_events(rulebook: AlertRulebook, entities: list, start: pd.Timestamp, end: pd.Timestamp):
