@@ -1,9 +1,11 @@
-"""Holidays per entity, for the detector's ``holiday`` calendar component.
+"""Known event days per entity: for the detector's ``holiday`` calendar component and for the
+alert rules, which stay quiet on them.
 
-A day is a holiday for an entity when it is a public holiday of the entity's country
-(``entities.csv`` column ``country``, looked up with the ``holidays`` package) or a ``holiday``
-row of the optional ``calendar.csv`` (``start,end,kind,scope,name``) whose scope covers the
-entity: ``all``, ``country:XX``, ``site:NAME`` or ``entity:ID``.
+An entity's events are the public holidays of its country (``entities.csv`` column ``country``,
+looked up with the ``holidays`` package) and the rows of the optional ``calendar.csv``
+(``start,end,kind,scope,name``) whose scope covers it: ``all``, ``entity:ID`` or
+``<column>:<value>`` of the entity register (``country:XX``, ``site:NAME``, ``sku:...``). Its
+holidays are the public holidays and the ``holiday`` rows among them.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-_DAY_NS = 86_400 * 10**9
 
 
 def load_calendar(path: Path | None) -> pd.DataFrame | None:
@@ -41,7 +41,8 @@ def load_calendar(path: Path | None) -> pd.DataFrame | None:
 
 def holiday_days(entity_ids: Iterable[str], years: Iterable[int], entities: pd.DataFrame | None = None,
                  calendar: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
-    """Holiday days (days since the epoch, sorted int64) of every entity that has any.
+    """Holiday days (days since the epoch, sorted int64) of every entity that has any: the
+    public holidays and ``holiday`` rows among its :func:`event_days`.
 
     Parameters
     ----------
@@ -49,7 +50,7 @@ def holiday_days(entity_ids: Iterable[str], years: Iterable[int], entities: pd.D
     years : iterable of int
         Years to look holidays up for.
     entities : DataFrame, optional
-        entities.csv (entity_id, and optionally country, site).
+        entities.csv (entity_id, and the columns scopes name: country, site, ...).
     calendar : DataFrame, optional
         :func:`load_calendar`'s frame.
 
@@ -58,39 +59,15 @@ def holiday_days(entity_ids: Iterable[str], years: Iterable[int], entities: pd.D
     dict
         entity_id -> days; entities without holidays are left out.
     """
-    ids = list(dict.fromkeys(str(e) for e in entity_ids))
-    years = sorted(set(int(y) for y in years))
-    info = pd.DataFrame({"entity_id": ids})
-    if entities is not None and len(entities):
-        cols = [c for c in ("entity_id", "country", "site") if c in entities.columns]
-        info = info.merge(entities[cols].astype(str).drop_duplicates("entity_id"), on="entity_id", how="left")
-    by_country: dict[str, set[int]] = {}
-    if "country" in info.columns and years:
-        import holidays as hol
+    return holidays_in(event_days(entity_ids, years, entities, calendar))
 
-        for country in info["country"].dropna().unique():
-            try:
-                days = hol.country_holidays(country, years=years)
-            except (NotImplementedError, KeyError):
-                continue  # a country the package does not know: no public holidays for it
-            by_country[country] = {int(pd.Timestamp(d).value // _DAY_NS) for d in days}
-    events: list[tuple[str, set[int]]] = []
-    if calendar is not None and len(calendar):
-        for row in calendar[calendar["kind"].str.lower() == "holiday"].itertuples():
-            span = range(int(row.start.value // _DAY_NS), int(row.end.value // _DAY_NS) + 1)
-            events.append((str(row.scope), set(span)))
-    out = {}
-    for row in info.itertuples():
-        days = set(by_country.get(getattr(row, "country", None), ()))
-        for scope, span in events:
-            kind, _, name = scope.partition(":")
-            if (scope == "all" or (kind == "country" and name == getattr(row, "country", None))
-                    or (kind == "site" and name == getattr(row, "site", None))
-                    or (kind == "entity" and name == row.entity_id)):
-                days |= span
-        if days:
-            out[row.entity_id] = np.array(sorted(days), dtype=np.int64)
-    return out
+
+def holidays_in(events: pd.DataFrame) -> dict[str, np.ndarray]:
+    """entity_id -> sorted int64 days since the epoch of the holidays among :func:`event_days`'
+    rows (public holidays and ``holiday`` rows of the calendar)."""
+    ev = events[events["kind"].str.lower().isin(["public_holiday", "holiday"])]
+    days = (ev["day"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(days=1)
+    return {str(e): np.unique(d.to_numpy(np.int64)) for e, d in days.groupby(ev["entity_id"], sort=False)}
 
 
 def event_days(entity_ids: Iterable[str], years: Iterable[int], entities: pd.DataFrame | None = None,

@@ -12,17 +12,14 @@ to day in memory: the same numbers either way.
 import dataclasses
 import datetime as dt
 import json
-from functools import partial
-from pathlib import Path
 from typing import Literal, Optional
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from anomaly_assets import warehouse as wh
-from anomaly_assets.calendars import holiday_days, load_calendar
+from anomaly_assets.calendars import holidays_in
 from anomaly_assets.core.detector import DetectorParams
 from anomaly_assets.core.fleet import CODE_VERSION, days_in, detect_days
 from anomaly_assets.defs.alerts import AlertRulebook
@@ -105,9 +102,11 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
         wh.ensure_tables(con)
         chunks = wh.entity_chunks(con, wh.OBSERVATIONS, start, end, CHUNK_ROWS // 8, worker_count(),
                                   MIN_PART_ROWS // 8)
-        everyone = [str(e) for c in chunks for e in c]
-        holidays = _holidays(alert_rules, everyone, start, end)
-        events = _known_events(alert_rules, everyone, start, end)
+        # known events back to the long window: holidays for the detector's references, and the
+        # run's own days for the why of a flag
+        known = alert_rules.events([str(e) for c in chunks for e in c], long_start, end)
+        holidays = holidays_in(known) if known is not None else {}
+        events = _events_text(known, start, end)
         metrics = wh.distinct_metrics(con, wh.OBSERVATIONS, long_start, end)
         reader = con.cursor()  # reads while `con` runs the INSERT that pulls the chunks (below)
 
@@ -167,25 +166,11 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
                                metadata=expl.metadata(wh.EXPLANATIONS, start, end, context))
 
 
-def _holidays(rulebook: AlertRulebook, entities: list[str], start: pd.Timestamp, end: pd.Timestamp) -> dict:
-    """entity id -> its holiday days (``calendars.holiday_days``) for the detector's holiday
-    component: public holidays of the country in ``entities.csv`` and ``holiday`` rows of
-    ``calendar.csv``. Empty when neither is configured."""
-    cal = load_calendar(Path(rulebook.calendar)) if rulebook.calendar else None
-    attrs = rulebook.attributes()
-    if cal is None and (attrs is None or "country" not in attrs.columns):
-        return {}
-    # the reference of the run's first day reaches back this far (daily series: the long window)
-    years = range((start - pd.Timedelta(days=LONG_HISTORY_DAYS)).year, end.year + 1)
-    return holiday_days(entities, years, attrs, cal)
-
-
-def _known_events(rulebook: AlertRulebook, entities: list, start: pd.Timestamp, end: pd.Timestamp):
-    """The run's known event days per entity (public holidays, calendar.csv rows), or None."""
-    ev = rulebook.events([str(e) for e in entities], start, end)
-    if ev is None or ev.empty:
+def _events_text(known: pd.DataFrame | None, start: pd.Timestamp, end: pd.Timestamp) -> pd.Series | None:
+    """(entity_id, day) -> "name (kind), ..." of the known events in [start, end), or None."""
+    if known is None:
         return None
-    ev = ev[(ev["day"] >= start) & (ev["day"] < end)]
+    ev = known[(known["day"] >= start) & (known["day"] < end)]
     if ev.empty:
         return None
     text = ev["name"].where(ev["name"].str.len() > 0, ev["kind"]) + " (" + ev["kind"].str.replace("_", " ") + ")"
