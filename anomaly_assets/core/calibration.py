@@ -135,13 +135,19 @@ def fit_gamma(smoothed: np.ndarray, alpha: float, min_points: int) -> Gamma:
     return Gamma(np.maximum(k, 0.05), np.maximum(theta, 1e-6))
 
 
+def _t_dof(n_ref) -> np.ndarray:
+    """The warm-up t's degrees of freedom from ``n_ref`` reference points: ``0.37 (n - 1)``, the
+    MAD's efficiency at the normal, at least 1."""
+    return np.maximum(0.37 * (np.asarray(n_ref, float) - 1.0), 1.0)
+
+
 def t_log_sf(z_abs: np.ndarray, n_ref: np.ndarray, n_metrics: int) -> np.ndarray:
     """ln of the warm-up tail probability of ``max_j |z_j|`` (E, T) from ``n_ref`` points (E,).
 
     Two-sided Student t with ``0.37 (n - 1)`` degrees of freedom (the MAD's efficiency at the
     normal), Bonferroni over the metrics.
     """
-    dof = np.maximum(0.37 * (np.asarray(n_ref, float) - 1.0), 1.0)[:, None]
+    dof = _t_dof(n_ref)[:, None]
     return np.minimum(np.log(2.0 * n_metrics) + student_t.logsf(np.abs(z_abs), dof), 0.0)
 
 
@@ -150,7 +156,7 @@ def t_sigma(z: np.ndarray, n_ref: np.ndarray) -> np.ndarray:
     under the warm-up's Student t (:func:`t_log_sf`, one metric), signed; finite for any z."""
     from scipy.special import ndtri
 
-    dof = np.maximum(0.37 * (np.asarray(n_ref, float) - 1.0), 1.0)[:, None, None]
+    dof = _t_dof(n_ref)[:, None, None]
     a = np.abs(np.nan_to_num(z))
     p_one = np.exp(student_t.logsf(a, dof))  # one-sided: the sign is put back below
     u = -ndtri(np.clip(p_one, 1e-300, 0.5))
@@ -159,7 +165,7 @@ def t_sigma(z: np.ndarray, n_ref: np.ndarray) -> np.ndarray:
 
 def t_isf(surprise, n_ref: np.ndarray, n_metrics: int) -> np.ndarray:
     """The |z| whose warm-up tail probability (:func:`t_log_sf`) is ``exp(-surprise)``, per entity."""
-    dof = np.maximum(0.37 * (np.asarray(n_ref, float) - 1.0), 1.0)
+    dof = _t_dof(n_ref)
     return student_t.isf(np.exp(-np.asarray(surprise, float)) / (2.0 * n_metrics), dof)
 
 

@@ -406,7 +406,7 @@ def _score_block(all_ts, x, resid, excl, hol, start, stop, interval, p, out, off
                                tf.inv(expected_t - half))
     out.upper[:, j] = tf.inv(expected_t + half)
     seasonal_t = base.seasonal(all_ts[sl], hol_new)
-    level = tf.inv(base.level[:, None, :] + 0.0 * seasonal_t)
+    level = tf.inv(np.broadcast_to(base.level[:, None, :], seasonal_t.shape))
     out.level[:, j] = np.where(valid[:, None, :], level, np.nan)
     out.seasonal[:, j] = np.where(valid[:, None, :], expected - level, np.nan)
     r_new = x[:, sl, :] - expected

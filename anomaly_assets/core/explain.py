@@ -23,13 +23,12 @@ spike at its own point), calibrating each metric against its own training deviat
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from anomaly_assets.core.semantics import fmt_value, infer_kind
+from anomaly_assets.core.semantics import fmt_value, infer_kind, name_match
 
 # Inference when a metric is not in the families config: first matching pattern wins.
 _FAMILY_PATTERNS: tuple[tuple[str, str], ...] = (
@@ -53,11 +52,7 @@ def infer_family(metric: str, families: Mapping[str, str] | None = None) -> str:
     """Family of a metric: the configured mapping first, then name patterns, else the name itself."""
     if families and metric in families:
         return families[metric]
-    low = metric.lower()
-    for family, pattern in _FAMILY_PATTERNS:
-        if re.search(pattern, low):
-            return family
-    return metric
+    return name_match(metric, _FAMILY_PATTERNS) or metric
 
 
 def contributions(deviation: np.ndarray) -> np.ndarray:

@@ -44,6 +44,12 @@ COUNT_ZERO_SHARE = 0.1  # integer series with at least this share of zeros are c
 CURRENCY_SYMBOLS = {"usd": "$", "cad": "$", "eur": "€", "gbp": "£"}
 
 
+def name_match(metric: str, patterns: tuple[tuple[str, str], ...]) -> str | None:
+    """The label of the first ``(label, regex)`` pattern the lower-cased name matches, or None."""
+    low = metric.lower()
+    return next((label for label, pattern in patterns if re.search(pattern, low)), None)
+
+
 def infer_kind(metric: str, kinds: Mapping[str, str] | None = None, values: np.ndarray | None = None) -> str:
     """Kind of a metric: declared, else from its name, else from its values, else ``sensor``.
 
@@ -63,10 +69,9 @@ def infer_kind(metric: str, kinds: Mapping[str, str] | None = None, values: np.n
     """
     if kinds and metric in kinds:
         return kinds[metric]
-    low = metric.lower()
-    for kind, pattern in _KIND_PATTERNS:
-        if re.search(pattern, low):
-            return kind
+    kind = name_match(metric, _KIND_PATTERNS)
+    if kind:
+        return kind
     if values is not None and looks_like_count(values):
         return "count"
     return "sensor"
