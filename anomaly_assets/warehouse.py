@@ -304,16 +304,25 @@ def read_chunk(con: duckdb.DuckDBPyConnection, table: Table, columns: list[str],
     if entities[-1] is None:
         raise ValueError(f"{table.qualified} has rows with a NULL entity_id in [{start}, {end}), which its contract forbids")
     cols = ", ".join(f"d.{c}" for c in columns)
-    codes = "(SELECT unnest(${0}::VARCHAR[]) AS name, (generate_subscripts(${0}::VARCHAR[], 1) - 1)::INTEGER AS code)"
     tab = con.sql(
         f"SELECT e.code AS entity_id, m.code AS metric, {cols} FROM {table.qualified} d "
-        f"LEFT JOIN {codes.format(1)} e ON d.entity_id = e.name LEFT JOIN {codes.format(2)} m ON d.metric = m.name "
+        f"LEFT JOIN {_CODES.format(1)} e ON d.entity_id = e.name LEFT JOIN {_CODES.format(2)} m ON d.metric = m.name "
         f"WHERE d.{table.time_column} >= $3 AND d.{table.time_column} < $4 AND d.entity_id BETWEEN $5 AND $6",
         params=[entities, metrics, start, end, entities[0], entities[-1]]).to_arrow_table()
+    return _decoded(tab, entities, metrics, f"{table.qualified} has {{}} values in [{start}, {end})", "read_chunk")
+
+
+# (name, code) of a list of names passed as query parameter ${0}: codes are list positions
+_CODES = "(SELECT unnest(${0}::VARCHAR[]) AS name, (generate_subscripts(${0}::VARCHAR[], 1) - 1)::INTEGER AS code)"
+
+
+def _decoded(tab, entities: list[str], metrics: list[str], source: str, reader: str) -> pd.DataFrame:
+    """A chunk read as codes, with entity_id and metric as categoricals of ``entities`` and
+    ``metrics``; a name missing from them (NULL code) is an error naming ``source``."""
     for name, names in (("entity_id", entities), ("metric", metrics)):
         if tab.column(name).null_count:
-            raise ValueError(f"{table.qualified} has {name} values in [{start}, {end}) that are not among the "
-                             f"{len(names)} names given to read_chunk: a NULL, or lists not from this table and window")
+            raise ValueError(f"{source.format(name)} that are not among the {len(names)} names given to {reader}: "
+                             "a NULL, or lists not from this table and window")
     # one block per column: consolidating the float columns into one 2D block copies them all
     # (~40 ms of a 2M-row chunk, against ~5 ms without)
     frame = tab.to_pandas(split_blocks=True)
@@ -334,15 +343,14 @@ def read_history_chunk(con: duckdb.DuckDBPyConnection, entities: list[str], metr
     """
     if entities[-1] is None:
         raise ValueError(f"{OBSERVATIONS.qualified} has rows with a NULL entity_id, which its contract forbids")
-    codes = "(SELECT unnest(${0}::VARCHAR[]) AS name, (generate_subscripts(${0}::VARCHAR[], 1) - 1)::INTEGER AS code)"
     tab = con.sql(
         f"""WITH recent AS (
                 SELECT entity_id, count(DISTINCT ts) AS n FROM {OBSERVATIONS.qualified}
                 WHERE ts >= $5 AND ts < $3 AND entity_id BETWEEN $9 AND $10 GROUP BY entity_id)
             SELECT e.code AS entity_id, m.code AS metric, o.ts, o.value, d.residual, d.excluded
             FROM {OBSERVATIONS.qualified} o
-            JOIN {codes.format(1)} e ON o.entity_id = e.name
-            LEFT JOIN {codes.format(2)} m ON o.metric = m.name
+            JOIN {_CODES.format(1)} e ON o.entity_id = e.name
+            LEFT JOIN {_CODES.format(2)} m ON o.metric = m.name
             LEFT JOIN recent r ON r.entity_id = o.entity_id
             LEFT JOIN {DECOMPOSITION.qualified} d
               ON d.entity_id = o.entity_id AND d.metric = o.metric AND d.ts = o.ts AND d.ts >= $7 AND d.ts < $3
@@ -350,14 +358,7 @@ def read_history_chunk(con: duckdb.DuckDBPyConnection, entities: list[str], metr
               AND o.ts >= CASE WHEN coalesce(r.n, 0) >= $8 THEN $6 ELSE $7 END""",
         params=[entities, metrics, start, end, recent_start, short_start, long_start, min_recent_points,
                 entities[0], entities[-1]]).to_arrow_table()
-    for name, names in (("entity_id", entities), ("metric", metrics)):
-        if tab.column(name).null_count:
-            raise ValueError(f"{OBSERVATIONS.qualified} has {name} values that are not among the {len(names)} "
-                             "names given to read_history_chunk: a NULL, or lists not from this table and window")
-    frame = tab.to_pandas(split_blocks=True)
-    for name, names in (("entity_id", entities), ("metric", metrics)):
-        frame[name] = pd.Categorical.from_codes(frame[name].to_numpy(), dtype=pd.CategoricalDtype(names))
-    return frame
+    return _decoded(tab, entities, metrics, f"{OBSERVATIONS.qualified} has {{}} values", "read_history_chunk")
 
 
 @dataclass(frozen=True)
