@@ -40,16 +40,16 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # detector_quality: the same loading and detection
 
 from anomaly_assets.alert_config import load_alert_rules  # noqa: E402
-from anomaly_assets.calendars import event_days, holiday_days, load_calendar  # noqa: E402
+from anomaly_assets.calendars import event_days, load_calendar  # noqa: E402
 from anomaly_assets.config import load_metric_families  # noqa: E402
 from anomaly_assets.core import rules as R  # noqa: E402
 from anomaly_assets.core.detector import DetectorParams  # noqa: E402
-from anomaly_assets.core.fleet import days_in, detect_days  # noqa: E402
 from anomaly_assets.core.semantics import BUSINESS_KINDS  # noqa: E402
 from anomaly_assets.demo.kinds import generate  # noqa: E402
-from anomaly_assets.landing import discover_files, read_file  # noqa: E402
+from detector_quality import detect_frames, load_folder, parse_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WITHIN = pd.Timedelta(days=2)
@@ -64,16 +64,9 @@ def detected(kind: str, work: Path, seed: int, params: DetectorParams | None = N
     if all(f.exists() for f in files.values()) and (out / "seed").exists() and (out / "seed").read_text() == str(seed):
         return out, {n: pd.read_parquet(f) for n, f in files.items()}
     generate(kind, out, seed=seed)
-    landing = out / "landing"
-    obs = pd.concat([read_file(f, root=landing).observations for f in discover_files(landing)], ignore_index=True)
-    entities = pd.read_csv(out / "entities.csv", dtype=str)
-    calendar = load_calendar(out / "calendar.csv")
-    years = range(obs.ts.min().year, obs.ts.max().year + 1)
-    hol = holiday_days(obs.entity_id.unique(), years, entities, calendar)
     fam = load_metric_families(REPO / "configs" / "metric_families.yaml")
-    days = days_in(obs.ts.min().floor("D"), obs.ts.max().floor("D") + pd.Timedelta(days=1))
-    d = detect_days(obs, days, params, fam.families, fam.units, holidays=hol)
-    frames = {"decomposition": d.decomposition, "scores": d.scores, "explanations": d.explanations}
+    # read and detected as the quality benchmark does (its holidays from entities.csv and the calendar)
+    frames = detect_frames(load_folder(kind, out, out / "landing"), params, fam.families, fam.units)
     for n, f in files.items():
         frames[n].to_parquet(f)
     (out / "seed").write_text(str(seed))
@@ -163,8 +156,6 @@ def main(argv=None) -> int:
     p.add_argument("--show", type=int, default=0, help="print this many alerts of each kind, worst value first")
     p.add_argument("--param", action="append", default=[], help="DetectorParams field=value (e.g. recurrent_runs=12)")
     a = p.parse_args(argv)
-    from detector_quality import parse_params
-
     params = parse_params(a.param)
     work = a.cache or Path(tempfile.mkdtemp(prefix="business-alerts-"))
     for kind in a.kind or ["storage", "retail"]:

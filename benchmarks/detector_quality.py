@@ -103,13 +103,20 @@ def load(name: str, workdir: Path) -> Data:
 
 def detect(data: Data, params: DetectorParams) -> pd.DataFrame:
     """anomaly_scores of every point, entity chunk by entity chunk, days in order."""
-    parts = []
+    return detect_frames(data, params)["scores"]
+
+
+def detect_frames(data: Data, params: DetectorParams, families=None, units=None) -> dict[str, pd.DataFrame]:
+    """decomposition, scores and explanations of every point, entity chunk by entity chunk."""
+    parts = {"decomposition": [], "scores": [], "explanations": []}
     ids = np.sort(data.obs.entity_id.unique())
     for a in range(0, len(ids), CHUNK_ENTITIES):
         chunk = data.obs[data.obs.entity_id.isin(ids[a:a + CHUNK_ENTITIES])]
         days = days_in(chunk.ts.min().floor("D"), chunk.ts.max().floor("D") + pd.Timedelta(days=1))
-        parts.append(detect_days(chunk, days, params, holidays=data.holidays).scores)
-    return pd.concat(parts, ignore_index=True)
+        d = detect_days(chunk, days, params, families, units, holidays=data.holidays)
+        for name, frame in (("decomposition", d.decomposition), ("scores", d.scores), ("explanations", d.explanations)):
+            parts[name].append(frame)
+    return {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
 
 
 # -- baselines ---------------------------------------------------------------------------------
@@ -239,7 +246,6 @@ def run(names, params: DetectorParams, workdir: Path, baselines=True, data_dirs=
     results = []
     sets = [(n, None) for n in names] + [(Path(d).name, Path(d)) for d in data_dirs]
     for name, folder in sets:
-        t0 = time.perf_counter()
         data = load(name, workdir) if folder is None else load_folder(name, folder)
         t1 = time.perf_counter()
         scores = detect(data, params)
