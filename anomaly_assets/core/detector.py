@@ -45,6 +45,8 @@ import numpy as np
 
 from anomaly_assets.core import baseline as bl
 from anomaly_assets.core import calendar, calibration as cal, evidence as ev
+from anomaly_assets.core.model import Model
+from anomaly_assets.core.transform import Transform
 
 DAY_S = 86_400
 _MAD = 1.4826
@@ -79,6 +81,7 @@ class DetectorParams:
     accept_points: int = 7
     max_excluded: float = 0.25
     recurrent_runs: int = 0  # off: leave-one-out rejects 12 by SKAB's best-F1 (RESULTS.md)
+    refit_days: int = 1  # a series' model is refitted every this many days (core/model.py)
     detector: str = "robust"
     statistics: tuple[str, ...] = ("max", "rms", "pca")
     pca_variance: float = 0.95
@@ -98,6 +101,8 @@ class DetectorParams:
             raise ValueError(f"need 0 < critical_p < warning_p < 1, got {self.critical_p}, {self.warning_p}")
         if not 0.5 <= self.tail_quantile < 1:
             raise ValueError(f"tail_quantile must be in [0.5, 1), got {self.tail_quantile}")
+        if self.refit_days < 1:
+            raise ValueError(f"refit_days must be at least 1, got {self.refit_days}")
         if self.min_points < 3:
             raise ValueError(f"min_points must be at least 3, got {self.min_points}")
         unknown = set(self.components) - set(calendar.COMPONENTS)
@@ -121,19 +126,6 @@ class History:
 
 
 @dataclass
-class Refit:
-    """One refit of a batch: when, on how many reference points, and what it learnt (E, m)."""
-
-    ts: int
-    reference_points: int
-    baseline: bl.Baseline
-    transform: "Transform"
-    scale: np.ndarray
-    band_z: np.ndarray  # the single-metric |z| that makes a warning
-    valid: np.ndarray  # series with enough points to be scored
-
-
-@dataclass
 class Scored:
     """The detector's answer for new points. Arrays (E, T, m) unless noted; NaN in cold start."""
 
@@ -150,7 +142,8 @@ class Scored:
     rank_by: np.ndarray  # recent |deviation| per metric, for explanations
     driver: np.ndarray = None  # (E, T) the evidence statistic that surprised most (names: statistics)
     statistics: tuple = ()
-    refits: list[Refit] = field(default_factory=list)
+    refits: list[Model] = field(default_factory=list)  # the refits of this call, in order
+    model: Model | None = None  # the model at the end of the new points (None: all in cold start)
 
 
 def interval_of(ts: np.ndarray) -> float:
@@ -160,8 +153,8 @@ def interval_of(ts: np.ndarray) -> float:
 
 
 def detect(history: History, ts: np.ndarray, value: np.ndarray, params: DetectorParams,
-           holiday: np.ndarray | None = None) -> Scored:
-    """Score new points of a batch given its stored history.
+           holiday: np.ndarray | None = None, model: Model | None = None) -> Scored:
+    """Score new points of a batch given its stored history, or with the model it carries.
 
     Parameters
     ----------
@@ -174,6 +167,9 @@ def detect(history: History, ts: np.ndarray, value: np.ndarray, params: Detector
     params : DetectorParams
     holiday : ndarray of bool, shape (T,), optional
         Holiday mask of the new points (with ``history.holiday``, enables that component).
+    model : Model, optional
+        The batch's model, carried from its last refit: the new points are scored with it and no
+        history is read (``history`` may be empty). It is updated in place to their end.
 
     Returns
     -------
@@ -196,10 +192,20 @@ def detect(history: History, ts: np.ndarray, value: np.ndarray, params: Detector
     out = Scored(*(np.full((E, T, m), np.nan) for _ in range(7)), np.zeros((E, T, m), bool),
                  np.full((E, T), np.nan), np.full((E, T), np.nan), np.zeros((E, T, m)),
                  driver=np.zeros((E, T), np.int8))
-    p = params
-    for a, b in _blocks(n_hist, T, interval, p):
-        start = n_hist + a
-        _score_block(all_ts, x, resid, excl, hol, start, n_hist + b, interval, p, out, a)
+    if model is not None:
+        _apply(model, ts, value, holiday, params, out, 0)
+        out.model = model
+        return out
+    for a, b in _blocks(n_hist, T, interval, params):
+        fitted = _fit_block(all_ts, x, resid, excl, hol, n_hist + a, interval, params)
+        if fitted is None:
+            continue
+        sl = slice(n_hist + a, n_hist + b)
+        _apply(fitted, all_ts[sl], x[:, sl], hol[sl] if hol is not None else None, params, out, a)
+        resid[:, sl] = out.residual[:, a:b]
+        excl[:, sl] = out.excluded[:, a:b]
+        out.refits.append(fitted)
+        out.model = fitted
     return out
 
 
@@ -281,7 +287,8 @@ def _cap(excl: np.ndarray, share: float) -> np.ndarray:
     return excl & (np.cumsum(excl, axis=1) <= cap)
 
 
-def _score_block(all_ts, x, resid, excl, hol, start, stop, interval, p, out, offset):
+def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
+    """Refit on the reference before position ``start``; None when no series has enough points."""
     E, _, m = x.shape
     idx, left_out, level_from = _reference(all_ts, excl, start, interval, p)
     ts_ref = all_ts[idx]
@@ -289,7 +296,7 @@ def _score_block(all_ts, x, resid, excl, hol, start, stop, interval, p, out, off
     usable = ~np.isnan(raw_ref) & ~left_out
     n_use = usable.sum(axis=1)  # (E, m)
     if len(idx) == 0 or not (n_use >= p.min_points).any():
-        return
+        return None
     tf = Transform.choose(np.where(usable, raw_ref, np.nan), p.transform)
     # everything below is in the transformed scale (log for skewed non-negative series)
     xt = tf.fwd(raw_ref)
@@ -337,95 +344,121 @@ def _score_block(all_ts, x, resid, excl, hol, start, stop, interval, p, out, off
     # weigh what a well-behaved metric's rarer deviation weighs (Gaussianized residuals u)
     mtail = cal.fit_tail(np.abs(z_cal).transpose(0, 2, 1).reshape(E * m, -1), p.tail_quantile, p.robust_tails) \
         if p.metric_calibration else None
-    gauss = lambda z: np.where(warm[:, None, None], z, _gauss(z, mtail))  # noqa: E731
-    u_win = gauss(z_win)
+    u_win = _gauss_warm(z_win, mtail, warm)
     u_cal = np.where(cal_out[:, :, None], np.nan, u_win)  # = gauss(z_cal): it works point by point
-    model = ev.fit(u_cal, p.detector, p.pca_variance, statistics=p.statistics)
-    ev_win = model.score(u_win)
+    evm = ev.fit(u_cal, p.detector, p.pca_variance, statistics=p.statistics)
+    ev_win = evm.score(u_win)
     ev_ref = np.where((~np.isnan(z_cal)).any(axis=2)[None], ev_win, np.nan)
     tails = [cal.fit_tail(e, p.tail_quantile, p.robust_tails) for e in ev_ref]
     n_ref = usable.any(axis=2).sum(axis=1)
+    s_win = _surprise(u_win, ev_win, tails, warm, n_ref)
+    # the smoothed surprises' laws, and their EWMA states at the reference's end
+    gammas, smooth = [], np.full((E, len(p.smoothing_alphas)), np.nan)
+    for k, alpha in enumerate(p.smoothing_alphas):
+        if alpha >= 1:
+            gammas.append(None)
+            continue
+        sm = cal.ewma(np.minimum(s_win, p.surprise_cap), alpha)
+        gammas.append(cal.fit_gamma(np.where(~cal_out, sm, np.nan), alpha, p.min_calibration))
+        smooth[:, k] = sm[:, -1]
+    # Probation, until the reference spans `probation_days` and the warm-up is over: a flag
+    # needs `probation_factor` times stronger evidence (a new series has not shown its daily
+    # cycle or its drift yet; its scores still rank)
+    seen = float(ts_ref[-1] - ts_ref[0] + interval) if len(ts_ref) else 0.0
+    probation = warm | (seen < p.probation_days * DAY_S)
+    # the band: the single-metric deviation that alone makes a point a warning
+    s_star = -np.log(p.warning_p / len(p.smoothing_alphas)) + np.where(probation, np.log(p.probation_factor), 0.0)
+    e_star = np.full((E, m), np.nan)
+    if p.detector == "robust" and evm.names[0] == "max":
+        u_star = tails[0].isf(-(s_star + np.log(len(tails))))  # (E,) in u units
+        e_star = _z_of_u(u_star, mtail, E, m)
+    e_star = np.where(warm[:, None], cal.t_isf(s_star, n_ref, m)[:, None], e_star)
+    # explanations rank metrics by their recent deviation (the fast smoothing's memory)
+    d2 = np.square(np.nan_to_num(u_win[:, -64:])).transpose(0, 2, 1)
+    rank = cal.ewma(d2, _fast(p))[:, :, -1]
+    return Model(fitted_at=np.full(E, int(all_ts[start]), np.int64), seen=np.full(E, seen),
+                 reference_points=np.full(E, len(idx), np.int64), baseline=base, transform=tf, scale=scale,
+                 mtail=mtail, evidence=evm, tails=tails, gammas=gammas, warm=warm, probation=probation,
+                 n_ref=n_ref, band_z=e_star, valid=valid, smooth=smooth, rank=rank, drift=np.zeros(E, bool),
+                 last_ts=np.full(E, int(all_ts[start - 1]) if start else 0, np.int64))
 
-    def surprise(z, evidence):
-        s_stats = [-t.log_sf(e) for t, e in zip(tails, evidence)]
-        s = np.max(s_stats, axis=0) - np.log(len(s_stats))
-        if warm.any():
-            s_warm = -cal.t_log_sf(np.abs(np.nan_to_num(z)).max(axis=2), n_ref, m)
-            s = np.where(warm[:, None], s_warm, s)
-        return np.maximum(s, 0.0)
 
-    s_win = surprise(u_win, ev_win)
-    sl = slice(start, stop)
-    hol_new = hol[sl] if hol is not None else None
-    expected_t = np.where(valid[:, None, :], base.expected(all_ts[sl], hol_new), np.nan)
-    z_new = (tf.fwd(x[:, sl, :]) - expected_t) / scale[:, None, :]
-    u_new = gauss(z_new)
-    ev_new = model.score(u_new)
-    s_new = surprise(u_new, ev_new)
-    if model.names:
-        out.statistics = model.names
-        out.driver[:, offset:offset + (stop - start)] = np.argmax(
-            [-t.log_sf(e) for t, e in zip(tails, ev_new)], axis=0)
+def _fast(p) -> float:
+    return max((a for a in p.smoothing_alphas if a < 1), default=1.0)
+
+
+def _gauss_warm(z, mtail, warm):
+    return np.where(warm[:, None, None], z, _gauss(z, mtail))
+
+
+def _surprise(u, evidence, tails, warm, n_ref):
+    """-ln p of each point (E, T) from its evidence: the statistics' tails, Bonferroni-combined;
+    in the warm-up, the largest |z| under the warm-up's t law."""
+    m = u.shape[2]
+    s = np.max([-t.log_sf(e) for t, e in zip(tails, evidence)], axis=0) - np.log(len(tails))
+    if warm.any():
+        s_warm = -cal.t_log_sf(np.abs(np.nan_to_num(u)).max(axis=2), n_ref, m)
+        s = np.where(warm[:, None], s_warm, s)
+    return np.maximum(s, 0.0)
+
+
+def _apply(model: Model, ts, xs, hol_new, p, out, offset) -> None:
+    """Score the points ``xs`` (E, T, m) at ``ts`` with ``model`` into ``out`` from ``offset``,
+    carrying the model's running state on to their end."""
+    E, T, m = xs.shape
+    base, tf, scale, valid, warm = model.baseline, model.transform, model.scale, model.valid, model.warm
+    expected_t = np.where(valid[:, None, :], base.expected(ts, hol_new), np.nan)
+    z_new = (tf.fwd(xs) - expected_t) / scale[:, None, :]
+    u_new = _gauss_warm(z_new, model.mtail, warm)
+    ev_new = model.evidence.score(u_new)
+    s_new = _surprise(u_new, ev_new, model.tails, warm, model.n_ref)
+    if model.evidence.names:
+        out.statistics = model.evidence.names
+        out.driver[:, offset:offset + T] = np.argmax([-t.log_sf(e) for t, e in zip(model.tails, ev_new)], axis=0)
     log_ps = []
-    ref_clean = ~cal_out
-    for alpha in p.smoothing_alphas:
+    for k, alpha in enumerate(p.smoothing_alphas):
         if alpha >= 1:
             log_ps.append(-s_new)
             continue
-        capped = np.minimum(np.concatenate([s_win, s_new], axis=1), p.surprise_cap)
-        sm = cal.ewma(capped, alpha)
-        g = cal.fit_gamma(np.where(ref_clean, sm[:, :len(idx)], np.nan), alpha, p.min_calibration)
-        log_ps.append(g.log_sf(sm[:, len(idx):]))
-    # in the warm-up only the point's own evidence counts: the smoothed scales' calibration needs
-    # out-of-sample surprises to match. Probation, until the reference spans `probation_days` and
-    # the warm-up is over: a flag needs `probation_factor` times stronger evidence (a new series
-    # has not shown its daily cycle or its drift yet; its scores still rank)
-    seen = (ts_ref[-1] - ts_ref[0] + interval) if len(ts_ref) else 0.0
-    probation = warm | (seen < p.probation_days * DAY_S)
-    log_ps = [lp if a >= 1 else np.where(warm[:, None], 0.0, lp) for a, lp in zip(p.smoothing_alphas, log_ps)]
+        sm = cal.ewma(np.minimum(s_new, p.surprise_cap), alpha, initial=model.smooth[:, k])
+        model.smooth[:, k] = sm[:, -1]
+        # in the warm-up only the point's own evidence counts: the smoothed scales' calibration
+        # needs out-of-sample surprises to match
+        log_ps.append(np.where(warm[:, None], 0.0, model.gammas[k].log_sf(sm)))
     log_p = cal.combine(log_ps)
     # the score and what the reference leaves out are judged on the evidence itself; probation
     # only raises the bar for a flag
     pv = np.exp(log_p)
     judged = pv <= p.warning_p
-    p_alert = np.exp(np.minimum(log_p + np.where(probation, np.log(p.probation_factor), 0.0)[:, None], 0.0))
-    # the band: the single-metric deviation that alone makes a point a warning
-    s_star = -np.log(p.warning_p / len(p.smoothing_alphas))
-    s_star = s_star + np.where(probation, np.log(p.probation_factor), 0.0)  # (E,)
-    e_star = np.full((E, m), np.nan)
-    if p.detector == "robust" and model.names[0] == "max":
-        u_star = tails[0].isf(-(s_star + np.log(len(tails))))  # (E,) in u units
-        e_star = _z_of_u(u_star, mtail, E, m)
-    e_star = np.where(warm[:, None], cal.t_isf(s_star, n_ref, m)[:, None], e_star)
-    half = e_star[:, None, :] * scale[:, None, :]
+    p_alert = np.exp(np.minimum(log_p + np.where(model.probation, np.log(p.probation_factor), 0.0)[:, None], 0.0))
+    half = model.band_z[:, None, :] * scale[:, None, :]
     expected = tf.inv(expected_t)
-    j = slice(offset, offset + (stop - start))
+    j = slice(offset, offset + T)
     out.expected[:, j] = expected
     # a non-negative metric's band does not reach below zero either
     out.lower[:, j] = np.where(base.nonnegative[:, None, :], np.maximum(tf.inv(expected_t - half), 0.0),
                                tf.inv(expected_t - half))
     out.upper[:, j] = tf.inv(expected_t + half)
-    seasonal_t = base.seasonal(all_ts[sl], hol_new)
+    seasonal_t = base.seasonal(ts, hol_new)
     level = tf.inv(np.broadcast_to(base.level[:, None, :], seasonal_t.shape))
     out.level[:, j] = np.where(valid[:, None, :], level, np.nan)
     out.seasonal[:, j] = np.where(valid[:, None, :], expected - level, np.nan)
-    r_new = x[:, sl, :] - expected
-    out.residual[:, j] = r_new
+    out.residual[:, j] = xs - expected
     # σ-equivalent: as rare as this many σ of a normal (in the warm-up, under its t law: a series
     # that never moved shows a finite deviation when it first does)
-    out.residual_z[:, j] = np.where(warm[:, None, None], cal.t_sigma(z_new, n_ref), u_new)
+    out.residual_z[:, j] = np.where(warm[:, None, None], cal.t_sigma(z_new, model.n_ref), u_new)
     dev = np.abs(np.nan_to_num(z_new))
-    out.excluded[:, j] = judged[:, :, None] & ((dev >= p.exclude_z) | (m == 1))
+    left = judged[:, :, None] & ((dev >= p.exclude_z) | (m == 1))
+    out.excluded[:, j] = left
     out.p[:, j] = np.where(valid.any(axis=1)[:, None], pv, np.nan)
     out.p_alert[:, j] = np.where(valid.any(axis=1)[:, None], p_alert, np.nan)
-    # explanations rank metrics by their recent deviation (the fast smoothing's memory)
-    fast = max((a for a in p.smoothing_alphas if a < 1), default=1.0)
-    d2_all = np.square(np.nan_to_num(np.concatenate([u_win[:, -64:], u_new], axis=1))).transpose(0, 2, 1)
-    recent = np.sqrt(np.maximum(d2_all, cal.ewma(d2_all, fast))).transpose(0, 2, 1)[:, -(stop - start):]
-    out.rank_by[:, j] = recent
-    resid[:, sl, :] = r_new
-    excl[:, sl, :] = out.excluded[:, j]
-    out.refits.append(Refit(int(all_ts[start]), len(idx), base, tf, scale, e_star, valid))
+    d2 = np.square(np.nan_to_num(u_new)).transpose(0, 2, 1)
+    r = cal.ewma(d2, _fast(p), initial=model.rank)
+    out.rank_by[:, j] = np.sqrt(np.maximum(d2, r)).transpose(0, 2, 1)
+    model.rank = r[:, :, -1].copy()
+    observed = ~np.isnan(xs)
+    model.drift = (left.sum(axis=1) * 2 >= np.maximum(observed.sum(axis=1), 1)).any(axis=1) & left.any(axis=(1, 2))
+    model.last_ts = np.full(E, int(ts[-1]), np.int64)
 
 
 def _calibration_out(flagged: np.ndarray, strength: np.ndarray, share: float) -> np.ndarray:
@@ -468,55 +501,6 @@ def _z_of_u(u_star: np.ndarray, mtail, E: int, m: int) -> np.ndarray:
     z = np.where(log_p <= np.log(p_u), u + beta * (np.log(p_u) - log_p),
                  u * (1.0 - np.exp(log_p)) / (1.0 - p_u))
     return z.reshape(E, m)
-
-
-class Transform:
-    """Per-series variance-stabilizing transform: ``log1p(x / c)`` for non-negative, right-skewed
-    series (amounts, counts, latencies), whose spread grows with their level; identity otherwise.
-
-    ``c`` is the median of the series' positive reference values, so the transform is close to
-    linear below it and logarithmic above it. A series qualifies when its upper tail is at least
-    ``_SKEW`` times as long as its lower one (``q95 - q50 >= _SKEW (q50 - q05)``) and it reaches
-    down towards zero (``q05 <= _NEAR_ZERO q50``).
-    """
-
-    _SKEW = 3.0
-    _NEAR_ZERO = 0.2
-
-    def __init__(self, on: np.ndarray, c: np.ndarray):
-        self.on, self.c = on, c
-        self.any = bool(on.any())
-
-    @classmethod
-    def choose(cls, x_ref: np.ndarray, mode: str) -> "Transform":
-        E, _, m = x_ref.shape
-        if mode == "none":
-            return cls(np.zeros((E, m), bool), np.ones((E, m)))
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            q05, q50, q95 = bl.nanquantile(x_ref, [0.05, 0.5, 0.95], axis=1)
-            lowest = np.nanmin(np.where(np.isnan(x_ref), np.inf, x_ref), axis=1)
-            c = bl._nanmedian(np.where(x_ref > 0, x_ref, np.nan))
-        # right-skewed and reaching down towards zero: a temperature swinging between 55 and 75
-        # with its daily load is skewed too, but its spread does not grow with its level
-        on = ((lowest >= 0) & (q95 > 0) & ((q95 - q50) >= cls._SKEW * (q50 - q05)) & (q05 <= cls._NEAR_ZERO * q50)
-              & np.isfinite(c) & (c > 0))
-        return cls(on, np.where(on, np.nan_to_num(c, nan=1.0), 1.0))
-
-    def fwd(self, x: np.ndarray) -> np.ndarray:
-        if not self.any:
-            return x
-        on, c = self.on[:, None, :], self.c[:, None, :]
-        return np.where(on, np.log1p(np.maximum(x, 0.0) / c), x)
-
-    def inv(self, y: np.ndarray) -> np.ndarray:
-        if not self.any:
-            return y
-        on, c = self.on[:, None, :], self.c[:, None, :]
-        with np.errstate(over="ignore"):
-            return np.where(on, c * np.expm1(np.minimum(y, 700.0)), y)
 
 
 def _floor(x_ref, base, p) -> np.ndarray:

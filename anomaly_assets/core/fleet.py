@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 
 from anomaly_assets.core import calibration as cal
-from anomaly_assets.core.detector import DAY_S, DetectorParams, History, detect, interval_of
+from anomaly_assets.core import model as md
+from anomaly_assets.core.detector import DAY_S, DetectorParams, History, Scored, detect, interval_of
 from anomaly_assets.core.explain import explain
+from anomaly_assets.core.state import FleetState
 
 CODE_VERSION = "2026.12.5.1"  # bump when a change alters results for the same data and parameters
 DAY = pd.Timedelta(days=1)
@@ -56,6 +58,8 @@ class DayModel:
     reference_points: int = 0
     train_start: pd.Timestamp | None = None
     params: list[pd.DataFrame] = field(default_factory=list)
+    refits: dict[str, int] = field(default_factory=dict)  # series refitted, by reason (core/model.py)
+    carried: int = 0  # entities scored with the model they carried
 
     def series_params(self) -> pd.DataFrame:
         return pd.concat(self.params, ignore_index=True) if self.params else pd.DataFrame(columns=PARAM_COLUMNS)
@@ -69,6 +73,7 @@ class Detected:
     scores: pd.DataFrame
     explanations: pd.DataFrame
     models: dict[pd.Timestamp, DayModel]
+    state: FleetState | None = None  # every entity's model after the last day
 
 
 def model_version(params: DetectorParams, day: pd.Timestamp) -> str:
@@ -117,8 +122,11 @@ def _epoch_us(ts: pd.Series) -> np.ndarray:
 
 def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorParams,
                 families: Mapping[str, str] | None = None, units: Mapping[str, str] | None = None,
-                holidays: Mapping[str, np.ndarray] | None = None) -> Detected:
+                holidays: Mapping[str, np.ndarray] | None = None, state: FleetState | None = None) -> Detected:
     """Score every observation of ``days``, in order, from the rows before each day.
+
+    Each entity is scored with the model it carries (``state``) unless it is due for a refit
+    (``core/model.py``: new, warm-up, drift, cadence), which reads its reference from ``rows``.
 
     Parameters
     ----------
@@ -132,28 +140,33 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
         Metric families and units for explanations.
     holidays : mapping, optional
         entity_id -> sorted int64 array of holiday days (days since epoch).
+    state : FleetState, optional
+        The entities' models at the end of the day before ``days[0]`` (none: every entity is
+        refitted on its first day). It is carried on in place.
 
     Returns
     -------
     Detected
     """
     models = {d: DayModel(d, model_version(params, d)) for d in days}
+    state = FleetState(params.version(CODE_VERSION)) if state is None else state
     if len(rows) == 0 or not days:
-        return Detected(_empty(DECOMPOSITION_COLUMNS), _empty(SCORE_COLUMNS), _empty(EXPLANATION_COLUMNS), models)
+        return Detected(_empty(DECOMPOSITION_COLUMNS), _empty(SCORE_COLUMNS), _empty(EXPLANATION_COLUMNS), models,
+                        state)
     lay = _Layout(rows)
     dec, sco, exp = [], [], []
     for day in days:
         d0 = day.value // 1000
         d1 = d0 + DAY_S * _US
         for batch in _batches(lay, d0, d1, params, holidays):
-            out = _score_batch(lay, batch, params, models[day], families, units, holidays)
+            out = _score_batch(lay, batch, params, models[day], families, units, holidays, state, d0 // _US)
             if out is not None:
                 dec.append(out[0])
                 sco.append(out[1])
                 if len(out[2]):
                     exp.append(out[2])
     return Detected(_concat(dec, DECOMPOSITION_COLUMNS), _concat(sco, SCORE_COLUMNS),
-                    _concat(exp, EXPLANATION_COLUMNS), models)
+                    _concat(exp, EXPLANATION_COLUMNS), models, state)
 
 
 def _empty(cols):
@@ -200,7 +213,8 @@ def _batches(lay: _Layout, d0: int, d1: int, params: DetectorParams, holidays=No
         yield _Batch(ents, hist, new, np.flatnonzero(np.frombuffer(present, bool)))
 
 
-def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, holidays):
+def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, holidays, state: FleetState,
+                 day_s: int):
     cols = batch.metrics
     ts_h = lay.pair_ts[batch.hist[0]] // _US
     ts_n = lay.pair_ts[batch.new[0]] // _US
@@ -215,7 +229,9 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
     hist = History(ts_h, take(lay.value, batch.hist), take(lay.residual, batch.hist),
                    take(lay.excluded, batch.hist), hol_h)
     value = take(lay.value, batch.new)
-    s = detect(hist, ts_n, value, params, hol_n)
+    names = lay.entities[batch.entities]
+    metric_names = lay.metrics[cols]
+    s = _detect_carrying(hist, ts_n, value, params, hol_n, state, names, metric_names, day_s, model)
     # what the next days see
     pos_new = batch.new
     res_full = lay.residual[pos_new]
@@ -225,8 +241,6 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
     exc_full[:, :, cols] = s.excluded
     lay.excluded[pos_new] = exc_full
     E, T, m = value.shape
-    names = lay.entities[batch.entities]
-    metric_names = lay.metrics[cols]
     # decomposition: one row per observed (entity, metric, ts)
     obs = ~np.isnan(value)
     ei, ti, mi = np.nonzero(obs)
@@ -260,8 +274,63 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
         "anomaly_score": score.ravel(), "is_anomaly": flagged.ravel(), "severity": sev.ravel(),
         "why": pd.array(why.ravel(), dtype="str"), "model_version": model.version,
     })
-    _record(model, s, names, metric_names, ts_h)
     return dec, sco, expl
+
+
+def _detect_carrying(hist: History, ts_n, value, params, hol_n, state: FleetState, names, metric_names, day_s,
+                     day_model: DayModel) -> Scored:
+    """Score a batch's day: entities due for a refit from their history, the others with the model
+    they carry; every scored entity's model is then carried on in ``state``."""
+    E = len(names)
+    has = state.has(names, metric_names)
+    reasons = np.full(E, md.REASONS.index("new"), np.int8)
+    carried = state.gather(names[has]) if has.any() else []
+    at = np.flatnonzero(has)
+    for pos, model in carried:
+        reasons[at[pos]] = md.refit_reasons(model, len(pos), day_s, state.slots(names[at[pos]], params.refit_days),
+                                            params.refit_days)
+    keep = reasons == 0
+    for r in np.unique(reasons[~keep]):
+        key = md.REASONS[r]
+        day_model.refits[key] = day_model.refits.get(key, 0) + int((reasons == r).sum())
+    day_model.carried += int(keep.sum())
+    parts = []
+    for pos, model in carried:
+        go = keep[at[pos]]
+        if not go.any():
+            continue
+        k_idx = at[pos][go]
+        model = model if go.all() else model.take(np.flatnonzero(go))
+        empty = History(hist.ts[:0], hist.value[k_idx][:, :0], hist.residual[k_idx][:, :0], hist.excluded[k_idx][:, :0])
+        parts.append((k_idx, detect(empty, ts_n, value[k_idx], params, hol_n, model=model)))
+        day_model.entities += int(model.valid.any(axis=1).sum())
+    if (~keep).any():
+        r_idx = np.flatnonzero(~keep)
+        sub = hist if len(r_idx) == E else History(hist.ts, hist.value[r_idx], hist.residual[r_idx],
+                                                   hist.excluded[r_idx], hist.holiday)
+        s_r = detect(sub, ts_n, value[r_idx], params, hol_n)
+        _record(day_model, s_r, names[r_idx], metric_names, hist.ts)
+        parts.append((r_idx, s_r))
+    for idx, s in parts:
+        scored = ~np.isnan(s.p).all(axis=1)
+        if s.model is not None and scored.any():
+            state.put(names[idx][scored], metric_names,
+                      s.model if scored.all() else s.model.take(np.flatnonzero(scored)))
+    return parts[0][1] if len(parts) == 1 else _merge(E, parts)
+
+
+def _merge(E: int, parts) -> Scored:
+    """One batch's answer from the answers of its parts (entity positions, Scored)."""
+    first = parts[0][1]
+    arrays = {}
+    for name in ("expected", "lower", "upper", "level", "seasonal", "residual", "residual_z", "excluded", "p",
+                 "p_alert", "rank_by", "driver"):
+        a = getattr(first, name)
+        arrays[name] = np.empty((E,) + a.shape[1:], a.dtype)
+        for idx, s in parts:
+            arrays[name][idx] = getattr(s, name)
+    return Scored(**arrays, statistics=next((s.statistics for _, s in parts if s.statistics), ()),
+                  refits=[m for _, s in parts for m in s.refits])
 
 
 _DRIVER_TEXT = {"rms": "; several metrics off together", "pca": "; the metrics' usual relation broken"}
@@ -287,8 +356,8 @@ def _record(model: DayModel, s, names, metric_names, ts_h) -> None:
     scored = r.valid.any(axis=1)
     model.entities += int(scored.sum())
     model.cold_start_entities += int((~scored).sum())
-    model.reference_points += int(r.reference_points * scored.sum())
-    start = pd.Timestamp(int(ts_h[0]) if len(ts_h) else r.ts, unit="s", tz="UTC")
+    model.reference_points += int(r.reference_points[scored].sum())
+    start = pd.Timestamp(int(ts_h[0]) if len(ts_h) else int(r.fitted_at[0]), unit="s", tz="UTC")
     model.train_start = start if model.train_start is None else min(model.train_start, start)
     comps = np.array([",".join(r.baseline.components_of(e, j)) for e in range(E) for j in range(m)], dtype=object)
     ev, mv = np.nonzero(np.ones((E, m), bool))
@@ -297,5 +366,5 @@ def _record(model: DayModel, s, names, metric_names, ts_h) -> None:
         "entity_id": names[ev][keep], "metric": metric_names[mv][keep],
         "level": r.transform.inv(r.baseline.level[:, None, :])[:, 0, :][ev, mv][keep],
         "scale": r.scale[ev, mv][keep], "band_z": r.band_z[ev, mv][keep], "components": comps[keep],
-        "log_scale": r.transform.on[ev, mv][keep], "reference_points": r.reference_points,
+        "log_scale": r.transform.on[ev, mv][keep], "reference_points": r.reference_points[ev][keep],
     }))

@@ -1,0 +1,115 @@
+"""The models of a fleet, carried from day to day: which series has which model, and when to refit.
+
+A :class:`FleetState` holds the models (``core/model.py``) of the series it has seen, as blocks
+(one per batch that was refitted or carried together) with an index from entity to its row. It
+is the state a nightly run starts from and leaves behind (``to_table`` / ``from_table``), and the
+state a range run carries in memory from one day to the next: the same numbers either way.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pyarrow as pa
+
+from anomaly_assets.core import model as md
+
+
+class FleetState:
+    """Per-entity models. ``version`` names the detector parameters and code that fitted them."""
+
+    def __init__(self, version: str = ""):
+        self.version = version
+        self._blocks: dict[int, tuple[tuple[str, ...], md.Model]] = {}
+        self._live: dict[int, int] = {}
+        self._where: dict[str, tuple[int, int]] = {}
+        self._slots: dict[str, int] = {}
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def entities(self) -> list[str]:
+        return list(self._where)
+
+    def slots(self, names, refit_days: int) -> np.ndarray:
+        """Each entity's slot in the refit cycle: a stable hash of its name (not Python's ``hash``)."""
+        out = np.empty(len(names), np.int64)
+        for k, n in enumerate(names):
+            s = self._slots.get(n)
+            if s is None:
+                s = self._slots[n] = zlib.crc32(str(n).encode())
+            out[k] = s % max(refit_days, 1)
+        return out
+
+    def has(self, names, metrics) -> np.ndarray:
+        """Which entities have a model over exactly ``metrics`` (else they are refitted as new)."""
+        metrics = tuple(map(str, metrics))
+        return np.array([(w := self._where.get(str(n))) is not None and self._blocks[w[0]][0] == metrics
+                         for n in names], bool)
+
+    def gather(self, names) -> list[tuple[np.ndarray, md.Model]]:
+        """The models of ``names`` (all present), as groups that stack: (positions in ``names``,
+        their models stacked in that order). Entities refitted at different times can differ in
+        shape (a young one without the PCA statistic), so they are scored apart."""
+        where = [self._where[str(n)] for n in names]
+        blocks = np.array([w[0] for w in where], np.int64)
+        rows = np.array([w[1] for w in where], np.int64)
+        groups: dict[tuple, list] = {}
+        for b in np.unique(blocks):
+            sel = np.flatnonzero(blocks == b)
+            _, model = self._blocks[int(b)]
+            whole = len(sel) == len(model.scale) and (rows[sel] == np.arange(len(sel))).all()
+            groups.setdefault(md.compatible_key(model), []).append((sel, model if whole else model.take(rows[sel])))
+        out = []
+        for parts in groups.values():
+            pos = np.concatenate([p for p, _ in parts])
+            stacked = md.concat([m for _, m in parts])
+            order = np.argsort(pos, kind="stable")
+            out.append((pos[order], stacked if (order == np.arange(len(order))).all() else stacked.take(order)))
+        return out
+
+    def put(self, names, metrics, model: md.Model) -> None:
+        """Record ``model`` (E = len(names)) as the current model of ``names``."""
+        b = self._next
+        self._next += 1
+        self._blocks[b] = (tuple(map(str, metrics)), model)
+        self._live[b] = 0
+        for k, n in enumerate(names):
+            old = self._where.get(str(n))
+            if old is not None:
+                self._release(old[0])
+            self._where[str(n)] = (b, k)
+            self._live[b] += 1
+        if not self._live[b]:
+            self._release(b, 0)
+
+    def _release(self, b: int, by: int = 1) -> None:
+        self._live[b] -= by
+        if self._live[b] <= 0:
+            del self._blocks[b], self._live[b]
+
+    def to_table(self) -> pa.Table:
+        """Every entity's model, one row each (``core/model.py``'s columns)."""
+        parts = []
+        by_block: dict[int, list] = {}
+        for name, (b, r) in self._where.items():
+            by_block.setdefault(b, []).append((r, name))
+        for b, members in by_block.items():
+            metrics, model = self._blocks[b]
+            if not model.storable:
+                continue
+            members.sort()
+            rows = np.array([r for r, _ in members])
+            sub = model if len(rows) == len(model.scale) and (rows == np.arange(len(rows))).all() else model.take(rows)
+            parts.append(md.to_table(sub, [n for _, n in members], metrics))
+        return pa.concat_tables(parts) if parts else pa.table({"entity_id": pa.array([], pa.string())})
+
+    @classmethod
+    def from_table(cls, table: pa.Table, version: str = "") -> "FleetState":
+        state = cls(version)
+        if "metrics" in table.column_names:
+            for names, metrics, model in md.from_table(table):
+                state.put(names, metrics, model)
+        return state

@@ -1,0 +1,126 @@
+"""Models carried from day to day: lossless as data, the same scores nightly or in a backfill,
+refits only when due."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from anomaly_assets.core import model as md
+from anomaly_assets.core.detector import DetectorParams
+from anomaly_assets.core.fleet import days_in, detect_days
+from anomaly_assets.core.state import FleetState
+
+P = DetectorParams(refit_days=7)
+START = pd.Timestamp("2026-03-01", tz="UTC")
+KEY = ["entity_id", "ts"]
+
+
+def _rows(n_entities=6, days=24, freq="1h", shift=None, seed=0):
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range(START, periods=int(pd.Timedelta(days=days) / pd.Timedelta(freq)), freq=freq)
+    hours = ts.hour.to_numpy()
+    out = []
+    for e in range(n_entities):
+        for j, m in enumerate(("temp", "load", "flow")):
+            v = 50 + 10 * j + 5 * np.sin(2 * np.pi * hours / 24) + rng.normal(size=len(ts))
+            if shift and shift[0] == e and j == 0:
+                v[shift[1]:] += 30  # a sustained shift from this hour on
+            out.append(pd.DataFrame({"entity_id": f"e{e:02d}", "metric": m, "ts": ts, "value": v}))
+    return pd.concat(out, ignore_index=True)
+
+
+def _days(rows):
+    return days_in(rows.ts.min().floor("D"), rows.ts.max().floor("D") + pd.Timedelta(days=1))
+
+
+def _day(frame, day):
+    return frame[(frame.ts >= day) & (frame.ts < day + pd.Timedelta(days=1))].sort_values(
+        [c for c in ("entity_id", "metric", "ts") if c in frame]).reset_index(drop=True)
+
+
+def test_a_model_survives_parquet_unchanged(tmp_path):
+    rows = _rows(days=10)
+    out = detect_days(rows, _days(rows), P)
+    table = out.state.to_table()
+    assert table.num_rows == 6 and set(table["entity_id"].to_pylist()) == {f"e{e:02d}" for e in range(6)}
+    pq.write_table(table, tmp_path / "state.parquet")
+    back = FleetState.from_table(pq.read_table(tmp_path / "state.parquet"))
+    names = np.array(sorted(back.entities()))
+    [(_, a)], [(_, b)] = out.state.gather(names), back.gather(names)
+    for f in dataclasses.fields(md.Model):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, np.ndarray):
+            np.testing.assert_array_equal(x, y, err_msg=f.name)
+    for c, eff in a.baseline.effects.items():
+        np.testing.assert_array_equal(eff, b.baseline.effects[c], err_msg=c)
+    np.testing.assert_array_equal(a.evidence.pca_residual, b.evidence.pca_residual)
+    np.testing.assert_array_equal(a.gammas[1].k, b.gammas[1].k)
+
+
+@pytest.mark.parametrize("refit_days", [1, 7])
+def test_nightly_runs_from_the_stored_state_equal_the_backfill(tmp_path, refit_days):
+    params = dataclasses.replace(P, refit_days=refit_days)
+    rows = _rows(shift=(2, 24 * 17 + 5))
+    days = _days(rows)
+    full = detect_days(rows, days, params)
+    state = None
+    stored = rows.iloc[:0][["entity_id", "metric", "ts"]].assign(residual=np.nan, excluded=False)
+    for day in days:
+        hist = rows[rows.ts < day + pd.Timedelta(days=1)].merge(stored, on=["entity_id", "metric", "ts"], how="left")
+        night = detect_days(hist, [day], params, state=state)
+        pq.write_table(night.state.to_table(), tmp_path / f"{day.date()}.parquet")
+        state = FleetState.from_table(pq.read_table(tmp_path / f"{day.date()}.parquet"))
+        stored = pd.concat([stored, night.decomposition[list(stored.columns)]], ignore_index=True)
+        pd.testing.assert_frame_equal(_day(full.scores, day).drop(columns="model_version"),
+                                      _day(night.scores, day).drop(columns="model_version"))
+        pd.testing.assert_frame_equal(_day(full.decomposition, day), _day(night.decomposition, day))
+    assert full.scores[full.scores.entity_id == "e02"].is_anomaly.any()
+
+
+def test_carried_entities_need_only_the_days_points():
+    rows = _rows()
+    days = _days(rows)
+    full = detect_days(rows, days[:-1], P)
+    last = days[-1]
+    names = np.array([f"e{e:02d}" for e in range(6)])
+    [(pos, model)] = full.state.gather(names)
+    reasons = md.refit_reasons(model, 6, last.value // 10**9, full.state.slots(names[pos], 7), 7)
+    due = set(names[pos][reasons > 0])
+    assert 0 < len(due) < 6  # some refit tonight, the others carry their model
+    stored = full.decomposition[["entity_id", "metric", "ts", "residual", "excluded"]]
+    hist = rows.merge(stored, on=["entity_id", "metric", "ts"], how="left")
+    state = FleetState.from_table(full.state.to_table())
+    lean = hist[hist.entity_id.isin(due) | (hist.ts >= last)]  # no history for the carried ones
+    a = detect_days(hist, [last], P, state=FleetState.from_table(full.state.to_table()))
+    b = detect_days(lean, [last], P, state=state)
+    pd.testing.assert_frame_equal(a.scores.sort_values(KEY).reset_index(drop=True),
+                                  b.scores.sort_values(KEY).reset_index(drop=True))
+    assert b.models[last].carried == 6 - len(due)
+
+
+def test_refits_are_spread_over_the_cycle_and_say_why():
+    rows = _rows(n_entities=40, days=30, shift=(3, 24 * 20 + 2))
+    out = detect_days(rows, _days(rows), P)
+    per_day = [m.refits for m in out.models.values()]
+    assert per_day[0] == {"new": 40}
+    late = per_day[-7:]  # past the warm-up: about a seventh of the fleet a night
+    cadence = [r.get("cadence", 0) for r in late]
+    assert sum(cadence) >= 30 and max(cadence) <= 15
+    assert sum(r.get("drift", 0) for r in per_day[20:23]) >= 1  # the shifted entity is refitted early
+    assert out.models[_days(rows)[-1]].carried >= 25
+
+
+def test_refit_every_day_when_asked():
+    rows = _rows(days=12)
+    out = detect_days(rows, _days(rows), dataclasses.replace(P, refit_days=1))
+    assert all(m.carried == 0 for m in out.models.values())
+
+
+def test_other_backends_refit_daily():
+    rows = _rows(days=5)
+    out = detect_days(rows, _days(rows), dataclasses.replace(P, detector="hbos"))
+    assert all(m.carried == 0 for m in out.models.values())
+    assert out.state.to_table().num_rows == 0  # nothing that is not plain data is stored
