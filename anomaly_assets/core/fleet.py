@@ -142,14 +142,16 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
         entity_id -> sorted int64 array of holiday days (days since epoch).
     state : FleetState, optional
         The entities' models at the end of the day before ``days[0]`` (none: every entity is
-        refitted on its first day). It is carried on in place.
+        refitted on its first day). It is carried on in place. Unused, and None in the result,
+        when ``params.refit_days`` is 1: every model is refitted every day.
 
     Returns
     -------
     Detected
     """
     models = {d: DayModel(d, model_version(params, d)) for d in days}
-    state = FleetState(params.version(CODE_VERSION)) if state is None else state
+    if params.refit_days > 1 and state is None:
+        state = FleetState(params.version(CODE_VERSION))
     if len(rows) == 0 or not days:
         return Detected(_empty(DECOMPOSITION_COLUMNS), _empty(SCORE_COLUMNS), _empty(EXPLANATION_COLUMNS), models,
                         state)
@@ -277,11 +279,16 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
     return dec, sco, expl
 
 
-def _detect_carrying(hist: History, ts_n, value, params, hol_n, state: FleetState, names, metric_names, day_s,
+def _detect_carrying(hist: History, ts_n, value, params, hol_n, state: FleetState | None, names, metric_names, day_s,
                      day_model: DayModel) -> Scored:
     """Score a batch's day: entities due for a refit from their history, the others with the model
     they carry; every scored entity's model is then carried on in ``state``."""
     E = len(names)
+    if state is None:  # refitted every day: nothing to carry
+        day_model.refits["cadence"] = day_model.refits.get("cadence", 0) + E
+        s = detect(hist, ts_n, value, params, hol_n)
+        _record(day_model, s, names, metric_names, hist.ts)
+        return s
     has = state.has(names, metric_names)
     reasons = np.full(E, md.REASONS.index("new"), np.int8)
     carried = state.gather(names[has]) if has.any() else []

@@ -22,6 +22,7 @@ from anomaly_assets import warehouse as wh
 from anomaly_assets.calendars import holidays_in
 from anomaly_assets.core.detector import DetectorParams
 from anomaly_assets.core.fleet import CODE_VERSION, days_in, detect_days
+from anomaly_assets.core.state import FleetState
 from anomaly_assets.defs.alerts import AlertRulebook
 from anomaly_assets.defs.metadata import ChunkedWrite, column_schema, markdown_preview, table_metadata, time_window
 from anomaly_assets.defs.partitions import CHUNK_ROWS, WRITER_POOL, daily_partitions
@@ -45,6 +46,7 @@ class DetectorConfig(dg.Config):
     seasonality_gain: float = _DEFAULTS.seasonality_gain
     transform: Literal["auto", "none"] = _DEFAULTS.transform
     accept_days: float = _DEFAULTS.accept_days
+    refit_days: int = _DEFAULTS.refit_days  # >1: carry each series' model between refits (docs/detection.md)
     recurrent_runs: int = _DEFAULTS.recurrent_runs  # >0: what is left out this often is normal (docs/detection.md)
     probation_days: float = _DEFAULTS.probation_days  # a new series' first days: flags need far stronger evidence
     tail_quantile: float = _DEFAULTS.tail_quantile
@@ -98,6 +100,10 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
     dec, scores, tops = ChunkedWrite(), ChunkedWrite(), []
     score_parts, expl_parts = [], []
     day_models = {}
+    # the models carried from the day before (kept only when they are refitted less than daily)
+    version = params.version(CODE_VERSION)
+    carried = models.load_state(str((start - pd.Timedelta(days=1)).date()), version) if params.refit_days > 1 else None
+    states = []
     with duckdb.get_connection() as con:
         wh.ensure_tables(con)
         chunks = wh.entity_chunks(con, wh.OBSERVATIONS, start, end, CHUNK_ROWS // 8, worker_count(),
@@ -115,7 +121,7 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
                 rows = wh.read_history_chunk(reader, entities, metrics, start, end, short_start, long_start,
                                              recent_start, params.reference_points)
                 yield rows, days, params, fam.families, fam.units, {
-                    str(e): holidays[str(e)] for e in entities if str(e) in holidays}
+                    str(e): holidays[str(e)] for e in entities if str(e) in holidays}, _state_of(carried, entities, version)
 
         def decomposition_rows():  # scored in worker processes, written here as they come back
             for out in map_chunks(detect_days, reads(), len(chunks)):
@@ -130,6 +136,8 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
                 expl_parts.append(out.explanations)
                 for day, m in out.models.items():
                     day_models.setdefault(day, []).append(m)
+                if params.refit_days > 1:
+                    states.append(out.state.to_table())
                 yield rows
 
         with wh.transaction(con), reader:
@@ -137,6 +145,8 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
             wh.replace_time_slice(con, wh.ANOMALY_SCORES, score_parts, start, end)
             wh.replace_time_slice(con, wh.EXPLANATIONS, expl_parts, start, end)
             versions = _model_rows(day_models, days, params, models)
+            if params.refit_days > 1:
+                models.save_state(_carried_on(carried, states), str(days[-1].date()), version)
             wh.replace_keyed(con, wh.MODEL_VERSIONS, versions, "day", [str(d.date()) for d in days])
     expl = ChunkedWrite()
     for e in expl_parts:
@@ -213,5 +223,37 @@ def _model_rows(day_models: dict, days: list[pd.Timestamp], params: DetectorPara
             "training_rows": sum(m.reference_points for m in parts),
             "params": json.dumps({**json.loads(json.dumps(dataclasses.asdict(params), default=list)), "code": CODE_VERSION}),
             "artifact_path": str(path), "trained_at": dt.datetime.now(dt.timezone.utc),
+            "refits": json.dumps(_sum_counts(m.refits for m in parts)), "carried": sum(m.carried for m in parts),
         })
     return pd.DataFrame(records, columns=wh.MODEL_VERSIONS.column_names)
+
+
+def _sum_counts(counts) -> dict:
+    total: dict = {}
+    for c in counts:
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def _state_of(carried, entities, version: str) -> FleetState | None:
+    """The carried models of a chunk's entities (None: refit them all)."""
+    if carried is None:
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    sub = carried.filter(pc.is_in(carried["entity_id"], value_set=pa.array([str(e) for e in entities], pa.string())))
+    return FleetState.from_table(sub, version)
+
+
+def _carried_on(carried, states: list):
+    """The state after the run: this run's models, and the earlier ones of entities it did not see."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = [t for t in states if t.num_rows]
+    if carried is not None and carried.num_rows:
+        seen = pa.concat_tables(parts)["entity_id"] if parts else pa.array([], pa.string())
+        parts.append(carried.filter(pc.invert(pc.is_in(carried["entity_id"], value_set=seen.combine_chunks()))))
+    return pa.concat_tables(parts) if parts else pa.table({"entity_id": pa.array([], pa.string())})

@@ -73,6 +73,27 @@ class ModelStore(dg.ConfigurableResource):
         tmp.replace(target)  # atomic: a reader never sees half a file
         return target
 
+    def state_path(self, day: str, version: str) -> Path:
+        return Path(self.path) / "state" / f"{day}_{version}.parquet"
+
+    def save_state(self, table, day: str, version: str) -> Path:
+        """Every series' model at the end of ``day`` (``core/model.py``'s rows), atomically."""
+        import pyarrow.parquet as pq
+
+        target = self.state_path(day, version)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        pq.write_table(table, tmp)
+        tmp.replace(target)
+        return target
+
+    def load_state(self, day: str, version: str):
+        """The models at the end of ``day`` for this detector version, or None if none were kept."""
+        import pyarrow.parquet as pq
+
+        path = self.state_path(day, version)
+        return pq.read_table(path) if path.exists() else None
+
     def load(self, path: str) -> pd.DataFrame:
         """The parameters in ``path``, which must be a ``.parquet`` artifact inside this store."""
         p, root = Path(path).resolve(), Path(self.path).resolve()
