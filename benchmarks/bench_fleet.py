@@ -84,6 +84,7 @@ def _child_chain(a: dict) -> dict:
     instance = dg.DagsterInstance.ephemeral()
     result = job.execute_in_process(
         instance=instance, asset_selection=keys,
+        run_config={"ops": {"detection": {"config": {"refit_days": a.get("refit_days", 1)}}}},
         tags={"dagster/asset_partition_range_start": a["start"], "dagster/asset_partition_range_end": a["end"]},
         raise_on_error=False,
     )
@@ -269,9 +270,10 @@ def _median(xs):
 
 
 def repeat_chain(work: Path, name: str, repeat: int, *, landing, start, end, full,
-                 history: Path | None = None, keep: Path | None = None) -> list[dict]:
-    """Run the chain ``repeat`` times, each on a fresh warehouse (a copy of ``history`` if given);
-    the first run's warehouse is kept at ``keep`` when asked."""
+                 history: Path | None = None, keep: Path | None = None, refit_days: int = 1) -> list[dict]:
+    """Run the chain ``repeat`` times, each on a fresh warehouse (a copy of ``history`` and the
+    models kept beside it, if given); the first run's warehouse and models are kept at ``keep``
+    when asked."""
     runs = []
     for i in range(repeat):
         wh = work / f"{name}_{i}" / "warehouse.duckdb"
@@ -279,10 +281,15 @@ def repeat_chain(work: Path, name: str, repeat: int, *, landing, start, end, ful
         wh.parent.mkdir(parents=True)
         if history is not None:
             shutil.copy(history, wh)
+            if history.with_suffix(".models").exists():  # the models carried from the backfill
+                shutil.copytree(history.with_suffix(".models"), wh.parent / "models")
         runs.append(run_case_measured("chain", landing=str(landing), warehouse=str(wh), start=start, end=end,
-                                      full=full))
+                                      full=full, refit_days=refit_days))
         if i == 0 and keep is not None:
             shutil.copy(wh, keep)
+            shutil.rmtree(keep.with_suffix(".models"), ignore_errors=True)
+            if (wh.parent / "models").exists():
+                shutil.copytree(wh.parent / "models", keep.with_suffix(".models"))
         shutil.rmtree(wh.parent, ignore_errors=True)
     return runs
 
@@ -348,10 +355,10 @@ def mode_chain(a) -> None:
           f"cpus {os.cpu_count()}, load {os.getloadavg()}", flush=True)
     history = work / "history.duckdb"
     runs = repeat_chain(work, "backfill", a.repeat, landing=bf_landing, start=backfill_days[0],
-                        end=backfill_days[-1], full=a.full, keep=history)
+                        end=backfill_days[-1], full=a.full, keep=history, refit_days=a.refit_days)
     bf = _report("backfill", runs, per_day * len(backfill_days))
     runs = repeat_chain(work, "nightly", a.repeat, landing=nt_landing, start=night, end=night, full=a.full,
-                        history=history)
+                        history=history, refit_days=a.refit_days)
     nt = _report("nightly", runs, per_day)
     if a.baseline_sample <= 0:
         return
@@ -377,6 +384,7 @@ def main(argv=None) -> None:
     ap.add_argument("--freq", default="1h")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--refit-days", type=int, default=1, help="the detector's refit_days (>1 carries models)")
     ap.add_argument("--baseline-sample", type=int, default=20, help="entities the baseline is timed on (0: skip)")
     ap.add_argument("--machines", type=int, default=8, help="--mode smd: machines to land")
     ap.add_argument("--full", action="store_true",

@@ -2,8 +2,9 @@
 
 One call scores the new points of a batch of entities that share a timeline and metrics, given
 what was stored for their past (values, out-of-sample residuals, which points were judged
-anomalous). Nothing else is carried: the answer for a point depends only on data before it, so a
-nightly run and a backfill of the same days agree (``replay`` is the backfill).
+anomalous), or given the model the batch carries from its last refit (``core/model.py``). The
+answer for a point depends only on data before it, so a nightly run and a backfill of the same
+days agree (``replay`` is the backfill).
 
 For each *block* of new points the detector refits on a **reference**: the series' history in
 the trailing ``reference_days`` (at least ``reference_points`` samples' worth), with the points
@@ -82,6 +83,7 @@ class DetectorParams:
     max_excluded: float = 0.25
     recurrent_runs: int = 0  # off: leave-one-out rejects 12 by SKAB's best-F1 (RESULTS.md)
     refit_days: int = 1  # a series' model is refitted every this many days (core/model.py)
+    carry_level: float = 0.3  # with refit_days > 1: the share of a day's median residual the level takes
     detector: str = "robust"
     statistics: tuple[str, ...] = ("max", "rms", "pca")
     pca_variance: float = 0.95
@@ -103,6 +105,8 @@ class DetectorParams:
             raise ValueError(f"tail_quantile must be in [0.5, 1), got {self.tail_quantile}")
         if self.refit_days < 1:
             raise ValueError(f"refit_days must be at least 1, got {self.refit_days}")
+        if not 0 <= self.carry_level <= 1:
+            raise ValueError(f"carry_level must be in [0, 1], got {self.carry_level}")
         if self.min_points < 3:
             raise ValueError(f"min_points must be at least 3, got {self.min_points}")
         unknown = set(self.components) - set(calendar.COMPONENTS)
@@ -456,8 +460,15 @@ def _apply(model: Model, ts, xs, hol_new, p, out, offset) -> None:
     r = cal.ewma(d2, _fast(p), initial=model.rank)
     out.rank_by[:, j] = np.sqrt(np.maximum(d2, r)).transpose(0, 2, 1)
     model.rank = r[:, :, -1].copy()
-    observed = ~np.isnan(xs)
-    model.drift = (left.sum(axis=1) * 2 >= np.maximum(observed.sum(axis=1), 1)).any(axis=1) & left.any(axis=(1, 2))
+    model.drift = left.any(axis=(1, 2))
+    if p.refit_days > 1 and p.carry_level > 0:
+        # between refits the level follows the series: a share of the way to the median residual
+        # of the points kept (a drift the reference would have taken in, not an anomaly)
+        r_t = tf.fwd(xs) - expected_t
+        kept = ~left & ~np.isnan(r_t)
+        enough = kept.sum(axis=1) >= max(p.min_points, T // 2)
+        step = np.where(enough, np.nan_to_num(bl._nanmedian(np.where(kept, r_t, np.nan))), 0.0)
+        model.baseline.level = model.baseline.level + p.carry_level * step
     model.last_ts = np.full(E, int(ts[-1]), np.int64)
 
 

@@ -5,7 +5,9 @@ calendar effects), the transform, the residual scale, each metric's tail, the ev
 (PCA mean and projector), the tails of the evidence statistics and the gamma laws of the smoothed
 surprises. These **fitted parts** change only at a refit. The **running parts** change with every
 scored point: the EWMA states of the smoothed surprises and of the explanations' ranking, the
-time of the last point, and whether the last day drifted.
+time of the last point, and whether the last day drifted. Between refits the level also follows
+the series: after each day it moves ``carry_level`` of the way to the median residual of the
+day's points that were not left out (``core/detector.py``), as a refit's reference would.
 
 Scoring a day from the model of the day before and then carrying it on gives exactly the numbers
 of scoring it right after the refit: the EWMAs are causal and the fitted parts do not move.
@@ -15,8 +17,8 @@ of scoring it right after the refit: the EWMAs are causal and the fitted parts d
 - ``new``: no model yet (a new series, or a changed detector or code version);
 - ``warm-up``: the reference of the last refit spanned less than ``refit_days``, and the series
   has since seen at least as much time again (refits double the reference: days 1, 2, 4, ...);
-- ``drift``: on its last day a metric had at least half of its points left out of references
-  (a sustained deviation is under way, and the acceptance rules must see it);
+- ``drift``: on its last day a point was left out of references (a deviation that may persist:
+  the acceptance rules must see it, and a stale model would keep flagging a new normal);
 - ``cadence``: the series' slot in the ``refit_days`` cycle (a hash of its name, so a fleet that
   started together spreads its refits over the nights), or ``refit_days`` since the last refit;
 - ``backend``: the backend's fitted objects are not data (iforest, ecod, hbos): refitted daily.
@@ -59,7 +61,7 @@ class Model:
     valid: np.ndarray  # (E, m) series with enough points to be scored
     smooth: np.ndarray  # (E, n_alphas) EWMA state of each smoothed surprise (NaN: alpha 1)
     rank: np.ndarray  # (E, m) EWMA state of the squared deviations that rank metrics
-    drift: np.ndarray  # (E,) the last scored day left out half of a metric's points
+    drift: np.ndarray  # (E,) the last scored day left a point out of references
     last_ts: np.ndarray  # (E,) epoch s of the last scored point
 
     @property

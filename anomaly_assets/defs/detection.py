@@ -47,6 +47,7 @@ class DetectorConfig(dg.Config):
     transform: Literal["auto", "none"] = _DEFAULTS.transform
     accept_days: float = _DEFAULTS.accept_days
     refit_days: int = _DEFAULTS.refit_days  # >1: carry each series' model between refits (docs/detection.md)
+    carry_level: float = _DEFAULTS.carry_level  # with refit_days > 1: how far a day moves the carried level
     recurrent_runs: int = _DEFAULTS.recurrent_runs  # >0: what is left out this often is normal (docs/detection.md)
     probation_days: float = _DEFAULTS.probation_days  # a new series' first days: flags need far stronger evidence
     tail_quantile: float = _DEFAULTS.tail_quantile
