@@ -129,8 +129,13 @@ def with_owners(assets: list, owners: dict[str, list[str]]) -> list:
 
 
 def last_complete_day(now: dt.datetime) -> str:
-    """The newest daily partition at ``now``: the last UTC day that has ended."""
+    """The last UTC day that has ended at ``now`` (what the nightly run completes)."""
     return str(now.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1))
+
+
+def open_day(now: dt.datetime) -> str:
+    """The newest daily partition at ``now``: today (UTC), open while micro-batches fill it up."""
+    return str(now.astimezone(dt.timezone.utc).date())
 
 
 def _day_ranges(days: list[str]) -> list[tuple[str, str]]:
@@ -220,16 +225,18 @@ def plan_landing_runs(root: Path, skip: set[Path], cursor: LandingCursor, now: d
     (:func:`anomaly_assets.landing.observation_days`, which does not parse values). A file that is
     unusable (bad shape, not UTF-8, ...) or holds no parseable timestamp covers no day; it is run
     with the newest partition, so that the ingest reads it, records it in ``raw.rejected_files``
-    and the ingest checks report it (nothing else would ever look at it). Days after the newest
-    partition (today) wait in the cursor until they have ended; days before the first partition
-    cannot be run and are only noted. Files modified less than ``settle_s`` seconds ago are left
+    and the ingest checks report it (nothing else would ever look at it). Today's rows are run at
+    once, as a micro-batch of today's open partition (each point is scored from the days before
+    it and the points before it that day, so its score does not change when the nightly run
+    completes the day). Days after today wait in the cursor until they begin; days before the
+    first partition cannot be run and are only noted. Files modified less than ``settle_s`` seconds ago are left
     for a later tick (a file still being written would be read half).
 
     ``ingested(days)`` gives, for the days already ingested, when the run that last ingested each
     started (epoch seconds): a file version older than that run was read by it (e.g. by a shell
     backfill), so those days are not run again for it.
     """
-    latest = last_complete_day(now)
+    latest = open_day(now)
     notes: list[str] = []
     found = discover(root)
     files = [f for f in found.files if f.resolve() not in skip]
@@ -344,7 +351,7 @@ def build_landing_sensor(job, s: AutomationSettings) -> dg.SensorDefinition:
         job=job,
         minimum_interval_seconds=s.sensor_interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="New or changed landing files -> the whole chain for the days they cover.",
+        description="New or changed landing files -> the whole chain for the days they cover (today's at once).",
     )
     def landing_files(context: dg.SensorEvaluationContext, landing: LandingFolder):
         try:

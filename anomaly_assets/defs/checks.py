@@ -227,18 +227,21 @@ def schema_frame(con, table: wh.Table) -> pd.DataFrame:
     })
 
 
-def volume_frame(daily: pd.DataFrame, days: list[pd.Timestamp], history: int) -> pd.DataFrame:
+def volume_frame(daily: pd.DataFrame, days: list[pd.Timestamp], history: int,
+                 open_from: pd.Timestamp | None = None) -> pd.DataFrame:
     """Per day of the run: rows, the median of the ``history`` latest earlier days with rows, ratio.
 
     ``daily`` has ``day`` (UTC midnight) and ``rows`` for days with rows. The median and ratio
-    are NaN when fewer than ``history`` earlier days have rows.
+    are NaN when fewer than ``history`` earlier days have rows, and for days from ``open_from``
+    on (today, still filling up with micro-batches: judged when it has ended).
     """
     counts = daily.set_index(pd.DatetimeIndex(daily["day"]))["rows"].sort_index()
     out = []
     for day in days:
         earlier = counts[counts.index < day].tail(history)
         rows = int(counts.get(day, 0))
-        median = float(earlier.median()) if len(earlier) >= history else np.nan
+        is_open = open_from is not None and day >= open_from
+        median = float(earlier.median()) if len(earlier) >= history and not is_open else np.nan
         out.append({"day": str(day.date()), "rows": rows, "earlier_days": len(earlier),
                     "trailing_median": median, "ratio": rows / median if median > 0 else np.nan})
     return pd.DataFrame(out, columns=["day", "rows", "earlier_days", "trailing_median", "ratio"])
@@ -316,18 +319,19 @@ def observations_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBRe
     keys, dups, in_window, ranges = keys.result, dups.result, in_window.result, ranges.result
     configured = {m: r.model_dump() for m, r in rules.ranges.items()}
 
-    vol = volume_frame(daily, days, rules.volume.history_partitions)
+    vol = volume_frame(daily, days, rules.volume.history_partitions,
+                       open_from=pd.Timestamp.now(tz="UTC").floor("D"))
     checked = vol[vol["ratio"].notna()]
     volume = validate(vol, [gxe.ExpectColumnValuesToBeBetween(
         column="ratio", min_value=rules.volume.min_ratio, max_value=rules.volume.max_ratio)])
     short = vol[vol["ratio"].isna()]
     if volume.success and len(checked) == 0:
         volume_note = (f"not enough history: {', '.join(short['day'])} had fewer than "
-                       f"{rules.volume.history_partitions} earlier days with rows; nothing to compare")
+                       f"{rules.volume.history_partitions} earlier days with rows (or is today, still open)")
     elif volume.success:
         volume_note = (f"{len(checked)} day(s) within {rules.volume.min_ratio}..{rules.volume.max_ratio} × the median of "
                        f"the {rules.volume.history_partitions} earlier days with rows"
-                       + (f"; {len(short)} day(s) without enough history" if len(short) else ""))
+                       + (f"; {len(short)} day(s) without enough history or still open" if len(short) else ""))
     else:
         bad = checked[(checked["ratio"] < rules.volume.min_ratio) | (checked["ratio"] > rules.volume.max_ratio)]
         volume_note = "; ".join(

@@ -6,8 +6,10 @@ from anomaly_assets.defs.metadata import column_schema
 from anomaly_assets.settings import load_settings
 from anomaly_assets.warehouse import Table
 
-# The first day is ANOMALY_PARTITION_START; the last is yesterday.
-daily_partitions = dg.DailyPartitionsDefinition(start_date=load_settings().partition_start, timezone="UTC")
+# The first day is ANOMALY_PARTITION_START; the last is today, open while it fills up: the landing
+# sensor scores today's files as they land (micro-batches), and the nightly run completes the day.
+daily_partitions = dg.DailyPartitionsDefinition(start_date=load_settings().partition_start, timezone="UTC",
+                                                end_offset=1)
 
 # Assets that read a whole fleet do it a chunk of entities at a time, about this many rows each:
 # memory follows the chunk (a few hundred MB), not the fleet.

@@ -181,7 +181,7 @@ def test_a_file_with_a_bad_shape_runs_the_newest_partition(landing):
     (landing / "broken.csv").write_text("sensor;time;reading\npump-1;2026-09-21T00:00:00Z;3\n")
     data = _tick(sensor, landing, cursor)
     [request] = data.run_requests
-    newest = automation.last_complete_day(dt.datetime.now(dt.timezone.utc))
+    newest = automation.open_day(dt.datetime.now(dt.timezone.utc))
     assert _days(request) == (newest, newest)  # the ingest reads it, rejects it, the checks report it
     assert _tick(sensor, landing, data.cursor).run_requests == []
 
@@ -192,16 +192,22 @@ def test_missing_landing_folder_is_a_skip_not_an_error(tmp_path):
     assert data.run_requests == [] and "does not exist" in data.skip_message
 
 
-def test_todays_rows_wait_until_the_day_has_ended_and_unsettled_files_wait(tmp_path):
+def test_todays_rows_run_at_once_and_later_days_and_unsettled_files_wait(tmp_path):
     root = tmp_path / "landing"
     root.mkdir()
-    (root / "pump-1.csv").write_text("timestamp,value\n2026-09-22T23:00:00Z,1\n2026-09-23T01:00:00Z,2\n")
+    (root / "pump-1.csv").write_text("timestamp,value\n2026-09-22T23:00:00Z,1\n2026-09-23T01:00:00Z,2\n"
+                                     "2026-09-24T01:00:00Z,3\n")
     noon = dt.datetime(2026, 9, 23, 12, 0, tzinfo=dt.timezone.utc)
     plan = automation.plan_landing_runs(root, set(), automation.LandingCursor(), noon, "2013-01-01")
-    assert [(a, b) for a, b, _ in plan.runs] == [("2026-09-22", "2026-09-22")]
-    assert list(plan.cursor.waiting) == ["2026-09-23"]
+    # yesterday and today (a micro-batch of today's open partition) at once; tomorrow waits
+    assert [(a, b) for a, b, _ in plan.runs] == [("2026-09-22", "2026-09-23")]
+    assert list(plan.cursor.waiting) == ["2026-09-24"]
     later = automation.plan_landing_runs(root, set(), plan.cursor, noon + dt.timedelta(days=1), "2013-01-01")
-    assert [(a, b) for a, b, _ in later.runs] == [("2026-09-23", "2026-09-23")] and later.cursor.waiting == {}
+    assert [(a, b) for a, b, _ in later.runs] == [("2026-09-24", "2026-09-24")] and later.cursor.waiting == {}
+    # more rows for today land: today's partition runs again
+    (root / "pump-1b.csv").write_text("timestamp,value\n2026-09-23T13:00:00Z,4\n")
+    again = automation.plan_landing_runs(root, set(), plan.cursor, noon + dt.timedelta(hours=1), "2013-01-01")
+    assert [(a, b) for a, b, _ in again.runs] == [("2026-09-23", "2026-09-23")]
     # a file modified just now is not read until it has settled
     now = dt.datetime.now(dt.timezone.utc)
     fresh = automation.plan_landing_runs(root, set(), automation.LandingCursor(), now, "2013-01-01", settle_s=60)

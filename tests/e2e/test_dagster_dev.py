@@ -22,7 +22,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from anomaly_assets.defs.automation import failed_checks, last_complete_day
+from anomaly_assets.defs.automation import failed_checks, last_complete_day, open_day
 from anomaly_assets.demo.fleet import generate_fleet
 
 pytestmark = pytest.mark.slow
@@ -208,7 +208,7 @@ def test_a_landed_file_runs_the_chain_and_a_bad_file_is_caught(dagster_dev, tmp_
     # 2. a file with a bad shape arrives: no day known, so the newest partition (DAY again) is run
     (root / "landing" / "broken.csv").write_text(f"sensor;time;reading\npump-1;{DAY}T00:00:00Z;3\n")
     bad = _landing_run(instance, exclude={run.run_id})
-    assert bad.tags.get("dagster/partition") == last_complete_day(dt.datetime.now(dt.timezone.utc))
+    assert bad.tags.get("dagster/partition") == open_day(dt.datetime.now(dt.timezone.utc))
     con = _read_only(root / "warehouse.duckdb")
     try:
         rejected = con.execute("SELECT source_file, reason FROM raw.rejected_files").fetchall()

@@ -1,0 +1,96 @@
+"""Micro-batches: today's partition is open, so a file that lands during the day is ingested,
+scored, explained and run through the alert rules at once. When the rest of the day lands, the
+day's run scores the new points and gives the earlier ones the scores they already had: the same
+as one run over the whole day. Real ingest, detection and alerts materializations on DuckDB.
+
+The day is yesterday, whose hours have all passed (the ingest quarantines timestamps in the
+future), run first with its morning only, as today's is while it fills up."""
+
+import datetime as dt
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+
+from anomaly_assets.definitions import python_assets, resources, sql_assets
+from anomaly_assets.settings import load_settings
+
+TODAY = pd.Timestamp(dt.datetime.now(dt.timezone.utc).date(), tz="UTC") - pd.Timedelta(days=1)  # see above
+FIRST = TODAY - pd.Timedelta(days=16)
+CHAIN = [dg.AssetKey(k) for k in (["raw", "observations"], ["features", "decomposition"], ["ml", "model_versions"],
+                                    ["scoring", "anomaly_scores"], ["scoring", "explanations"], ["alerts", "alerts"])]
+
+
+def _frames():
+    rng = np.random.default_rng(11)
+    ts = pd.date_range(FIRST, TODAY + pd.Timedelta(hours=23), freq="1h")
+    rows = []
+    for e in range(4):
+        for j, m in enumerate(("temp", "load")):
+            v = 30 + 10 * j + 3 * np.sin(2 * np.pi * ts.hour.to_numpy() / 24) + rng.normal(0, 0.5, len(ts))
+            if e == 2 and m == "load":
+                v[-24 + 5:-24 + 9] += 15  # an excursion from 05:00 today, in the first micro-batch
+            rows.append(pd.DataFrame({"entity_id": f"pump-{e}", "ts": ts, "metric": m, "value": v.round(3)}))
+    df = pd.concat(rows, ignore_index=True)
+    df["timestamp"] = df["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    morning = TODAY + pd.Timedelta(hours=10)
+    cols = ["entity_id", "timestamp", "metric", "value"]
+    return df[df.ts < TODAY][cols], df[(df.ts >= TODAY) & (df.ts < morning)][cols], df[df.ts >= morning][cols]
+
+
+def _env(root):
+    (root / "landing").mkdir(parents=True)
+    env = {"ANOMALY_LANDING_DIR": str(root / "landing"), "ANOMALY_WAREHOUSE": str(root / "wh.duckdb")}
+    return resources(load_settings(env)), dg.DagsterInstance.ephemeral()
+
+
+def _run(res, inst, first, last=None):
+    tags = {} if last is None else {"dagster/asset_partition_range_start": str(first.date()),
+                                    "dagster/asset_partition_range_end": str(last.date())}
+    result = dg.materialize([*python_assets, *sql_assets], resources=res, instance=inst, selection=CHAIN,
+                            partition_key=str(first.date()) if last is None else None, tags=tags)
+    assert result.success
+
+
+def _today(root):
+    with duckdb.connect(str(root / "wh.duckdb"), read_only=True) as con:
+        scores = con.execute("SELECT entity_id, ts, anomaly_score, severity, why FROM scoring.anomaly_scores "
+                             "WHERE ts >= ? ORDER BY entity_id, ts", [TODAY]).df()
+        alerts = con.execute("SELECT count(*) FROM alerts.alerts WHERE opened_at >= ?", [TODAY]).fetchone()[0]
+    return scores, alerts
+
+
+def test_todays_partition_is_open():
+    from anomaly_assets.defs.partitions import daily_partitions
+
+    assert daily_partitions.get_last_partition_key() == str(dt.datetime.now(dt.timezone.utc).date())
+
+
+def test_a_micro_batch_scores_the_day_so_far_and_the_day_keeps_those_scores(tmp_path):
+    history, morning, rest = _frames()
+    res, inst = _env(tmp_path / "micro")
+    land = tmp_path / "micro" / "landing"
+    history.to_csv(land / "history.csv", index=False)
+    _run(res, inst, FIRST, TODAY - pd.Timedelta(days=1))
+    morning.to_csv(land / "today_morning.csv", index=False)
+    _run(res, inst, TODAY)  # what the landing sensor requests for today's file
+    early, early_alerts = _today(tmp_path / "micro")
+    assert len(early) == 4 * 10 and (early.severity != "cold_start").all()
+    assert early.loc[early.entity_id == "pump-2", "severity"].isin(["warning", "critical"]).any()
+    assert early_alerts >= 1  # the alert rules ran on the micro-batch
+    rest.to_csv(land / "today_rest.csv", index=False)
+    _run(res, inst, TODAY)  # the rest of the day (the nightly run completes it the same way)
+    day, _ = _today(tmp_path / "micro")
+    assert len(day) == 4 * 24 and not day.duplicated(["entity_id", "ts"]).any()
+    again = day.merge(early, on=["entity_id", "ts"], suffixes=("", "_early"))
+    assert len(again) == len(early)
+    np.testing.assert_allclose(again.anomaly_score, again.anomaly_score_early, rtol=1e-9)
+    assert (again.severity == again.severity_early).all() and (again.why.fillna("") == again.why_early.fillna("")).all()
+    # one run over the whole day, on another warehouse: the same scores
+    res2, inst2 = _env(tmp_path / "whole")
+    for name, frame in (("history", history), ("morning", morning), ("rest", rest)):
+        frame.to_csv(tmp_path / "whole" / "landing" / f"{name}.csv", index=False)
+    _run(res2, inst2, FIRST, TODAY)
+    whole, _ = _today(tmp_path / "whole")
+    pd.testing.assert_frame_equal(day, whole, check_exact=False, rtol=1e-9)
