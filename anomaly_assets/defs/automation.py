@@ -234,7 +234,9 @@ def plan_landing_runs(root: Path, skip: set[Path], cursor: LandingCursor, now: d
 
     ``ingested(days)`` gives, for the days already ingested, when the run that last ingested each
     started (epoch seconds): a file version older than that run was read by it (e.g. by a shell
-    backfill), so those days are not run again for it.
+    backfill), so those days are not run again for it. Rows for a day that days already ingested
+    follow (late, or a corrected file) make one run from that day through today: every later
+    day's references included the day, so each is scored again from the one before it.
     """
     latest = open_day(now)
     notes: list[str] = []
@@ -296,11 +298,27 @@ def plan_landing_runs(root: Path, skip: set[Path], cursor: LandingCursor, now: d
         notes.append(f"{settling} file(s) modified less than {settle_s:g} s ago: next tick")
     waiting = {d: sorted(v) for d, v in by_day.items() if d > latest}
     ready = sorted(d for d in by_day if d <= latest)
+    cursor_out = LandingCursor(files=seen, waiting=waiting)
+    later = _days_after(ready[0], latest) if ready and ingested else []
+    if later and ingested(later):
+        # late or corrected rows: the days after them were scored from references that lacked
+        # them, so every day from the earliest one through today is rescored, in order (one run)
+        notes.append(f"late or changed rows for {ready[0]}, which days already scored follow: "
+                     f"rescoring {ready[0]}..{latest}")
+        return LandingPlan([(ready[0], latest, sorted(set().union(*by_day.values()) - {t for d in waiting
+                                                                                        for t in by_day[d]}))],
+                           cursor_out, notes)
     runs = []
     for first, last in _day_ranges(ready):
         versions = sorted(set().union(*(by_day[d] for d in ready if first <= d <= last)))
         runs.append((first, last, versions))
-    return LandingPlan(runs, LandingCursor(files=seen, waiting=waiting), notes)
+    return LandingPlan(runs, cursor_out, notes)
+
+
+def _days_after(first: str, last: str) -> list[str]:
+    """The days after ``first`` up to ``last`` (ISO dates)."""
+    a, b = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+    return [str(a + dt.timedelta(days=k)) for k in range(1, (b - a).days + 1)]
 
 
 def ingested_days(instance: dg.DagsterInstance, days: list[str]) -> dict[str, float]:

@@ -425,3 +425,20 @@ def test_ingested_days_come_from_the_instance():
     assert dg.materialize([observations], instance=instance, partition_key="2026-09-07").success
     got = automation.ingested_days(instance, ["2026-09-06", "2026-09-07"])
     assert list(got) == ["2026-09-07"] and before - 1 <= got["2026-09-07"] <= time.time()
+
+
+def test_late_rows_rescore_every_day_after_them(tmp_path):
+    root = tmp_path / "landing"
+    root.mkdir()
+    (root / "pump-1.csv").write_text("timestamp,value\n2026-09-20T05:00:00Z,1\n")
+    noon = dt.datetime(2026, 9, 23, 12, 0, tzinfo=dt.timezone.utc)
+    scored = {"2026-09-21": 0.0, "2026-09-22": 0.0}  # later days were ingested (and scored) before
+    plan = automation.plan_landing_runs(root, set(), automation.LandingCursor(), noon, "2013-01-01",
+                                        ingested=lambda days: {d: scored[d] for d in days if d in scored})
+    [(first, last, versions)] = plan.runs
+    assert (first, last) == ("2026-09-20", "2026-09-23") and len(versions) == 1
+    assert "rescoring 2026-09-20..2026-09-23" in plan.notes[-1]
+    # the same file with nothing scored after its day: that day only
+    alone = automation.plan_landing_runs(root, set(), automation.LandingCursor(), noon, "2013-01-01",
+                                         ingested=lambda days: {})
+    assert [(a, b) for a, b, _ in alone.runs] == [("2026-09-20", "2026-09-20")]
