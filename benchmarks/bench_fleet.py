@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_fleet.py --entities 1000 --days 35 --repeat 3
     .venv/bin/python benchmarks/bench_fleet.py --mode nightly --entities 100000      # one night, 100k entities
     .venv/bin/python benchmarks/bench_fleet.py --mode smd --machines 8               # SMD-like, 1-minute, 38 metrics
+    .venv/bin/python benchmarks/bench_fleet.py --mode micro --entities 1000          # one landed hour, as the sensor runs it
 
 ``--mode chain`` (default) generates ``--entities`` pumps x 4 metrics x ``--days`` + 1 days with
 ``anomaly_assets.demo.fleet.generate_fleet`` (wide CSV per site per day, like the nightly feed)
@@ -376,9 +377,48 @@ def mode_chain(a) -> None:
           f"nightly baseline/chain = {night_s / nt['wall']:.0f}x", flush=True)
 
 
+def mode_micro(a) -> None:
+    """One landed file of the fleet's first hour of a day, run as the landing sensor runs it: the
+    whole chain (ingest, detection, alerts, marts, checks) for that day's partition, on a copy
+    of the warehouse backfilled through the day before."""
+    import pandas as pd
+
+    from anomaly_assets.demo.fleet import generate_fleet
+
+    work = Path(a.workdir) / f"micro_{a.entities}x{a.days}_{a.freq}"
+    gen = work / "generated"
+    if not (gen / "done").exists():
+        shutil.rmtree(gen, ignore_errors=True)
+        generate_fleet(gen / "landing", entities=a.entities, days=a.days + 1, freq=a.freq, seed=a.seed,
+                       labels_path=gen / "labels.csv", entities_path=gen / "entities.csv")
+        (gen / "done").write_text("ok")
+    days = sorted(p.name for p in (gen / "landing").iterdir() if p.is_dir())
+    history_days, day = days[:-1], days[-1]
+    hist_landing, micro_landing = work / "landing_history", work / "landing_micro"
+    _link_tree(gen / "landing", hist_landing, history_days)
+    _link_tree(gen / "landing", micro_landing, history_days)
+    rows = 0
+    for f in sorted((gen / "landing" / day).glob("*.csv")):  # the day's first hour only
+        frame = pd.read_csv(f)
+        hour = frame[pd.to_datetime(frame["timestamp"], utc=True) < pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=1)]
+        (micro_landing / day).mkdir(parents=True, exist_ok=True)
+        hour.to_csv(micro_landing / day / f.name, index=False)
+        rows += len(hour) * (hour.shape[1] - 2)
+    history = work / "history.duckdb"
+    if not history.exists():
+        print(f"backfilling {history_days[0]}..{history_days[-1]} once (not timed)", flush=True)
+        repeat_chain(work, "history", 1, landing=hist_landing, start=history_days[0], end=history_days[-1],
+                     full=True, keep=history, refit_days=a.refit_days)
+    print(f"micro-batch: {a.entities} entities x 4 metrics, the first hour of {day} ({rows:,} rows); "
+          f"cpus {os.cpu_count()}, load {os.getloadavg()}", flush=True)
+    runs = repeat_chain(work, "micro", a.repeat, landing=micro_landing, start=day, end=day, full=True,
+                        history=history, refit_days=a.refit_days)
+    _report("micro", runs, rows)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mode", choices=["chain", "nightly", "smd"], default="chain")
+    ap.add_argument("--mode", choices=["chain", "nightly", "smd", "micro"], default="chain")
     ap.add_argument("--entities", type=int, default=None)
     ap.add_argument("--days", type=int, default=35)
     ap.add_argument("--freq", default="1h")
@@ -401,6 +441,9 @@ def main(argv=None) -> None:
     if a.mode == "nightly":
         a.entities = a.entities or 100_000
         return mode_nightly(a)
+    if a.mode == "micro":
+        a.entities = a.entities or 1000
+        return mode_micro(a)
     return mode_smd(a)
 
 
