@@ -99,6 +99,7 @@ class RuleBase(_Strict):
     prior_precision: float | None = Field(default=None, gt=0, lt=1)
     peer_z: float | None = Field(default=None, ge=0)  # the hit must stand out from its site peers (0 = off)
     min_hits: int = Field(default=1, ge=1)  # hits before the alert opens (until then: pending, not sent)
+    after_events: Duration | None = None  # quiet this long after a known event; default: defaults.after_events
     enabled: bool = True
 
     @field_validator("severity", mode="before")
@@ -205,6 +206,9 @@ class BusinessGapRule(RuleBase):
     # billing days that move the metric by design (rent due on the 1st, past due after the grace
     # period): no hit on them, as on a calendar event
     skip_days_of_month: list[Annotated[int, Field(ge=1, le=31)]] = []
+    # readings before the window whose median actual / expected rescales the expected total: the
+    # detector's expected lags a level that drifts (delinquency), so only a fresh change counts
+    baseline: int | None = Field(default=None, ge=3, le=60)
 
     @model_validator(mode="after")
     def _threshold(self):
@@ -278,6 +282,10 @@ class AlertRules(_Strict):
 
     def cooldown(self, rule) -> dt.timedelta:
         return rule.cooldown if rule.cooldown is not None else self.defaults.cooldown
+
+    def after_events(self, rule) -> dt.timedelta:
+        """How long after a known calendar event ``rule`` stays quiet."""
+        return rule.after_events if rule.after_events is not None else self.defaults.after_events
 
     def prior(self, rule) -> float:
         return rule.prior_precision or self.defaults.prior_precision

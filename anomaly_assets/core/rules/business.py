@@ -24,6 +24,8 @@ the entity's ``price_column`` (entities.csv).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -63,21 +65,56 @@ def watched_metrics(rule, inputs: RuleInputs) -> list[str]:
     return sorted(m for m, k in inputs.metric_kind.items() if k in (rule.kinds or ()))
 
 
-def _windows(d: pd.DataFrame, w: int) -> pd.DataFrame:
+def _recent_level(v: np.ndarray, x: np.ndarray, code: np.ndarray, first: np.ndarray, w: int, n: int) -> np.ndarray:
+    """Median of actual / expected over the ``n`` readings before each row's window of ``w`` (NaN
+    until the series has them all; readings with no positive expected are left out of the median)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = np.where(x > 0, v / x, np.nan)
+    lag = _lagged(q, first, w)
+    med = pd.Series(lag).groupby(code).rolling(n, min_periods=max(1, n // 2 + 1)).median().to_numpy(float)
+    full = np.arange(len(v)) - w - n + 1 >= first  # the whole baseline lies in the series
+    return np.where(full, med, np.nan)
+
+
+def _windows(d: pd.DataFrame, w: int, baseline: int | None = None) -> pd.DataFrame:
     """Per row of ``d`` (sorted by entity, metric, ts): actual and expected totals over its window,
-    and the row before the window (its value and expected)."""
+    and the row before the window (its value and expected).
+
+    With ``baseline``, the expected total is rescaled by the metric's recent level: the median
+    actual / expected of the ``baseline`` readings before the window. A level the detector has not
+    caught up with yet is then not a deviation; only a change within the window is."""
     code = _series_code(d)
     first = _series_first(code)
     v, x = d["value"].to_numpy(float), d["expected"].to_numpy(float)
-    return d.assign(actual_total=_window_sum(v, first, w), expected_total=_window_sum(x, first, w),
+    expected_total = _window_sum(x, first, w)
+    if baseline:
+        expected_total = expected_total * _recent_level(v, x, code, first, w, baseline)
+    return d.assign(actual_total=_window_sum(v, first, w), expected_total=expected_total,
                     before_value=_lagged(v, first, w), before_expected=_lagged(x, first, w),
                     since=d["ts"].array.take(np.maximum(np.arange(len(d)) - w + 1, first)))
 
 
+WEEKS_BACK = 4  # same-weekday readings that say whether a channel settles on a weekday at all
+
+
+def _same_weekday_typical(o: pd.DataFrame) -> np.ndarray:
+    """Per row of ``o`` (entity_id, ts, actual_total): the median actual total at the same time of
+    week over the ``WEEKS_BACK`` weeks before (NaN without any)."""
+    key = o[["entity_id", "ts", "actual_total"]]
+    past = []
+    for k in range(1, WEEKS_BACK + 1):
+        back = key.assign(ts=key["ts"] + pd.Timedelta(weeks=k))  # the reading k weeks before, moved onto ts
+        past.append(o[["entity_id", "ts"]].merge(back, on=["entity_id", "ts"], how="left")["actual_total"].to_numpy(float))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: the series' first weeks
+        return np.nanmedian(np.vstack(past), axis=0)
+
+
 def _others_hold(rule, cfg: AlertRules, inputs: RuleInputs, at: pd.DataFrame) -> np.ndarray:
     """At each (entity_id, ts) of ``at``: every metric of ``others`` is at least ``hold_share`` of
-    its expected over the same window, or its expected is not material (below its floor: a weekend
-    for ACH, which does not settle then)."""
+    its expected over the same window, or that is not material: its expected is below its floor,
+    or the metric does not normally move then (its median over the same weekday of the weeks
+    before is below its floor: ACH settles no weekend, whatever the forecast says)."""
     ok = np.ones(len(at), bool)
     dec = inputs.decomposition
     for m in rule.others:
@@ -85,9 +122,11 @@ def _others_hold(rule, cfg: AlertRules, inputs: RuleInputs, at: pd.DataFrame) ->
         if o.empty:
             continue
         o = _windows(o.assign(metric=m), rule.window)[["entity_id", "ts", "actual_total", "expected_total", "family"]]
+        o = o.assign(typical=_same_weekday_typical(o))
         j = at[["entity_id", "ts"]].merge(o, on=["entity_id", "ts"], how="left")
-        floor = cfg.floor(None, m, j["family"].iloc[0] if len(j) and isinstance(j["family"].iloc[0], str) else m)
-        material = j["expected_total"].to_numpy(float) > max(floor, 0.0)
+        floor = max(cfg.floor(None, m, j["family"].iloc[0] if len(j) and isinstance(j["family"].iloc[0], str) else m), 0.0)
+        typical = j["typical"].to_numpy(float)
+        material = (j["expected_total"].to_numpy(float) > floor) & ~(typical <= floor)  # NaN typical: unknown, material
         holds = j["actual_total"].to_numpy(float) >= rule.hold_share * j["expected_total"].to_numpy(float)
         ok &= ~material | holds | j["expected_total"].isna().to_numpy()
     return ok
@@ -144,7 +183,7 @@ def business_gap_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> 
     d = dec[dec["metric"].isin(metrics)].sort_values(["entity_id", "metric", "ts"])
     if d.empty:
         return _empty_hits()
-    w = _windows(d, rule.window)
+    w = _windows(d, rule.window, rule.baseline)
     a, x = w["actual_total"].to_numpy(float), w["expected_total"].to_numpy(float)
     floors = np.array([cfg.floor(rule, m, f) for m, f in zip(w["metric"], w["family"])], float)
     rz = w["residual_z"].to_numpy(float)
