@@ -195,6 +195,7 @@ class BusinessGapRule(RuleBase):
     min_ratio: float | None = Field(default=None, gt=1)
     min_expected: float = Field(default=0.0, ge=0)
     min_z: float = Field(default=0.0, ge=0)  # the detector's residual_z at the last reading, in direction
+    min_window_z: float = Field(default=0.0, ge=0)  # sum of residual_z over the window / sqrt(window), in direction
     others: list[str] = []
     hold_share: Share = 0.5
     stock: Literal["frozen", "moving", "any"] = "any"
@@ -209,6 +210,10 @@ class BusinessGapRule(RuleBase):
     # readings before the window whose median actual / expected rescales the expected total: the
     # detector's expected lags a level that drifts (delinquency), so only a fresh change counts
     baseline: int | None = Field(default=None, ge=3, le=60)
+    # what a series does every few weeks is its noise: the condition held in at most max_recur of
+    # the recur_window readings before the window (0: never)
+    recur_window: int | None = Field(default=None, ge=1, le=365)
+    max_recur: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _threshold(self):
@@ -218,6 +223,8 @@ class BusinessGapRule(RuleBase):
             raise ValueError("direction 'below' needs 'max_share' (e.g. 0.15: at most 15% of expected)")
         if self.direction == "above" and self.min_ratio is None:
             raise ValueError("direction 'above' needs 'min_ratio' (e.g. 1.8: at least 1.8x expected)")
+        if self.max_recur and not self.recur_window:
+            raise ValueError("'max_recur' needs 'recur_window' (the readings to count the condition in)")
         return self
 
 

@@ -177,3 +177,47 @@ def test_new_business_options_fail_naming_file_rule_field_and_value(tmp_path: Pa
     msg = str(e.value)
     assert str(f) in msg and "rule 'delq' (rules[0])" in msg and f"field '{field}'" in msg and repr(value) in msg
     assert allowed in msg
+
+
+def test_a_dip_the_sku_makes_every_few_weeks_is_its_noise_unless_a_promotion_explained_it():
+    days = pd.date_range("2026-01-01", periods=40, freq="D", tz="UTC")
+    sold = np.full(40, 10.0)
+    sold[[10, 11, 12]] = 1.0   # an earlier dip, off the calendar
+    sold[[33, 34, 35]] = 1.0   # the dip the rule judges
+    on_hand = 500.0 - np.cumsum(sold)
+    dec = pd.concat([pd.DataFrame({"entity_id": "S01-SKU1", "metric": m, "ts": days, "value": v, "expected": x})
+                     for m, v, x in (("units_sold", sold, np.full(40, 10.0)), ("on_hand", on_hand, on_hand))],
+                    ignore_index=True)
+    dec = dec.assign(residual=dec["value"] - dec["expected"], residual_z=(dec["value"] - dec["expected"]) / 2.0)
+    rule = dict(kinds=["count"], direction="below", window=3, max_share=0.3, min_expected=15, stock="moving",
+                fault_kind="sales_drop")
+    end = days[-1] + pd.Timedelta(days=1)
+    assert days[35] in set(R.find_hits(_cfg(**rule), _inputs(dec), days[0], end)["ts"])
+    cfg = _cfg(**rule, recur_window=28, max_recur=0)
+    hits = R.find_hits(cfg, _inputs(dec), days[0], end)
+    assert days[12] in set(hits["ts"]) and days[35] not in set(hits["ts"])  # it dipped 3 weeks before
+    # the earlier dip followed a promotion (and the rule stays quiet on it): it does not count
+    events = pd.DataFrame({"entity_id": ["S01-SKU1"], "day": [days[9]], "kind": ["promotion"], "name": ["sale"]})
+    hits = R.find_hits(cfg, _inputs(dec, events=events), days[0], end)
+    assert days[12] not in set(hits["ts"]) and days[35] in set(hits["ts"])
+    assert R.readings_needed(cfg.rules[0]) == 3 + 1 + 28
+
+
+def test_a_spike_must_be_far_out_against_the_series_own_noise():
+    sold = [4.0] * 10 + [12.0, 12.0, 4.0]
+    dec = _dec({"units_sold": (sold, [4.0] * 13)})
+    rule = dict(kinds=["count"], direction="above", window=2, min_ratio=2.5, min_expected=6, floor=8,
+                fault_kind="unplanned_spike")
+    assert list(R.find_hits(_cfg(**rule), _inputs(dec), DAYS[0], DAYS[13])["ts"]) == [DAYS[11]]
+    # residual_z = residual / 2 here: (4 + 4) / sqrt(2) = 5.7σ over the window clears 5, not 6
+    assert list(R.find_hits(_cfg(**rule, min_window_z=5), _inputs(dec), DAYS[0], DAYS[13])["ts"]) == [DAYS[11]]
+    noisy = dec.assign(residual_z=dec["residual"] / 8.0)  # a noisier SKU: the same units are 1.4σ
+    assert R.find_hits(_cfg(**rule, min_window_z=2), _inputs(noisy), DAYS[0], DAYS[13]).empty
+
+
+def test_max_recur_without_its_window_fails_naming_the_rule(tmp_path: Path):
+    f = tmp_path / "rules.yaml"
+    f.write_text("rules:\n  - {name: drop, type: business_gap, kinds: [count], max_share: 0.3, max_recur: 1}\n")
+    with pytest.raises(ConfigFileError) as e:
+        load_alert_rules(f)
+    assert str(f) in str(e.value) and "rule 'drop' (rules[0])" in str(e.value) and "recur_window" in str(e.value)

@@ -58,6 +58,51 @@ def _lagged(v: np.ndarray, first: np.ndarray, k: int) -> np.ndarray:
     return np.where(idx >= first, v[np.maximum(idx, 0)], np.nan)
 
 
+def _near_events(w: pd.DataFrame, events: pd.DataFrame | None, after: pd.Timedelta) -> np.ndarray:
+    """Per row of ``w``: a known event day of its entity lies in ``[since - after, ts]`` (the rows
+    the known-event guard of ``hits`` drops)."""
+    if events is None or events.empty or w.empty:
+        return np.zeros(len(w), bool)
+    ev = events[["entity_id", "day"]].drop_duplicates()
+    ev = ev.assign(day=pd.to_datetime(ev["day"], utc=True).astype("datetime64[us, UTC]")).sort_values("day")
+    rows = pd.DataFrame({"entity_id": w["entity_id"].to_numpy(), "i": np.arange(len(w)),
+                         "day": pd.to_datetime(w["ts"], utc=True).astype("datetime64[us, UTC]").to_numpy(),
+                         "lo": (pd.to_datetime(w["since"], utc=True) - after).dt.floor("D").to_numpy()})
+    m = pd.merge_asof(rows.sort_values("day"), ev.assign(last=ev["day"]), on="day", by="entity_id",
+                      direction="backward")  # the latest event day at or before ts
+    out = np.zeros(len(w), bool)
+    out[m["i"].to_numpy()] = (m["last"] >= m["lo"]).to_numpy(bool)
+    return out
+
+
+def _times_before(cond: np.ndarray, first: np.ndarray, w: int, n: int) -> np.ndarray:
+    """How many of the ``n`` readings before each row's window of ``w`` met ``cond`` (the part of
+    them within the row's series)."""
+    idx = np.arange(len(cond))
+    c = np.cumsum(np.r_[0, cond.astype(np.int64)])
+    hi = idx - w  # the last reading before the window
+    lo = np.maximum(hi - n + 1, first)
+    return np.where(hi >= first, c[np.maximum(hi, 0) + 1] - c[np.minimum(lo, np.maximum(hi, 0) + 1)], 0)
+
+
+def readings_needed(rule) -> int:
+    """How many readings of a series a ``business_gap`` rule reads up to and including the one it
+    judges: its window, the reading before it, and the history its options look back on (the
+    baseline, the same weekday of the weeks before for ``others``, the recurrence window).
+
+    Parameters
+    ----------
+    rule : BusinessGapRule
+
+    Returns
+    -------
+    int
+        Readings (days, on daily data); the alerts asset reads this far back before a run.
+    """
+    extra = max(rule.baseline or 0, 7 * WEEKS_BACK if rule.others else 0, rule.recur_window or 0)
+    return rule.window + 1 + extra
+
+
 def watched_metrics(rule, inputs: RuleInputs) -> list[str]:
     """The metrics a business rule evaluates: its ``metrics``, else every metric of its ``kinds``."""
     if rule.metrics:
@@ -202,7 +247,16 @@ def business_gap_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> 
             bv, bx = w["before_value"].to_numpy(float), w["before_expected"].to_numpy(float)
             gap_before = (bv <= rule.gap_share * bx) & (bx - bv >= floors) & (bx >= rule.min_expected)
             cond &= gap_before if rule.after_gap else ~gap_before
+    if rule.min_window_z:
+        # the window's deviation in the detector's σ of the series: material against its own noise
+        zw = _window_sum(rz, _series_first(_series_code(w)), rule.window) / np.sqrt(rule.window)
+        with np.errstate(invalid="ignore"):
+            cond &= (zw >= rule.min_window_z) if rule.direction == "above" else (zw <= -rule.min_window_z)
     cond &= np.isfinite(a) & np.isfinite(x) & (x > 0)
+    if rule.recur_window:
+        # known events (promotions, holidays) explain their own deviations: they do not count
+        usual = cond & ~_near_events(w, inputs.events, pd.Timedelta(cfg.after_events(rule)))
+        cond &= _times_before(usual, _series_first(_series_code(w)), rule.window, rule.recur_window) <= rule.max_recur
     ts = w["ts"]
     cond &= ((ts >= start) & (ts < end)).to_numpy()
     if rule.skip_days_of_month:
