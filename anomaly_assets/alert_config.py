@@ -183,6 +183,8 @@ class BusinessGapRule(RuleBase):
     ``min_expected``. Optional context: ``others`` hold (payment channels), the ``stock`` metric
     is ``frozen`` (> 0 and unchanged: ghost stock) or ``moving``, the reading before the window was
     (``after_gap: true``) or was not (``false``) itself a gap (a missing settlement caught up).
+    History: ``baseline`` (expected rescaled by the recent actual / expected), ``min_window_z``
+    (against the series' noise), ``recur_window`` + ``max_recur`` (not what it does every few weeks).
     Evidence in money: ``value_at_risk`` = the gap in currency, or in units x ``price_column``."""
 
     type: Literal["business_gap"]

@@ -16,6 +16,15 @@ apart is context, each an option of the rule:
   expected): a settlement missing one day and caught up the next. ``false`` excludes that case
   (a duplicate settlement is not the catch-up of a missing one).
 
+And the series' own history, so that what it does anyway is not a fault:
+
+- ``baseline``: the expected total is rescaled by the median actual / expected of the readings
+  before the window (a drifting level the forecast lags is no spike; a ramp is).
+- ``min_window_z``: the window's residual_z, summed and divided by sqrt(window), clears this (a
+  spike of a noisy SKU must be larger than one of a steady SKU).
+- ``recur_window`` / ``max_recur``: the condition held at most ``max_recur`` times in the readings
+  before the window, known events aside (a SKU that dips every few weeks is not delisted).
+
 Expected values are the detector's (``features.decomposition``): they carry the weekday,
 day-of-month and holiday effects, so a quiet Sunday or a big 1st is not a gap. Evidence is in
 money: ``value_at_risk`` is the gap in currency for a currency metric, and for units the gap times
