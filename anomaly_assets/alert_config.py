@@ -99,6 +99,7 @@ class RuleBase(_Strict):
     prior_precision: float | None = Field(default=None, gt=0, lt=1)
     peer_z: float | None = Field(default=None, ge=0)  # the hit must stand out from its site peers (0 = off)
     min_hits: int = Field(default=1, ge=1)  # hits before the alert opens (until then: pending, not sent)
+    after_events: Duration | None = None  # quiet this long after a known event; default: defaults.after_events
     enabled: bool = True
 
     @field_validator("severity", mode="before")
@@ -182,6 +183,8 @@ class BusinessGapRule(RuleBase):
     ``min_expected``. Optional context: ``others`` hold (payment channels), the ``stock`` metric
     is ``frozen`` (> 0 and unchanged: ghost stock) or ``moving``, the reading before the window was
     (``after_gap: true``) or was not (``false``) itself a gap (a missing settlement caught up).
+    History: ``baseline`` (expected rescaled by the recent actual / expected), ``min_window_z``
+    (against the series' noise), ``recur_window`` + ``max_recur`` (not what it does every few weeks).
     Evidence in money: ``value_at_risk`` = the gap in currency, or in units x ``price_column``."""
 
     type: Literal["business_gap"]
@@ -194,6 +197,7 @@ class BusinessGapRule(RuleBase):
     min_ratio: float | None = Field(default=None, gt=1)
     min_expected: float = Field(default=0.0, ge=0)
     min_z: float = Field(default=0.0, ge=0)  # the detector's residual_z at the last reading, in direction
+    min_window_z: float = Field(default=0.0, ge=0)  # sum of residual_z over the window / sqrt(window), in direction
     others: list[str] = []
     hold_share: Share = 0.5
     stock: Literal["frozen", "moving", "any"] = "any"
@@ -205,6 +209,13 @@ class BusinessGapRule(RuleBase):
     # billing days that move the metric by design (rent due on the 1st, past due after the grace
     # period): no hit on them, as on a calendar event
     skip_days_of_month: list[Annotated[int, Field(ge=1, le=31)]] = []
+    # readings before the window whose median actual / expected rescales the expected total: the
+    # detector's expected lags a level that drifts (delinquency), so only a fresh change counts
+    baseline: int | None = Field(default=None, ge=3, le=60)
+    # what a series does every few weeks is its noise: the condition held in at most max_recur of
+    # the recur_window readings before the window (0: never)
+    recur_window: int | None = Field(default=None, ge=1, le=365)
+    max_recur: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _threshold(self):
@@ -214,6 +225,8 @@ class BusinessGapRule(RuleBase):
             raise ValueError("direction 'below' needs 'max_share' (e.g. 0.15: at most 15% of expected)")
         if self.direction == "above" and self.min_ratio is None:
             raise ValueError("direction 'above' needs 'min_ratio' (e.g. 1.8: at least 1.8x expected)")
+        if self.max_recur and not self.recur_window:
+            raise ValueError("'max_recur' needs 'recur_window' (the readings to count the condition in)")
         return self
 
 
@@ -278,6 +291,10 @@ class AlertRules(_Strict):
 
     def cooldown(self, rule) -> dt.timedelta:
         return rule.cooldown if rule.cooldown is not None else self.defaults.cooldown
+
+    def after_events(self, rule) -> dt.timedelta:
+        """How long after a known calendar event ``rule`` stays quiet."""
+        return rule.after_events if rule.after_events is not None else self.defaults.after_events
 
     def prior(self, rule) -> float:
         return rule.prior_precision or self.defaults.prior_precision

@@ -22,6 +22,7 @@ from anomaly_assets.alert_config import AlertRules, alert_paths, calendar_path, 
 from anomaly_assets.calendars import event_days, load_calendar
 from anomaly_assets.core import rules as core
 from anomaly_assets.core.explain import _FAMILY_PATTERNS
+from anomaly_assets.core.semantics import infer_kind
 from anomaly_assets.core.fleet import DAY
 from anomaly_assets.defs.metadata import column_schema, markdown_preview, table_metadata, time_window
 from anomaly_assets.defs.partitions import WRITER_POOL, daily_table_asset
@@ -32,10 +33,28 @@ LOOKBACK = pd.Timedelta(days=3)  # rule windows (bursts, runs, stuck readings) r
 
 
 def rule_lookback(cfg: AlertRules) -> pd.Timedelta:
-    """How far before a run's first day the rules read: LOOKBACK, or a business rule's window of
-    daily readings plus the reading before it (ghost stock: the stock before the window)."""
+    """How far before a run's first day the rules read: LOOKBACK, or the daily readings a business
+    rule needs (its window, the reading before it, its baseline, recurrence or same-weekday history)."""
+    days = [core.readings_needed(r) + 1 for r in cfg.active if r.type == "business_gap"]
+    return max(LOOKBACK, pd.Timedelta(days=max(days, default=0)))
+
+
+def window_lookback(cfg: AlertRules) -> pd.Timedelta:
+    """How far back every metric is read: LOOKBACK, or a business rule's window plus the reading
+    before it. Only the metrics business rules judge are read as far as :func:`rule_lookback`."""
     days = [r.window + 2 for r in cfg.active if r.type == "business_gap"]
     return max(LOOKBACK, pd.Timedelta(days=max(days, default=0)))
+
+
+def history_metrics(cfg: AlertRules, metrics, kinds) -> list[str]:
+    """The metrics business rules read a long history of (baseline, recurrence, same weekday):
+    those they name or whose kind (declared, else from the name) they watch, and their ``others``."""
+    out = set()
+    for r in cfg.active:
+        if r.type != "business_gap" or core.readings_needed(r) + 1 <= window_lookback(cfg).days:
+            continue
+        out |= set(r.metrics or [m for m in metrics if infer_kind(m, kinds) in (r.kinds or ())]) | set(r.others)
+    return sorted(out)
 
 
 class AlertRulebook(dg.ConfigurableResource):
@@ -137,7 +156,10 @@ def _entity_bounds(con, lo, end, chunk_rows: int) -> list[tuple[Optional[str], O
 
 
 def _read_inputs(con, start, end, fam, entities, bounds=(None, None), figures=None,
-                 context: Optional[dict] = None, lookback: pd.Timedelta = LOOKBACK) -> core.RuleInputs:
+                 context: Optional[dict] = None, lookback: pd.Timedelta = LOOKBACK,
+                 history: tuple[pd.Timedelta, list[str]] | None = None) -> core.RuleInputs:
+    """The rules' inputs for ``[start - lookback, end)``; with ``history`` = (reach, metrics), those
+    metrics' decomposition from ``start - reach`` (business rules' baselines and recurrences)."""
     lo = start - lookback
     where, params = "ts >= ? AND ts < ?", [lo, end]
     if bounds[0] is not None:
@@ -145,12 +167,18 @@ def _read_inputs(con, start, end, fam, entities, bounds=(None, None), figures=No
     if bounds[1] is not None:
         where, params = where + " AND entity_id < ?", params + [bounds[1]]
     q = lambda sql: con.execute(sql + " WHERE " + where, params).df()  # noqa: E731
+    cols = "SELECT entity_id, metric, ts, value, expected, residual, residual_z FROM features.decomposition"
+    if history and history[1] and history[0] > lookback:
+        older = where.replace("ts >= ? AND ts < ?", "ts >= ? AND ts < ? AND metric IN (" + ", ".join("?" * len(history[1])) + ")")
+        dec = con.execute(f"{cols} WHERE {older} UNION ALL {cols} WHERE {where}",
+                          [start - history[0], lo, *history[1], *params[2:], *params]).df()
+    else:
+        dec = q(cols)
     return core.RuleInputs(
         scores=q("SELECT entity_id, ts, anomaly_score, is_anomaly, severity FROM scoring.anomaly_scores"),
         explanations=q("SELECT entity_id, ts, metric, rank, contribution, family, expected, actual "
                        "FROM scoring.explanations"),
-        decomposition=q("SELECT entity_id, metric, ts, value, expected, residual, residual_z "
-                        "FROM features.decomposition"),
+        decomposition=dec,
         entities=entities, families=fam.families, units=fam.units, peer_figures=figures,
         kinds=fam.kinds, **(context or {}),
     )
@@ -188,8 +216,14 @@ def build_alerts(con, cfg: AlertRules, start, end, fam, entities,
     same.
     """
     wh.ensure_tables(con, (wh.ALERTS, wh.ALERT_EVENTS))
-    lookback = rule_lookback(cfg)
+    lookback = window_lookback(cfg)
     lo = start - lookback
+    far = rule_lookback(cfg)
+    history = None
+    if far > lookback:  # only the metrics business rules judge are read that far back
+        names = con.execute("SELECT DISTINCT metric FROM features.decomposition WHERE ts >= ? AND ts < ?",
+                            [lo, end]).df()["metric"].tolist()
+        history = (far, history_metrics(cfg, names, fam.kinds))
     chunks = _entity_bounds(con, lo, end, chunk_rows or CHUNK_ROWS)
     figures = None
     if len(chunks) > 1:
@@ -215,7 +249,7 @@ def build_alerts(con, cfg: AlertRules, start, end, fam, entities,
 
     all_hits, parts = [], []
     for bounds in chunks:
-        inputs = _read_inputs(con, start, end, fam, entities, bounds, figures, context, lookback)
+        inputs = _read_inputs(con, start, end, fam, entities, bounds, figures, context, lookback, history)
         hits = core.find_hits(cfg, inputs, start, end)
         folded = core.fold_alerts(hits, cfg, prior=prior[_in_bounds(prior["entity_id"], bounds)], human=human)
         parts.append(core.alert_rows(folded, cfg, inputs, clock, feedback))

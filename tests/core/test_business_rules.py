@@ -117,3 +117,107 @@ def test_a_card_gap_needs_the_other_channels_to_hold_and_skips_known_events():
     assert R.find_hits(cfg, _inputs(dec, events=events), DAYS[0], DAYS[10]).empty  # the day after a holiday
     rows = R.alert_rows(R.fold_alerts(hits, cfg), cfg, _inputs(dec), DAYS[9])
     assert "card_payments_usd $8.00 vs $1,000 expected on 2026-03-06 (-99%); ach_payments_usd held; $992 at risk. Likely card outage" == rows["why"].iloc[0]
+
+
+def test_a_baseline_rule_fires_on_a_fresh_rise_not_on_a_level_the_forecast_lags():
+    # the rate runs 25% above a lagging forecast for days, then jumps by 40% on day 12 and stays
+    rate = [0.05] * 12 + [0.07] * 8
+    dec = _dec({"delinquency_rate": (rate, [0.04] * 20)}, "fac-001")
+    plain = _cfg(metrics=["delinquency_rate"], direction="above", min_ratio=1.2, floor=0.005,
+                 fault_kind="delinquency_spike")
+    assert len(R.find_hits(plain, _inputs(dec), DAYS[0], DAYS[-1] + pd.Timedelta(days=1))) == 20  # every day: the lag, not a spike
+    cfg = _cfg(metrics=["delinquency_rate"], direction="above", min_ratio=1.2, floor=0.005, baseline=7,
+               fault_kind="delinquency_spike")
+    hits = R.find_hits(cfg, _inputs(dec), DAYS[0], DAYS[-1] + pd.Timedelta(days=1))
+    assert list(hits["ts"]) == list(DAYS[12:16])  # from day 16 most of the week before is at the new level
+    # the expected total shown is the forecast rescaled by the week before: 0.04 x 1.25
+    assert hits["expected_total"].iloc[0] == pytest.approx(0.05)
+    assert hits["measure"].iloc[0] == pytest.approx(1.4)
+
+
+def test_a_rule_can_stay_quiet_after_events_for_less_than_the_default():
+    card = [1000.0] * 10
+    card[6] = 10.0  # an outage two days after a holiday on day 4
+    dec = _dec({"card_payments_usd": (card, [1000.0] * 10), "ach_payments_usd": ([400.0] * 10, [400.0] * 10)}, "fac-001")
+    events = pd.DataFrame({"entity_id": ["fac-001"], "day": [DAYS[4]], "kind": ["bank_holiday"], "name": ["x"]})
+    rule = dict(metrics=["card_payments_usd"], direction="below", max_share=0.05, others=["ach_payments_usd"],
+                fault_kind="card_outage")
+    assert R.find_hits(_cfg(**rule), _inputs(dec, events=events), DAYS[0], DAYS[10]).empty  # default: 2 days
+    hits = R.find_hits(_cfg(**rule, after_events="1d"), _inputs(dec, events=events), DAYS[0], DAYS[10])
+    assert list(hits["ts"]) == [DAYS[6]]
+    card[6], card[5] = 1000.0, 10.0  # the day right after the holiday stays quiet
+    dec = _dec({"card_payments_usd": (card, [1000.0] * 10), "ach_payments_usd": ([400.0] * 10, [400.0] * 10)}, "fac-001")
+    assert R.find_hits(_cfg(**rule, after_events="1d"), _inputs(dec, events=events), DAYS[0], DAYS[10]).empty
+
+
+def test_other_channels_need_not_hold_on_a_weekday_they_never_settle():
+    days = pd.date_range("2026-03-02", periods=42, freq="D", tz="UTC")  # six weeks from a Monday
+    sunday = days.dayofweek == 6
+    ach = np.where(sunday, 0.0, 400.0)  # no ACH on Sundays, though the forecast expects some
+    card = np.full(42, 1000.0)
+    card[[34, 37]] = 10.0  # an outage on the fifth Sunday, and card down on a Thursday with ACH
+    ach[37] = 0.0          # down too: everything down is not the card processor
+    dec = pd.concat([pd.DataFrame({"entity_id": "fac-001", "metric": m, "ts": days, "value": v, "expected": x})
+                     for m, v, x in (("card_payments_usd", card, np.full(42, 1000.0)),
+                                     ("ach_payments_usd", ach, np.full(42, 300.0)))], ignore_index=True)
+    dec = dec.assign(residual=dec["value"] - dec["expected"], residual_z=(dec["value"] - dec["expected"]) / 2.0)
+    cfg = _cfg(metrics=["card_payments_usd"], direction="below", max_share=0.05, others=["ach_payments_usd"],
+               hold_share=0.25, fault_kind="card_outage")
+    hits = R.find_hits(cfg, _inputs(dec), days[0], days[-1] + pd.Timedelta(days=1))
+    assert list(hits["ts"]) == [days[34]] and days[34].dayofweek == 6
+
+
+@pytest.mark.parametrize("field, value, allowed", [("baseline", 2, "at least 3"), ("after_events", "soon", "")])
+def test_new_business_options_fail_naming_file_rule_field_and_value(tmp_path: Path, field, value, allowed):
+    f = tmp_path / "rules.yaml"
+    f.write_text("rules:\n  - {name: delq, type: business_gap, metrics: [delinquency_rate], direction: above,"
+                 f" min_ratio: 1.3, {field}: {value}}}\n")
+    with pytest.raises(ConfigFileError) as e:
+        load_alert_rules(f)
+    msg = str(e.value)
+    assert str(f) in msg and "rule 'delq' (rules[0])" in msg and f"field '{field}'" in msg and repr(value) in msg
+    assert allowed in msg
+
+
+def test_a_dip_the_sku_makes_every_few_weeks_is_its_noise_unless_a_promotion_explained_it():
+    days = pd.date_range("2026-01-01", periods=40, freq="D", tz="UTC")
+    sold = np.full(40, 10.0)
+    sold[[10, 11, 12]] = 1.0   # an earlier dip, off the calendar
+    sold[[33, 34, 35]] = 1.0   # the dip the rule judges
+    on_hand = 500.0 - np.cumsum(sold)
+    dec = pd.concat([pd.DataFrame({"entity_id": "S01-SKU1", "metric": m, "ts": days, "value": v, "expected": x})
+                     for m, v, x in (("units_sold", sold, np.full(40, 10.0)), ("on_hand", on_hand, on_hand))],
+                    ignore_index=True)
+    dec = dec.assign(residual=dec["value"] - dec["expected"], residual_z=(dec["value"] - dec["expected"]) / 2.0)
+    rule = dict(kinds=["count"], direction="below", window=3, max_share=0.3, min_expected=15, stock="moving",
+                fault_kind="sales_drop")
+    end = days[-1] + pd.Timedelta(days=1)
+    assert days[35] in set(R.find_hits(_cfg(**rule), _inputs(dec), days[0], end)["ts"])
+    cfg = _cfg(**rule, recur_window=28, max_recur=0)
+    hits = R.find_hits(cfg, _inputs(dec), days[0], end)
+    assert days[12] in set(hits["ts"]) and days[35] not in set(hits["ts"])  # it dipped 3 weeks before
+    # the earlier dip followed a promotion (and the rule stays quiet on it): it does not count
+    events = pd.DataFrame({"entity_id": ["S01-SKU1"], "day": [days[9]], "kind": ["promotion"], "name": ["sale"]})
+    hits = R.find_hits(cfg, _inputs(dec, events=events), days[0], end)
+    assert days[12] not in set(hits["ts"]) and days[35] in set(hits["ts"])
+    assert R.readings_needed(cfg.rules[0]) == 3 + 1 + 28
+
+
+def test_a_spike_must_be_far_out_against_the_series_own_noise():
+    sold = [4.0] * 10 + [12.0, 12.0, 4.0]
+    dec = _dec({"units_sold": (sold, [4.0] * 13)})
+    rule = dict(kinds=["count"], direction="above", window=2, min_ratio=2.5, min_expected=6, floor=8,
+                fault_kind="unplanned_spike")
+    assert list(R.find_hits(_cfg(**rule), _inputs(dec), DAYS[0], DAYS[13])["ts"]) == [DAYS[11]]
+    # residual_z = residual / 2 here: (4 + 4) / sqrt(2) = 5.7σ over the window clears 5, not 6
+    assert list(R.find_hits(_cfg(**rule, min_window_z=5), _inputs(dec), DAYS[0], DAYS[13])["ts"]) == [DAYS[11]]
+    noisy = dec.assign(residual_z=dec["residual"] / 8.0)  # a noisier SKU: the same units are 1.4σ
+    assert R.find_hits(_cfg(**rule, min_window_z=2), _inputs(noisy), DAYS[0], DAYS[13]).empty
+
+
+def test_max_recur_without_its_window_fails_naming_the_rule(tmp_path: Path):
+    f = tmp_path / "rules.yaml"
+    f.write_text("rules:\n  - {name: drop, type: business_gap, kinds: [count], max_share: 0.3, max_recur: 1}\n")
+    with pytest.raises(ConfigFileError) as e:
+        load_alert_rules(f)
+    assert str(f) in str(e.value) and "rule 'drop' (rules[0])" in str(e.value) and "recur_window" in str(e.value)

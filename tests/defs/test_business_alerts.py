@@ -186,3 +186,33 @@ def test_the_alert_list_puts_more_money_at_risk_first(biz):
         assert (np.diff(known) <= 0).all(), g[["rule", "entity_id", "value_at_risk", "confidence"]]
         # money at risk before alerts without it
         assert not np.isnan(v[:len(known)]).any()
+
+
+def test_only_the_metrics_business_rules_judge_are_read_weeks_back():
+    from anomaly_assets.alert_config import load_alert_rules
+    from anomaly_assets.config import load_metric_families
+    from anomaly_assets.defs import alerts as A
+
+    cfg = load_alert_rules(REPO / "configs" / "alert_rules.yaml")
+    fam = load_metric_families(REPO / "configs" / "metric_families.yaml")
+    days = pd.date_range("2025-10-01", periods=120, freq="D", tz="UTC")
+    rows = [("fac-001", m, d) for d in days for m in ("delinquency_rate", "card_payments_usd", "ach_payments_usd")]
+    rows += [("pump-1", "bearing_temp_c", d) for d in days]
+    con = duckdb.connect()
+    wh.ensure_tables(con, (wh.DECOMPOSITION, wh.ANOMALY_SCORES, wh.EXPLANATIONS))
+    dec = pd.DataFrame(rows, columns=["entity_id", "metric", "ts"]).assign(value=1.0, expected=1.0, residual=0.0,
+                                                                            residual_z=0.0)
+    con.register("d", dec)
+    con.execute("INSERT INTO features.decomposition (entity_id, metric, ts, value, expected, residual, residual_z) "
+                "SELECT entity_id, metric, ts, value, expected, residual, residual_z FROM d")
+    start, end = days[-1], days[-1] + pd.Timedelta(days=1)
+    far, near = A.rule_lookback(cfg), A.window_lookback(cfg)
+    assert far >= pd.Timedelta(days=8 + 28) and near < pd.Timedelta(days=8)  # the baseline, 4 weeks of ACH
+    metrics = A.history_metrics(cfg, ["delinquency_rate", "card_payments_usd", "ach_payments_usd", "bearing_temp_c",
+                                      "units_sold", "on_hand"], fam.kinds)
+    assert "bearing_temp_c" not in metrics and {"delinquency_rate", "ach_payments_usd", "units_sold"} <= set(metrics)
+    got = A._read_inputs(con, start, end, fam, pd.DataFrame(columns=["entity_id", "site", "tags", "team"]),
+                         lookback=near, history=(far, metrics)).decomposition
+    first = got.groupby("metric")["ts"].min()
+    assert first["bearing_temp_c"] == start - near and first["delinquency_rate"] == start - far
+    assert len(got) == len(got.drop_duplicates(["entity_id", "metric", "ts"]))  # no day read twice

@@ -43,6 +43,7 @@ rule's hits and the guards across rules), ``folding`` (hits to alerts), ``eviden
 ``describe`` (the words), ``fault_routing`` (did known faults reach the right team).
 """
 
+from anomaly_assets.core.rules.business import business_gap_hits, readings_needed  # noqa: F401
 from anomaly_assets.core.rules.conditions import (  # noqa: F401
     burst_hits, dominant_family_hits, fleet_outlier_hits, sustained_hits,
 )

@@ -16,6 +16,15 @@ apart is context, each an option of the rule:
   expected): a settlement missing one day and caught up the next. ``false`` excludes that case
   (a duplicate settlement is not the catch-up of a missing one).
 
+And the series' own history, so that what it does anyway is not a fault:
+
+- ``baseline``: the expected total is rescaled by the median actual / expected of the readings
+  before the window (a drifting level the forecast lags is no spike; a ramp is).
+- ``min_window_z``: the window's residual_z, summed and divided by sqrt(window), clears this (a
+  spike of a noisy SKU must be larger than one of a steady SKU).
+- ``recur_window`` / ``max_recur``: the condition held at most ``max_recur`` times in the readings
+  before the window, known events aside (a SKU that dips every few weeks is not delisted).
+
 Expected values are the detector's (``features.decomposition``): they carry the weekday,
 day-of-month and holiday effects, so a quiet Sunday or a big 1st is not a gap. Evidence is in
 money: ``value_at_risk`` is the gap in currency for a currency metric, and for units the gap times
@@ -23,6 +32,8 @@ the entity's ``price_column`` (entities.csv).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -56,6 +67,51 @@ def _lagged(v: np.ndarray, first: np.ndarray, k: int) -> np.ndarray:
     return np.where(idx >= first, v[np.maximum(idx, 0)], np.nan)
 
 
+def _near_events(w: pd.DataFrame, events: pd.DataFrame | None, after: pd.Timedelta) -> np.ndarray:
+    """Per row of ``w``: a known event day of its entity lies in ``[since - after, ts]`` (the rows
+    the known-event guard of ``hits`` drops)."""
+    if events is None or events.empty or w.empty:
+        return np.zeros(len(w), bool)
+    ev = events[["entity_id", "day"]].drop_duplicates()
+    ev = ev.assign(day=pd.to_datetime(ev["day"], utc=True).astype("datetime64[us, UTC]")).sort_values("day")
+    rows = pd.DataFrame({"entity_id": w["entity_id"].to_numpy(), "i": np.arange(len(w)),
+                         "day": pd.to_datetime(w["ts"], utc=True).astype("datetime64[us, UTC]").to_numpy(),
+                         "lo": (pd.to_datetime(w["since"], utc=True) - after).dt.floor("D").to_numpy()})
+    m = pd.merge_asof(rows.sort_values("day"), ev.assign(last=ev["day"]), on="day", by="entity_id",
+                      direction="backward")  # the latest event day at or before ts
+    out = np.zeros(len(w), bool)
+    out[m["i"].to_numpy()] = (m["last"] >= m["lo"]).to_numpy(bool)
+    return out
+
+
+def _times_before(cond: np.ndarray, first: np.ndarray, w: int, n: int) -> np.ndarray:
+    """How many of the ``n`` readings before each row's window of ``w`` met ``cond`` (the part of
+    them within the row's series)."""
+    idx = np.arange(len(cond))
+    c = np.cumsum(np.r_[0, cond.astype(np.int64)])
+    hi = idx - w  # the last reading before the window
+    lo = np.maximum(hi - n + 1, first)
+    return np.where(hi >= first, c[np.maximum(hi, 0) + 1] - c[np.minimum(lo, np.maximum(hi, 0) + 1)], 0)
+
+
+def readings_needed(rule) -> int:
+    """How many readings of a series a ``business_gap`` rule reads up to and including the one it
+    judges: its window, the reading before it, and the history its options look back on (the
+    baseline, the same weekday of the weeks before for ``others``, the recurrence window).
+
+    Parameters
+    ----------
+    rule : BusinessGapRule
+
+    Returns
+    -------
+    int
+        Readings (days, on daily data); the alerts asset reads this far back before a run.
+    """
+    extra = max(rule.baseline or 0, 7 * WEEKS_BACK if rule.others else 0, rule.recur_window or 0)
+    return rule.window + 1 + extra
+
+
 def watched_metrics(rule, inputs: RuleInputs) -> list[str]:
     """The metrics a business rule evaluates: its ``metrics``, else every metric of its ``kinds``."""
     if rule.metrics:
@@ -63,21 +119,56 @@ def watched_metrics(rule, inputs: RuleInputs) -> list[str]:
     return sorted(m for m, k in inputs.metric_kind.items() if k in (rule.kinds or ()))
 
 
-def _windows(d: pd.DataFrame, w: int) -> pd.DataFrame:
+def _recent_level(v: np.ndarray, x: np.ndarray, code: np.ndarray, first: np.ndarray, w: int, n: int) -> np.ndarray:
+    """Median of actual / expected over the ``n`` readings before each row's window of ``w`` (NaN
+    until the series has them all; readings with no positive expected are left out of the median)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = np.where(x > 0, v / x, np.nan)
+    lag = _lagged(q, first, w)
+    med = pd.Series(lag).groupby(code).rolling(n, min_periods=max(1, n // 2 + 1)).median().to_numpy(float)
+    full = np.arange(len(v)) - w - n + 1 >= first  # the whole baseline lies in the series
+    return np.where(full, med, np.nan)
+
+
+def _windows(d: pd.DataFrame, w: int, baseline: int | None = None) -> pd.DataFrame:
     """Per row of ``d`` (sorted by entity, metric, ts): actual and expected totals over its window,
-    and the row before the window (its value and expected)."""
+    and the row before the window (its value and expected).
+
+    With ``baseline``, the expected total is rescaled by the metric's recent level: the median
+    actual / expected of the ``baseline`` readings before the window. A level the detector has not
+    caught up with yet is then not a deviation; only a change within the window is."""
     code = _series_code(d)
     first = _series_first(code)
     v, x = d["value"].to_numpy(float), d["expected"].to_numpy(float)
-    return d.assign(actual_total=_window_sum(v, first, w), expected_total=_window_sum(x, first, w),
+    expected_total = _window_sum(x, first, w)
+    if baseline:
+        expected_total = expected_total * _recent_level(v, x, code, first, w, baseline)
+    return d.assign(actual_total=_window_sum(v, first, w), expected_total=expected_total,
                     before_value=_lagged(v, first, w), before_expected=_lagged(x, first, w),
                     since=d["ts"].array.take(np.maximum(np.arange(len(d)) - w + 1, first)))
 
 
+WEEKS_BACK = 4  # same-weekday readings that say whether a channel settles on a weekday at all
+
+
+def _same_weekday_typical(o: pd.DataFrame) -> np.ndarray:
+    """Per row of ``o`` (entity_id, ts, actual_total): the median actual total at the same time of
+    week over the ``WEEKS_BACK`` weeks before (NaN without any)."""
+    key = o[["entity_id", "ts", "actual_total"]]
+    past = []
+    for k in range(1, WEEKS_BACK + 1):
+        back = key.assign(ts=key["ts"] + pd.Timedelta(weeks=k))  # the reading k weeks before, moved onto ts
+        past.append(o[["entity_id", "ts"]].merge(back, on=["entity_id", "ts"], how="left")["actual_total"].to_numpy(float))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: the series' first weeks
+        return np.nanmedian(np.vstack(past), axis=0)
+
+
 def _others_hold(rule, cfg: AlertRules, inputs: RuleInputs, at: pd.DataFrame) -> np.ndarray:
     """At each (entity_id, ts) of ``at``: every metric of ``others`` is at least ``hold_share`` of
-    its expected over the same window, or its expected is not material (below its floor: a weekend
-    for ACH, which does not settle then)."""
+    its expected over the same window, or that is not material: its expected is below its floor,
+    or the metric does not normally move then (its median over the same weekday of the weeks
+    before is below its floor: ACH settles no weekend, whatever the forecast says)."""
     ok = np.ones(len(at), bool)
     dec = inputs.decomposition
     for m in rule.others:
@@ -85,9 +176,11 @@ def _others_hold(rule, cfg: AlertRules, inputs: RuleInputs, at: pd.DataFrame) ->
         if o.empty:
             continue
         o = _windows(o.assign(metric=m), rule.window)[["entity_id", "ts", "actual_total", "expected_total", "family"]]
+        o = o.assign(typical=_same_weekday_typical(o))
         j = at[["entity_id", "ts"]].merge(o, on=["entity_id", "ts"], how="left")
-        floor = cfg.floor(None, m, j["family"].iloc[0] if len(j) and isinstance(j["family"].iloc[0], str) else m)
-        material = j["expected_total"].to_numpy(float) > max(floor, 0.0)
+        floor = max(cfg.floor(None, m, j["family"].iloc[0] if len(j) and isinstance(j["family"].iloc[0], str) else m), 0.0)
+        typical = j["typical"].to_numpy(float)
+        material = (j["expected_total"].to_numpy(float) > floor) & ~(typical <= floor)  # NaN typical: unknown, material
         holds = j["actual_total"].to_numpy(float) >= rule.hold_share * j["expected_total"].to_numpy(float)
         ok &= ~material | holds | j["expected_total"].isna().to_numpy()
     return ok
@@ -144,7 +237,7 @@ def business_gap_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> 
     d = dec[dec["metric"].isin(metrics)].sort_values(["entity_id", "metric", "ts"])
     if d.empty:
         return _empty_hits()
-    w = _windows(d, rule.window)
+    w = _windows(d, rule.window, rule.baseline)
     a, x = w["actual_total"].to_numpy(float), w["expected_total"].to_numpy(float)
     floors = np.array([cfg.floor(rule, m, f) for m, f in zip(w["metric"], w["family"])], float)
     rz = w["residual_z"].to_numpy(float)
@@ -163,7 +256,16 @@ def business_gap_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> 
             bv, bx = w["before_value"].to_numpy(float), w["before_expected"].to_numpy(float)
             gap_before = (bv <= rule.gap_share * bx) & (bx - bv >= floors) & (bx >= rule.min_expected)
             cond &= gap_before if rule.after_gap else ~gap_before
+    if rule.min_window_z:
+        # the window's deviation in the detector's σ of the series: material against its own noise
+        zw = _window_sum(rz, _series_first(_series_code(w)), rule.window) / np.sqrt(rule.window)
+        with np.errstate(invalid="ignore"):
+            cond &= (zw >= rule.min_window_z) if rule.direction == "above" else (zw <= -rule.min_window_z)
     cond &= np.isfinite(a) & np.isfinite(x) & (x > 0)
+    if rule.recur_window:
+        # known events (promotions, holidays) explain their own deviations: they do not count
+        usual = cond & ~_near_events(w, inputs.events, pd.Timedelta(cfg.after_events(rule)))
+        cond &= _times_before(usual, _series_first(_series_code(w)), rule.window, rule.recur_window) <= rule.max_recur
     ts = w["ts"]
     cond &= ((ts >= start) & (ts < end)).to_numpy()
     if rule.skip_days_of_month:

@@ -42,13 +42,15 @@ def _not_from_stuck_readings(hits: pd.DataFrame, stuck_rules: list[str]) -> pd.D
     return hits.drop(index=inside)
 
 
-def _not_on_known_events(hits: pd.DataFrame, events: pd.DataFrame, after: pd.Timedelta) -> pd.DataFrame:
+def _not_on_known_events(hits: pd.DataFrame, events: pd.DataFrame, after) -> pd.DataFrame:
     """Drop hits whose window ``[since - after, ts]`` holds a known event day of their entity: a
     holiday, a promotion or a store event moves the numbers on purpose, and the days after it
-    (restocking, pent-up or pulled-forward demand) are its consequence, not a fault."""
+    (restocking, pent-up or pulled-forward demand) are its consequence, not a fault. ``after``: one
+    Timedelta, or a Series of them aligned with ``hits`` (per rule)."""
     ev = events[["entity_id", "day"]].drop_duplicates()
     ev = ev.assign(day=pd.to_datetime(ev["day"], utc=True).astype("datetime64[us, UTC]"))
     h = hits.reset_index()[["index", "entity_id", "ts", "since"]]
+    after = pd.to_timedelta(after.to_numpy()) if isinstance(after, pd.Series) else after
     h = h.assign(lo=(pd.to_datetime(h["since"], utc=True) - after).dt.floor("D"),
                  hi=pd.to_datetime(h["ts"], utc=True))
     m = h.merge(ev[ev["entity_id"].isin(h["entity_id"].unique())], on="entity_id")
@@ -86,7 +88,8 @@ def find_hits(cfg: AlertRules, inputs: RuleInputs, start, end) -> pd.DataFrame:
         return _empty_hits()
     hits = pd.concat(out, ignore_index=True).reindex(columns=HIT_COLUMNS + AMOUNT_COLUMNS)
     if inputs.events is not None and len(inputs.events):
-        hits = _not_on_known_events(hits, inputs.events, pd.Timedelta(cfg.defaults.after_events))
+        after = {r.name: pd.Timedelta(cfg.after_events(r)) for r in cfg.active}
+        hits = _not_on_known_events(hits, inputs.events, hits["rule"].map(after))
     stuck = [r.name for r in cfg.active if r.type == "sustained_deviation" and r.condition == "stuck"]
     if stuck:
         hits = _not_from_stuck_readings(hits, stuck)
