@@ -193,6 +193,9 @@ def test_volume_compares_each_day_with_the_median_of_earlier_days_with_rows():
     assert v.loc["2026-03-07", "earlier_days"] == 5 and v.loc["2026-03-07", "trailing_median"] == 100
     assert v.loc["2026-03-10", "ratio"] == 0.4 and v.loc["2026-03-11", "ratio"] == 3.0
     assert pd.isna(volume_frame(daily, day[3:4], history=5)["ratio"]).all()  # 2 earlier days: not enough
+    # today, still filling up with micro-batches, is judged once it has ended
+    open_today = volume_frame(daily, day[9:], history=5, open_from=day[10]).set_index("day")
+    assert open_today.loc["2026-03-10", "ratio"] == 0.4 and open_today.loc[["2026-03-11", "2026-03-12"], "ratio"].isna().all()
 
 
 
