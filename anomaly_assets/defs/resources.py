@@ -92,7 +92,13 @@ class ModelStore(dg.ConfigurableResource):
         import pyarrow.parquet as pq
 
         path = self.state_path(day, version)
-        return pq.read_table(path) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return pq.read_table(path)
+        except Exception as e:  # a truncated or foreign file: say which, and how to recover
+            raise ValueError(f"model state {path} cannot be read ({type(e).__name__}: {e}); delete it and the "
+                             "series it holds are refitted from their history") from e
 
     def load(self, path: str) -> pd.DataFrame:
         """The parameters in ``path``, which must be a ``.parquet`` artifact inside this store."""

@@ -72,3 +72,17 @@ def test_nightly_runs_carry_models_and_equal_the_backfill(tmp_path):
     assert sum(versions["carried"].iloc[8:]) > 0  # past the warm-up most nights carry the models
     assert any("drift" in r for r in refits[9:])  # the shifted pump is refitted early
     assert (backfill.loc[backfill.entity_id == "pump-1", "severity"].isin(["warning", "critical"])).any()
+
+
+def test_an_unreadable_state_file_is_named(tmp_path):
+    import pytest
+
+    from anomaly_assets.defs.resources import ModelStore
+
+    store = ModelStore(path=str(tmp_path))
+    path = store.state_path("2026-02-01", "v1")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PAR1 not really parquet")
+    assert store.load_state("2026-01-31", "v1") is None  # none kept for that day: refit from history
+    with pytest.raises(ValueError, match=r"model state .*2026-02-01_v1.parquet cannot be read.*delete it"):
+        store.load_state("2026-02-01", "v1")
