@@ -22,7 +22,7 @@ import pandas as pd
 
 from anomaly_assets.core import calibration as cal
 from anomaly_assets.core import model as md
-from anomaly_assets.core.detector import DAY_S, DetectorParams, History, Scored, detect, interval_of
+from anomaly_assets.core.detector import DAY_S, DetectorParams, History, detect, interval_of
 from anomaly_assets.core.explain import explain
 from anomaly_assets.core.state import FleetState
 
@@ -160,13 +160,16 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
     for day in days:
         d0 = day.value // 1000
         d1 = d0 + DAY_S * _US
-        for batch in _batches(lay, d0, d1, params, holidays):
-            out = _score_batch(lay, batch, params, models[day], families, units, holidays, state, d0 // _US)
-            if out is not None:
-                dec.append(out[0])
-                sco.append(out[1])
-                if len(out[2]):
-                    exp.append(out[2])
+        # entities that carry their model need none of their history: they are batched apart
+        carried = _carried_batches(lay, d0, d1, params, holidays, state, models[day]) if state is not None else []
+        skip = {int(e) for batch, _ in carried for e in batch.entities}
+        work = [(b, None) for b in _batches(lay, d0, d1, params, holidays, skip)] + carried
+        for batch, model in work:
+            out = _score_batch(lay, batch, params, models[day], families, units, holidays, state, model)
+            dec.append(out[0])
+            sco.append(out[1])
+            if len(out[2]):
+                exp.append(out[2])
     return Detected(_concat(dec, DECOMPOSITION_COLUMNS), _concat(sco, SCORE_COLUMNS),
                     _concat(exp, EXPLANATION_COLUMNS), models, state)
 
@@ -184,15 +187,21 @@ class _Batch:
     entities: np.ndarray  # entity codes
     hist: np.ndarray  # (E, Th) pair positions of the history window
     new: np.ndarray  # (E, Tn) pair positions of the day
-    metrics: np.ndarray  # metric codes
+    metrics: np.ndarray  # metric codes; -1: a metric of a carried model with no rows in the chunk
+    names: np.ndarray | None = None  # metric names (default: the layout's names of ``metrics``)
+
+    def metric_names(self, lay: "_Layout") -> np.ndarray:
+        return self.names if self.names is not None else lay.metrics[self.metrics]
 
 
-def _batches(lay: _Layout, d0: int, d1: int, params: DetectorParams, holidays=None):
-    """Entities with points in [d0, d1), grouped by identical timeline, metrics and holidays over
-    their window."""
+def _batches(lay: _Layout, d0: int, d1: int, params: DetectorParams, holidays=None, skip=frozenset()):
+    """Entities with points in [d0, d1) (but ``skip``), grouped by identical timeline, metrics and
+    holidays over their window."""
     groups: dict = {}
     span_cap = params.max_reference_points
     for e in range(len(lay.entities)):
+        if e in skip:
+            continue
         a, b = lay.bounds[e], lay.bounds[e + 1]
         ts = lay.pair_ts[a:b]
         n0 = a + int(np.searchsorted(ts, d0))
@@ -215,12 +224,12 @@ def _batches(lay: _Layout, d0: int, d1: int, params: DetectorParams, holidays=No
         yield _Batch(ents, hist, new, np.flatnonzero(np.frombuffer(present, bool)))
 
 
-def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, holidays, state: FleetState,
-                 day_s: int):
+def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, holidays, state: FleetState | None,
+                 carried: md.Model | None):
     cols = batch.metrics
     ts_h = lay.pair_ts[batch.hist[0]] // _US
     ts_n = lay.pair_ts[batch.new[0]] // _US
-    take = lambda a, pos: a[pos][:, :, cols]  # noqa: E731
+    take = lambda a, pos, fill: _take(a, pos, cols, fill)  # noqa: E731
     hol_h = hol_n = None
     if holidays:
         # the entities of a batch share their holidays (they are part of the batch key)
@@ -228,19 +237,32 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
         if days_arr is not None and len(days_arr):
             hol_h = np.isin(ts_h // DAY_S, days_arr)
             hol_n = np.isin(ts_n // DAY_S, days_arr)
-    hist = History(ts_h, take(lay.value, batch.hist), take(lay.residual, batch.hist),
-                   take(lay.excluded, batch.hist), hol_h)
-    value = take(lay.value, batch.new)
+    hist = History(ts_h, take(lay.value, batch.hist, np.nan), take(lay.residual, batch.hist, np.nan),
+                   take(lay.excluded, batch.hist, False), hol_h)
+    value = take(lay.value, batch.new, np.nan)
     names = lay.entities[batch.entities]
-    metric_names = lay.metrics[cols]
-    s = _detect_carrying(hist, ts_n, value, params, hol_n, state, names, metric_names, day_s, model)
+    metric_names = batch.metric_names(lay)
+    if carried is not None:
+        s = detect(hist, ts_n, value, params, hol_n, model=carried)
+        model.carried += len(names)
+        model.entities += int(carried.valid.any(axis=1).sum())
+    else:
+        s = detect(hist, ts_n, value, params, hol_n)
+        _record(model, s, names, metric_names, ts_h)
+        if state is None:  # refitted every day: nothing to carry
+            model.refits["cadence"] = model.refits.get("cadence", 0) + len(names)
+    if state is not None and s.model is not None:
+        scored = ~np.isnan(s.p).all(axis=1)
+        if scored.any():
+            state.put(names[scored], metric_names, s.model if scored.all() else s.model.take(np.flatnonzero(scored)))
     # what the next days see
     pos_new = batch.new
+    here = cols >= 0
     res_full = lay.residual[pos_new]
-    res_full[:, :, cols] = s.residual
+    res_full[:, :, cols[here]] = s.residual[:, :, here]
     lay.residual[pos_new] = res_full
     exc_full = lay.excluded[pos_new]
-    exc_full[:, :, cols] = s.excluded
+    exc_full[:, :, cols[here]] = s.excluded[:, :, here]
     lay.excluded[pos_new] = exc_full
     E, T, m = value.shape
     # decomposition: one row per observed (entity, metric, ts)
@@ -279,65 +301,66 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
     return dec, sco, expl
 
 
-def _detect_carrying(hist: History, ts_n, value, params, hol_n, state: FleetState | None, names, metric_names, day_s,
-                     day_model: DayModel) -> Scored:
-    """Score a batch's day: entities due for a refit from their history, the others with the model
-    they carry; every scored entity's model is then carried on in ``state``."""
-    E = len(names)
-    if state is None:  # refitted every day: nothing to carry
-        day_model.refits["cadence"] = day_model.refits.get("cadence", 0) + E
-        s = detect(hist, ts_n, value, params, hol_n)
-        _record(day_model, s, names, metric_names, hist.ts)
-        return s
-    has = state.has(names, metric_names)
-    reasons = np.full(E, md.REASONS.index("new"), np.int8)
-    carried = state.gather(names[has]) if has.any() else []
-    at = np.flatnonzero(has)
-    for pos, model in carried:
-        reasons[at[pos]] = md.refit_reasons(model, len(pos), day_s, state.slots(names[at[pos]], params.refit_days),
-                                            params.refit_days)
-    keep = reasons == 0
-    for r in np.unique(reasons[~keep]):
-        key = md.REASONS[r]
-        day_model.refits[key] = day_model.refits.get(key, 0) + int((reasons == r).sum())
-    day_model.carried += int(keep.sum())
-    parts = []
-    for pos, model in carried:
-        go = keep[at[pos]]
-        if not go.any():
-            continue
-        k_idx = at[pos][go]
-        model = model if go.all() else model.take(np.flatnonzero(go))
-        empty = History(hist.ts[:0], hist.value[k_idx][:, :0], hist.residual[k_idx][:, :0], hist.excluded[k_idx][:, :0])
-        parts.append((k_idx, detect(empty, ts_n, value[k_idx], params, hol_n, model=model)))
-        day_model.entities += int(model.valid.any(axis=1).sum())
-    if (~keep).any():
-        r_idx = np.flatnonzero(~keep)
-        sub = hist if len(r_idx) == E else History(hist.ts, hist.value[r_idx], hist.residual[r_idx],
-                                                   hist.excluded[r_idx], hist.holiday)
-        s_r = detect(sub, ts_n, value[r_idx], params, hol_n)
-        _record(day_model, s_r, names[r_idx], metric_names, hist.ts)
-        parts.append((r_idx, s_r))
-    for idx, s in parts:
-        scored = ~np.isnan(s.p).all(axis=1)
-        if s.model is not None and scored.any():
-            state.put(names[idx][scored], metric_names,
-                      s.model if scored.all() else s.model.take(np.flatnonzero(scored)))
-    return parts[0][1] if len(parts) == 1 else _merge(E, parts)
+def _take(a: np.ndarray, pos: np.ndarray, cols: np.ndarray, fill) -> np.ndarray:
+    """``a[pos][:, :, cols]``, with ``fill`` in the columns of code -1."""
+    out = a[pos][:, :, np.maximum(cols, 0)]
+    if (cols < 0).any():
+        out[:, :, cols < 0] = fill
+    return out
 
 
-def _merge(E: int, parts) -> Scored:
-    """One batch's answer from the answers of its parts (entity positions, Scored)."""
-    first = parts[0][1]
-    arrays = {}
-    for name in ("expected", "lower", "upper", "level", "seasonal", "residual", "residual_z", "excluded", "p",
-                 "p_alert", "rank_by", "driver"):
-        a = getattr(first, name)
-        arrays[name] = np.empty((E,) + a.shape[1:], a.dtype)
-        for idx, s in parts:
-            arrays[name][idx] = getattr(s, name)
-    return Scored(**arrays, statistics=next((s.statistics for _, s in parts if s.statistics), ()),
-                  refits=[m for _, s in parts for m in s.refits])
+def _carried_batches(lay: _Layout, d0: int, d1: int, params, holidays, state: FleetState,
+                     day_model: DayModel) -> list[tuple[_Batch, md.Model]]:
+    """The entities with points in [d0, d1) that score the day with the model they carry, as
+    batches with their stacked models; why the others are refitted is counted in ``day_model``.
+
+    An entity carries its model when it has one, is not due for a refit (``core/model.py``) and
+    its metrics today are among the model's. Nothing here reads history, so a run that reads only
+    the day for such entities scores them as one that reads everything.
+    """
+    spans = {}
+    for e in range(len(lay.entities)):
+        a, b = lay.bounds[e], lay.bounds[e + 1]
+        ts = lay.pair_ts[a:b]
+        n0, n1 = a + int(np.searchsorted(ts, d0)), a + int(np.searchsorted(ts, d1))
+        if n1 > n0:
+            spans[e] = (n0, n1)
+    if not spans:
+        return []
+    codes = np.array(list(spans))
+    names = lay.entities[codes]
+    reasons = np.full(len(codes), md.REASONS.index("new"), np.int8)
+    known = state.known(names)
+    at = np.flatnonzero(known)
+    groups: dict = {}
+    for pos, model in (state.gather(names[at]) if len(at) else []):
+        idx = at[pos]
+        reasons[idx] = md.refit_reasons(model, len(idx), d0 // _US, state.slots(names[idx], params.refit_days),
+                                        params.refit_days)
+        for k, i in enumerate(idx):
+            if reasons[i]:
+                continue
+            n0, n1 = spans[int(codes[i])]
+            metrics = state.metrics_of(names[i])
+            today = set(lay.metrics[~np.isnan(lay.value[n0:n1]).all(axis=0)])
+            if not today <= set(metrics):
+                reasons[i] = md.REASONS.index("new")  # a metric the model does not know: refit
+                continue
+            hol = holidays.get(names[i]) if holidays else None
+            key = (id(model), metrics, lay.pair_ts[n0:n1].tobytes(), None if hol is None else hol.tobytes())
+            groups.setdefault(key, (model, []))[1].append((k, int(codes[i]), n0, n1))
+    for r in np.unique(reasons[reasons > 0]):
+        day_model.refits[md.REASONS[r]] = day_model.refits.get(md.REASONS[r], 0) + int((reasons == r).sum())
+    code_of = {str(m): j for j, m in enumerate(lay.metrics)}
+    out = []
+    for (_, metrics, _, _), (model, members) in groups.items():
+        rows = np.array([k for k, *_ in members])
+        new = np.array([np.arange(n0, n1) for *_, n0, n1 in members])
+        batch = _Batch(np.array([e for _, e, _, _ in members]), np.zeros((len(members), 0), np.int64), new,
+                       np.array([code_of.get(m, -1) for m in metrics]), np.asarray(metrics, dtype=object))
+        out.append((batch, model if len(rows) == len(model.scale) and (rows == np.arange(len(rows))).all()
+                    else model.take(rows)))
+    return out
 
 
 _DRIVER_TEXT = {"rms": "; several metrics off together", "pca": "; the metrics' usual relation broken"}

@@ -43,11 +43,24 @@ class FleetState:
             out[k] = s % max(refit_days, 1)
         return out
 
-    def has(self, names, metrics) -> np.ndarray:
-        """Which entities have a model over exactly ``metrics`` (else they are refitted as new)."""
-        metrics = tuple(map(str, metrics))
-        return np.array([(w := self._where.get(str(n))) is not None and self._blocks[w[0]][0] == metrics
-                         for n in names], bool)
+    def due(self, names, day_s: int, refit_days: int) -> np.ndarray:
+        """Which of ``names`` are refitted on the day starting at ``day_s``: no model, or a reason
+        of :func:`core.model.refit_reasons` (a metric the model lacks is found only with the rows)."""
+        due = ~self.known(names)
+        at = np.flatnonzero(~due)
+        for pos, model in (self.gather(np.asarray(names, dtype=object)[at]) if len(at) else []):
+            idx = at[pos]
+            due[idx] = md.refit_reasons(model, len(idx), day_s, self.slots([names[i] for i in idx], refit_days),
+                                        refit_days) > 0
+        return due
+
+    def known(self, names) -> np.ndarray:
+        """Which entities have a model."""
+        return np.array([str(n) in self._where for n in names], bool)
+
+    def metrics_of(self, name) -> tuple[str, ...]:
+        """The metrics of an entity's model."""
+        return self._blocks[self._where[str(name)][0]][0]
 
     def gather(self, names) -> list[tuple[np.ndarray, md.Model]]:
         """The models of ``names`` (all present), as groups that stack: (positions in ``names``,

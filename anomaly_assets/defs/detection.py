@@ -104,7 +104,7 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
     # the models carried from the day before (kept only when they are refitted less than daily)
     version = params.version(CODE_VERSION)
     carried = models.load_state(str((start - pd.Timedelta(days=1)).date()), version) if params.refit_days > 1 else None
-    states = []
+    states, day_only = [], [0]
     with duckdb.get_connection() as con:
         wh.ensure_tables(con)
         chunks = wh.entity_chunks(con, wh.OBSERVATIONS, start, end, CHUNK_ROWS // 8, worker_count(),
@@ -117,12 +117,18 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
         metrics = wh.distinct_metrics(con, wh.OBSERVATIONS, long_start, end)
         reader = con.cursor()  # reads while `con` runs the INSERT that pulls the chunks (below)
 
+        def history(entities):
+            return wh.read_history_chunk(reader, entities, metrics, start, end, short_start, long_start,
+                                         recent_start, params.reference_points)
+
         def reads():  # a chunk of entities at a time, read when a worker is about to need it
             for entities in chunks:
-                rows = wh.read_history_chunk(reader, entities, metrics, start, end, short_start, long_start,
-                                             recent_start, params.reference_points)
+                state = _state_of(carried, entities, version)
+                rows, lean = _rows_needed(history, reader, entities, metrics, state, days, params) if state else \
+                    (history(entities), 0)
+                day_only[0] += lean
                 yield rows, days, params, fam.families, fam.units, {
-                    str(e): holidays[str(e)] for e in entities if str(e) in holidays}, _state_of(carried, entities, version)
+                    str(e): holidays[str(e)] for e in entities if str(e) in holidays}, state
 
         def decomposition_rows():  # scored in worker processes, written here as they come back
             for out in map_chunks(detect_days, reads(), len(chunks)):
@@ -159,6 +165,7 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
         **dec.metadata(wh.DECOMPOSITION, start, end, context),
         "cold_start_rows": dec.counts.get("cold_start_rows", 0),
         "chunks": len(chunks), "workers": workers_for(len(chunks)),
+        "entities_read_for_the_day_only": day_only[0],  # they carried their model (refit_days > 1)
     })
     yield dg.MaterializeResult(asset_key=_KEYS[wh.MODEL_VERSIONS], metadata={
         **table_metadata(wh.MODEL_VERSIONS, versions, start, end),
@@ -246,6 +253,31 @@ def _state_of(carried, entities, version: str) -> FleetState | None:
 
     sub = carried.filter(pc.is_in(carried["entity_id"], value_set=pa.array([str(e) for e in entities], pa.string())))
     return FleetState.from_table(sub, version)
+
+
+def _rows_needed(history, reader, entities: list, metrics: list, state: FleetState, days: list,
+                 params) -> tuple[pd.DataFrame, int]:
+    """A night's rows for a chunk: the history of the entities refitted tonight, and only the
+    day's rows of those that carry their model (what makes a night cost the new data); and how
+    many entities were read for the day only."""
+    if len(days) != 1:  # a range: later days' refits need the history of every entity
+        return history(entities), 0
+    day = days[0]
+    due = state.due(entities, int(day.value // 10**9), params.refit_days)
+    lean = [e for e, d in zip(entities, due) if not d]
+    if not lean:
+        return history(entities), 0
+    today = wh.read_history_chunk(reader, lean, metrics, day, day + pd.Timedelta(days=1), day, day, day, 0)
+    # a metric the model does not know is refitted, from its history
+    seen = today.groupby("entity_id", observed=True)["metric"].agg(lambda m: set(m.astype(str)))
+    unknown = {str(e) for e, ms in seen.items() if not ms <= set(state.metrics_of(e))}
+    if unknown:
+        today = today[~today["entity_id"].astype(str).isin(unknown)]
+    full = [e for e, d in zip(entities, due) if d or str(e) in unknown]
+    n_lean = len(entities) - len(full)
+    if not full:
+        return today, n_lean
+    return pd.concat([history(full), today], ignore_index=True), n_lean
 
 
 def _carried_on(carried, states: list):

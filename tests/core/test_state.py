@@ -104,6 +104,38 @@ def test_carried_entities_need_only_the_days_points():
     assert b.models[last].carried == 6 - len(due)
 
 
+def test_a_metric_silent_all_day_does_not_change_how_a_carried_entity_is_scored():
+    rows = _rows()
+    days = _days(rows)
+    full = detect_days(rows, days[:-1], P)
+    last = days[-1]
+    stored = full.decomposition[["entity_id", "metric", "ts", "residual", "excluded"]]
+    hist = rows.merge(stored, on=["entity_id", "metric", "ts"], how="left")
+    # today every entity's flow meter is silent: in the chunk's rows it exists only in the history
+    hist = hist[~((hist.ts >= last) & (hist.metric == "flow"))]
+    names = np.array([f"e{e:02d}" for e in range(6)])
+    [(pos, model)] = full.state.gather(names)
+    carried = set(names[pos][md.refit_reasons(model, 6, last.value // 10**9, full.state.slots(names[pos], 7), 7) == 0])
+    lean = hist[~hist.entity_id.isin(carried) | (hist.ts >= last)]
+    a = detect_days(hist, [last], P, state=FleetState.from_table(full.state.to_table()))
+    b = detect_days(lean, [last], P, state=FleetState.from_table(full.state.to_table()))
+    pd.testing.assert_frame_equal(a.scores.sort_values(KEY).reset_index(drop=True),
+                                  b.scores.sort_values(KEY).reset_index(drop=True))
+    assert b.models[last].carried == len(carried) > 0
+    assert set(b.decomposition.metric) == {"temp", "load"}
+
+
+def test_a_new_metric_refits_its_entity():
+    rows = _rows(days=12)
+    days = _days(rows)
+    out = detect_days(rows[rows.ts < days[-1]], days[:-1], P)
+    extra = rows[rows.metric == "temp"].assign(metric="vibration")  # every entity gains a metric
+    night = detect_days(pd.concat([rows, extra]), [days[-1]], P, state=out.state)
+    m = night.models[days[-1]]
+    assert m.carried == 0 and sum(m.refits.values()) == 6 and m.refits.get("new", 0) >= 1
+    assert out.state.metrics_of("e01") == ("flow", "load", "temp", "vibration")
+
+
 def test_refits_are_spread_over_the_cycle_and_say_why():
     rows = _rows(n_entities=40, days=30, shift=(3, 24 * 20 + 2))
     out = detect_days(rows, _days(rows), P)

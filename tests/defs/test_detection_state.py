@@ -59,17 +59,22 @@ def test_nightly_runs_carry_models_and_equal_the_backfill(tmp_path):
                                "dagster/asset_partition_range_end": str(DAYS[-1].date())})
     assert run.success
     assets, res, inst = _setup(tmp_path / "nightly")
+    lean = []
     for day in DAYS:
         night = dg.materialize(assets, resources=res, instance=inst, selection=DETECTION, run_config=CONFIG,
                                partition_key=str(day.date()))
         assert night.success
         assert list((tmp_path / "nightly" / "models" / "state").glob(f"{day.date()}_*.parquet"))
+        meta = night.asset_materializations_for_node("detection")[0].metadata
+        lean.append(meta["entities_read_for_the_day_only"].value)
     backfill, _ = _tables(tmp_path / "backfill")
     nightly, versions = _tables(tmp_path / "nightly")
     pd.testing.assert_frame_equal(backfill, nightly, check_exact=False, rtol=1e-9)
     refits = [json.loads(r) for r in versions["refits"]]
     assert refits[0] == {"new": 5}
     assert sum(versions["carried"].iloc[8:]) > 0  # past the warm-up most nights carry the models
+    # ... and those nights read only the day for the entities that carry their model
+    assert list(versions["carried"]) == lean
     assert any("drift" in r for r in refits[9:])  # the shifted pump is refitted early
     assert (backfill.loc[backfill.entity_id == "pump-1", "severity"].isin(["warning", "critical"])).any()
 
