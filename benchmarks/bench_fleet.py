@@ -385,7 +385,7 @@ def mode_micro(a) -> None:
 
     from anomaly_assets.demo.fleet import generate_fleet
 
-    work = Path(a.workdir) / f"micro_{a.entities}x{a.days}_{a.freq}"
+    work = Path(a.workdir) / f"micro_{a.entities}x{a.days}_{a.freq}" / f"refit_{a.refit_days}"
     gen = work / "generated"
     if not (gen / "done").exists():
         shutil.rmtree(gen, ignore_errors=True)
