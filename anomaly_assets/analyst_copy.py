@@ -3,7 +3,7 @@
 Why a copy. DuckDB lets one process hold a database file for writing, and while any other process
 has the file open (even read-only) no process can write it. An analyst with a notebook open on the
 warehouse would make the next nightly run fail. Analysts therefore query ``analytics.duckdb``
-(``ANOMALY_ANALYST_COPY``), a copy the pipeline publishes at the end of every run; the warehouse
+(``ANOMALY_ANALYST_COPY``), a copy the pipeline publishes at the end of every run of the chain; the warehouse
 itself is only ever opened by the pipeline.
 
 How. An in-memory DuckDB attaches the warehouse ``READ_ONLY`` and a new temporary file in the

@@ -29,11 +29,21 @@ anomaly_chain = dg.define_asset_job(
     description="Ingest, detect (baseline, score, explain), then alerts, marts, evaluation and reports.",
 )
 
-# Last in every run: the read-only copy analysts query. Then the nightly schedule, the landing
+# Today's micro-batches (the landing sensor, today's partition alone): ingest, scores, explanations,
+# alerts and marts at once. The daily report and the analysts' copy (a rewrite of the whole
+# warehouse, O(history)) wait for the run that closes the day.
+WAITS_FOR_THE_DAY = (dg.AssetKey(["reports", "daily"]), dg.AssetKey(["analyst_copy"]))
+anomaly_intraday = dg.define_asset_job(
+    "anomaly_intraday",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(*WAITS_FOR_THE_DAY),
+    description="Today's landed files: ingest, detect, alerts and marts; the report and the analysts' copy wait for the night.",
+)
+
+# Last in every run of the chain: the read-only copy analysts query. Then the nightly schedule, the landing
 # sensor and the failure alerts, all from the environment (defs/automation.py).
 analyst_copy = publish.build_analyst_copy([*python_assets, *sql_assets], settings.sql_dir)
 automation_settings = automation.load_automation_settings()
-schedules, sensors = automation.build_automation(anomaly_chain, automation_settings)
+schedules, sensors = automation.build_automation(anomaly_chain, automation_settings, anomaly_intraday)
 
 
 def resources(s=settings) -> dict:
@@ -61,7 +71,7 @@ defs = dg.Definitions(
         load_owners(REPO_ROOT / "configs" / "owners.yaml").groups),
     # GX checks beside their tables (defs/checks.py); anomaly_chain's AssetSelection.all() runs them
     asset_checks=checks.CHECKS,
-    jobs=[anomaly_chain],
+    jobs=[anomaly_chain, anomaly_intraday],
     # Every step is in the duckdb_writer pool (limit 1), so steps never run in parallel anyway:
     # one process per run instead of one per step saves a code load (2-4 s) per step. The run's
     # worker pool is shut down when its steps are done (defs/workers.py).

@@ -76,8 +76,8 @@ def _child_chain(a: dict) -> dict:
     import dagster as dg
 
     from anomaly_assets.definitions import defs
-    job = defs.resolve_job_def("anomaly_chain")
-    keys = sorted(defs.resolve_asset_graph().get_all_asset_keys())
+    job = defs.resolve_job_def(a.get("job", "anomaly_chain"))
+    keys = sorted(job.asset_layer.executable_asset_keys)
     if not a.get("full"):  # ingest through marts; the alerts branch and the analysts' copy only with --full
         keys = [k for k in keys if k.path[0] != "alerts" and k.path not in (["evaluation", "alert_precision"],
                                                                             ["analyst_copy"])]
@@ -271,7 +271,8 @@ def _median(xs):
 
 
 def repeat_chain(work: Path, name: str, repeat: int, *, landing, start, end, full,
-                 history: Path | None = None, keep: Path | None = None, refit_days: int = 1) -> list[dict]:
+                 history: Path | None = None, keep: Path | None = None, refit_days: int = 1,
+                 job: str = "anomaly_chain") -> list[dict]:
     """Run the chain ``repeat`` times, each on a fresh warehouse (a copy of ``history`` and the
     models kept beside it, if given); the first run's warehouse and models are kept at ``keep``
     when asked."""
@@ -285,7 +286,7 @@ def repeat_chain(work: Path, name: str, repeat: int, *, landing, start, end, ful
             if history.with_suffix(".models").exists():  # the models carried from the backfill
                 shutil.copytree(history.with_suffix(".models"), wh.parent / "models")
         runs.append(run_case_measured("chain", landing=str(landing), warehouse=str(wh), start=start, end=end,
-                                      full=full, refit_days=refit_days))
+                                      full=full, refit_days=refit_days, job=job))
         if i == 0 and keep is not None:
             shutil.copy(wh, keep)
             shutil.rmtree(keep.with_suffix(".models"), ignore_errors=True)
@@ -378,9 +379,10 @@ def mode_chain(a) -> None:
 
 
 def mode_micro(a) -> None:
-    """One landed file of the fleet's first hour of a day, run as the landing sensor runs it: the
-    whole chain (ingest, detection, alerts, marts, checks) for that day's partition, on a copy
-    of the warehouse backfilled through the day before."""
+    """One landed file of the fleet's first hour of a day, run as the landing sensor runs today's
+    files: ``anomaly_intraday`` (ingest, detection, alerts, marts and their checks; the report and
+    the analysts' copy wait for the night) for that day's partition, on a copy of the warehouse
+    backfilled through the day before."""
     import pandas as pd
 
     from anomaly_assets.demo.fleet import generate_fleet
@@ -412,7 +414,7 @@ def mode_micro(a) -> None:
     print(f"micro-batch: {a.entities} entities x 4 metrics, the first hour of {day} ({rows:,} rows); "
           f"cpus {os.cpu_count()}, load {os.getloadavg()}", flush=True)
     runs = repeat_chain(work, "micro", a.repeat, landing=micro_landing, start=day, end=day, full=True,
-                        history=history, refit_days=a.refit_days)
+                        history=history, refit_days=a.refit_days, job="anomaly_intraday")
     _report("micro", runs, rows)
 
 

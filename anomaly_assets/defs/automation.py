@@ -149,12 +149,13 @@ def _day_ranges(days: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _run_request(first: str, last: str, run_key: str, trigger: str, **tags) -> dg.RunRequest:
+def _run_request(first: str, last: str, run_key: str, trigger: str, job_name: str | None = None,
+                 **tags) -> dg.RunRequest:
     tags = {TRIGGER_TAG: trigger, **{k: str(v) for k, v in tags.items()}}
     if first == last:
-        return dg.RunRequest(run_key=run_key, partition_key=first, tags=tags)
+        return dg.RunRequest(run_key=run_key, partition_key=first, tags=tags, job_name=job_name)
     # a range is one run: every asset has BackfillPolicy.single_run()
-    return dg.RunRequest(run_key=run_key, tags={
+    return dg.RunRequest(run_key=run_key, job_name=job_name, tags={
         **tags, "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
 
 
@@ -356,17 +357,20 @@ def landing_run_key(first: str, last: str, versions: list[str]) -> str:
     return f"landing:{days}:{digest}"
 
 
-def build_landing_sensor(job, s: AutomationSettings) -> dg.SensorDefinition:
+def build_landing_sensor(job, s: AutomationSettings, intraday=None) -> dg.SensorDefinition:
     """Runs the chain for the days that new or changed landing files cover (see :func:`plan_landing_runs`).
 
     Exactly once per file version: the cursor remembers the versions acted on, and the run key is
     derived from the days and the file versions, so a re-evaluated tick (or a lost cursor) cannot
-    launch the same work twice. Sidecars (labels, splits) are not telemetry and are ignored.
+    launch the same work twice. Sidecars (labels, splits) are not telemetry and are ignored. A run
+    of today's open partition alone is a micro-batch: it goes to ``intraday`` when given (the chain
+    without the steps that wait for the day to close), any range with a closed day to ``job``.
     """
+    jobs = [job] + ([intraday] if intraday is not None else [])
 
     @dg.sensor(
         name="landing_files",
-        job=job,
+        jobs=jobs,
         minimum_interval_seconds=s.sensor_interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="New or changed landing files -> the whole chain for the days they cover (today's at once).",
@@ -376,16 +380,20 @@ def build_landing_sensor(job, s: AutomationSettings) -> dg.SensorDefinition:
             instance = context.instance
         except dg.DagsterInvariantViolationError:  # evaluated without an instance (a test): nothing ingested
             instance = None
+        now = dt.datetime.now(dt.timezone.utc)
         try:
             plan = plan_landing_runs(landing.root, landing.sidecars(), LandingCursor.from_json(context.cursor),
-                                     dt.datetime.now(dt.timezone.utc), s.partition_start, s.landing_settle_s,
+                                     now, s.partition_start, s.landing_settle_s,
                                      ingested=lambda days: ingested_days(instance, days) if instance else {})
         except LandingError as e:  # the folder is missing: say so on every tick, do not fail
             return dg.SkipReason(str(e))
         for note in plan.notes:
             context.log.info(note)
+        today = open_day(now)
         requests = [
-            _run_request(first, last, landing_run_key(first, last, versions), "landing", **{"anomaly/files": len(versions)})
+            _run_request(first, last, landing_run_key(first, last, versions), "landing",
+                         job_name=(intraday if intraday is not None and first == last == today else job).name,
+                         **{"anomaly/files": len(versions)})
             for first, last, versions in plan.runs
         ]
         for (first, last, versions), r in zip(plan.runs, requests):
@@ -538,8 +546,8 @@ def build_dead_run_sensor() -> dg.SensorDefinition:
     return dead_run_release
 
 
-def build_automation(job, s: AutomationSettings | None = None) -> tuple[list, list]:
-    """(schedules, sensors) for ``job`` (the whole chain)."""
+def build_automation(job, s: AutomationSettings | None = None, intraday=None) -> tuple[list, list]:
+    """(schedules, sensors) for ``job`` (the whole chain) and ``intraday`` (today's micro-batches)."""
     s = s or load_automation_settings()
-    return [build_nightly_schedule(job, s)], [build_landing_sensor(job, s), *build_alert_sensors(s),
+    return [build_nightly_schedule(job, s)], [build_landing_sensor(job, s, intraday), *build_alert_sensors(s),
                                               build_dead_run_sensor()]

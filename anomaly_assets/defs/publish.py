@@ -1,4 +1,4 @@
-"""analyst_copy: the warehouse, published as a read-only copy for analysts at the end of every run.
+"""analyst_copy: the warehouse, published as a read-only copy for analysts at the end of every chain run.
 
 A final asset rather than a sensor reacting to finished runs, because:
 
@@ -9,7 +9,8 @@ A final asset rather than a sensor reacting to finished runs, because:
   its blocking checks passed: analysts never see a half-updated or rejected day, they keep the
   last good copy;
 * it is part of ``anomaly_chain``, so schedule, sensor, UI and shell runs all publish, with the
-  copy's size and timing recorded as materialization metadata.
+  copy's size and timing recorded as materialization metadata. Today's micro-batches
+  (``anomaly_intraday``) do not: the copy costs the whole warehouse, the batch an hour of data.
 
 ``anomaly-assets publish`` does the same by hand. See :mod:`anomaly_assets.analyst_copy` for how
 the copy is made.

@@ -214,6 +214,31 @@ def test_todays_rows_run_at_once_and_later_days_and_unsettled_files_wait(tmp_pat
     assert fresh.runs == [] and fresh.cursor.files == {} and "next tick" in fresh.notes[-1]
 
 
+def test_todays_partition_alone_is_a_micro_batch_without_the_report_and_the_copy(tmp_path):
+    sensor = automation.build_landing_sensor(definitions.anomaly_chain, _settings(), definitions.anomaly_intraday)
+    root = tmp_path / "landing"
+    root.mkdir()
+    now = dt.datetime.now(dt.timezone.utc)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    (root / "today.csv").write_text(f"timestamp,value\n{hour:%Y-%m-%dT%H:%M:%SZ},1\n")
+    first = _tick(sensor, root)
+    [micro] = first.run_requests
+    if automation.open_day(dt.datetime.now(dt.timezone.utc)) != _days(micro)[0]:
+        pytest.skip("midnight UTC passed during the test")
+    assert micro.job_name == "anomaly_intraday" and _days(micro) == (hour.date().isoformat(),) * 2
+    # late rows for yesterday: a closed day (and, once ingested, the days after it), the whole chain
+    yesterday = hour - dt.timedelta(days=1)
+    (root / "late.csv").write_text(f"timestamp,value\n{yesterday:%Y-%m-%dT%H:%M:%SZ},2\n")
+    [whole] = _tick(sensor, root, first.cursor).run_requests
+    assert whole.job_name == "anomaly_chain" and _days(whole)[0] == yesterday.date().isoformat()
+
+    repo = definitions.defs.get_repository_def()
+    intraday = repo.get_job("anomaly_intraday").asset_layer.executable_asset_keys
+    chain = repo.get_job("anomaly_chain").asset_layer.executable_asset_keys
+    assert chain - intraday == {dg.AssetKey(["reports", "daily"]), dg.AssetKey("analyst_copy")}
+    assert dg.AssetKey(["alerts", "alerts"]) in intraday
+
+
 def test_days_before_the_first_partition_are_noted_not_requested(tmp_path):
     root = tmp_path / "landing"
     root.mkdir()
