@@ -74,6 +74,11 @@ def _child_chain(a: dict) -> dict:
         os.environ["ANOMALY_LABELS"] = a["labels"]
     t_import = time.perf_counter()
     import dagster as dg
+    import pandas as pd
+
+    if a.get("open_day"):  # the generated day is scored as today's open partition (micro-batches)
+        from anomaly_assets.defs import detection
+        detection._open_day = lambda: pd.Timestamp(a["open_day"], tz="UTC")
 
     from anomaly_assets.definitions import defs
     job = defs.resolve_job_def(a.get("job", "anomaly_chain"))
@@ -272,7 +277,7 @@ def _median(xs):
 
 def repeat_chain(work: Path, name: str, repeat: int, *, landing, start, end, full,
                  history: Path | None = None, keep: Path | None = None, refit_days: int = 1,
-                 job: str = "anomaly_chain") -> list[dict]:
+                 job: str = "anomaly_chain", open_day: str | None = None) -> list[dict]:
     """Run the chain ``repeat`` times, each on a fresh warehouse (a copy of ``history`` and the
     models kept beside it, if given); the first run's warehouse and models are kept at ``keep``
     when asked."""
@@ -286,7 +291,7 @@ def repeat_chain(work: Path, name: str, repeat: int, *, landing, start, end, ful
             if history.with_suffix(".models").exists():  # the models carried from the backfill
                 shutil.copytree(history.with_suffix(".models"), wh.parent / "models")
         runs.append(run_case_measured("chain", landing=str(landing), warehouse=str(wh), start=start, end=end,
-                                      full=full, refit_days=refit_days, job=job))
+                                      full=full, refit_days=refit_days, job=job, open_day=open_day))
         if i == 0 and keep is not None:
             shutil.copy(wh, keep)
             shutil.rmtree(keep.with_suffix(".models"), ignore_errors=True)
@@ -379,10 +384,12 @@ def mode_chain(a) -> None:
 
 
 def mode_micro(a) -> None:
-    """One landed file of the fleet's first hour of a day, run as the landing sensor runs today's
-    files: ``anomaly_intraday`` (ingest, detection, alerts, marts and their checks; the report and
-    the analysts' copy wait for the night) for that day's partition, on a copy of the warehouse
-    backfilled through the day before."""
+    """Landed files of a day's first hours, run as the landing sensor runs today's files:
+    ``anomaly_intraday`` (ingest, detection, alerts, marts and their checks; the report and the
+    analysts' copy wait for the night) for that day's partition, the day scored as today's. Two
+    cases: the day's first hour on a copy of the warehouse backfilled through the day before (the
+    first batch of a day fits the day's models), then its second hour on a copy of what the first
+    left (a later batch, which scores with them)."""
     import pandas as pd
 
     from anomaly_assets.demo.fleet import generate_fleet
@@ -399,12 +406,19 @@ def mode_micro(a) -> None:
     hist_landing, micro_landing = work / "landing_history", work / "landing_micro"
     _link_tree(gen / "landing", hist_landing, history_days)
     _link_tree(gen / "landing", micro_landing, history_days)
+    second_landing = work / "landing_micro_2"
+    _link_tree(gen / "landing", second_landing, history_days)
     rows = 0
-    for f in sorted((gen / "landing" / day).glob("*.csv")):  # the day's first hour only
+    midnight = pd.Timestamp(day, tz="UTC")
+    for f in sorted((gen / "landing" / day).glob("*.csv")):  # the day's first hour, then its second
         frame = pd.read_csv(f)
-        hour = frame[pd.to_datetime(frame["timestamp"], utc=True) < pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=1)]
-        (micro_landing / day).mkdir(parents=True, exist_ok=True)
-        hour.to_csv(micro_landing / day / f.name, index=False)
+        at = pd.to_datetime(frame["timestamp"], utc=True)
+        hour, second = frame[at < midnight + pd.Timedelta(hours=1)], frame[
+            (at >= midnight + pd.Timedelta(hours=1)) & (at < midnight + pd.Timedelta(hours=2))]
+        for folder in (micro_landing, second_landing):
+            (folder / day).mkdir(parents=True, exist_ok=True)
+            hour.to_csv(folder / day / f.name, index=False)
+        second.to_csv(second_landing / day / f"{f.stem}-h2.csv", index=False)
         rows += len(hour) * (hour.shape[1] - 2)
     history = work / "history.duckdb"
     if not history.exists():
@@ -413,9 +427,14 @@ def mode_micro(a) -> None:
                      full=True, keep=history, refit_days=a.refit_days)
     print(f"micro-batch: {a.entities} entities x 4 metrics, the first hour of {day} ({rows:,} rows); "
           f"cpus {os.cpu_count()}, load {os.getloadavg()}", flush=True)
+    after_first = work / "after_first.duckdb"
     runs = repeat_chain(work, "micro", a.repeat, landing=micro_landing, start=day, end=day, full=True,
-                        history=history, refit_days=a.refit_days, job="anomaly_intraday")
-    _report("micro", runs, rows)
+                        history=history, refit_days=a.refit_days, job="anomaly_intraday", open_day=day,
+                        keep=after_first)
+    _report("micro, the day's first", runs, rows)
+    runs = repeat_chain(work, "micro2", a.repeat, landing=second_landing, start=day, end=day, full=True,
+                        history=after_first, refit_days=a.refit_days, job="anomaly_intraday", open_day=day)
+    _report("micro, a later one", runs, rows)
 
 
 def main(argv=None) -> None:

@@ -148,6 +148,7 @@ class Scored:
     statistics: tuple = ()
     refits: list[Model] = field(default_factory=list)  # the refits of this call, in order
     model: Model | None = None  # the model at the end of the new points (None: all in cold start)
+    start: Model | None = None  # with keep_start: the model fitted before the first new point
 
 
 def interval_of(ts: np.ndarray) -> float:
@@ -157,7 +158,7 @@ def interval_of(ts: np.ndarray) -> float:
 
 
 def detect(history: History, ts: np.ndarray, value: np.ndarray, params: DetectorParams,
-           holiday: np.ndarray | None = None, model: Model | None = None) -> Scored:
+           holiday: np.ndarray | None = None, model: Model | None = None, keep_start: bool = False) -> Scored:
     """Score new points of a batch given its stored history, or with the model it carries.
 
     Parameters
@@ -174,6 +175,10 @@ def detect(history: History, ts: np.ndarray, value: np.ndarray, params: Detector
     model : Model, optional
         The batch's model, carried from its last refit: the new points are scored with it and no
         history is read (``history`` may be empty). It is updated in place to their end.
+    keep_start : bool, default False
+        Keep a copy of the model fitted before the first new point (``Scored.start``) when it
+        scores every new point (the series is past its warm-up): the same history gives the same
+        model, so later points of the day can be scored from it without refitting.
 
     Returns
     -------
@@ -200,10 +205,13 @@ def detect(history: History, ts: np.ndarray, value: np.ndarray, params: Detector
         _apply(model, ts, value, holiday, params, out, 0)
         out.model = model
         return out
-    for a, b in _blocks(n_hist, T, interval, params):
+    blocks = _blocks(n_hist, T, interval, params)
+    for a, b in blocks:
         fitted = _fit_block(all_ts, x, resid, excl, hol, n_hist + a, interval, params)
         if fitted is None:
             continue
+        if keep_start and blocks == [(0, T)] and n_hist >= max(2 * DAY_S / interval, params.min_points):
+            out.start = fitted.take(np.arange(E))  # a copy: _apply moves the model's running parts on
         sl = slice(n_hist + a, n_hist + b)
         _apply(fitted, all_ts[sl], x[:, sl], hol[sl] if hol is not None else None, params, out, a)
         resid[:, sl] = out.residual[:, a:b]

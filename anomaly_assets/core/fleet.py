@@ -74,6 +74,7 @@ class Detected:
     explanations: pd.DataFrame
     models: dict[pd.Timestamp, DayModel]
     state: FleetState | None = None  # every entity's model after the last day
+    opened: FleetState | None = None  # with keep_opened: the models fitted for the last day, before its points
 
 
 def model_version(params: DetectorParams, day: pd.Timestamp) -> str:
@@ -122,7 +123,8 @@ def _epoch_us(ts: pd.Series) -> np.ndarray:
 
 def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorParams,
                 families: Mapping[str, str] | None = None, units: Mapping[str, str] | None = None,
-                holidays: Mapping[str, np.ndarray] | None = None, state: FleetState | None = None) -> Detected:
+                holidays: Mapping[str, np.ndarray] | None = None, state: FleetState | None = None,
+                opened: FleetState | None = None, keep_opened: bool = False) -> Detected:
     """Score every observation of ``days``, in order, from the rows before each day.
 
     Each entity is scored with the model it carries (``state``) unless it is due for a refit
@@ -144,6 +146,13 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
         The entities' models at the end of the day before ``days[0]`` (none: every entity is
         refitted on its first day). It is carried on in place. Unused, and None in the result,
         when ``params.refit_days`` is 1: every model is refitted every day.
+    opened : FleetState, optional
+        With ``params.refit_days`` 1: the models an earlier run fitted for ``days[0]`` before its
+        first point (``Detected.opened`` of a micro-batch of the same day, on the same history).
+        The entities in it score that day with them instead of refitting (moving them on in place).
+    keep_opened : bool, default False
+        Return in ``Detected.opened`` the models fitted for the last day before its first point,
+        with those of ``opened`` that were used.
 
     Returns
     -------
@@ -152,26 +161,32 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
     models = {d: DayModel(d, model_version(params, d)) for d in days}
     if params.refit_days > 1 and state is None:
         state = FleetState(params.version(CODE_VERSION))
+    carry = state if params.refit_days > 1 else opened  # a model fitted for the day carries only that day
+    kept = FleetState(params.version(CODE_VERSION)) if keep_opened and params.refit_days == 1 else None
     if len(rows) == 0 or not days:
         return Detected(_empty(DECOMPOSITION_COLUMNS), _empty(SCORE_COLUMNS), _empty(EXPLANATION_COLUMNS), models,
-                        state)
+                        state, kept)
     lay = _Layout(rows)
     dec, sco, exp = [], [], []
     for day in days:
         d0 = day.value // 1000
         d1 = d0 + DAY_S * _US
         # entities that carry their model need none of their history: they are batched apart
-        carried = _carried_batches(lay, d0, d1, params, holidays, state, models[day]) if state is not None else []
+        carried = _carried_batches(lay, d0, d1, params, holidays, carry, models[day]) if carry is not None else []
         skip = {int(e) for batch, _ in carried for e in batch.entities}
         work = [(b, None) for b in _batches(lay, d0, d1, params, holidays, skip)] + carried
+        last = kept if day == days[-1] else None
         for batch, model in work:
-            out = _score_batch(lay, batch, params, models[day], families, units, holidays, state, model)
+            if last is not None and model is not None and carry is opened:  # keep what was used, before it moves on
+                last.put(lay.entities[batch.entities], batch.metric_names(lay), model.take(np.arange(len(model.scale))))
+            out = _score_batch(lay, batch, params, models[day], families, units, holidays, state, model, last,
+                               counted=carry is not None)
             dec.append(out[0])
             sco.append(out[1])
             if len(out[2]):
                 exp.append(out[2])
     return Detected(_concat(dec, DECOMPOSITION_COLUMNS), _concat(sco, SCORE_COLUMNS),
-                    _concat(exp, EXPLANATION_COLUMNS), models, state)
+                    _concat(exp, EXPLANATION_COLUMNS), models, state, kept)
 
 
 def _empty(cols):
@@ -225,7 +240,7 @@ def _batches(lay: _Layout, d0: int, d1: int, params: DetectorParams, holidays=No
 
 
 def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, holidays, state: FleetState | None,
-                 carried: md.Model | None):
+                 carried: md.Model | None, opened: FleetState | None = None, counted: bool = False):
     cols = batch.metrics
     ts_h = lay.pair_ts[batch.hist[0]] // _US
     ts_n = lay.pair_ts[batch.new[0]] // _US
@@ -247,9 +262,13 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
         model.carried += len(names)
         model.entities += int(carried.valid.any(axis=1).sum())
     else:
-        s = detect(hist, ts_n, value, params, hol_n)
+        s = detect(hist, ts_n, value, params, hol_n, keep_start=opened is not None)
         _record(model, s, names, metric_names, ts_h)
-        if state is None:  # refitted every day: nothing to carry
+        if opened is not None and s.start is not None:
+            fitted = s.start.valid.any(axis=1)
+            if fitted.any():
+                opened.put(names[fitted], metric_names, s.start.take(np.flatnonzero(fitted)))
+        if state is None and not counted:  # refitted every day (why, when counted: _carried_batches)
             model.refits["cadence"] = model.refits.get("cadence", 0) + len(names)
     if state is not None and s.model is not None:
         scored = ~np.isnan(s.p).all(axis=1)

@@ -22,6 +22,10 @@ of scoring it right after the refit: the EWMAs are causal and the fitted parts d
 - ``cadence``: the series' slot in the ``refit_days`` cycle (a hash of its name, so a fleet that
   started together spreads its refits over the nights), or ``refit_days`` since the last refit;
 - ``backend``: the backend's fitted objects are not data (iforest, ecod, hbos): refitted daily.
+
+With ``refit_days`` 1 (the default) every series is refitted every day, once: the model fitted
+before a day's first point carries through that day's later micro-batches, since the same
+history gives the same model.
 """
 
 from __future__ import annotations
@@ -167,8 +171,8 @@ def refit_reasons(model: Model | None, n: int, now_s: int, slots: np.ndarray, re
     reason[model.drift] = REASONS.index("drift")
     if not model.storable:
         reason[:] = REASONS.index("backend")
-    if refit_days <= 1:
-        reason = np.where(reason == 0, REASONS.index("cadence"), reason).astype(np.int8)
+    if refit_days <= 1:  # refitted daily: only a model fitted for this very day carries (micro-batches)
+        reason = np.where((reason == 0) & (model.fitted_at < now_s), REASONS.index("cadence"), reason).astype(np.int8)
     return np.where(has, reason, out).astype(np.int8)
 
 

@@ -6,6 +6,11 @@ residual and whether it was left out of later references) is part of the next da
 the four tables are computed together, a chunk of entities at a time, days in order
 (``core/fleet.py``). A nightly run reads what earlier runs stored; a backfill carries it from day
 to day in memory: the same numbers either way.
+
+Today's partition is scored many times while its files land (micro-batches). Refitted daily, a
+series' model for the day depends only on the days before it, so the first run of the day keeps
+the models it fitted (``models/state/<day>-opened_<version>.parquet``) and later runs of the day
+score with them, reading only the day's rows, for as long as no earlier day has been run again.
 """
 
 
@@ -104,9 +109,13 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
     # the models carried from the day before (kept only when they are refitted less than daily)
     version = params.version(CODE_VERSION)
     carried = models.load_state(str((start - pd.Timedelta(days=1)).date()), version) if params.refit_days > 1 else None
-    states, day_only = [], [0]
+    states, day_only, opened_parts = [], [0], []
     with duckdb.get_connection() as con:
         wh.ensure_tables(con)
+        # today's micro-batches, refitted daily: the day's models as its first run fitted them
+        intraday = params.refit_days == 1 and days == [_open_day()]
+        history_mark = _history_mark(con, long_start, start) if intraday else ""
+        opened = _opened(models, start, version, history_mark) if intraday else None
         chunks = wh.entity_chunks(con, wh.OBSERVATIONS, start, end, CHUNK_ROWS // 8, worker_count(),
                                   MIN_PART_ROWS // 8)
         # known events back to the long window: holidays for the detector's references, and the
@@ -124,11 +133,13 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
         def reads():  # a chunk of entities at a time, read when a worker is about to need it
             for entities in chunks:
                 state = _state_of(carried, entities, version)
-                rows, lean = _rows_needed(history, reader, entities, metrics, state, days, params) if state else \
+                todays = _state_of(opened, entities, version)
+                lean_by = state or todays
+                rows, lean = _rows_needed(history, reader, entities, metrics, lean_by, days, params) if lean_by else \
                     (history(entities), 0)
                 day_only[0] += lean
                 yield rows, days, params, fam.families, fam.units, {
-                    str(e): holidays[str(e)] for e in entities if str(e) in holidays}, state
+                    str(e): holidays[str(e)] for e in entities if str(e) in holidays}, state, todays, intraday
 
         def decomposition_rows():  # scored in worker processes, written here as they come back
             for out in map_chunks(detect_days, reads(), len(chunks)):
@@ -145,15 +156,19 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
                     day_models.setdefault(day, []).append(m)
                 if params.refit_days > 1:
                     states.append(out.state.to_table())
+                if out.opened is not None:
+                    opened_parts.append(out.opened.to_table())
                 yield rows
 
         with wh.transaction(con), reader:
             wh.replace_time_slice_streamed(con, wh.DECOMPOSITION, decomposition_rows(), start, end)
             wh.replace_time_slice(con, wh.ANOMALY_SCORES, score_parts, start, end)
             wh.replace_time_slice(con, wh.EXPLANATIONS, expl_parts, start, end)
-            versions = _model_rows(day_models, days, params, models)
+            versions = _model_rows(day_models, days, params, models, keep_earlier=opened is not None)
             if params.refit_days > 1:
                 models.save_state(_carried_on(carried, states), str(days[-1].date()), version)
+            if intraday:
+                _keep_opened(models, start, version, _carried_on(opened, opened_parts), history_mark)
             wh.replace_keyed(con, wh.MODEL_VERSIONS, versions, "day", [str(d.date()) for d in days])
     expl = ChunkedWrite()
     for e in expl_parts:
@@ -165,7 +180,7 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
         **dec.metadata(wh.DECOMPOSITION, start, end, context),
         "cold_start_rows": dec.counts.get("cold_start_rows", 0),
         "chunks": len(chunks), "workers": workers_for(len(chunks)),
-        "entities_read_for_the_day_only": day_only[0],  # they carried their model (refit_days > 1)
+        "entities_read_for_the_day_only": day_only[0],  # they carried their model (or the day's, today)
     })
     yield dg.MaterializeResult(asset_key=_KEYS[wh.MODEL_VERSIONS], metadata={
         **table_metadata(wh.MODEL_VERSIONS, versions, start, end),
@@ -213,8 +228,10 @@ def _say_known_events(scores: pd.DataFrame, events) -> pd.DataFrame:
     return scores
 
 
-def _model_rows(day_models: dict, days: list[pd.Timestamp], params: DetectorParams, store: ModelStore) -> pd.DataFrame:
-    """One ml.model_versions row per day; the day's per-series parameters saved as Parquet."""
+def _model_rows(day_models: dict, days: list[pd.Timestamp], params: DetectorParams, store: ModelStore,
+                keep_earlier: bool = False) -> pd.DataFrame:
+    """One ml.model_versions row per day; the day's per-series parameters saved as Parquet (with
+    ``keep_earlier``, those an earlier run of the day saved for series not refitted now)."""
     from anomaly_assets.core.fleet import model_version
 
     records = []
@@ -222,6 +239,12 @@ def _model_rows(day_models: dict, days: list[pd.Timestamp], params: DetectorPara
         parts = day_models.get(day, [])
         version = model_version(params, day)
         params_frame = pd.concat([m.series_params() for m in parts], ignore_index=True) if parts else pd.DataFrame()
+        earlier = store.artifact(str(day.date()), version)
+        if keep_earlier and earlier.exists():
+            old = pd.read_parquet(earlier)
+            if len(params_frame):
+                old = old[~old["entity_id"].isin(params_frame["entity_id"])]
+            params_frame = pd.concat([params_frame, old], ignore_index=True) if len(params_frame) else old
         path = store.save(params_frame, str(day.date()), version)
         starts = [m.train_start for m in parts if m.train_start is not None]
         records.append({
@@ -242,6 +265,35 @@ def _sum_counts(counts) -> dict:
         for k, v in c.items():
             total[k] = total.get(k, 0) + v
     return total
+
+
+def _open_day() -> pd.Timestamp:
+    """Today (UTC): the partition micro-batches fill up."""
+    return pd.Timestamp(dt.datetime.now(dt.timezone.utc).date(), tz="UTC")
+
+
+def _history_mark(con, since: pd.Timestamp, day: pd.Timestamp) -> str:
+    """When the days before ``day`` were last scored: a day's models fitted on another history
+    (an earlier day run again since) are not used."""
+    last = con.execute(f"SELECT max(trained_at) FROM {wh.MODEL_VERSIONS.qualified} WHERE day >= ? AND day < ?",
+                       [since.date(), day.date()]).fetchone()[0]
+    return "" if last is None else str(last)
+
+
+def _opened(models: ModelStore, day: pd.Timestamp, version: str, mark: str):
+    """The models an earlier run fitted for ``day``, if fitted on the same history."""
+    table = models.load_state(f"{day.date()}-opened", version)
+    if table is None or (table.schema.metadata or {}).get(b"history", b"").decode() != mark:
+        return None
+    return table
+
+
+def _keep_opened(models: ModelStore, day: pd.Timestamp, version: str, table, mark: str) -> None:
+    """Keep the day's models for its next micro-batch; those of earlier days are of no more use."""
+    models.save_state(table.replace_schema_metadata({"history": mark}), f"{day.date()}-opened", version)
+    for old in models.state_path("", version).parent.glob("*-opened_*.parquet"):
+        if old.name < f"{day.date()}-opened":
+            old.unlink(missing_ok=True)
 
 
 def _state_of(carried, entities, version: str) -> FleetState | None:

@@ -159,3 +159,37 @@ def test_other_backends_refit_daily():
     out = detect_days(rows, _days(rows), dataclasses.replace(P, detector="hbos"))
     assert all(m.carried == 0 for m in out.models.values())
     assert out.state.to_table().num_rows == 0  # nothing that is not plain data is stored
+
+
+def test_a_days_micro_batches_fit_its_models_once():
+    """Refitted daily: the first micro-batch of a day keeps the models it fitted before the day's
+    first point; later batches of the day score with them (through Parquet) and give the numbers
+    a refit gives, the young entity (a newcomer, still in its warm-up) refitted each time."""
+    params = dataclasses.replace(P, refit_days=1)
+    rows = _rows(days=20, shift=(2, 24 * 19 + 3))
+    young = _rows(n_entities=1, days=2, seed=5).assign(entity_id="new")
+    young["ts"] += pd.Timedelta(days=18)
+    rows = pd.concat([rows, young], ignore_index=True)
+    days = _days(rows)
+    day = days[-1]
+    past = detect_days(rows[rows.ts < day], days[:-1], params)
+    stored = past.decomposition[["entity_id", "metric", "ts", "residual", "excluded"]]
+    hist = rows.merge(stored, on=["entity_id", "metric", "ts"], how="left")
+    morning = hist[hist.ts < day + pd.Timedelta(hours=9)]
+    first = detect_days(morning, [day], params, keep_opened=True)
+    assert first.opened is not None and sorted(first.opened.entities()) == [f"e{e:02d}" for e in range(6)]
+    opened = FleetState.from_table(first.opened.to_table())
+    lean = hist[(hist.entity_id == "new") | (hist.ts >= day)]  # the opened ones need no history
+    later = detect_days(lean, [day], params, opened=opened, keep_opened=True)
+    whole = detect_days(hist, [day], params)
+    pd.testing.assert_frame_equal(whole.scores.sort_values(KEY).reset_index(drop=True),
+                                  later.scores.sort_values(KEY).reset_index(drop=True))
+    pd.testing.assert_frame_equal(_day(whole.decomposition, day), _day(later.decomposition, day))
+    assert later.models[day].carried == 6 and later.models[day].refits == {"new": 1}  # no model for the day yet
+    assert sorted(later.opened.entities()) == sorted(first.opened.entities())
+    assert whole.scores[whole.scores.entity_id == "e02"].is_anomaly.any()
+    # they carry through their own day only: the next day every entity is refitted
+    names = np.array(sorted(first.opened.entities()), dtype=object)
+    [(pos, model)] = first.opened.gather(names)
+    for when, reason in ((day, 0), (day + pd.Timedelta(days=1), md.REASONS.index("cadence"))):
+        assert (md.refit_reasons(model, 6, when.value // 10**9, opened.slots(names, 1), 1) == reason).all()

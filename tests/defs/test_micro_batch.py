@@ -4,7 +4,8 @@ day's run scores the new points and gives the earlier ones the scores they alrea
 as one run over the whole day. Real ingest, detection and alerts materializations on DuckDB.
 
 The day is yesterday, whose hours have all passed (the ingest quarantines timestamps in the
-future), run first with its morning only, as today's is while it fills up."""
+future), run first with its morning only, as today's is while it fills up (detection is told
+that it is still open, so its later runs score with the models the first one fitted)."""
 
 import datetime as dt
 
@@ -67,7 +68,15 @@ def test_todays_partition_is_open():
     assert daily_partitions.get_last_partition_key() == str(dt.datetime.now(dt.timezone.utc).date())
 
 
-def test_a_micro_batch_scores_the_day_so_far_and_the_day_keeps_those_scores(tmp_path):
+def _carried(root) -> int:
+    with duckdb.connect(str(root / "wh.duckdb"), read_only=True) as con:
+        return con.execute("SELECT carried FROM ml.model_versions WHERE day = ?", [TODAY.date()]).fetchone()[0]
+
+
+def test_a_micro_batch_scores_the_day_so_far_and_the_day_keeps_those_scores(tmp_path, monkeypatch):
+    from anomaly_assets.defs import detection
+
+    monkeypatch.setattr(detection, "_open_day", lambda: TODAY)
     history, morning, rest = _frames()
     res, inst = _env(tmp_path / "micro")
     land = tmp_path / "micro" / "landing"
@@ -79,8 +88,10 @@ def test_a_micro_batch_scores_the_day_so_far_and_the_day_keeps_those_scores(tmp_
     assert len(early) == 4 * 10 and (early.severity != "cold_start").all()
     assert early.loc[early.entity_id == "pump-2", "severity"].isin(["warning", "critical"]).any()
     assert early_alerts >= 1  # the alert rules ran on the micro-batch
+    assert _carried(tmp_path / "micro") == 0 and list((tmp_path / "micro" / "models" / "state").glob("*-opened_*"))
     rest.to_csv(land / "today_rest.csv", index=False)
     _run(res, inst, TODAY)  # the rest of the day (the nightly run completes it the same way)
+    assert _carried(tmp_path / "micro") == 4  # with the models the morning's run fitted for the day
     day, _ = _today(tmp_path / "micro")
     assert len(day) == 4 * 24 and not day.duplicated(["entity_id", "ts"]).any()
     again = day.merge(early, on=["entity_id", "ts"], suffixes=("", "_early"))
@@ -94,3 +105,9 @@ def test_a_micro_batch_scores_the_day_so_far_and_the_day_keeps_those_scores(tmp_
     _run(res2, inst2, FIRST, TODAY)
     whole, _ = _today(tmp_path / "whole")
     pd.testing.assert_frame_equal(day, whole, check_exact=False, rtol=1e-9)
+    # the day before run again: its history changed, so today's models are fitted again
+    _run(res, inst, TODAY - pd.Timedelta(days=1))
+    _run(res, inst, TODAY)
+    assert _carried(tmp_path / "micro") == 0
+    again, _ = _today(tmp_path / "micro")
+    pd.testing.assert_frame_equal(again, whole, check_exact=False, rtol=1e-9)
