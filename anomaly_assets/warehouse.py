@@ -119,7 +119,7 @@ MODEL_VERSIONS = _t(
     ("artifact_path", "VARCHAR NOT NULL", "Parquet file of every series' fitted level, scale, band and calendar components"),
     ("trained_at", "TIMESTAMPTZ NOT NULL", "Wall-clock time of training"),
     ("refits", "JSON", "Series refitted that day, by reason: new, warm-up, drift, cadence, backend (docs/detection.md)"),
-    ("carried", "BIGINT", "Entities scored with the model they carried from an earlier day (no refit)"),
+    ("carried", "BIGINT", "Entities scored with a model carried from an earlier day or run of the day (no refit)"),
     time_column=None,
 )
 ANOMALY_SCORES = _t(
