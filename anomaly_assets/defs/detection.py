@@ -116,8 +116,11 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
         intraday = params.refit_days == 1 and days == [_open_day()]
         history_mark = _history_mark(con, long_start, start) if intraday else ""
         opened = _opened(models, start, version, history_mark) if intraday else None
-        chunks = wh.entity_chunks(con, wh.OBSERVATIONS, start, end, CHUNK_ROWS // 8, worker_count(),
-                                  MIN_PART_ROWS // 8)
+        # chunks cut on the run's own rows, sized for the rows a chunk reads: its reference window
+        # too (a night reads ~29 days of rows per day scored, a 35-day backfill under twice them)
+        read = len(days) / (len(days) + params.reference_days)
+        chunks = wh.entity_chunks(con, wh.OBSERVATIONS, start, end, int(CHUNK_ROWS * read), worker_count(),
+                                  int(MIN_PART_ROWS * read))
         # known events back to the long window: holidays for the detector's references, and the
         # run's own days for the why of a flag
         known = alert_rules.events([str(e) for c in chunks for e in c], long_start, end)
