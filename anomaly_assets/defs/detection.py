@@ -117,8 +117,9 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
         history_mark = _history_mark(con, long_start, start) if intraday else ""
         opened = _opened(models, start, version, history_mark) if intraday else None
         # chunks cut on the run's own rows, sized for the rows a chunk reads: its reference window
-        # too (a night reads ~29 days of rows per day scored, a 35-day backfill under twice them)
-        read = len(days) / (len(days) + params.reference_days)
+        # too (a night reads ~29 days of rows per day scored). At most an eighth of CHUNK_ROWS: a
+        # scored row's outputs weigh more than a read row (a backfill's chunks of 1/2 peaked 4.4 GB)
+        read = min(1 / 8, len(days) / (len(days) + params.reference_days))
         chunks = wh.entity_chunks(con, wh.OBSERVATIONS, start, end, int(CHUNK_ROWS * read), worker_count(),
                                   int(MIN_PART_ROWS * read))
         # known events back to the long window: holidays for the detector's references, and the

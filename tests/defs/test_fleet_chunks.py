@@ -39,8 +39,7 @@ def test_chunks_of_entities_change_nothing(tmp_path, monkeypatch):
     generate_fleet(tmp_path / "landing", entities=7, days=15, seed=3)
     _, whole = _chain(tmp_path, tmp_path / "landing", "whole")
     # about one entity per chunk (an entity has 4 metrics x 24 h x ~15 days of rows)
-    # detection cuts chunks of CHUNK_ROWS x days / (days + reference days) of the run's rows
-    monkeypatch.setattr(detection, "CHUNK_ROWS", 1500 * (15 + 28) // 15)
+    monkeypatch.setattr(detection, "CHUNK_ROWS", 1500 * 8)  # a backfill's chunks: CHUNK_ROWS // 8 of its rows
     monkeypatch.setenv("ANOMALY_WORKERS", "2")  # computed in two worker processes
     result, chunked = _chain(tmp_path, tmp_path / "landing", "chunked")
     md = next(m.metadata for m in result.asset_materializations_for_node("detection")
