@@ -111,8 +111,18 @@ class _Layout:
 
 
 def _codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes into the sorted distinct values of ``col``, and those values."""
     if isinstance(col.dtype, pd.CategoricalDtype):
-        col = col.astype(str)
+        # from the category codes: the warehouse reads names as categoricals, and turning
+        # millions of them back into strings to factorize was most of the layout's time
+        cats = np.asarray(col.cat.categories.astype(str), dtype=object)
+        codes = col.cat.codes.to_numpy().astype(np.int64)
+        used = np.flatnonzero(np.bincount(codes[codes >= 0], minlength=len(cats)))
+        names = cats[used]
+        order = np.argsort(names, kind="stable")
+        remap = np.full(len(cats), -1, np.int64)
+        remap[used[order]] = np.arange(len(used))
+        return np.where(codes >= 0, remap[np.maximum(codes, 0)], -1), names[order]
     codes, uniques = pd.factorize(col, sort=True)
     return codes.astype(np.int64), np.asarray(uniques, dtype=object)
 

@@ -98,3 +98,16 @@ def test_holidays_are_part_of_the_batch_key():
 def test_no_rows_no_output():
     out = detect_days(_rows().iloc[:0], [START], P)
     assert out.scores.empty and out.decomposition.empty and out.models[START].entities == 0
+
+
+def test_names_as_categoricals_give_the_codes_of_names_as_strings():
+    """The warehouse reads names as categoricals (unused, unsorted categories included)."""
+    from anomaly_assets.core.fleet import _codes
+
+    rng = np.random.default_rng(0)
+    names = np.array(["pump-10", "pump-2", "Zeta", "alpha", "é-x"], dtype=object)
+    col = pd.Series(names[rng.integers(0, len(names), 500)]).astype(str)
+    cats = pd.Series(pd.Categorical(col, categories=["unused", *reversed(sorted(set(names)))]))
+    want, got = _codes(col), _codes(cats)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert list(got[1]) == list(want[1]) == sorted(set(names))
