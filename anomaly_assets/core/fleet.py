@@ -187,7 +187,7 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
         work = [(b, None) for b in _batches(lay, d0, d1, params, holidays, skip)] + carried
         last = kept if day == days[-1] else None
         for batch, model in work:
-            if last is not None and model is not None and carry is opened:  # keep what was used, before it moves on
+            if last is not None and model is not None:  # keep the day's model used, before it moves on
                 last.put(lay.entities[batch.entities], batch.metric_names(lay), model.take(np.arange(len(model.scale))))
             out = _score_batch(lay, batch, params, models[day], families, units, holidays, state, model, last,
                                counted=carry is not None)
