@@ -34,6 +34,7 @@ import dagster as dg
 from dagster._core.events import DagsterEventType
 from dagster._utils.schedules import is_valid_cron_string
 
+from anomaly_assets.defs.partitions import open_day
 from anomaly_assets.defs.resources import LandingFolder
 from anomaly_assets.landing import LandingError, discover, observation_days
 from anomaly_assets.settings import load_settings
@@ -131,11 +132,6 @@ def with_owners(assets: list, owners: dict[str, list[str]]) -> list:
 def last_complete_day(now: dt.datetime) -> str:
     """The last UTC day that has ended at ``now`` (what the nightly run completes)."""
     return str(now.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1))
-
-
-def open_day(now: dt.datetime) -> str:
-    """The newest daily partition at ``now``: today (UTC), open while micro-batches fill it up."""
-    return str(now.astimezone(dt.timezone.utc).date())
 
 
 def _day_ranges(days: list[str]) -> list[tuple[str, str]]:

@@ -30,7 +30,7 @@ from anomaly_assets.core.fleet import CODE_VERSION, days_in, detect_days
 from anomaly_assets.core.state import FleetState
 from anomaly_assets.defs.alerts import AlertRulebook
 from anomaly_assets.defs.metadata import ChunkedWrite, column_schema, markdown_preview, table_metadata, time_window
-from anomaly_assets.defs.partitions import CHUNK_ROWS, WRITER_POOL, daily_partitions
+from anomaly_assets.defs.partitions import CHUNK_ROWS, WRITER_POOL, daily_partitions, open_day
 from anomaly_assets.defs.resources import MetricCatalog, ModelStore
 from anomaly_assets.defs.workers import MIN_PART_ROWS, map_chunks, worker_count, workers_for
 
@@ -273,7 +273,7 @@ def _sum_counts(counts) -> dict:
 
 def _open_day() -> pd.Timestamp:
     """Today (UTC): the partition micro-batches fill up."""
-    return pd.Timestamp(dt.datetime.now(dt.timezone.utc).date(), tz="UTC")
+    return pd.Timestamp(open_day(dt.datetime.now(dt.timezone.utc)), tz="UTC")
 
 
 def _history_mark(con, since: pd.Timestamp, day: pd.Timestamp) -> str:

@@ -1,5 +1,7 @@
 """Daily partitions (UTC), and what every daily asset that writes the warehouse shares."""
 
+import datetime as dt
+
 import dagster as dg
 
 from anomaly_assets.defs.metadata import column_schema
@@ -10,6 +12,11 @@ from anomaly_assets.warehouse import Table
 # sensor scores today's files as they land (micro-batches), and the nightly run completes the day.
 daily_partitions = dg.DailyPartitionsDefinition(start_date=load_settings().partition_start, timezone="UTC",
                                                 end_offset=1)
+
+
+def open_day(now: dt.datetime) -> str:
+    """The newest daily partition at ``now``: today (UTC), open while micro-batches fill it up."""
+    return str(now.astimezone(dt.timezone.utc).date())
 
 # Assets that read a whole fleet do it a chunk of entities at a time, about this many rows each:
 # memory follows the chunk (a few hundred MB), not the fleet.
