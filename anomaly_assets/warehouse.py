@@ -98,7 +98,7 @@ DECOMPOSITION = _t(
     ("value", "DOUBLE NOT NULL", "Observed value"),
     ("expected", "DOUBLE", "trend + seasonal: what the series' reference said this point should be (NULL in cold start)"),
     ("trend", "DOUBLE", "Level of the reference: median of its points not judged anomalous (from a new normal's start once one is accepted)"),
-    ("seasonal", "DOUBLE", "Calendar effects the series shows (time of day, day of week, day of month, business day, holiday) at this point"),
+    ("seasonal", "DOUBLE", "Calendar effects the series shows (time of day, day of week, weekend hours, day of month, business day, holiday) at this point"),
     ("residual", "DOUBLE", "value - expected"),
     ("residual_z", "DOUBLE", "The residual in σ-equivalents: as rare, under the metric's own out-of-sample residuals, as this many σ of a normal"),
     ("lower", "DOUBLE", "Lower edge of the expected band: outside it the point is flagged on this metric alone (NULL in cold start)"),

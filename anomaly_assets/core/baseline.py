@@ -20,10 +20,12 @@ anomalous, so a sustained drop does not pull it down.
 
 **Which components.** A component is kept for a series only when it predicts *unseen* data: the
 baseline is fitted on the first part of the reference and each candidate set of components
-judged on the rest by the median absolute error of its forecast (centred, so a level change in
+judged on the rest by the mean absolute error of its forecast (centred, so a level change in
 the held-out part is not held against any component). Starting from no component, the one that
 cuts this error most is added while it cuts it by at least ``gain``: daily seasonality on server
 metrics, weekly and month-start effects on business series, nothing on a 20-minute test-rig run.
+A refinement (``weekend_day`` of ``day``, ``calendar.REQUIRES``) is only judged on top of what it
+refines. Each series' effects are then fitted with exactly the components it keeps.
 
 **Non-negative metrics.** A series whose reference never goes below zero (counts, amounts,
 rates) never gets a negative expected value.
@@ -127,9 +129,7 @@ def fit(x: np.ndarray, ts: np.ndarray, interval: float, *, left_out: np.ndarray 
     if cand:
         kept = _select(x, ts, bins_all, cand, gain, holdout, sweeps)
     used = [c for c in cand if kept[calendar.COMPONENTS.index(c)].any()]
-    _, effects = _polish(x, {c: bins_all[c] for c in used}, used, sweeps)
-    for c in used:
-        effects[c] = effects[c] * kept[calendar.COMPONENTS.index(c)][:, None, :]
+    effects = _polish_by_pattern(x, bins_all, used, kept, sweeps)
     seasonal = np.zeros_like(x)
     for c in used:
         seasonal += effects[c][:, bins_all[c][0], :]
@@ -183,6 +183,28 @@ def _bin_medians(r: np.ndarray, b: np.ndarray, nb: int, scale: np.ndarray | None
     return med + step
 
 
+def _polish_by_pattern(x, bins_all, used, kept, sweeps) -> dict[str, np.ndarray]:
+    """Effects {c: (E, nb, m)} of the kept components, each series polished with exactly the
+    components it keeps: fitted jointly, overlapping components (day of week and business day)
+    would share an effect that masking then takes away from a series keeping only one of them."""
+    E, T, m = x.shape
+    effects = {c: np.zeros((E, bins_all[c][1], m)) for c in used}
+    if not used:
+        return effects
+    idx = [calendar.COMPONENTS.index(c) for c in used]
+    code = sum(kept[i].astype(np.int64) << k for k, i in enumerate(idx))  # (E, m) pattern bits
+    for pattern in np.unique(code):
+        if pattern == 0:
+            continue
+        ee, jj = np.nonzero(code == pattern)
+        comps = [c for k, c in enumerate(used) if pattern >> k & 1]
+        xs = x[ee, :, jj][:, :, None]  # (n, T, 1): one column per series
+        _, eff = _polish(xs, {c: bins_all[c] for c in comps}, comps, sweeps)
+        for c in comps:
+            effects[c][ee, :, jj] = eff[c][:, :, 0]
+    return effects
+
+
 def _polish(x, bins_by, comps, sweeps):
     """Median polish: level (E, m) and effects {c: (E, nb, m)} with zero-median effects."""
     E, T, m = x.shape
@@ -207,7 +229,10 @@ def _polish(x, bins_by, comps, sweeps):
 
 
 def _select(x, ts, bins_all, cand, gain, holdout, sweeps) -> np.ndarray:
-    """Greedy forward selection of components per series by held-out error; (n_comp, E, m) bool."""
+    """Greedy forward selection of components per series by held-out error; (n_comp, E, m) bool.
+
+    Each series' error is computed only for the sets its own path reaches (a series that keeps
+    no time of day never pays for the weekend profile)."""
     E, T, m = x.shape
     cut = ts[0] + (1 - holdout) * (ts[-1] - ts[0])
     tr = ts < cut
@@ -215,40 +240,57 @@ def _select(x, ts, bins_all, cand, gain, holdout, sweeps) -> np.ndarray:
     kept = np.zeros((len(calendar.COMPONENTS), E, m), bool)
     if tr.sum() < 8 or te.sum() < 4:
         return kept
-    xtr, xte = x[:, tr, :], x[:, te, :]
+    n_col = E * m
+    # one column per series: (E*m, T, 1), so any subset of series can be fitted on its own
+    xtr = x[:, tr, :].transpose(0, 2, 1).reshape(n_col, -1)[:, :, None]
+    xte = x[:, te, :].transpose(0, 2, 1).reshape(n_col, -1)[:, :, None]
 
-    def error(subset: tuple[str, ...]) -> np.ndarray:
+    def error(subset: tuple[str, ...], cols: np.ndarray) -> np.ndarray:
         """Held-out error of the baseline with exactly these components, fitted on the rest."""
-        lvl, eff = _polish(xtr, {c: (bins_all[c][0][tr], bins_all[c][1]) for c in subset}, list(subset), sweeps)
-        s_te = sum((eff[c][:, bins_all[c][0][te], :] for c in subset), np.zeros_like(xte))
-        s_tr = sum((eff[c][:, bins_all[c][0][tr], :] for c in subset), np.zeros_like(xtr))
-        lvl = _nanmedian(xtr - s_tr)
-        r = xte - s_te - lvl[:, None, :]
+        a, b = xtr[cols], xte[cols]
+        lvl, eff = _polish(a, {c: (bins_all[c][0][tr], bins_all[c][1]) for c in subset}, list(subset), sweeps)
+        s_te = sum((eff[c][:, bins_all[c][0][te], :] for c in subset), np.zeros_like(b))
+        s_tr = sum((eff[c][:, bins_all[c][0][tr], :] for c in subset), np.zeros_like(a))
+        lvl = _nanmedian(a - s_tr)
+        r = b - s_te - lvl[:, None, :]
         # mean (not median) absolute error: a regular effect on few days (rent on the 1st) counts
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nan_to_num(np.nanmean(np.abs(r - _nanmedian(r)[:, None, :]), axis=1))
+            return np.nan_to_num(np.nanmean(np.abs(r - _nanmedian(r)[:, None, :]), axis=1))[:, 0]
 
     k = len(cand)
-    # every subset as a bitmask over `cand`: (2**k, E*m) held-out errors
-    errs = np.stack([error(tuple(c for i, c in enumerate(cand) if mask >> i & 1)).ravel()
-                     for mask in range(2 ** k)])
-    cols = np.arange(E * m)
-    current = np.zeros(E * m, np.int64)
+    # subsets as bitmasks over `cand`; a refinement without what it refines is never a candidate
+    subsets = [tuple(c for i, c in enumerate(cand) if mask >> i & 1) for mask in range(2 ** k)]
+    valid = [all(calendar.REQUIRES.get(c, c) in sub for c in sub) for sub in subsets]
+    errs = np.full((2 ** k, n_col), np.nan)
+
+    def need(masks: np.ndarray, where: np.ndarray) -> None:
+        for mask in np.unique(masks[where]):
+            cols = np.flatnonzero(where & (masks == mask) & np.isnan(errs[mask]))
+            if len(cols):
+                errs[mask, cols] = error(subsets[mask], cols) if valid[mask] else np.inf
+
+    cols_all = np.arange(n_col)
+    current = np.zeros(n_col, np.int64)
+    need(current, np.ones(n_col, bool))
+    active = np.ones(n_col, bool)
     for _ in range(k):
-        cur_err = errs[current, cols]
-        best_gain = np.zeros(E * m)
+        cur_err = errs[current, cols_all]
+        best_gain = np.zeros(n_col)
         best = current.copy()
         for i in range(k):
             cand_mask = current | (1 << i)
+            grows = active & (cand_mask != current)
+            need(cand_mask, grows)
             with np.errstate(divide="ignore", invalid="ignore"):
-                g = np.where(cur_err > 0, 1.0 - errs[cand_mask, cols] / cur_err, 0.0)
-            better = (cand_mask != current) & (g >= gain) & (g > best_gain)
+                g = np.where(grows & (cur_err > 0), 1.0 - errs[cand_mask, cols_all] / cur_err, 0.0)
+            better = grows & (g >= gain) & (g > best_gain)
             best_gain = np.where(better, g, best_gain)
             best = np.where(better, cand_mask, best)
-        if (best == current).all():
+        active = best != current
+        if not active.any():
             break
         current = best
     for i, c in enumerate(cand):

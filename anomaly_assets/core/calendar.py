@@ -14,6 +14,9 @@ readability).
 - ``bday``: the business day of the month (first business day = 0; weekends and holidays share
   one more bin): bank settlements that land on the first business day after the 1st. Hourly or
   coarser data.
+- ``weekend_day``: the hour of the day, apart for weekdays and weekends (48 bins at most): a
+  working-hours profile that weekends do not share, which ``day`` + ``week`` cannot add up to.
+  Sub-daily data with two weekends of history.
 - ``holiday``: whether the day is a public holiday or a calendar event, when the caller passes a
   mask (``holidays`` package per country, ``calendar.csv``); one effect for all such days.
 
@@ -25,10 +28,14 @@ from __future__ import annotations
 
 import numpy as np
 
-COMPONENTS: tuple[str, ...] = ("day", "week", "month", "bday", "holiday")
+COMPONENTS: tuple[str, ...] = ("day", "week", "month", "bday", "holiday", "weekend_day")
 DAY_S = 86_400
+# A refinement is only judged on top of what it refines: weekend_day is the weekend's own daily
+# profile, so a plain daily cycle stays `day` and a weekend difference must earn its place.
+REQUIRES = {"weekend_day": "day"}
 # How much history a component needs before it can be judged: two full cycles of it.
-_MIN_SPAN_S = {"day": 2 * DAY_S, "week": 14 * DAY_S, "month": 62 * DAY_S, "bday": 62 * DAY_S, "holiday": 28 * DAY_S}
+_MIN_SPAN_S = {"day": 2 * DAY_S, "week": 14 * DAY_S, "month": 62 * DAY_S, "bday": 62 * DAY_S, "holiday": 28 * DAY_S,
+              "weekend_day": 14 * DAY_S}
 
 
 def bins(ts: np.ndarray, interval: float, component: str, day_bins: int = 96,
@@ -41,7 +48,7 @@ def bins(ts: np.ndarray, interval: float, component: str, day_bins: int = 96,
         Epoch seconds, UTC.
     interval : float
         The series' sampling interval in seconds (sets the ``day`` bins).
-    component : {"day", "week", "month", "holiday"}
+    component : {"day", "week", "month", "bday", "holiday", "weekend_day"}
     day_bins : int
         Most bins a day is split into.
     holiday : ndarray of bool, shape (n,), optional
@@ -63,6 +70,10 @@ def bins(ts: np.ndarray, interval: float, component: str, day_bins: int = 96,
         return (days - days.astype("datetime64[M]")).astype(np.int64), 31
     if component == "bday":
         return business_day_of_month(ts, holiday), 24
+    if component == "weekend_day":
+        nb = min(day_bin_count(interval, day_bins), 24)
+        weekend = (ts // DAY_S + 3) % 7 >= 5
+        return (weekend * nb + (ts % DAY_S) * nb // DAY_S).astype(np.int64), 2 * nb
     if component == "holiday":
         if holiday is None:
             return np.zeros(len(ts), np.int64), 2
@@ -78,12 +89,12 @@ def day_bin_count(interval: float, day_bins: int = 96) -> int:
 def applicable(component: str, interval: float, span_s: float, has_holidays: bool = False) -> bool:
     """Whether ``component`` can be judged on a history of ``span_s`` seconds at this interval.
 
-    ``day`` needs sub-daily data (at least 2 samples a day); ``month`` needs hourly or coarser
+    ``day`` and ``weekend_day`` need sub-daily data (at least 2 samples a day); ``month`` needs hourly or coarser
     data; ``holiday`` needs a holiday mask with at least one holiday; each needs two full cycles.
     """
     if span_s < _MIN_SPAN_S[component]:
         return False
-    if component == "day":
+    if component in ("day", "weekend_day"):
         return DAY_S / interval >= 2
     if component in ("month", "bday"):
         return interval >= 3_600

@@ -120,3 +120,36 @@ def test_entities_of_a_batch_are_fitted_independently():
         one = baseline.fit(xs[e:e + 1], ts, H)
         np.testing.assert_allclose(both.expected(ts)[e], one.expected(ts)[0], rtol=1e-12, atol=1e-12)
         assert (both.kept[:, e] == one.kept[:, 0]).all()
+
+
+def test_a_series_keeping_one_of_two_overlapping_components_is_fitted_as_alone():
+    # the business day of the month holds the weekend (its bin 23) as the day of the week does:
+    # a batch where one series keeps `bday` and another `week` must not split the weekend between them
+    ts = np.arange(430) * D + D * 19_500
+    bday = calendar.business_day_of_month(ts)
+    weekday = (ts // D + 3) % 7
+    settle = np.where(bday == 0, 1_000.0, 50.0) + np.where(bday == 23, -40.0, 0.0) + RNG.normal(scale=5, size=len(ts))
+    weekly = 100.0 + 12.0 * weekday + RNG.normal(scale=2, size=len(ts))
+    xs = np.stack([settle, weekly])[..., None]
+    both = baseline.fit(xs, ts, D)
+    assert _kept(both, "bday", e=0) and not _kept(both, "week", e=0)
+    assert _kept(both, "week", e=1)
+    for e in range(2):
+        one = baseline.fit(xs[e:e + 1], ts, D)
+        assert (both.kept[:, e] == one.kept[:, 0]).all()
+        np.testing.assert_allclose(both.expected(ts)[e], one.expected(ts)[0], rtol=1e-9, atol=1e-9)
+
+
+def test_working_hours_on_weekdays_only_get_their_own_weekend_profile():
+    ts = np.arange(24 * 35) * H + D * 20_000
+    hour = (ts % D) // H
+    weekend = (ts // D + 3) % 7 >= 5
+    shift = ((hour >= 8) & (hour < 18)) & ~weekend  # a plant that works weekdays 8-18
+    x = 20.0 + 30.0 * shift + RNG.normal(scale=1.0, size=len(ts))
+    b = baseline.fit(x[None, :, None], ts, H)
+    assert _kept(b, "day") and _kept(b, "weekend_day")
+    nxt = ts[-1] + H * np.arange(1, 24 * 7 + 1)
+    nh, nw = (nxt % D) // H, (nxt // D + 3) % 7 >= 5
+    want = 20.0 + 30.0 * (((nh >= 8) & (nh < 18)) & ~nw)
+    # day + day of week alone would put a third of a shift on every weekend noon and night
+    np.testing.assert_allclose(b.expected(nxt)[0, :, 0], want, atol=1.5)
