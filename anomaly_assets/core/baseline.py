@@ -188,21 +188,24 @@ def _polish_by_pattern(x, bins_all, used, kept, sweeps) -> dict[str, np.ndarray]
     components it keeps: fitted jointly, overlapping components (day of week and business day)
     would share an effect that masking then takes away from a series keeping only one of them."""
     E, T, m = x.shape
-    effects = {c: np.zeros((E, bins_all[c][1], m)) for c in used}
-    if not used:
-        return effects
     idx = [calendar.COMPONENTS.index(c) for c in used]
-    code = sum(kept[i].astype(np.int64) << k for k, i in enumerate(idx))  # (E, m) pattern bits
-    for pattern in np.unique(code):
-        if pattern == 0:
-            continue
-        ee, jj = np.nonzero(code == pattern)
+    code = sum((kept[i].astype(np.int64) << k for k, i in enumerate(idx)), np.zeros((E, m), np.int64)).ravel()
+    cols = _columns(x)
+    flat = {c: np.zeros((E * m, bins_all[c][1])) for c in used}
+    for pattern in np.unique(code[code > 0]):
+        sel = np.flatnonzero(code == pattern)
         comps = [c for k, c in enumerate(used) if pattern >> k & 1]
-        xs = x[ee, :, jj][:, :, None]  # (n, T, 1): one column per series
-        _, eff = _polish(xs, {c: bins_all[c] for c in comps}, comps, sweeps)
+        _, eff = _polish(cols[sel], {c: bins_all[c] for c in comps}, comps, sweeps)
         for c in comps:
-            effects[c][ee, :, jj] = eff[c][:, :, 0]
-    return effects
+            flat[c][sel] = eff[c][:, :, 0]
+    return {c: np.ascontiguousarray(f.reshape(E, m, -1).transpose(0, 2, 1)) for c, f in flat.items()}
+
+
+def _columns(x: np.ndarray) -> np.ndarray:
+    """(E, T, m) -> (E*m, T, 1): one column per series (entity-major), so any subset of series can
+    be fitted on its own."""
+    E, T, m = x.shape
+    return x.transpose(0, 2, 1).reshape(E * m, T)[:, :, None]
 
 
 def _polish(x, bins_by, comps, sweeps):
@@ -241,9 +244,7 @@ def _select(x, ts, bins_all, cand, gain, holdout, sweeps) -> np.ndarray:
     if tr.sum() < 8 or te.sum() < 4:
         return kept
     n_col = E * m
-    # one column per series: (E*m, T, 1), so any subset of series can be fitted on its own
-    xtr = x[:, tr, :].transpose(0, 2, 1).reshape(n_col, -1)[:, :, None]
-    xte = x[:, te, :].transpose(0, 2, 1).reshape(n_col, -1)[:, :, None]
+    xtr, xte = _columns(x[:, tr, :]), _columns(x[:, te, :])
 
     def error(subset: tuple[str, ...], cols: np.ndarray) -> np.ndarray:
         """Held-out error of the baseline with exactly these components, fitted on the rest."""

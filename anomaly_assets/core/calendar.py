@@ -70,10 +70,10 @@ def bins(ts: np.ndarray, interval: float, component: str, day_bins: int = 96,
         return (days - days.astype("datetime64[M]")).astype(np.int64), 31
     if component == "bday":
         return business_day_of_month(ts, holiday), 24
-    if component == "weekend_day":
-        nb = min(day_bin_count(interval, day_bins), 24)
-        weekend = (ts // DAY_S + 3) % 7 >= 5
-        return (weekend * nb + (ts % DAY_S) * nb // DAY_S).astype(np.int64), 2 * nb
+    if component == "weekend_day":  # hourly at most: a weekend bin holds a few points a weekend
+        hour, nb = bins(ts, interval, "day", min(day_bins, 24))
+        weekend = bins(ts, interval, "week")[0] >= 5
+        return weekend * nb + hour, 2 * nb
     if component == "holiday":
         if holiday is None:
             return np.zeros(len(ts), np.int64), 2
@@ -89,8 +89,9 @@ def day_bin_count(interval: float, day_bins: int = 96) -> int:
 def applicable(component: str, interval: float, span_s: float, has_holidays: bool = False) -> bool:
     """Whether ``component`` can be judged on a history of ``span_s`` seconds at this interval.
 
-    ``day`` and ``weekend_day`` need sub-daily data (at least 2 samples a day); ``month`` needs hourly or coarser
-    data; ``holiday`` needs a holiday mask with at least one holiday; each needs two full cycles.
+    ``day`` and ``weekend_day`` need sub-daily data (at least 2 samples a day); ``month`` needs
+    hourly or coarser data; ``holiday`` needs a holiday mask with at least one holiday; each needs
+    two full cycles.
     """
     if span_s < _MIN_SPAN_S[component]:
         return False
