@@ -116,11 +116,15 @@ class Gamma:
         return np.log(np.maximum(gammaincc(k, np.maximum(x, 0.0) / th), _TINY))
 
 
-def fit_gamma(smoothed: np.ndarray, alpha: float, min_points: int) -> Gamma:
+def fit_gamma(smoothed: np.ndarray, alpha: float, min_points: int, persistent: bool = False) -> Gamma:
     """Method-of-moments gamma per entity from reference smoothed surprises (E, n), NaN ignored.
 
     Entities with fewer than ``min_points`` values get the law of an EWMA of independent Exp(1)
-    surprises: mean 1, variance ``alpha / (2 - alpha)``.
+    surprises: mean 1, variance ``alpha / (2 - alpha)``. With ``persistent`` every entity gets
+    the law of fully persistent surprises, Exp(1): a smoothed surprise is then read as one
+    point's. For references whose surprises are not yet stationary (a series refitted as its
+    history doubles scores each block further ahead than its reference's residuals were), where
+    moments would understate the smoothed tail.
     """
     s = np.asarray(smoothed, float)
     ok = ~np.isnan(s)
@@ -130,6 +134,9 @@ def fit_gamma(smoothed: np.ndarray, alpha: float, min_points: int) -> Gamma:
     var = np.where(ok, (filled - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(n, 1)
     k0, th0 = (2.0 - alpha) / alpha, alpha / (2.0 - alpha)
     enough = (n >= min_points) & (mean > 1e-6) & (var > 1e-12)
+    if persistent:
+        k0, th0 = 1.0, 1.0
+        enough = np.zeros_like(enough)
     k = np.where(enough, mean ** 2 / np.where(enough, var, 1.0), k0)
     theta = np.where(enough, var / np.where(enough, mean, 1.0), th0)
     return Gamma(np.maximum(k, 0.05), np.maximum(theta, 1e-6))

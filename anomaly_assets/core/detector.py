@@ -72,7 +72,8 @@ class DetectorParams:
     calibration_excluded: float = 0.05
     probation_days: float = 21.0
     young_days: float = 3.0
-    calibration_days: float = 0.0
+    young_share: float = 0.5
+    smooth_fit_doubling: bool = False
     robust_tails: bool = False
     probation_factor: float = 1e3
     floor_level: float = 1e-3
@@ -221,11 +222,16 @@ def detect(history: History, ts: np.ndarray, value: np.ndarray, params: Detector
     return out
 
 
+def _warm_until(interval: float, p: DetectorParams) -> float:
+    """The history (in points) below which a series is refitted each time its count doubles."""
+    return max(2 * DAY_S / interval, p.min_points)
+
+
 def _blocks(n_hist: int, n_new: int, interval: float, p: DetectorParams) -> list[tuple[int, int]]:
     """Blocks [a, b) of new points that share a refit: a refit each time the point count doubles
     from ``min_points`` while the history is short, else one block. Points before ``min_points``
     form no block (cold start)."""
-    warm_until = max(2 * DAY_S / interval, p.min_points)
+    warm_until = _warm_until(interval, p)
     starts = []
     k = p.min_points
     while k < n_hist + n_new and k < warm_until:
@@ -321,19 +327,18 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
     r_in = xt_ref - fitted_ref
     stored = resid[:, idx, :]  # out-of-sample residuals as scored, in the metric's units
     r_win = xt - tf.fwd(raw_ref - stored)  # ... in the transformed scale (NaN where not scored)
-    # a series that started inside the window was scored by cruder models while young (before its
-    # daily cycle could be learnt): those residuals say how wrong the young model was, not how
-    # wrong this one is, so its first `young_days` stay out of the scale and the calibration
+    # a series that started inside the window was scored by cruder models while young: before it
+    # had the history to learn its calendar components (its first `young_days`), or, keeping
+    # none, by the models fitted on the first half of its history (`young_share`). Those
+    # residuals say how wrong the young model was, not this one: they stay out of the scale and
+    # the calibration
     span = max(p.reference_days * DAY_S, p.reference_points * interval)
-    young = np.zeros(len(ts_ref), bool)
     if len(ts_ref) and ts_ref[0] >= all_ts[start] - span + 2 * interval:
-        young = ts_ref < ts_ref[0] + p.young_days * DAY_S
-        r_win = np.where(young[None, :, None], np.nan, r_win)
-    if p.calibration_days and len(ts_ref):
-        # calibrate on the recent out-of-sample residuals only (at least 4 min_calibration points)
-        recent = ts_ref >= all_ts[start] - p.calibration_days * DAY_S
-        recent[-min(len(ts_ref), 4 * p.min_calibration):] = True
-        young = young | ~recent
+        seen_s = ts_ref[-1] - ts_ref[0] + interval
+        need = np.where(base.kept.any(axis=0), p.young_days * DAY_S,
+                        min(p.young_days * DAY_S, p.young_share * seen_s))  # (E, m) seconds
+        young = ts_ref[None, :, None] < ts_ref[0] + need[:, None, :]
+        r_win = np.where(young, np.nan, r_win)
     r_oos = np.where(left_out, np.nan, r_win)
     n_oos = (~np.isnan(r_oos)).sum(axis=1)
     sc_oos = _MAD * bl._nanmedian(np.abs(r_oos - bl._nanmedian(r_oos)[:, None, :]))
@@ -371,7 +376,10 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
             gammas.append(None)
             continue
         sm = cal.ewma(np.minimum(s_win, p.surprise_cap), alpha)
-        gammas.append(cal.fit_gamma(np.where(~cal_out, sm, np.nan), alpha, p.min_calibration))
+        # while the history doubles, each block is scored further ahead than the reference's
+        # residuals were: their moments would understate the smoothed tail (calibration.fit_gamma)
+        gammas.append(cal.fit_gamma(np.where(~cal_out, sm, np.nan), alpha, p.min_calibration,
+                                    persistent=not p.smooth_fit_doubling and start < _warm_until(interval, p)))
         smooth[:, k] = sm[:, -1]
     # Probation, until the reference spans `probation_days` and the warm-up is over: a flag
     # needs `probation_factor` times stronger evidence (a new series has not shown its daily

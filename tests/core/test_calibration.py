@@ -72,3 +72,13 @@ def test_warm_up_t_tail_needs_more_evidence_with_fewer_points():
     assert few[0, 0] > many[0, 0]
     back = cal.t_isf(-many[0, 0], np.array([400]), 4)
     np.testing.assert_allclose(back, 6.0, rtol=1e-6)
+
+
+def test_a_persistent_law_reads_a_smoothed_surprise_as_one_points():
+    sm = cal.ewma(RNG.exponential(size=(2, 400)), 0.1)
+    fitted = cal.fit_gamma(sm, 0.1, 50)
+    persistent = cal.fit_gamma(sm, 0.1, 50, persistent=True)
+    x = np.array([[3.0, 8.0]] * 2)
+    np.testing.assert_allclose(persistent.log_sf(x), -x, rtol=1e-9)  # Exp(1): P(s >= x) = e^-x
+    # moments of a short, smoothed series give a far lighter tail than that
+    assert (fitted.log_sf(x)[:, 1] < -x[:, 1] - 5).all()

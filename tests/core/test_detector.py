@@ -1,6 +1,9 @@
 """The detector's promises, each on data built to show it."""
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from anomaly_assets.core.detector import DetectorParams, History, detect, replay
@@ -39,6 +42,34 @@ def test_cold_start_is_counted_in_points():
     ts, x = _series(30, D)  # daily data
     r = replay(ts, x[None, :, None], P)
     assert np.isnan(r.p[0, :7]).all() and not np.isnan(r.p[0, 8:]).any()  # from its second week
+
+
+def test_a_test_rig_run_leaves_its_warm_up():
+    # a 20-minute run at 1 Hz keeps no calendar component: its young residuals are those of its
+    # first half, so it is calibrated against its own tails long before it ends
+    ts, x = _series(1200, 1, seed=6)
+    r = replay(ts, np.stack([x, x[::-1]], axis=-1)[None], P)
+    assert not r.refits[-1].warm.any()
+    assert _flags(r)[0, 100:].mean() < 0.01
+
+
+SKAB = Path(__file__).resolve().parents[3] / "shared" / "data" / "skab"
+
+
+@pytest.mark.skipif(not SKAB.exists(), reason="needs ../shared/data/skab")
+@pytest.mark.parametrize("run", ["other-3", "other-4"])
+def test_a_test_rig_run_is_quiet_before_its_fault(run):
+    # real water-pump runs (SKAB): before the fault the 8 sensors drift and two-level gauges flip;
+    # read in the warm-up's t law, or with smoothed laws fitted on a doubling history, a third of
+    # these points were flagged
+    d = pd.read_csv(SKAB / f"{run}.csv")
+    label = pd.read_csv(SKAB / "labels.csv").set_index("entity_id").loc[run]
+    seconds = lambda t: (pd.to_datetime(t) - pd.Timestamp(0)) // pd.Timedelta("1s")  # noqa: E731
+    ts = seconds(d.timestamp).to_numpy()
+    onset = int(np.searchsorted(ts, seconds(label.start)))
+    r = replay(ts, d.drop(columns=["entity_id", "timestamp"]).to_numpy(float)[None], P)
+    assert _flags(r)[0, :onset].mean() < 0.12
+    assert _flags(r)[0, onset:].mean() > 0.3
 
 
 def test_white_noise_flags_about_nothing():
