@@ -127,6 +127,8 @@ def fit_gamma(smoothed: np.ndarray, alpha: float, min_points: int, persistent: b
     moments would understate the smoothed tail.
     """
     s = np.asarray(smoothed, float)
+    if persistent:
+        return Gamma(np.ones(s.shape[0]), np.ones(s.shape[0]))
     ok = ~np.isnan(s)
     n = ok.sum(axis=1)
     filled = np.where(ok, s, 0.0)
@@ -134,9 +136,6 @@ def fit_gamma(smoothed: np.ndarray, alpha: float, min_points: int, persistent: b
     var = np.where(ok, (filled - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(n, 1)
     k0, th0 = (2.0 - alpha) / alpha, alpha / (2.0 - alpha)
     enough = (n >= min_points) & (mean > 1e-6) & (var > 1e-12)
-    if persistent:
-        k0, th0 = 1.0, 1.0
-        enough = np.zeros_like(enough)
     k = np.where(enough, mean ** 2 / np.where(enough, var, 1.0), k0)
     theta = np.where(enough, var / np.where(enough, mean, 1.0), th0)
     return Gamma(np.maximum(k, 0.05), np.maximum(theta, 1e-6))

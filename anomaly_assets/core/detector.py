@@ -333,10 +333,10 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
     # residuals say how wrong the young model was, not this one: they stay out of the scale and
     # the calibration
     span = max(p.reference_days * DAY_S, p.reference_points * interval)
+    seen = float(ts_ref[-1] - ts_ref[0] + interval) if len(ts_ref) else 0.0
     if len(ts_ref) and ts_ref[0] >= all_ts[start] - span + 2 * interval:
-        seen_s = ts_ref[-1] - ts_ref[0] + interval
         need = np.where(base.kept.any(axis=0), p.young_days * DAY_S,
-                        min(p.young_days * DAY_S, p.young_share * seen_s))  # (E, m) seconds
+                        min(p.young_days * DAY_S, p.young_share * seen))  # (E, m) seconds
         young = ts_ref[None, :, None] < ts_ref[0] + need[:, None, :]
         r_win = np.where(young, np.nan, r_win)
     r_oos = np.where(left_out, np.nan, r_win)
@@ -371,20 +371,19 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
     s_win = _surprise(u_win, ev_win, tails, warm, n_ref)
     # the smoothed surprises' laws, and their EWMA states at the reference's end
     gammas, smooth = [], np.full((E, len(p.smoothing_alphas)), np.nan)
+    # while the history doubles, each block is scored further ahead than the reference's residuals
+    # were: their moments would understate the smoothed tail (calibration.fit_gamma)
+    persistent = not p.smooth_fit_doubling and start < _warm_until(interval, p)
     for k, alpha in enumerate(p.smoothing_alphas):
         if alpha >= 1:
             gammas.append(None)
             continue
         sm = cal.ewma(np.minimum(s_win, p.surprise_cap), alpha)
-        # while the history doubles, each block is scored further ahead than the reference's
-        # residuals were: their moments would understate the smoothed tail (calibration.fit_gamma)
-        gammas.append(cal.fit_gamma(np.where(~cal_out, sm, np.nan), alpha, p.min_calibration,
-                                    persistent=not p.smooth_fit_doubling and start < _warm_until(interval, p)))
+        gammas.append(cal.fit_gamma(np.where(~cal_out, sm, np.nan), alpha, p.min_calibration, persistent))
         smooth[:, k] = sm[:, -1]
     # Probation, until the reference spans `probation_days` and the warm-up is over: a flag
     # needs `probation_factor` times stronger evidence (a new series has not shown its daily
     # cycle or its drift yet; its scores still rank)
-    seen = float(ts_ref[-1] - ts_ref[0] + interval) if len(ts_ref) else 0.0
     probation = warm | (seen < p.probation_days * DAY_S)
     # the band: the single-metric deviation that alone makes a point a warning
     s_star = -np.log(p.warning_p / len(p.smoothing_alphas)) + np.where(probation, np.log(p.probation_factor), 0.0)
