@@ -82,7 +82,7 @@ class DetectorParams:
     accept_days: float = 1.0
     accept_points: int = 7
     max_excluded: float = 0.25
-    recurrent_runs: int = 0  # off: leave-one-out rejects 12 by SKAB's best-F1 (RESULTS.md)
+    recurrent_runs: int = 0  # off: a fault that flags in stretches is learnt too (RESULTS.md)
     refit_days: int = 1  # a series' model is refitted every this many days (core/model.py)
     carry_level: float = 0.3  # with refit_days > 1: the share of a day's median residual the level takes
     detector: str = "robust"
