@@ -40,7 +40,7 @@ from anomaly_assets import warehouse as wh
 from anomaly_assets.core.fleet import DAY, days_in
 from anomaly_assets.defs.detection import DetectorConfig
 from anomaly_assets.defs.metadata import markdown_preview, time_window
-from anomaly_assets.defs.partitions import WRITER_POOL, daily_partitions, open_day
+from anomaly_assets.defs.partitions import WRITER_POOL, daily_partitions, open_day_start
 from anomaly_assets.defs.resources import DataExpectations
 from anomaly_assets.expectations import ChunkedValidation, Validation, validate
 
@@ -320,7 +320,7 @@ def observations_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBRe
     configured = {m: r.model_dump() for m, r in rules.ranges.items()}
 
     vol = volume_frame(daily, days, rules.volume.history_partitions,
-                       open_from=pd.Timestamp(open_day(pd.Timestamp.now(tz="UTC")), tz="UTC"))
+                       open_from=open_day_start())
     checked = vol[vol["ratio"].notna()]
     volume = validate(vol, [gxe.ExpectColumnValuesToBeBetween(
         column="ratio", min_value=rules.volume.min_ratio, max_value=rules.volume.max_ratio)])

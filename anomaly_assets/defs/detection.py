@@ -30,7 +30,8 @@ from anomaly_assets.core.fleet import CODE_VERSION, days_in, detect_days
 from anomaly_assets.core.state import FleetState
 from anomaly_assets.defs.alerts import AlertRulebook
 from anomaly_assets.defs.metadata import ChunkedWrite, column_schema, markdown_preview, table_metadata, time_window
-from anomaly_assets.defs.partitions import CHUNK_ROWS, WRITER_POOL, daily_partitions, open_day
+from anomaly_assets.defs.partitions import CHUNK_ROWS, WRITER_POOL, daily_partitions
+from anomaly_assets.defs.partitions import open_day_start as _open_day  # patched in tests
 from anomaly_assets.defs.resources import MetricCatalog, ModelStore
 from anomaly_assets.defs.workers import MIN_PART_ROWS, map_chunks, worker_count, workers_for
 
@@ -269,11 +270,6 @@ def _sum_counts(counts) -> dict:
         for k, v in c.items():
             total[k] = total.get(k, 0) + v
     return total
-
-
-def _open_day() -> pd.Timestamp:
-    """Today (UTC): the partition micro-batches fill up."""
-    return pd.Timestamp(open_day(dt.datetime.now(dt.timezone.utc)), tz="UTC")
 
 
 def _history_mark(con, since: pd.Timestamp, day: pd.Timestamp) -> str:

@@ -3,6 +3,7 @@
 import datetime as dt
 
 import dagster as dg
+import pandas as pd
 
 from anomaly_assets.defs.metadata import column_schema
 from anomaly_assets.settings import load_settings
@@ -17,6 +18,11 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=load_settings().parti
 def open_day(now: dt.datetime) -> str:
     """The newest daily partition at ``now``: today (UTC), open while micro-batches fill it up."""
     return str(now.astimezone(dt.timezone.utc).date())
+
+
+def open_day_start() -> pd.Timestamp:
+    """The start (UTC midnight) of the partition open now."""
+    return pd.Timestamp(open_day(dt.datetime.now(dt.timezone.utc)), tz="UTC")
 
 # Assets that read a whole fleet do it a chunk of entities at a time, about this many rows each:
 # memory follows the chunk (a few hundred MB), not the fleet.
