@@ -227,6 +227,12 @@ def _warm_until(interval: float, p: DetectorParams) -> float:
     return max(2 * DAY_S / interval, p.min_points)
 
 
+def _span(interval: float, p: DetectorParams) -> float:
+    """How far back (seconds) a reference reaches: ``reference_days``, or ``reference_points``
+    samples if longer."""
+    return max(p.reference_days * DAY_S, p.reference_points * interval)
+
+
 def _blocks(n_hist: int, n_new: int, interval: float, p: DetectorParams) -> list[tuple[int, int]]:
     """Blocks [a, b) of new points that share a refit: a refit each time the point count doubles
     from ``min_points`` while the history is short, else one block. Points before ``min_points``
@@ -249,7 +255,7 @@ def _reference(all_ts, excl, start, interval, p):
     """The reference window before ``start``: positions ``idx`` (n,), the left-out mask
     (E, n, m) after the acceptance rules, and per series the position in ``idx`` from which the
     level is measured (E, m): the start of the latest accepted new normal, else 0."""
-    span = max(p.reference_days * DAY_S, p.reference_points * interval)
+    span = _span(interval, p)
     lo = max(0, start - p.max_reference_points)
     lo = lo + int(np.searchsorted(all_ts[lo:start], all_ts[start] - span, side="left"))
     idx = np.arange(lo, start)
@@ -332,7 +338,7 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
     # none, by the models fitted on the first half of its history (`young_share`). Those
     # residuals say how wrong the young model was, not this one: they stay out of the scale and
     # the calibration
-    span = max(p.reference_days * DAY_S, p.reference_points * interval)
+    span = _span(interval, p)
     seen = float(ts_ref[-1] - ts_ref[0] + interval) if len(ts_ref) else 0.0
     if len(ts_ref) and ts_ref[0] >= all_ts[start] - span + 2 * interval:
         need = np.where(base.kept.any(axis=0), p.young_days * DAY_S,

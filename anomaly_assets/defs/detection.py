@@ -30,8 +30,7 @@ from anomaly_assets.core.fleet import CODE_VERSION, days_in, detect_days
 from anomaly_assets.core.state import FleetState
 from anomaly_assets.defs.alerts import AlertRulebook
 from anomaly_assets.defs.metadata import ChunkedWrite, column_schema, markdown_preview, table_metadata, time_window
-from anomaly_assets.defs.partitions import CHUNK_ROWS, WRITER_POOL, daily_partitions
-from anomaly_assets.defs.partitions import open_day_start as _open_day  # patched in tests
+from anomaly_assets.defs.partitions import CHUNK_ROWS, WRITER_POOL, daily_partitions, open_day_start
 from anomaly_assets.defs.resources import MetricCatalog, ModelStore
 from anomaly_assets.defs.workers import MIN_PART_ROWS, map_chunks, worker_count, workers_for
 
@@ -114,7 +113,7 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
     with duckdb.get_connection() as con:
         wh.ensure_tables(con)
         # today's micro-batches, refitted daily: the day's models as its first run fitted them
-        intraday = params.refit_days == 1 and days == [_open_day()]
+        intraday = params.refit_days == 1 and days == [open_day_start()]
         history_mark = _history_mark(con, long_start, start) if intraday else ""
         opened = _opened(models, start, version, history_mark) if intraday else None
         # chunks cut on the run's own rows, sized for the rows a chunk reads: its reference window

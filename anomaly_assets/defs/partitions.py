@@ -24,6 +24,7 @@ def open_day_start() -> pd.Timestamp:
     """The start (UTC midnight) of the partition open now."""
     return pd.Timestamp(open_day(dt.datetime.now(dt.timezone.utc)), tz="UTC")
 
+
 # Assets that read a whole fleet do it a chunk of entities at a time, about this many rows each:
 # memory follows the chunk (a few hundred MB), not the fleet.
 CHUNK_ROWS = 2_000_000

@@ -76,7 +76,7 @@ def _carried(root) -> int:
 def test_a_micro_batch_scores_the_day_so_far_and_the_day_keeps_those_scores(tmp_path, monkeypatch):
     from anomaly_assets.defs import detection
 
-    monkeypatch.setattr(detection, "_open_day", lambda: TODAY)
+    monkeypatch.setattr(detection, "open_day_start", lambda: TODAY)
     history, morning, rest = _frames()
     res, inst = _env(tmp_path / "micro")
     land = tmp_path / "micro" / "landing"
