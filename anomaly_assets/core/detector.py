@@ -387,10 +387,11 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
         sm = cal.ewma(np.minimum(s_win, p.surprise_cap), alpha)
         gammas.append(cal.fit_gamma(np.where(~cal_out, sm, np.nan), alpha, p.min_calibration, persistent))
         smooth[:, k] = sm[:, -1]
-    # Probation, until the reference spans `probation_days` and the warm-up is over: a flag
-    # needs `probation_factor` times stronger evidence (a new series has not shown its daily
-    # cycle or its drift yet; its scores still rank)
-    probation = warm | (seen < p.probation_days * DAY_S)
+    # Probation, until the reference spans `probation_days` (or is as long as it gets: 20,000
+    # one-minute points span 13.9 days) and the warm-up is over: a flag needs `probation_factor`
+    # times stronger evidence (a new series has not shown its daily cycle or its drift yet; its
+    # scores still rank)
+    probation = warm | (seen < min(p.probation_days * DAY_S, p.max_reference_points * interval))
     # the band: the single-metric deviation that alone makes a point a warning
     s_star = -np.log(p.warning_p / len(p.smoothing_alphas)) + np.where(probation, np.log(p.probation_factor), 0.0)
     e_star = np.full((E, m), np.nan)
