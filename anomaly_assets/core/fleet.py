@@ -344,8 +344,9 @@ def _carried_batches(lay: _Layout, d0: int, d1: int, params, holidays, state: Fl
     batches with their stacked models; why the others are refitted is counted in ``day_model``.
 
     An entity carries its model when it has one, is not due for a refit (``core/model.py``) and
-    its metrics today are among the model's. Nothing here reads history, so a run that reads only
-    the day for such entities scores them as one that reads everything.
+    its metrics today are among the model's (and, refitted daily, the model was fitted before the
+    entity's first point today). Nothing here reads history, so a run that reads only the day
+    for such entities scores them as one that reads everything.
     """
     spans = {}
     for e in range(len(lay.entities)):
@@ -370,6 +371,11 @@ def _carried_batches(lay: _Layout, d0: int, d1: int, params, holidays, state: Fl
             if reasons[i]:
                 continue
             n0, n1 = spans[int(codes[i])]
+            if params.refit_days <= 1 and int(model.fitted_at[k]) != int(lay.pair_ts[n0] // _US):
+                # fitted for the day before another first point (an earlier one landed since):
+                # its reference ends elsewhere, so it is refitted as the night would
+                reasons[i] = md.REASONS.index("cadence")
+                continue
             metrics = state.metrics_of(names[i])
             today = set(lay.metrics[~np.isnan(lay.value[n0:n1]).all(axis=0)])
             if not today <= set(metrics):

@@ -62,6 +62,13 @@ class FleetState:
         """The metrics of an entity's model."""
         return self._blocks[self._where[str(name)][0]][0]
 
+    def fitted_at(self, names) -> np.ndarray:
+        """Epoch seconds of the first point each of ``names``' models scored (all present)."""
+        out = np.zeros(len(names), np.int64)
+        for pos, model in (self.gather(np.asarray(names, dtype=object)) if len(names) else []):
+            out[pos] = model.fitted_at
+        return out
+
     def gather(self, names) -> list[tuple[np.ndarray, md.Model]]:
         """The models of ``names`` (all present), as groups that stack: (positions in ``names``,
         their models stacked in that order). Entities refitted at different times can differ in

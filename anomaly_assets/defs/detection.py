@@ -322,6 +322,10 @@ def _rows_needed(history, reader, entities: list, metrics: list, state: FleetSta
     # a metric the model does not know is refitted, from its history
     seen = today.groupby("entity_id", observed=True)["metric"].agg(lambda m: set(m.astype(str)))
     unknown = {str(e) for e, ms in seen.items() if not ms <= set(state.metrics_of(e))}
+    if params.refit_days <= 1:  # fitted for the day before another first point: refitted (core.fleet)
+        first = today.groupby("entity_id", observed=True)["ts"].min()
+        fitted = dict(zip(map(str, lean), state.fitted_at(lean)))
+        unknown |= {str(e) for e, t in first.items() if fitted.get(str(e)) != pd.Timestamp(t).value // 10**9}
     if unknown:
         today = today[~today["entity_id"].astype(str).isin(unknown)]
     full = [e for e, d in zip(entities, due) if d or str(e) in unknown]

@@ -193,3 +193,27 @@ def test_a_days_micro_batches_fit_its_models_once():
     [(pos, model)] = first.opened.gather(names)
     for when, reason in ((day, 0), (day + pd.Timedelta(days=1), md.REASONS.index("cadence"))):
         assert (md.refit_reasons(model, 6, when.value // 10**9, opened.slots(names, 1), 1) == reason).all()
+
+
+def test_a_point_landing_before_the_days_first_batch_refits_its_entity():
+    """A day's model is fitted before the entity's first point; when an earlier point of the day
+    lands after the first micro-batch, that model's reference ends in the wrong place (history
+    longer than the reference here, so its start moves too): the entity is refitted, and the day
+    scores as the night scores it."""
+    params = dataclasses.replace(P, refit_days=1)
+    rows = _rows(days=31)
+    days = _days(rows)
+    day = days[-1]
+    past = detect_days(rows[rows.ts < day], days[:-1], params)
+    stored = past.decomposition[["entity_id", "metric", "ts", "residual", "excluded"]]
+    hist = rows.merge(stored, on=["entity_id", "metric", "ts"], how="left")
+    late = (hist.entity_id == "e01") & (hist.ts >= day) & (hist.ts < day + pd.Timedelta(hours=3))
+    morning = hist[~late & (hist.ts < day + pd.Timedelta(hours=9))]
+    first = detect_days(morning, [day], params, keep_opened=True)
+    opened = FleetState.from_table(first.opened.to_table())
+    later = detect_days(hist, [day], params, opened=opened)
+    whole = detect_days(hist, [day], params)
+    pd.testing.assert_frame_equal(whole.scores.sort_values(KEY).reset_index(drop=True),
+                                  later.scores.sort_values(KEY).reset_index(drop=True))
+    pd.testing.assert_frame_equal(_day(whole.decomposition, day), _day(later.decomposition, day))
+    assert later.models[day].carried == 5 and later.models[day].refits == {"cadence": 1}

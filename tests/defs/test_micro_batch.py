@@ -111,3 +111,31 @@ def test_a_micro_batch_scores_the_day_so_far_and_the_day_keeps_those_scores(tmp_
     assert _carried(tmp_path / "micro") == 0
     again, _ = _today(tmp_path / "micro")
     pd.testing.assert_frame_equal(again, whole, check_exact=False, rtol=1e-9)
+
+
+def test_a_point_landing_before_the_first_batch_refits_its_entity_from_its_history(tmp_path, monkeypatch):
+    # pump-1's first hours of the day land after the morning's file: the model the morning fitted
+    # for it started later, so the day's next run reads its history and refits it, as one run
+    # over the whole day does; the others keep the morning's models
+    from anomaly_assets.defs import detection
+
+    monkeypatch.setattr(detection, "open_day_start", lambda: TODAY)
+    history, morning, rest = _frames()
+    late = (morning.entity_id == "pump-1") & (morning.timestamp < (TODAY + pd.Timedelta(hours=3)).strftime("%Y-%m-%dT%H"))
+    res, inst = _env(tmp_path / "micro")
+    land = tmp_path / "micro" / "landing"
+    history.to_csv(land / "history.csv", index=False)
+    _run(res, inst, FIRST, TODAY - pd.Timedelta(days=1))
+    morning[~late].to_csv(land / "today_morning.csv", index=False)
+    _run(res, inst, TODAY)
+    pd.concat([morning[late], rest]).to_csv(land / "today_rest.csv", index=False)
+    _run(res, inst, TODAY)
+    assert _carried(tmp_path / "micro") == 3
+    day, _ = _today(tmp_path / "micro")
+    res2, inst2 = _env(tmp_path / "whole")
+    for name, frame in (("history", history), ("morning", morning), ("rest", rest)):
+        frame.to_csv(tmp_path / "whole" / "landing" / f"{name}.csv", index=False)
+    _run(res2, inst2, FIRST, TODAY)
+    whole, _ = _today(tmp_path / "whole")
+    assert len(day) == 4 * 24
+    pd.testing.assert_frame_equal(day, whole, check_exact=False, rtol=1e-9)
