@@ -145,7 +145,6 @@ def test_a_young_series_that_never_moved_shows_a_finite_deviation():
     assert _flags(r)[0, 30] and np.isfinite(z) and 5 < z < 40
 
 
-
 def test_probation_ends_when_the_reference_is_as_long_as_it_gets():
     # on fast data the reference is capped in points before it spans `probation_days`: a series
     # whose reference is full leaves probation (it would never see more), one still growing does not
@@ -154,6 +153,7 @@ def test_probation_ends_when_the_reference_is_as_long_as_it_gets():
     last = replay(ts, x[None, :, None], capped).refits[-1]
     assert not last.warm[0] and not last.probation[0]
     assert replay(ts, x[None, :, None], P).refits[-1].probation[0]  # 4 days < 21, reference not full
+
 
 def test_recurrent_runs_lets_what_recurs_back_into_the_reference():
     # isolated spikes every 30 h: flagged at first, then part of the series' normal
