@@ -11,6 +11,8 @@ Today's partition is scored many times while its files land (micro-batches). Ref
 series' model for the day depends only on the days before it, so the first run of the day keeps
 the models it fitted (``models/state/<day>-opened_<version>.parquet``) and later runs of the day
 score with them, reading only the day's rows, for as long as no earlier day has been run again.
+So does the nightly run that closes the day: a night after micro-batches refits only the series
+they did not fit.
 """
 
 
@@ -112,10 +114,12 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
     states, day_only, opened_parts = [], [0], []
     with duckdb.get_connection() as con:
         wh.ensure_tables(con)
-        # today's micro-batches, refitted daily: the day's models as its first run fitted them
-        intraday = params.refit_days == 1 and days == [open_day_start()]
-        history_mark = _history_mark(con, long_start, start) if intraday else ""
-        opened = _opened(models, start, version, history_mark) if intraday else None
+        # refitted daily, a day's models as its first run fitted them (a micro-batch of it): its
+        # later micro-batches score with them, and so does the run that closes the day
+        single = params.refit_days == 1 and len(days) == 1
+        intraday = single and days == [open_day_start()]
+        history_mark = _history_mark(con, long_start, start) if single else ""
+        opened = _opened(models, start, version, history_mark) if single else None
         # chunks cut on the run's own rows, sized for the rows a chunk reads: its reference window
         # too (a night reads ~29 days of rows per day scored). At most an eighth of CHUNK_ROWS: a
         # scored row's outputs weigh more than a read row (a backfill's chunks of 1/2 peaked 4.4 GB)

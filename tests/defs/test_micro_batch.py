@@ -139,3 +139,30 @@ def test_a_point_landing_before_the_first_batch_refits_its_entity_from_its_histo
     whole, _ = _today(tmp_path / "whole")
     assert len(day) == 4 * 24
     pd.testing.assert_frame_equal(day, whole, check_exact=False, rtol=1e-9)
+
+
+def test_the_run_that_closes_the_day_scores_with_the_models_its_micro_batches_fitted(tmp_path, monkeypatch):
+    # the morning's micro-batch fitted the day's models; once the day has ended, its nightly run
+    # carries them (reading the day's rows only) and gives the scores of one run over the whole day
+    from anomaly_assets.defs import detection
+
+    history, morning, rest = _frames()
+    res, inst = _env(tmp_path / "micro")
+    land = tmp_path / "micro" / "landing"
+    history.to_csv(land / "history.csv", index=False)
+    _run(res, inst, FIRST, TODAY - pd.Timedelta(days=1))
+    monkeypatch.setattr(detection, "open_day_start", lambda: TODAY)
+    morning.to_csv(land / "today_morning.csv", index=False)
+    _run(res, inst, TODAY)
+    monkeypatch.setattr(detection, "open_day_start", lambda: TODAY + pd.Timedelta(days=1))  # the day ended
+    rest.to_csv(land / "today_rest.csv", index=False)
+    _run(res, inst, TODAY)
+    assert _carried(tmp_path / "micro") == 4
+    day, _ = _today(tmp_path / "micro")
+    res2, inst2 = _env(tmp_path / "whole")
+    for name, frame in (("history", history), ("morning", morning), ("rest", rest)):
+        frame.to_csv(tmp_path / "whole" / "landing" / f"{name}.csv", index=False)
+    _run(res2, inst2, FIRST, TODAY)
+    whole, _ = _today(tmp_path / "whole")
+    assert len(day) == 4 * 24
+    pd.testing.assert_frame_equal(day, whole, check_exact=False, rtol=1e-9)
