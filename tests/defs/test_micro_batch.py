@@ -62,6 +62,15 @@ def _today(root):
     return scores, alerts
 
 
+def _whole_day(root, history, morning, rest):
+    """Today's scores from one run over the history and the whole day, on another warehouse."""
+    res, inst = _env(root)
+    for name, frame in (("history", history), ("morning", morning), ("rest", rest)):
+        frame.to_csv(root / "landing" / f"{name}.csv", index=False)
+    _run(res, inst, FIRST, TODAY)
+    return _today(root)[0]
+
+
 def test_todays_partition_is_open():
     from anomaly_assets.defs.partitions import daily_partitions
 
@@ -99,11 +108,7 @@ def test_a_micro_batch_scores_the_day_so_far_and_the_day_keeps_those_scores(tmp_
     np.testing.assert_allclose(again.anomaly_score, again.anomaly_score_early, rtol=1e-9)
     assert (again.severity == again.severity_early).all() and (again.why.fillna("") == again.why_early.fillna("")).all()
     # one run over the whole day, on another warehouse: the same scores
-    res2, inst2 = _env(tmp_path / "whole")
-    for name, frame in (("history", history), ("morning", morning), ("rest", rest)):
-        frame.to_csv(tmp_path / "whole" / "landing" / f"{name}.csv", index=False)
-    _run(res2, inst2, FIRST, TODAY)
-    whole, _ = _today(tmp_path / "whole")
+    whole = _whole_day(tmp_path / "whole", history, morning, rest)
     pd.testing.assert_frame_equal(day, whole, check_exact=False, rtol=1e-9)
     # the day before run again: its history changed, so today's models are fitted again
     _run(res, inst, TODAY - pd.Timedelta(days=1))
@@ -132,11 +137,7 @@ def test_a_point_landing_before_the_first_batch_refits_its_entity_from_its_histo
     _run(res, inst, TODAY)
     assert _carried(tmp_path / "micro") == 3
     day, _ = _today(tmp_path / "micro")
-    res2, inst2 = _env(tmp_path / "whole")
-    for name, frame in (("history", history), ("morning", morning), ("rest", rest)):
-        frame.to_csv(tmp_path / "whole" / "landing" / f"{name}.csv", index=False)
-    _run(res2, inst2, FIRST, TODAY)
-    whole, _ = _today(tmp_path / "whole")
+    whole = _whole_day(tmp_path / "whole", history, morning, rest)
     assert len(day) == 4 * 24
     pd.testing.assert_frame_equal(day, whole, check_exact=False, rtol=1e-9)
 
@@ -159,10 +160,6 @@ def test_the_run_that_closes_the_day_scores_with_the_models_its_micro_batches_fi
     _run(res, inst, TODAY)
     assert _carried(tmp_path / "micro") == 4
     day, _ = _today(tmp_path / "micro")
-    res2, inst2 = _env(tmp_path / "whole")
-    for name, frame in (("history", history), ("morning", morning), ("rest", rest)):
-        frame.to_csv(tmp_path / "whole" / "landing" / f"{name}.csv", index=False)
-    _run(res2, inst2, FIRST, TODAY)
-    whole, _ = _today(tmp_path / "whole")
+    whole = _whole_day(tmp_path / "whole", history, morning, rest)
     assert len(day) == 4 * 24
     pd.testing.assert_frame_equal(day, whole, check_exact=False, rtol=1e-9)
