@@ -78,7 +78,7 @@ def _child_chain(a: dict) -> dict:
 
     if a.get("open_day"):  # the generated day is scored as today's open partition (micro-batches)
         from anomaly_assets.defs import detection
-        detection._open_day = lambda: pd.Timestamp(a["open_day"], tz="UTC")
+        detection.open_day_start = lambda: pd.Timestamp(a["open_day"], tz="UTC")
 
     from anomaly_assets.definitions import defs
     job = defs.resolve_job_def(a.get("job", "anomaly_chain"))
