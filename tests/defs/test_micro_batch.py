@@ -62,6 +62,14 @@ def _today(root):
     return scores, alerts
 
 
+def _backfilled(root, history):
+    """A warehouse backfilled through the day before TODAY: its resources, instance and landing."""
+    res, inst = _env(root)
+    history.to_csv(root / "landing" / "history.csv", index=False)
+    _run(res, inst, FIRST, TODAY - pd.Timedelta(days=1))
+    return res, inst, root / "landing"
+
+
 def _whole_day(root, history, morning, rest):
     """Today's scores from one run over the history and the whole day, on another warehouse."""
     res, inst = _env(root)
@@ -69,6 +77,14 @@ def _whole_day(root, history, morning, rest):
         frame.to_csv(root / "landing" / f"{name}.csv", index=False)
     _run(res, inst, FIRST, TODAY)
     return _today(root)[0]
+
+
+def _assert_day_as_one_run(tmp_path, history, morning, rest):
+    """The micro-batched warehouse's day equals one run over the whole day on another."""
+    day, _ = _today(tmp_path / "micro")
+    assert len(day) == 4 * 24
+    pd.testing.assert_frame_equal(day, _whole_day(tmp_path / "whole", history, morning, rest),
+                                  check_exact=False, rtol=1e-9)
 
 
 def test_todays_partition_is_open():
@@ -87,10 +103,7 @@ def test_a_micro_batch_scores_the_day_so_far_and_the_day_keeps_those_scores(tmp_
 
     monkeypatch.setattr(detection, "open_day_start", lambda: TODAY)
     history, morning, rest = _frames()
-    res, inst = _env(tmp_path / "micro")
-    land = tmp_path / "micro" / "landing"
-    history.to_csv(land / "history.csv", index=False)
-    _run(res, inst, FIRST, TODAY - pd.Timedelta(days=1))
+    res, inst, land = _backfilled(tmp_path / "micro", history)
     morning.to_csv(land / "today_morning.csv", index=False)
     _run(res, inst, TODAY)  # what the landing sensor requests for today's file
     early, early_alerts = _today(tmp_path / "micro")
@@ -127,19 +140,13 @@ def test_a_point_landing_before_the_first_batch_refits_its_entity_from_its_histo
     monkeypatch.setattr(detection, "open_day_start", lambda: TODAY)
     history, morning, rest = _frames()
     late = (morning.entity_id == "pump-1") & (morning.timestamp < (TODAY + pd.Timedelta(hours=3)).strftime("%Y-%m-%dT%H"))
-    res, inst = _env(tmp_path / "micro")
-    land = tmp_path / "micro" / "landing"
-    history.to_csv(land / "history.csv", index=False)
-    _run(res, inst, FIRST, TODAY - pd.Timedelta(days=1))
+    res, inst, land = _backfilled(tmp_path / "micro", history)
     morning[~late].to_csv(land / "today_morning.csv", index=False)
     _run(res, inst, TODAY)
     pd.concat([morning[late], rest]).to_csv(land / "today_rest.csv", index=False)
     _run(res, inst, TODAY)
     assert _carried(tmp_path / "micro") == 3
-    day, _ = _today(tmp_path / "micro")
-    whole = _whole_day(tmp_path / "whole", history, morning, rest)
-    assert len(day) == 4 * 24
-    pd.testing.assert_frame_equal(day, whole, check_exact=False, rtol=1e-9)
+    _assert_day_as_one_run(tmp_path, history, morning, rest)
 
 
 def test_the_run_that_closes_the_day_scores_with_the_models_its_micro_batches_fitted(tmp_path, monkeypatch):
@@ -148,10 +155,7 @@ def test_the_run_that_closes_the_day_scores_with_the_models_its_micro_batches_fi
     from anomaly_assets.defs import detection
 
     history, morning, rest = _frames()
-    res, inst = _env(tmp_path / "micro")
-    land = tmp_path / "micro" / "landing"
-    history.to_csv(land / "history.csv", index=False)
-    _run(res, inst, FIRST, TODAY - pd.Timedelta(days=1))
+    res, inst, land = _backfilled(tmp_path / "micro", history)
     monkeypatch.setattr(detection, "open_day_start", lambda: TODAY)
     morning.to_csv(land / "today_morning.csv", index=False)
     _run(res, inst, TODAY)
@@ -159,7 +163,4 @@ def test_the_run_that_closes_the_day_scores_with_the_models_its_micro_batches_fi
     rest.to_csv(land / "today_rest.csv", index=False)
     _run(res, inst, TODAY)
     assert _carried(tmp_path / "micro") == 4
-    day, _ = _today(tmp_path / "micro")
-    whole = _whole_day(tmp_path / "whole", history, morning, rest)
-    assert len(day) == 4 * 24
-    pd.testing.assert_frame_equal(day, whole, check_exact=False, rtol=1e-9)
+    _assert_day_as_one_run(tmp_path, history, morning, rest)
