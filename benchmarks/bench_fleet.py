@@ -386,10 +386,11 @@ def mode_chain(a) -> None:
 def mode_micro(a) -> None:
     """Landed files of a day's first hours, run as the landing sensor runs today's files:
     ``anomaly_intraday`` (ingest, detection, alerts, marts and their checks; the report and the
-    analysts' copy wait for the night) for that day's partition, the day scored as today's. Two
+    analysts' copy wait for the night) for that day's partition, the day scored as today's. Three
     cases: the day's first hour on a copy of the warehouse backfilled through the day before (the
     first batch of a day fits the day's models), then its second hour on a copy of what the first
-    left (a later batch, which scores with them)."""
+    left (a later batch, which scores with them), then the first hour again on a warehouse whose
+    last night fitted the day's models ahead (``docs/detection.md``, section 8)."""
     import pandas as pd
 
     from anomaly_assets.demo.fleet import generate_fleet
@@ -435,6 +436,15 @@ def mode_micro(a) -> None:
     runs = repeat_chain(work, "micro2", a.repeat, landing=second_landing, start=day, end=day, full=True,
                         history=after_first, refit_days=a.refit_days, job="anomaly_intraday", open_day=day)
     _report("micro, a later one", runs, rows)
+    # the night before fitted the day's models ahead (the backfill through it, run with the day open)
+    ahead = work / "history_ahead.duckdb"
+    if not ahead.exists():
+        print("backfilling again, the day open, so that its last night fits the day ahead (not timed)", flush=True)
+        repeat_chain(work, "history_ahead", 1, landing=hist_landing, start=history_days[0], end=history_days[-1],
+                     full=True, keep=ahead, refit_days=a.refit_days, open_day=day)
+    runs = repeat_chain(work, "micro3", a.repeat, landing=micro_landing, start=day, end=day, full=True,
+                        history=ahead, refit_days=a.refit_days, job="anomaly_intraday", open_day=day)
+    _report("micro, the day's first after a night that fitted it ahead", runs, rows)
 
 
 def main(argv=None) -> None:

@@ -75,6 +75,7 @@ class Detected:
     models: dict[pd.Timestamp, DayModel]
     state: FleetState | None = None  # every entity's model after the last day
     opened: FleetState | None = None  # with keep_opened: the models fitted for the last day, before its points
+    next_opened: FleetState | None = None  # with prefit_next: the next day's, before its predicted first points
 
 
 def model_version(params: DetectorParams, day: pd.Timestamp) -> str:
@@ -109,6 +110,20 @@ class _Layout:
             self.excluded[pair_of_row, m_codes] = rows["excluded"].fillna(False).to_numpy(bool)
         self.bounds = np.searchsorted(self.pair_entity, np.arange(len(self.entities) + 1))
 
+    def with_points(self, entities: np.ndarray, ts: np.ndarray) -> "_Layout":
+        """A copy with a pair of no values at ``ts`` (each after its entity's last) for ``entities``
+        (codes, ascending)."""
+        at = self.bounds[entities + 1]
+        out = object.__new__(_Layout)
+        out.entities, out.metrics = self.entities, self.metrics
+        out.pair_entity = np.insert(self.pair_entity, at, entities)
+        out.pair_ts = np.insert(self.pair_ts, at, ts)
+        out.value = np.insert(self.value, at, np.nan, axis=0)
+        out.residual = np.insert(self.residual, at, np.nan, axis=0)
+        out.excluded = np.insert(self.excluded, at, False, axis=0)
+        out.bounds = np.searchsorted(out.pair_entity, np.arange(len(self.entities) + 1))
+        return out
+
 
 def _codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Codes into the sorted distinct values of ``col``, and those values."""
@@ -134,7 +149,7 @@ def _epoch_us(ts: pd.Series) -> np.ndarray:
 def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorParams,
                 families: Mapping[str, str] | None = None, units: Mapping[str, str] | None = None,
                 holidays: Mapping[str, np.ndarray] | None = None, state: FleetState | None = None,
-                opened: FleetState | None = None, keep_opened: bool = False) -> Detected:
+                opened: FleetState | None = None, keep_opened: bool = False, prefit_next: bool = False) -> Detected:
     """Score every observation of ``days``, in order, from the rows before each day.
 
     Each entity is scored with the model it carries (``state``) unless it is due for a refit
@@ -163,6 +178,12 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
     keep_opened : bool, default False
         Return in ``Detected.opened`` the models fitted for the last day before its first point,
         with those of ``opened`` that were used.
+    prefit_next : bool, default False
+        With ``params.refit_days`` 1: also fit the models of the day after the last one, for each
+        entity with points on the last day and none after, before its *predicted* first point
+        there (the next point of its sampling grid), and return them in ``Detected.next_opened``
+        (what ``opened`` takes when that day is scored). They depend only on the days scored
+        here, and an entity whose first point turns out to be another one is refitted then.
 
     Returns
     -------
@@ -195,8 +216,33 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
             sco.append(out[1])
             if len(out[2]):
                 exp.append(out[2])
+    nxt = _prefit(lay, days[-1], params, holidays) if prefit_next and params.refit_days == 1 else None
     return Detected(_concat(dec, DECOMPOSITION_COLUMNS), _concat(sco, SCORE_COLUMNS),
-                    _concat(exp, EXPLANATION_COLUMNS), models, state, kept)
+                    _concat(exp, EXPLANATION_COLUMNS), models, state, kept, nxt)
+
+
+def _prefit(lay: _Layout, last: pd.Timestamp, params: DetectorParams, holidays) -> FleetState:
+    """The models of the day after ``last``, fitted before each entity's predicted first point:
+    a point with no values at the next step of its grid is added to the layout and scored, and
+    the model fitted before it is kept (as a micro-batch keeps its day's)."""
+    d1 = (last.value // 1000) + DAY_S * _US
+    ents, at = [], []
+    for e in range(len(lay.entities)):
+        a, b = lay.bounds[e], lay.bounds[e + 1]
+        if b == a or not d1 - DAY_S * _US <= lay.pair_ts[b - 1] < d1:
+            continue
+        step = int(round(interval_of(lay.pair_ts[max(a, b - 2 * params.reference_points):b] // _US) * _US))
+        t = int(lay.pair_ts[b - 1]) + step * -(-(d1 - int(lay.pair_ts[b - 1])) // step)
+        ents.append(e)
+        at.append(t)
+    out = FleetState(params.version(CODE_VERSION))
+    if not ents:
+        return out
+    ahead = lay.with_points(np.array(ents), np.array(at, np.int64))
+    scratch = DayModel(last + DAY, "")
+    for batch in _batches(ahead, d1, d1 + DAY_S * _US, params, holidays):
+        _score_batch(ahead, batch, params, scratch, None, None, holidays, None, None, out)
+    return out
 
 
 def _empty(cols):

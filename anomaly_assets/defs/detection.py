@@ -12,7 +12,8 @@ series' model for the day depends only on the days before it, so the first run o
 the models it fitted (``models/state/<day>-opened_<version>.parquet``) and later runs of the day
 score with them, reading only the day's rows, for as long as no earlier day has been run again.
 So does the nightly run that closes the day: a night after micro-batches refits only the series
-they did not fit.
+they did not fit. That run also fits the next day's models, before each series' predicted first
+point, so that today's micro-batches after the night refit only what moved (``core/fleet.py``).
 """
 
 
@@ -111,13 +112,15 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
     # the models carried from the day before (kept only when they are refitted less than daily)
     version = params.version(CODE_VERSION)
     carried = models.load_state(str((start - pd.Timedelta(days=1)).date()), version) if params.refit_days > 1 else None
-    states, day_only, opened_parts = [], [0], []
+    states, day_only, opened_parts, next_parts = [], [0], [], []
     with duckdb.get_connection() as con:
         wh.ensure_tables(con)
         # refitted daily, a day's models as its first run fitted them (a micro-batch of it): its
         # later micro-batches score with them, and so does the run that closes the day
         single = params.refit_days == 1 and len(days) == 1
         intraday = single and days == [open_day_start()]
+        # the run that closes yesterday fits today's models too, so today's micro-batches carry them
+        prefit = params.refit_days == 1 and days[-1] + pd.Timedelta(days=1) == open_day_start()
         history_mark = _history_mark(con, long_start, start) if single else ""
         opened = _opened(models, start, version, history_mark) if single else None
         # chunks cut on the run's own rows, sized for the rows a chunk reads: its reference window
@@ -142,12 +145,12 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
             for entities in chunks:
                 state = _state_of(carried, entities, version)
                 todays = _state_of(opened, entities, version)
-                lean_by = state or todays
+                lean_by = None if prefit else state or todays  # fitting tomorrow's reads every history
                 rows, lean = _rows_needed(history, reader, entities, metrics, lean_by, days, params) if lean_by else \
                     (history(entities), 0)
                 day_only[0] += lean
                 yield rows, days, params, fam.families, fam.units, {
-                    str(e): holidays[str(e)] for e in entities if str(e) in holidays}, state, todays, intraday
+                    str(e): holidays[str(e)] for e in entities if str(e) in holidays}, state, todays, intraday, prefit
 
         def decomposition_rows():  # scored in worker processes, written here as they come back
             for out in map_chunks(detect_days, reads(), len(chunks)):
@@ -166,6 +169,8 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
                     states.append(out.state.to_table())
                 if out.opened is not None:
                     opened_parts.append(out.opened.to_table())
+                if out.next_opened is not None:
+                    next_parts.append(out.next_opened.to_table())
                 yield rows
 
         with wh.transaction(con), reader:
@@ -178,6 +183,10 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
             if intraday:
                 _keep_opened(models, start, version, _carried_on(opened, opened_parts), history_mark)
             wh.replace_keyed(con, wh.MODEL_VERSIONS, versions, "day", [str(d.date()) for d in days])
+            if prefit:  # marked with the history as it stands once this run's days are written
+                today = days[-1] + pd.Timedelta(days=1)
+                _keep_opened(models, today, version, _carried_on(None, next_parts),
+                             _history_mark(con, today - pd.Timedelta(days=LONG_HISTORY_DAYS), today))
     expl = ChunkedWrite()
     for e in expl_parts:
         expl.add(e)

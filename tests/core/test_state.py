@@ -217,3 +217,30 @@ def test_a_point_landing_before_the_days_first_batch_refits_its_entity():
                                   later.scores.sort_values(KEY).reset_index(drop=True))
     pd.testing.assert_frame_equal(_day(whole.decomposition, day), _day(later.decomposition, day))
     assert later.models[day].carried == 5 and later.models[day].refits == {"cadence": 1}
+
+
+def test_the_night_prefits_the_next_days_models_that_its_runs_then_carry():
+    """Refitted daily: the run that scores a day can fit the next day's models before each
+    entity's predicted first point (the next step of its grid). The next day's runs then score
+    with them, reading only that day's rows, and give the numbers a refit gives; an entity whose
+    first point is elsewhere (its first hour missing) is refitted."""
+    params = dataclasses.replace(P, refit_days=1)
+    rows = _rows(days=31, shift=(2, 24 * 30 + 3))
+    days = _days(rows)
+    day = days[-1]
+    night = detect_days(rows[rows.ts < day], days[:-1], params, prefit_next=True)
+    assert sorted(night.next_opened.entities()) == [f"e{e:02d}" for e in range(6)]
+    stored = night.decomposition[["entity_id", "metric", "ts", "residual", "excluded"]]
+    hist = rows.merge(stored, on=["entity_id", "metric", "ts"], how="left")
+    hist = hist[~((hist.entity_id == "e04") & (hist.ts == day))]  # e04's first point of the day is late
+    opened = FleetState.from_table(night.next_opened.to_table())
+    lean = hist[(hist.ts >= day) | (hist.entity_id == "e04")]
+    later = detect_days(lean, [day], params, opened=opened)
+    whole = detect_days(hist, [day], params)
+    pd.testing.assert_frame_equal(whole.scores.sort_values(KEY).reset_index(drop=True),
+                                  later.scores.sort_values(KEY).reset_index(drop=True))
+    pd.testing.assert_frame_equal(_day(whole.decomposition, day), _day(later.decomposition, day))
+    assert later.models[day].carried == 5 and later.models[day].refits == {"cadence": 1}
+    assert whole.scores[whole.scores.entity_id == "e02"].is_anomaly.any()
+    # without it, nothing is fitted ahead
+    assert detect_days(rows[rows.ts < day], days[-2:-1], params).next_opened is None

@@ -101,9 +101,9 @@ def _carried(root) -> int:
 def test_a_micro_batch_scores_the_day_so_far_and_the_day_keeps_those_scores(tmp_path, monkeypatch):
     from anomaly_assets.defs import detection
 
-    monkeypatch.setattr(detection, "open_day_start", lambda: TODAY)
     history, morning, rest = _frames()
-    res, inst, land = _backfilled(tmp_path / "micro", history)
+    res, inst, land = _backfilled(tmp_path / "micro", history)  # before today opened: nothing fitted ahead
+    monkeypatch.setattr(detection, "open_day_start", lambda: TODAY)
     morning.to_csv(land / "today_morning.csv", index=False)
     _run(res, inst, TODAY)  # what the landing sensor requests for today's file
     early, early_alerts = _today(tmp_path / "micro")
@@ -123,8 +123,8 @@ def test_a_micro_batch_scores_the_day_so_far_and_the_day_keeps_those_scores(tmp_
     # one run over the whole day, on another warehouse: the same scores
     whole = _whole_day(tmp_path / "whole", history, morning, rest)
     pd.testing.assert_frame_equal(day, whole, check_exact=False, rtol=1e-9)
-    # the day before run again: its history changed, so today's models are fitted again
-    _run(res, inst, TODAY - pd.Timedelta(days=1))
+    # an earlier day run again: the history changed, so today's models are fitted again
+    _run(res, inst, TODAY - pd.Timedelta(days=2))
     _run(res, inst, TODAY)
     assert _carried(tmp_path / "micro") == 0
     again, _ = _today(tmp_path / "micro")
@@ -137,10 +137,10 @@ def test_a_point_landing_before_the_first_batch_refits_its_entity_from_its_histo
     # over the whole day does; the others keep the morning's models
     from anomaly_assets.defs import detection
 
-    monkeypatch.setattr(detection, "open_day_start", lambda: TODAY)
     history, morning, rest = _frames()
     late = (morning.entity_id == "pump-1") & (morning.timestamp < (TODAY + pd.Timedelta(hours=3)).strftime("%Y-%m-%dT%H"))
     res, inst, land = _backfilled(tmp_path / "micro", history)
+    monkeypatch.setattr(detection, "open_day_start", lambda: TODAY)
     morning[~late].to_csv(land / "today_morning.csv", index=False)
     _run(res, inst, TODAY)
     pd.concat([morning[late], rest]).to_csv(land / "today_rest.csv", index=False)
@@ -160,6 +160,25 @@ def test_the_run_that_closes_the_day_scores_with_the_models_its_micro_batches_fi
     morning.to_csv(land / "today_morning.csv", index=False)
     _run(res, inst, TODAY)
     monkeypatch.setattr(detection, "open_day_start", lambda: TODAY + pd.Timedelta(days=1))  # the day ended
+    rest.to_csv(land / "today_rest.csv", index=False)
+    _run(res, inst, TODAY)
+    assert _carried(tmp_path / "micro") == 4
+    _assert_day_as_one_run(tmp_path, history, morning, rest)
+
+
+def test_the_night_fits_the_next_days_models_and_its_micro_batches_carry_them(tmp_path, monkeypatch):
+    # the run that closes yesterday (here the backfill through it) also fits today's models, at
+    # each series' next hour: today's first micro-batch carries them all, reading today's rows
+    # only, and the day equals one run over it
+    from anomaly_assets.defs import detection
+
+    monkeypatch.setattr(detection, "open_day_start", lambda: TODAY)
+    history, morning, rest = _frames()
+    res, inst, land = _backfilled(tmp_path / "micro", history)
+    assert list((tmp_path / "micro" / "models" / "state").glob(f"{TODAY.date()}-opened_*"))
+    morning.to_csv(land / "today_morning.csv", index=False)
+    _run(res, inst, TODAY)
+    assert _carried(tmp_path / "micro") == 4
     rest.to_csv(land / "today_rest.csv", index=False)
     _run(res, inst, TODAY)
     assert _carried(tmp_path / "micro") == 4
