@@ -146,6 +146,7 @@ class Scored:
     p_alert: np.ndarray  # (E, T) the probability flags are judged on: p, raised in probation
     rank_by: np.ndarray  # recent |deviation| per metric, for explanations
     driver: np.ndarray = None  # (E, T) the evidence statistic that surprised most (names: statistics)
+    span: np.ndarray = None  # (E, T) points the likeliest-flagging evidence spans: 1, or 1/alpha of a smoothing
     statistics: tuple = ()
     refits: list[Model] = field(default_factory=list)  # the refits of this call, in order
     model: Model | None = None  # the model at the end of the new points (None: all in cold start)
@@ -201,7 +202,7 @@ def detect(history: History, ts: np.ndarray, value: np.ndarray, params: Detector
     interval = interval_of(all_ts[max(0, n_hist - 2 * params.reference_points):])
     out = Scored(*(np.full((E, T, m), np.nan) for _ in range(7)), np.zeros((E, T, m), bool),
                  np.full((E, T), np.nan), np.full((E, T), np.nan), np.zeros((E, T, m)),
-                 driver=np.zeros((E, T), np.int8))
+                 driver=np.zeros((E, T), np.int8), span=np.ones((E, T), np.int32))
     if model is not None:
         _apply(model, ts, value, holiday, params, out, 0)
         out.model = model
@@ -452,6 +453,9 @@ def _apply(model: Model, ts, xs, hol_new, p, out, offset) -> None:
         # needs out-of-sample surprises to match
         log_ps.append(np.where(warm[:, None], 0.0, model.gammas[k].log_sf(sm)))
     log_p = cal.combine(log_ps)
+    # which time scale surprised most: a flag on a smoothed surprise says so in its why
+    out.span[:, offset:offset + T] = np.array([round(1 / a) for a in p.smoothing_alphas],
+                                              np.int32)[np.argmin(log_ps, axis=0)]
     # the score and what the reference leaves out are judged on the evidence itself; probation
     # only raises the bar for a flag
     pv = np.exp(log_p)
@@ -562,7 +566,7 @@ def replay(ts: np.ndarray, value: np.ndarray, params: DetectorParams, holiday: n
     bounds = np.flatnonzero(np.r_[True, np.diff(days) != 0, True])
     res = Scored(*(np.full((E, T, m), np.nan) for _ in range(7)), np.zeros((E, T, m), bool),
                  np.full((E, T), np.nan), np.full((E, T), np.nan), np.zeros((E, T, m)),
-                 driver=np.zeros((E, T), np.int8))
+                 driver=np.zeros((E, T), np.int8), span=np.ones((E, T), np.int32))
     keep = history_days or max(params.reference_days, 1) + 1
     for a, b in zip(bounds[:-1], bounds[1:]):
         interval = interval_of(ts[max(0, a - 2 * params.reference_points):b])
@@ -573,7 +577,7 @@ def replay(ts: np.ndarray, value: np.ndarray, params: DetectorParams, holiday: n
                        holiday[lo:a] if holiday is not None else None)
         s = detect(hist, ts[a:b], value[:, a:b], params, holiday[a:b] if holiday is not None else None)
         for name in ("expected", "lower", "upper", "level", "seasonal", "residual", "residual_z", "excluded",
-                     "p", "p_alert", "rank_by", "driver"):
+                     "p", "p_alert", "rank_by", "driver", "span"):
             getattr(res, name)[:, a:b] = getattr(s, name)
         res.refits += s.refits
         res.statistics = s.statistics or res.statistics

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 BACKENDS: tuple[str, ...] = ("robust", "iforest", "ecod", "hbos")
+_PCA_PRESENCE = 0.5  # least share of an entity's reference points a metric needs to enter its PCA
 
 
 @dataclass
@@ -83,19 +84,25 @@ def fit(z_ref: np.ndarray, backend: str = "robust", pca_variance: float = 0.95,
             for e in range(E)])
     if m < 2 or n < 2 * m or "pca" not in statistics:
         return EvidenceModel(backend, tuple(x for x in ("max", "rms") if x in statistics) or ("max",))
+    # a metric missing from most of the reference (one that started lately) reads as "no
+    # deviation" there: its correlations would be fitted to zeros, and its first normal days
+    # would break them. It stays out of the PCA until it is there most of the time
+    inside = (~np.isnan(z_ref)).sum(axis=1) >= _PCA_PRESENCE * used.sum(axis=1)[:, None]  # (E, m)
     w = used.astype(float)[:, :, None]
     cnt = np.maximum(w.sum(axis=1), 1.0)  # (E, 1)
-    mean = (z0 * w).sum(axis=1) / cnt
-    c = (z0 - mean[:, None, :]) * w
+    mean = (z0 * w).sum(axis=1) / cnt * inside
+    c = (z0 - mean[:, None, :]) * w * inside[:, None, :]
     cov = np.einsum("etm,etk->emk", c, c, optimize=True) / cnt[:, :, None]
     vals, vecs = np.linalg.eigh(cov)  # ascending
     vals = np.maximum(vals[:, ::-1], 0.0)
     vecs = vecs[:, :, ::-1]
     share = np.cumsum(vals, axis=1) / np.maximum(vals.sum(axis=1, keepdims=True), 1e-300)
-    k = np.minimum((share < pca_variance).sum(axis=1) + 1, m - 1)  # (E,)
+    m_in = inside.sum(axis=1)
+    k = np.minimum((share < pca_variance).sum(axis=1) + 1, np.maximum(m_in - 1, 0))  # (E,)
     keep = np.arange(m)[None, :] < k[:, None]  # (E, m) components kept
     principal = vecs * keep[:, None, :]
     projector = np.eye(m)[None] - np.einsum("emk,ejk->emj", principal, principal, optimize=True)
+    projector = projector * (inside[:, :, None] & inside[:, None, :]) * (m_in >= 2)[:, None, None]
     return EvidenceModel(backend, tuple(x for x in ("max", "rms", "pca") if x in statistics), mean, projector)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtri
 
 from anomaly_assets.core import calibration as cal
 from anomaly_assets.core import model as md
@@ -26,7 +27,7 @@ from anomaly_assets.core.detector import DAY_S, DetectorParams, History, detect,
 from anomaly_assets.core.explain import explain
 from anomaly_assets.core.state import FleetState
 
-CODE_VERSION = "2026.12.5.1"  # bump when a change alters results for the same data and parameters
+CODE_VERSION = "2026.12.6.1"  # bump when a change alters results for the same data and parameters
 DAY = pd.Timedelta(days=1)
 _US = 1_000_000
 
@@ -448,12 +449,19 @@ _DRIVER_TEXT = {"rms": "; several metrics off together", "pca": "; the metrics' 
 
 
 def _with_driver(why: np.ndarray, s, gi, ti) -> np.ndarray:
-    """The one-line why, saying so when the flag came from the metrics together, not one alone."""
-    if not s.statistics or s.driver is None:
-        return why
-    names = np.asarray(s.statistics, dtype=object)
-    drv = names[np.clip(s.driver[gi, ti], 0, len(names) - 1)]
-    suffix = np.array([_DRIVER_TEXT.get(d, "") for d in drv], dtype=object)
+    """The one-line why, saying so when the flag came from the metrics together, not one alone,
+    or from a stretch of points, not this one (with how rare the stretch is: the point's own
+    deviations, printed per metric, need not be)."""
+    suffix = np.full(len(why), "", dtype=object)
+    if s.statistics and s.driver is not None:
+        names = np.asarray(s.statistics, dtype=object)
+        drv = names[np.clip(s.driver[gi, ti], 0, len(names) - 1)]
+        suffix = np.array([_DRIVER_TEXT.get(d, "") for d in drv], dtype=object)
+    if s.span is not None:  # a stretch's evidence: the point's own statistic did not flag it
+        span = s.span[gi, ti]
+        sigma = -ndtri(np.clip(s.p[gi, ti], 1e-300, 1.0) / 2)
+        suffix = np.array([f"; sustained over about the last {n} points, together as rare as {z:.1f}σ"
+                           if n > 1 else x for x, n, z in zip(suffix, span, sigma)], dtype=object)
     return np.array([w + x for w, x in zip(why, suffix)], dtype=object)
 
 

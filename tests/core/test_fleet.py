@@ -111,3 +111,32 @@ def test_names_as_categoricals_give_the_codes_of_names_as_strings():
     want, got = _codes(col), _codes(cats)
     np.testing.assert_array_equal(got[0], want[0])
     assert list(got[1]) == list(want[1]) == sorted(set(names))
+
+
+def test_a_flag_from_a_stretch_says_so_and_how_rare_the_stretch_is():
+    # a 5-hour excursion: its first points flag on their own; once it ends, the smoothed
+    # evidence still flags for a while, and the why must not read as if the point itself were off
+    rows = _rows(n_entities=2, days=24, fault=(1, "load", 24 * 22 + 3, 24 * 22 + 8))
+    out = detect_days(rows, _all_days(rows), P)
+    f = out.scores[out.scores.is_anomaly & (out.scores.entity_id == "e01")].sort_values("ts")
+    start = START + pd.Timedelta(hours=24 * 22 + 3)
+    own = f[f.ts < start + pd.Timedelta(hours=2)]
+    assert len(own) == 2 and not own.why.str.contains("sustained").any()
+    after = f[f.ts >= start + pd.Timedelta(hours=5)]
+    assert len(after) >= 1
+    said = after.why.str.extract(r"load [\d.]+ vs [\d.]+ expected \(([+-][\d.]+)σ\).*sustained over about the last "
+                                 r"(\d+) points, together as rare as ([\d.]+)σ$").astype(float)
+    assert said.notna().all().all()
+    assert (said[0].abs() < 3).all() and (said[2] > 3).all() and said[1].isin([10, 50]).all()
+    assert not after.why.str.contains("relation broken|metrics off together").any()
+
+
+def test_a_metric_that_starts_late_does_not_flag_its_entity():
+    # a sensor added to a running entity: until it is there for most of the reference it stays
+    # out of the entity's correlation model, whose fit would read its absence as no deviation
+    rows = _rows(n_entities=2, days=24, metrics=("temp", "load", "flow"), seed=3)
+    late = (rows.entity_id == "e01") & (rows.metric == "flow") & (rows.ts < START + pd.Timedelta(days=20))
+    out = detect_days(rows[~late], _all_days(rows), P)
+    after = out.scores[(out.scores.entity_id == "e01") & (out.scores.ts >= START + pd.Timedelta(days=20))]
+    assert len(after) == 4 * 24 and (after.severity != "cold_start").all()
+    assert not after.is_anomaly.any()
