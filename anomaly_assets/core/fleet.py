@@ -390,10 +390,10 @@ def _carried_batches(lay: _Layout, d0: int, d1: int, params, holidays, state: Fl
     """The entities with points in [d0, d1) that score the day with the model they carry, as
     batches with their stacked models; why the others are refitted is counted in ``day_model``.
 
-    An entity carries its model when it has one, is not due for a refit (``core/model.py``) and
-    its metrics today are among the model's (and, refitted daily, the model was fitted before the
-    entity's first point today). Nothing here reads history, so a run that reads only the day
-    for such entities scores them as one that reads everything.
+    Whether an entity carries its model is :meth:`FleetState.refit_reasons`'s answer from its
+    first point and metrics today, as the asset asks it before reading history. Nothing here
+    reads history, so a run that reads only the day for such entities scores them as one that
+    reads everything.
     """
     spans = {}
     for e in range(len(lay.entities)):
@@ -406,28 +406,15 @@ def _carried_batches(lay: _Layout, d0: int, d1: int, params, holidays, state: Fl
         return []
     codes = np.array(list(spans))
     names = lay.entities[codes]
-    reasons = np.full(len(codes), md.REASONS.index("new"), np.int8)
-    known = state.known(names)
-    at = np.flatnonzero(known)
+    first_s = np.array([lay.pair_ts[spans[int(e)][0]] // _US for e in codes], np.int64)
+    today = [lay.metrics[~np.isnan(lay.value[n0:n1]).all(axis=0)] for n0, n1 in (spans[int(e)] for e in codes)]
+    reasons = state.refit_reasons(names, d0 // _US, params.refit_days, first_s, today)
+    carry = np.flatnonzero(reasons == 0)
     groups: dict = {}
-    for pos, model in (state.gather(names[at]) if len(at) else []):
-        idx = at[pos]
-        reasons[idx] = md.refit_reasons(model, len(idx), d0 // _US, state.slots(names[idx], params.refit_days),
-                                        params.refit_days)
-        for k, i in enumerate(idx):
-            if reasons[i]:
-                continue
+    for pos, model in (state.gather(names[carry]) if len(carry) else []):
+        for k, i in enumerate(carry[pos]):
             n0, n1 = spans[int(codes[i])]
-            if params.refit_days <= 1 and int(model.fitted_at[k]) != int(lay.pair_ts[n0] // _US):
-                # fitted for the day before another first point (an earlier one landed since):
-                # its reference ends elsewhere, so it is refitted as the night would
-                reasons[i] = md.REASONS.index("cadence")
-                continue
             metrics = state.metrics_of(names[i])
-            today = set(lay.metrics[~np.isnan(lay.value[n0:n1]).all(axis=0)])
-            if not today <= set(metrics):
-                reasons[i] = md.REASONS.index("new")  # a metric the model does not know: refit
-                continue
             hol = holidays.get(names[i]) if holidays else None
             key = (id(model), metrics, lay.pair_ts[n0:n1].tobytes(), None if hol is None else hol.tobytes())
             groups.setdefault(key, (model, []))[1].append((k, int(codes[i]), n0, n1))

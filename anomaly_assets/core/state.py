@@ -43,16 +43,30 @@ class FleetState:
             out[k] = s % max(refit_days, 1)
         return out
 
-    def due(self, names, day_s: int, refit_days: int) -> np.ndarray:
-        """Which of ``names`` are refitted on the day starting at ``day_s``: no model, or a reason
-        of :func:`core.model.refit_reasons` (a metric the model lacks is found only with the rows)."""
-        due = ~self.known(names)
-        at = np.flatnonzero(~due)
-        for pos, model in (self.gather(np.asarray(names, dtype=object)[at]) if len(at) else []):
+    def refit_reasons(self, names, day_s: int, refit_days: int, first_s, metrics_today) -> np.ndarray:
+        """Why each of ``names`` is refitted on the day starting at ``day_s`` (a code of
+        ``core.model.REASONS``; 0: it scores the day with the model it has).
+
+        No model, or a reason of :func:`core.model.refit_reasons`; a metric today that the model
+        does not know ("new"); and, refitted daily, a model fitted before another first point than
+        the entity's first today ("cadence": its reference ends elsewhere, e.g. an earlier point
+        landed after the day's first micro-batch). ``first_s`` (n,) is each entity's first point
+        today in epoch seconds, ``metrics_today`` (n,) the set of metrics it has points of today.
+        """
+        names = np.asarray(names, dtype=object)
+        out = np.full(len(names), md.REASONS.index("new"), np.int8)
+        at = np.flatnonzero(self.known(names))
+        for pos, model in (self.gather(names[at]) if len(at) else []):
             idx = at[pos]
-            due[idx] = md.refit_reasons(model, len(idx), day_s, self.slots([names[i] for i in idx], refit_days),
-                                        refit_days) > 0
-        return due
+            r = md.refit_reasons(model, len(idx), day_s, self.slots(names[idx], refit_days), refit_days)
+            if refit_days <= 1:
+                moved = model.fitted_at != np.asarray(first_s, np.int64)[idx]
+                r = np.where((r == 0) & moved, md.REASONS.index("cadence"), r).astype(np.int8)
+            out[idx] = r
+        for i in np.flatnonzero(out == 0):
+            if not set(metrics_today[i]) <= set(self.metrics_of(names[i])):
+                out[i] = md.REASONS.index("new")
+        return out
 
     def known(self, names) -> np.ndarray:
         """Which entities have a model."""
@@ -61,13 +75,6 @@ class FleetState:
     def metrics_of(self, name) -> tuple[str, ...]:
         """The metrics of an entity's model."""
         return self._blocks[self._where[str(name)][0]][0]
-
-    def fitted_at(self, names) -> np.ndarray:
-        """Epoch seconds of the first point each of ``names``' models scored (all present)."""
-        out = np.zeros(len(names), np.int64)
-        for pos, model in (self.gather(np.asarray(names, dtype=object)) if len(names) else []):
-            out[pos] = model.fitted_at
-        return out
 
     def gather(self, names) -> list[tuple[np.ndarray, md.Model]]:
         """The models of ``names`` (all present), as groups that stack: (positions in ``names``,

@@ -327,25 +327,25 @@ def _rows_needed(history, reader, entities: list, metrics: list, state: FleetSta
     if len(days) != 1:  # a range: later days' refits need the history of every entity
         return history(entities), 0
     day = days[0]
-    due = state.due(entities, int(day.value // 10**9), params.refit_days)
-    lean = [e for e, d in zip(entities, due) if not d]
+    known = [e for e, k in zip(entities, state.known(entities)) if k]
+    if not known:
+        return history(entities), 0
+    # the day's rows tell which models carry (core.fleet decides the same from the same rows)
+    today = wh.read_history_chunk(reader, known, metrics, day, day + pd.Timedelta(days=1), day, day, day, 0)
+    by = today.groupby("entity_id", observed=True)
+    first = {str(e): pd.Timestamp(t).value // 10**9 for e, t in by["ts"].min().items()}
+    seen = {str(e): set(m.astype(str)) for e, m in by["metric"]}
+    present = [e for e in known if str(e) in first]
+    reasons = state.refit_reasons(present, int(day.value // 10**9), params.refit_days,
+                                  [first[str(e)] for e in present], [seen[str(e)] for e in present])
+    lean = {str(e) for e, r in zip(present, reasons) if r == 0}
     if not lean:
         return history(entities), 0
-    today = wh.read_history_chunk(reader, lean, metrics, day, day + pd.Timedelta(days=1), day, day, day, 0)
-    # a metric the model does not know is refitted, from its history
-    seen = today.groupby("entity_id", observed=True)["metric"].agg(lambda m: set(m.astype(str)))
-    unknown = {str(e) for e, ms in seen.items() if not ms <= set(state.metrics_of(e))}
-    if params.refit_days <= 1:  # fitted for the day before another first point: refitted (core.fleet)
-        first = today.groupby("entity_id", observed=True)["ts"].min()
-        fitted = dict(zip(map(str, lean), state.fitted_at(lean)))
-        unknown |= {str(e) for e, t in first.items() if fitted.get(str(e)) != pd.Timestamp(t).value // 10**9}
-    if unknown:
-        today = today[~today["entity_id"].astype(str).isin(unknown)]
-    full = [e for e, d in zip(entities, due) if d or str(e) in unknown]
-    n_lean = len(entities) - len(full)
+    today = today[today["entity_id"].astype(str).isin(lean)]
+    full = [e for e in entities if str(e) not in lean]
     if not full:
-        return today, n_lean
-    return pd.concat([history(full), today], ignore_index=True), n_lean
+        return today, len(lean)
+    return pd.concat([history(full), today], ignore_index=True), len(lean)
 
 
 def _carried_on(carried, states: list):
