@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from anomaly_assets.core.semantics import fmt_value, infer_kind, name_match
+from anomaly_assets.core.semantics import fmt_pair, infer_kind, name_match
 
 # Inference when a metric is not in the families config: first matching pattern wins.
 _FAMILY_PATTERNS: tuple[tuple[str, str], ...] = (
@@ -84,10 +84,12 @@ def rank_metrics(deviation: np.ndarray) -> np.ndarray:
     return np.argsort(-np.abs(np.nan_to_num(deviation)), axis=1, kind="stable")
 
 
-def _fmt(x: float, metric: str, unit: str | None, kinds: Mapping[str, str] | None) -> str:
-    """A value in the metric's own terms ($1,110; 12 units; 8.4%), never in scientific notation."""
+def _fmt(actual: float, expected: float, metric: str, unit: str | None,
+         kinds: Mapping[str, str] | None) -> tuple[str, str]:
+    """Actual and expected in the metric's own terms ($1,110; 12 units; 8.4%), never in
+    scientific notation, with the digits that tell them apart."""
     kind = infer_kind(metric, kinds)
-    return fmt_value(x, kind, unit if kind == "sensor" else None, metric)
+    return fmt_pair(actual, expected, kind, unit if kind == "sensor" else None, metric)
 
 
 def explain(
@@ -151,9 +153,9 @@ def explain(
         j = top[i]
         unit = units.get(metrics[j])
         f = fam_share[i].argmax()
+        a, e = _fmt(actual[i, j], expected[i, j], metrics[j], unit, kinds)
         why[i] = (
-            f"{metrics[j]} {_fmt(actual[i, j], metrics[j], unit, kinds)} vs "
-            f"{_fmt(expected[i, j], metrics[j], None, kinds)} expected "
+            f"{metrics[j]} {a} vs {e} expected "
             f"({deviation[i, j]:+.1f}σ); {fam_names[f]} family {fam_share[i, f]:.0%} of the deviation"
         )
     return frame, why

@@ -112,7 +112,11 @@ def plain_number(x: float, digits: int = 3) -> str:
     x = float(x)
     if abs(x) >= 10 ** (digits - 1):
         return f"{x:,.0f}"
-    return np.format_float_positional(x, precision=digits, unique=False, fractional=False, trim="-")
+    text = np.format_float_positional(x, precision=digits, unique=False, fractional=False, trim="-")
+    if abs(x) < 1000:
+        return text
+    whole, dot, frac = text.partition(".")
+    return f"{int(whole):,}{dot}{frac}"
 
 
 def fmt_value(x, kind: str = "sensor", unit: str | None = None, metric: str = "") -> str:
@@ -141,12 +145,45 @@ def fmt_value(x, kind: str = "sensor", unit: str | None = None, metric: str = ""
     if kind == "currency":
         sym = currency_symbol(metric, unit)
         sign = "-" if x < 0 else ""
-        return f"{sign}{sym}{abs(x):,.0f}" if abs(x) >= 10 else f"{sign}{sym}{abs(x):,.2f}"
+        if abs(x) >= 10:
+            return f"{sign}{sym}{abs(x):,.0f}"
+        # below a cent, the digits that say how much (a unit cost of $0.00041)
+        return f"{sign}{sym}{abs(x):,.2f}" if abs(x) >= 0.01 or x == 0 else f"{sign}{sym}{plain_number(abs(x), 2)}"
     if kind in ("count", "stock"):
         return f"{x:,.0f}" if abs(x - round(x)) < 0.05 or abs(x) >= 10 else f"{x:,.1f}"
     if kind == "ratio":
         return f"{plain_number(100 * x, 2)}%" if abs(x) <= 1.5 else plain_number(x)
     return plain_number(x) + (f" {unit}" if unit else "")
+
+
+def fmt_pair(actual, expected, kind: str = "sensor", unit: str | None = None, metric: str = "") -> tuple[str, str]:
+    """``actual`` and ``expected`` as :func:`fmt_value` writes them (the unit on ``actual`` only),
+    with more significant digits (up to 7) when that would print two different values alike:
+    "100 vs 100 expected (+3.8σ)" says nothing."""
+    a, e = fmt_value(actual, kind, unit, metric), fmt_value(expected, kind, None, metric)
+    try:
+        x, y = float(actual), float(expected)
+    except (TypeError, ValueError):
+        return a, e
+    if a != e or x == y or not (np.isfinite(x) and np.isfinite(y)):
+        return a, e
+    for digits in range(4, 8):
+        pa, pe = plain_number(_in_print(x, kind), digits), plain_number(_in_print(y, kind), digits)
+        if pa != pe:
+            break
+    return _dress(pa, x, kind, unit, metric), _dress(pe, y, kind, None, metric)
+
+
+def _in_print(x: float, kind: str) -> float:
+    return abs(100 * x) if kind == "ratio" and abs(x) <= 1.5 else abs(x) if kind == "currency" else x
+
+
+def _dress(text: str, x: float, kind: str, unit: str | None, metric: str) -> str:
+    if kind == "currency":
+        return ("-" if x < 0 else "") + currency_symbol(metric, unit) + text
+    if kind == "ratio" and abs(x) <= 1.5:
+        return ("-" if x < 0 else "") + text + "%"
+    return text + (f" {unit}" if unit and kind == "sensor" else "")
 
 
 def fmt_money(x, symbol: str = "$") -> str:

@@ -9,7 +9,7 @@ import pytest
 from anomaly_assets.alert_config import AlertRules, load_alert_rules
 from anomaly_assets.config import ConfigFileError, load_metric_families
 from anomaly_assets.core import rules as R
-from anomaly_assets.core.semantics import fmt_value, infer_kind
+from anomaly_assets.core.semantics import fmt_pair, fmt_value, infer_kind
 
 DAYS = pd.date_range("2026-03-01", periods=20, freq="D", tz="UTC")
 
@@ -30,6 +30,15 @@ def test_money_counts_and_ratios_print_as_people_write_them():
     for x in (1234.5, 0.000123, 98765.4, 1e-9):
         assert "e" not in fmt_value(x, "sensor")  # never scientific notation
     assert fmt_value(1234.5, "sensor", "mm/s") == "1,234 mm/s"
+    assert fmt_value(0.00041, "currency") == "$0.00041" and fmt_value(0.0, "currency") == "$0.00"
+
+
+def test_actual_and_expected_print_with_the_digits_that_tell_them_apart():
+    assert fmt_pair(47, 50) == ("47", "50") and fmt_pair(478.2, 1110.4, "currency") == ("$478", "$1,110")
+    assert fmt_pair(100.4, 100.1) == ("100.4", "100.1") and fmt_pair(5.01, 5.0, "sensor", "V") == ("5.01 V", "5")
+    assert fmt_pair(1110.4, 1110.1, "currency") == ("$1,110.4", "$1,110.1")
+    assert fmt_pair(0.0843, 0.0841, "ratio") == ("8.43%", "8.41%") and fmt_pair(12.0, 12.0, "count") == ("12", "12")
+    assert fmt_pair(float("inf"), 9.95) == ("n/a", "9.95")
 
 
 def test_an_unknown_kind_names_the_file_field_and_value(tmp_path: Path):

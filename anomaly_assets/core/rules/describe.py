@@ -12,7 +12,7 @@ from anomaly_assets.alert_config import AlertRules
 from anomaly_assets.core.rules.evidence import EvidenceBuilder, _clean, _num
 from anomaly_assets.core.rules.folding import _Alert, apply_clock, confidence, route, rule_precision
 from anomaly_assets.core.rules.inputs import ALERT_COLUMNS, AMOUNT_COLUMNS, RuleInputs
-from anomaly_assets.core.semantics import fmt_value
+from anomaly_assets.core.semantics import fmt_pair, fmt_value
 
 
 def _when(ts: pd.Timestamp) -> str:
@@ -103,7 +103,9 @@ def describe(a: _Alert, rule, cfg: AlertRules, ev: EvidenceBuilder) -> tuple[str
     if lead and lead.get("expected") is not None and rule.type != "business_gap":
         z = lead.get("z")
         change = (f" ({z:+.1f}σ)" if z is not None else "") if kind == "sensor" else _change(lead["actual"], lead["expected"])
-        parts.append(f"{lead['metric']} {fmt(lead['actual'])} vs {fmt(lead['expected'])} expected{change}")
+        shown, wanted = fmt_pair(lead["actual"], lead["expected"], kind, units.get(metric) if kind == "sensor" else None,
+                                 metric or "")
+        parts.append(f"{lead['metric']} {shown} vs {wanted} expected{change}")
     if fam_share and rule.type not in ("dominant_family", "business_gap"):
         f, s = next(iter(fam_share.items()))
         parts.append(f"{f} family {s:.0%} of the deviation")
