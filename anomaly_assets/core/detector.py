@@ -453,9 +453,11 @@ def _apply(model: Model, ts, xs, hol_new, p, out, offset) -> None:
         # needs out-of-sample surprises to match
         log_ps.append(np.where(warm[:, None], 0.0, model.gammas[k].log_sf(sm)))
     log_p = cal.combine(log_ps)
-    # which time scale surprised most: a flag on a smoothed surprise says so in its why
-    out.span[:, offset:offset + T] = np.array([round(1 / a) for a in p.smoothing_alphas],
-                                              np.int32)[np.argmin(log_ps, axis=0)]
+    # which time scale surprised most, where the point alone would not have been flagged: such a
+    # flag says so in its why
+    spans = np.array([1 if a >= 1 else max(2, round(1 / a)) for a in p.smoothing_alphas], np.int32)
+    alone = cal.combine([lp if a >= 1 else np.zeros_like(lp) for lp, a in zip(log_ps, p.smoothing_alphas)])
+    out.span[:, offset:offset + T] = np.where(alone <= np.log(p.warning_p), 1, spans[np.argmin(log_ps, axis=0)])
     # the score and what the reference leaves out are judged on the evidence itself; probation
     # only raises the bar for a flag
     pv = np.exp(log_p)

@@ -181,8 +181,9 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
         with those of ``opened`` that were used.
     prefit_next : bool, default False
         With ``params.refit_days`` 1: also fit the models of the day after the last one, for each
-        entity with points on the last day and none after, before its *predicted* first point
-        there (the next point of its sampling grid), and return them in ``Detected.next_opened``
+        entity with points on the last day, before its *predicted* first point there (the next
+        point of its sampling grid; its actual first, if ``rows`` hold that day's already), and
+        return them in ``Detected.next_opened``
         (what ``opened`` takes when that day is scored). They depend only on the days scored
         here, and an entity whose first point turns out to be another one is refitted then.
 
@@ -232,7 +233,8 @@ def _prefit(lay: _Layout, last: pd.Timestamp, params: DetectorParams, holidays) 
         a, b = lay.bounds[e], lay.bounds[e + 1]
         if b == a or not d1 - DAY_S * _US <= lay.pair_ts[b - 1] < d1:
             continue
-        step = int(round(interval_of(lay.pair_ts[max(a, b - 2 * params.reference_points):b] // _US) * _US))
+        grid = np.unique(lay.pair_ts[max(a, b - 2 * params.reference_points):b])  # in us: a 90.5 s grid stays one
+        step = int(np.median(np.diff(grid))) if len(grid) > 1 else DAY_S * _US
         t = int(lay.pair_ts[b - 1]) + step * -(-(d1 - int(lay.pair_ts[b - 1])) // step)
         ents.append(e)
         at.append(t)
@@ -315,9 +317,13 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
     names = lay.entities[batch.entities]
     metric_names = batch.metric_names(lay)
     if carried is not None:
+        if params.refit_days <= 1:  # the day's own models, fitted by an earlier run: the day's record
+            start = int((carried.last_ts + carried.baseline.interval - carried.seen).min())
+            _record_fit(model, carried, names, metric_names, start)
+        else:
+            model.entities += int(carried.valid.any(axis=1).sum())
         s = detect(hist, ts_n, value, params, hol_n, model=carried)
         model.carried += len(names)
-        model.entities += int(carried.valid.any(axis=1).sum())
     else:
         s = detect(hist, ts_n, value, params, hol_n, keep_start=opened is not None)
         _record(model, s, names, metric_names, ts_h)
@@ -447,7 +453,7 @@ def _with_driver(why: np.ndarray, s, gi, ti) -> np.ndarray:
     if s.span is not None:  # a stretch's evidence: the point's own statistic did not flag it
         span = s.span[gi, ti]
         sigma = -ndtri(np.clip(s.p[gi, ti], 1e-300, 1.0) / 2)
-        suffix = np.array([f"; sustained over about the last {n} points, together as rare as {z:.1f}σ"
+        suffix = np.array([f"; flagged for the recent stretch (about the last {n} points together), as rare as {z:.1f}σ"
                            if n > 1 else x for x, n, z in zip(suffix, span, sigma)], dtype=object)
     return np.array([w + x for w, x in zip(why, suffix)], dtype=object)
 
@@ -458,12 +464,18 @@ def _record(model: DayModel, s, names, metric_names, ts_h) -> None:
         model.cold_start_entities += len(names)
         return
     r = s.refits[-1]
+    model.cold_start_entities += int((~r.valid.any(axis=1)).sum())
+    _record_fit(model, r, names, metric_names, int(ts_h[0]) if len(ts_h) else int(r.fitted_at[0]))
+
+
+def _record_fit(model: DayModel, r: md.Model, names, metric_names, start_s: int) -> None:
+    """Add a fitted model's series (those it scores), parameters and training rows to the day's
+    summary; ``start_s``: where its reference began (epoch s)."""
     E, m = r.scale.shape
     scored = r.valid.any(axis=1)
     model.entities += int(scored.sum())
-    model.cold_start_entities += int((~scored).sum())
     model.reference_points += int(r.reference_points[scored].sum())
-    start = pd.Timestamp(int(ts_h[0]) if len(ts_h) else int(r.fitted_at[0]), unit="s", tz="UTC")
+    start = pd.Timestamp(start_s, unit="s", tz="UTC")
     model.train_start = start if model.train_start is None else min(model.train_start, start)
     comps = np.array([",".join(r.baseline.components_of(e, j)) for e in range(E) for j in range(m)], dtype=object)
     ev, mv = np.nonzero(np.ones((E, m), bool))

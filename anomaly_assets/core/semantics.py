@@ -113,10 +113,8 @@ def plain_number(x: float, digits: int = 3) -> str:
     if abs(x) >= 10 ** (digits - 1):
         return f"{x:,.0f}"
     text = np.format_float_positional(x, precision=digits, unique=False, fractional=False, trim="-")
-    if abs(x) < 1000:
-        return text
     whole, dot, frac = text.partition(".")
-    return f"{int(whole):,}{dot}{frac}"
+    return text if len(whole.lstrip("-")) < 4 else f"{int(whole):,}{dot}{frac}"
 
 
 def fmt_value(x, kind: str = "sensor", unit: str | None = None, metric: str = "") -> str:
@@ -160,11 +158,13 @@ def fmt_pair(actual, expected, kind: str = "sensor", unit: str | None = None, me
     """``actual`` and ``expected`` as :func:`fmt_value` writes them (the unit on ``actual`` only),
     with more significant digits (up to 7) when that would print two different values alike:
     "100 vs 100 expected (+3.8σ)" says nothing."""
-    a, e = fmt_value(actual, kind, unit, metric), fmt_value(expected, kind, None, metric)
     try:
         x, y = float(actual), float(expected)
     except (TypeError, ValueError):
-        return a, e
+        return fmt_value(actual, kind, unit, metric), fmt_value(expected, kind, None, metric)
+    if kind == "ratio" and max(abs(x), abs(y)) > 1.5:
+        kind = "sensor"  # one scale for both: not "1.6 vs 140%"
+    a, e = fmt_value(actual, kind, unit, metric), fmt_value(expected, kind, None, metric)
     if a != e or x == y or not (np.isfinite(x) and np.isfinite(y)):
         return a, e
     for digits in range(4, 8):

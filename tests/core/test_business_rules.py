@@ -39,6 +39,7 @@ def test_actual_and_expected_print_with_the_digits_that_tell_them_apart():
     assert fmt_pair(1110.4, 1110.1, "currency") == ("$1,110.4", "$1,110.1")
     assert fmt_pair(0.0843, 0.0841, "ratio") == ("8.43%", "8.41%") and fmt_pair(12.0, 12.0, "count") == ("12", "12")
     assert fmt_pair(float("inf"), 9.95) == ("n/a", "9.95")
+    assert fmt_pair(999.96, 1000.4) == ("999.96", "1,000.4") and fmt_pair(1.6, 1.4, "ratio") == ("1.6", "1.4")
 
 
 def test_an_unknown_kind_names_the_file_field_and_value(tmp_path: Path):

@@ -121,11 +121,11 @@ def test_a_flag_from_a_stretch_says_so_and_how_rare_the_stretch_is():
     f = out.scores[out.scores.is_anomaly & (out.scores.entity_id == "e01")].sort_values("ts")
     start = START + pd.Timedelta(hours=24 * 22 + 3)
     own = f[f.ts < start + pd.Timedelta(hours=2)]
-    assert len(own) == 2 and not own.why.str.contains("sustained").any()
+    assert len(own) == 2 and not own.why.str.contains("stretch").any()
     after = f[f.ts >= start + pd.Timedelta(hours=5)]
     assert len(after) >= 1
-    said = after.why.str.extract(r"load [\d.]+ vs [\d.]+ expected \(([+-][\d.]+)σ\).*sustained over about the last "
-                                 r"(\d+) points, together as rare as ([\d.]+)σ$").astype(float)
+    said = after.why.str.extract(r"load [\d.]+ vs [\d.]+ expected \(([+-][\d.]+)σ\).*; flagged for the recent stretch "
+                                 r"\(about the last (\d+) points together\), as rare as ([\d.]+)σ$").astype(float)
     assert said.notna().all().all()
     assert (said[0].abs() < 3).all() and (said[2] > 3).all() and said[1].isin([10, 50]).all()
     assert not after.why.str.contains("relation broken|metrics off together").any()

@@ -182,4 +182,10 @@ def test_the_night_fits_the_next_days_models_and_its_micro_batches_carry_them(tm
     rest.to_csv(land / "today_rest.csv", index=False)
     _run(res, inst, TODAY)
     assert _carried(tmp_path / "micro") == 4
+    # the registry still says what the day's models learnt, though the night fitted them
+    with duckdb.connect(str(tmp_path / "micro" / "wh.duckdb"), read_only=True) as con:
+        rows, start, path = con.execute("SELECT training_rows, train_start, artifact_path FROM ml.model_versions "
+                                        "WHERE day = ?", [TODAY.date()]).fetchone()
+    assert rows >= 4 * 14 * 24 and start <= TODAY - pd.Timedelta(days=14)
+    assert len(pd.read_parquet(path)) == 4 * 2
     _assert_day_as_one_run(tmp_path, history, morning, rest)
