@@ -159,6 +159,17 @@ def interval_of(ts: np.ndarray) -> float:
     return float(max(np.median(np.diff(u)), 1.0)) if len(u) > 1 else float(DAY_S)
 
 
+def interval_before(ts_hist: np.ndarray, ts_new: np.ndarray, params: DetectorParams) -> float:
+    """The sampling interval new points are fitted with: from the last ``2 reference_points`` of
+    the history once it holds ``min_points``, so that a day's models do not depend on that day's
+    points, not even on their timestamps (a run of the whole day fits what its first micro-batch
+    fitted); from the history and the new points before that (a series' first points)."""
+    n = len(ts_hist)
+    if n >= params.min_points:
+        return interval_of(ts_hist[max(0, n - 2 * params.reference_points):])
+    return interval_of(np.concatenate([ts_hist, ts_new]))
+
+
 def detect(history: History, ts: np.ndarray, value: np.ndarray, params: DetectorParams,
            holiday: np.ndarray | None = None, model: Model | None = None, keep_start: bool = False) -> Scored:
     """Score new points of a batch given its stored history, or with the model it carries.
@@ -199,7 +210,7 @@ def detect(history: History, ts: np.ndarray, value: np.ndarray, params: Detector
     if history.holiday is not None or holiday is not None:
         hol = np.concatenate([np.zeros(n_hist, bool) if history.holiday is None else history.holiday,
                               np.zeros(T, bool) if holiday is None else holiday])
-    interval = interval_of(all_ts[max(0, n_hist - 2 * params.reference_points):])
+    interval = interval_before(th, ts, params)
     out = Scored(*(np.full((E, T, m), np.nan) for _ in range(7)), np.zeros((E, T, m), bool),
                  np.full((E, T), np.nan), np.full((E, T), np.nan), np.zeros((E, T, m)),
                  driver=np.zeros((E, T), np.int8), span=np.ones((E, T), np.int32))
@@ -571,7 +582,7 @@ def replay(ts: np.ndarray, value: np.ndarray, params: DetectorParams, holiday: n
                  driver=np.zeros((E, T), np.int8), span=np.ones((E, T), np.int32))
     keep = history_days or max(params.reference_days, 1) + 1
     for a, b in zip(bounds[:-1], bounds[1:]):
-        interval = interval_of(ts[max(0, a - 2 * params.reference_points):b])
+        interval = interval_before(ts[max(0, a - 2 * params.reference_points):a], ts[a:b], params)
         span = max(keep * DAY_S, params.reference_points * interval)
         lo = max(int(np.searchsorted(ts, ts[a] - span)), a - params.max_reference_points)
         lo = max(lo, 0)

@@ -23,11 +23,11 @@ from scipy.special import ndtri
 
 from anomaly_assets.core import calibration as cal
 from anomaly_assets.core import model as md
-from anomaly_assets.core.detector import DAY_S, DetectorParams, History, detect, interval_of
+from anomaly_assets.core.detector import DAY_S, DetectorParams, History, detect, interval_before
 from anomaly_assets.core.explain import explain
 from anomaly_assets.core.state import FleetState
 
-CODE_VERSION = "2026.12.6.1"  # bump when a change alters results for the same data and parameters
+CODE_VERSION = "2026.12.6.2"  # bump when a change alters results for the same data and parameters
 DAY = pd.Timedelta(days=1)
 _US = 1_000_000
 
@@ -282,7 +282,8 @@ def _batches(lay: _Layout, d0: int, d1: int, params: DetectorParams, holidays=No
         n1 = a + int(np.searchsorted(ts, d1))
         if n1 <= n0:
             continue
-        interval = interval_of(lay.pair_ts[max(a, n0 - 2 * params.reference_points):n1] // _US)
+        interval = interval_before(lay.pair_ts[max(a, n0 - 2 * params.reference_points):n0] // _US,
+                                   lay.pair_ts[n0:n1] // _US, params)
         w = int(history_days(params, interval) * DAY_S * _US)
         h0 = a + int(np.searchsorted(ts, d0 - w))
         h0 = max(h0, n0 - span_cap)

@@ -41,6 +41,19 @@ def _day(frame, day):
         [c for c in ("entity_id", "metric", "ts") if c in frame]).reset_index(drop=True)
 
 
+def _with_stored(rows, detected):
+    """``rows`` with the residuals and exclusions ``detected`` stored for them, as a night reads them."""
+    stored = detected.decomposition[["entity_id", "metric", "ts", "residual", "excluded"]]
+    return rows.merge(stored, on=["entity_id", "metric", "ts"], how="left")
+
+
+def _assert_day_equal(whole, later, day):
+    """The day's scores and decomposition from a run that carried models equal a refit's."""
+    pd.testing.assert_frame_equal(whole.scores.sort_values(KEY).reset_index(drop=True),
+                                  later.scores.sort_values(KEY).reset_index(drop=True))
+    pd.testing.assert_frame_equal(_day(whole.decomposition, day), _day(later.decomposition, day))
+
+
 def test_a_model_survives_parquet_unchanged(tmp_path):
     rows = _rows(days=10)
     out = detect_days(rows, _days(rows), P)
@@ -93,8 +106,7 @@ def test_carried_entities_need_only_the_days_points():
     reasons = md.refit_reasons(model, 6, last.value // 10**9, full.state.slots(names[pos], 7), 7)
     due = set(names[pos][reasons > 0])
     assert 0 < len(due) < 6  # some refit tonight, the others carry their model
-    stored = full.decomposition[["entity_id", "metric", "ts", "residual", "excluded"]]
-    hist = rows.merge(stored, on=["entity_id", "metric", "ts"], how="left")
+    hist = _with_stored(rows, full)
     state = FleetState.from_table(full.state.to_table())
     lean = hist[hist.entity_id.isin(due) | (hist.ts >= last)]  # no history for the carried ones
     a = detect_days(hist, [last], P, state=FleetState.from_table(full.state.to_table()))
@@ -109,8 +121,7 @@ def test_a_metric_silent_all_day_does_not_change_how_a_carried_entity_is_scored(
     days = _days(rows)
     full = detect_days(rows, days[:-1], P)
     last = days[-1]
-    stored = full.decomposition[["entity_id", "metric", "ts", "residual", "excluded"]]
-    hist = rows.merge(stored, on=["entity_id", "metric", "ts"], how="left")
+    hist = _with_stored(rows, full)
     # today every entity's flow meter is silent: in the chunk's rows it exists only in the history
     hist = hist[~((hist.ts >= last) & (hist.metric == "flow"))]
     names = np.array([f"e{e:02d}" for e in range(6)])
@@ -173,8 +184,7 @@ def test_a_days_micro_batches_fit_its_models_once():
     days = _days(rows)
     day = days[-1]
     past = detect_days(rows[rows.ts < day], days[:-1], params)
-    stored = past.decomposition[["entity_id", "metric", "ts", "residual", "excluded"]]
-    hist = rows.merge(stored, on=["entity_id", "metric", "ts"], how="left")
+    hist = _with_stored(rows, past)
     morning = hist[hist.ts < day + pd.Timedelta(hours=9)]
     first = detect_days(morning, [day], params, keep_opened=True)
     assert first.opened is not None and sorted(first.opened.entities()) == [f"e{e:02d}" for e in range(6)]
@@ -182,9 +192,7 @@ def test_a_days_micro_batches_fit_its_models_once():
     lean = hist[(hist.entity_id == "new") | (hist.ts >= day)]  # the opened ones need no history
     later = detect_days(lean, [day], params, opened=opened, keep_opened=True)
     whole = detect_days(hist, [day], params)
-    pd.testing.assert_frame_equal(whole.scores.sort_values(KEY).reset_index(drop=True),
-                                  later.scores.sort_values(KEY).reset_index(drop=True))
-    pd.testing.assert_frame_equal(_day(whole.decomposition, day), _day(later.decomposition, day))
+    _assert_day_equal(whole, later, day)
     assert later.models[day].carried == 6 and later.models[day].refits == {"new": 1}  # no model for the day yet
     assert sorted(later.opened.entities()) == sorted(first.opened.entities())
     assert whole.scores[whole.scores.entity_id == "e02"].is_anomaly.any()
@@ -205,17 +213,14 @@ def test_a_point_landing_before_the_days_first_batch_refits_its_entity():
     days = _days(rows)
     day = days[-1]
     past = detect_days(rows[rows.ts < day], days[:-1], params)
-    stored = past.decomposition[["entity_id", "metric", "ts", "residual", "excluded"]]
-    hist = rows.merge(stored, on=["entity_id", "metric", "ts"], how="left")
+    hist = _with_stored(rows, past)
     late = (hist.entity_id == "e01") & (hist.ts >= day) & (hist.ts < day + pd.Timedelta(hours=3))
     morning = hist[~late & (hist.ts < day + pd.Timedelta(hours=9))]
     first = detect_days(morning, [day], params, keep_opened=True)
     opened = FleetState.from_table(first.opened.to_table())
     later = detect_days(hist, [day], params, opened=opened)
     whole = detect_days(hist, [day], params)
-    pd.testing.assert_frame_equal(whole.scores.sort_values(KEY).reset_index(drop=True),
-                                  later.scores.sort_values(KEY).reset_index(drop=True))
-    pd.testing.assert_frame_equal(_day(whole.decomposition, day), _day(later.decomposition, day))
+    _assert_day_equal(whole, later, day)
     assert later.models[day].carried == 5 and later.models[day].refits == {"cadence": 1}
 
 
@@ -230,17 +235,34 @@ def test_the_night_prefits_the_next_days_models_that_its_runs_then_carry():
     day = days[-1]
     night = detect_days(rows[rows.ts < day], days[:-1], params, prefit_next=True)
     assert sorted(night.next_opened.entities()) == [f"e{e:02d}" for e in range(6)]
-    stored = night.decomposition[["entity_id", "metric", "ts", "residual", "excluded"]]
-    hist = rows.merge(stored, on=["entity_id", "metric", "ts"], how="left")
+    hist = _with_stored(rows, night)
     hist = hist[~((hist.entity_id == "e04") & (hist.ts == day))]  # e04's first point of the day is late
     opened = FleetState.from_table(night.next_opened.to_table())
     lean = hist[(hist.ts >= day) | (hist.entity_id == "e04")]
     later = detect_days(lean, [day], params, opened=opened)
     whole = detect_days(hist, [day], params)
-    pd.testing.assert_frame_equal(whole.scores.sort_values(KEY).reset_index(drop=True),
-                                  later.scores.sort_values(KEY).reset_index(drop=True))
-    pd.testing.assert_frame_equal(_day(whole.decomposition, day), _day(later.decomposition, day))
+    _assert_day_equal(whole, later, day)
     assert later.models[day].carried == 5 and later.models[day].refits == {"cadence": 1}
     assert whole.scores[whole.scores.entity_id == "e02"].is_anomaly.any()
     # without it, nothing is fitted ahead
     assert detect_days(rows[rows.ts < day], days[-2:-1], params).next_opened is None
+
+
+def test_a_days_models_do_not_depend_on_its_own_timestamps():
+    """A series sampled every 2 hours that turns to every minute today: the model fitted before
+    today's first point is the same whether the run holds today's first hour (a micro-batch) or
+    all of today (the night), so both score the day alike. The sampling interval that fit uses
+    comes from the history alone."""
+    params = dataclasses.replace(P, refit_days=1)
+    slow = _rows(n_entities=2, days=20, freq="2h")
+    day = START + pd.Timedelta(days=20)
+    fast = _rows(n_entities=2, days=1, freq="1min", seed=4)
+    fast["ts"] += pd.Timedelta(days=20)
+    rows = pd.concat([slow, fast], ignore_index=True)
+    past = detect_days(slow, _days(slow), params)
+    hist = _with_stored(rows, past)
+    first = detect_days(hist[hist.ts < day + pd.Timedelta(hours=1)], [day], params, keep_opened=True)
+    later = detect_days(hist, [day], params, opened=FleetState.from_table(first.opened.to_table()))
+    whole = detect_days(hist, [day], params)
+    assert later.models[day].carried == 2
+    _assert_day_equal(whole, later, day)
