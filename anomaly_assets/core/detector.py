@@ -146,7 +146,7 @@ class Scored:
     p_alert: np.ndarray  # (E, T) the probability flags are judged on: p, raised in probation
     rank_by: np.ndarray  # recent |deviation| per metric, for explanations
     driver: np.ndarray = None  # (E, T) the evidence statistic that surprised most (names: statistics)
-    span: np.ndarray = None  # (E, T) points the likeliest-flagging evidence spans: 1, or 1/alpha of a smoothing
+    span: np.ndarray = None  # (E, T) 1, or ~1/alpha of the smoothing that flagged a point not flagged alone
     statistics: tuple = ()
     refits: list[Model] = field(default_factory=list)  # the refits of this call, in order
     model: Model | None = None  # the model at the end of the new points (None: all in cold start)
