@@ -117,7 +117,7 @@ def plain_number(x: float, digits: int = 3) -> str:
     return text if len(whole.lstrip("-")) < 4 else f"{int(whole):,}{dot}{frac}"
 
 
-def fmt_value(x, kind: str = "sensor", unit: str | None = None, metric: str = "") -> str:
+def fmt_value(x, kind: str = "sensor", unit: str | None = None, metric: str = "", digits: int | None = None) -> str:
     """One value as a person reads it (see the module docstring); ``n/a`` when missing.
 
     Parameters
@@ -129,6 +129,8 @@ def fmt_value(x, kind: str = "sensor", unit: str | None = None, metric: str = ""
         Unit appended to sensor readings and used for the currency symbol.
     metric : str
         Metric name (the currency symbol may come from it).
+    digits : int, optional
+        Significant digits, in place of each kind's own rounding (:func:`fmt_pair`).
 
     Returns
     -------
@@ -143,15 +145,19 @@ def fmt_value(x, kind: str = "sensor", unit: str | None = None, metric: str = ""
     if kind == "currency":
         sym = currency_symbol(metric, unit)
         sign = "-" if x < 0 else ""
+        if digits:
+            return f"{sign}{sym}{plain_number(abs(x), digits)}"
         if abs(x) >= 10:
             return f"{sign}{sym}{abs(x):,.0f}"
         # below a cent, the digits that say how much (a unit cost of $0.00041)
         return f"{sign}{sym}{abs(x):,.2f}" if abs(x) >= 0.01 or x == 0 else f"{sign}{sym}{plain_number(abs(x), 2)}"
     if kind in ("count", "stock"):
+        if digits:
+            return plain_number(x, digits)
         return f"{x:,.0f}" if abs(x - round(x)) < 0.05 or abs(x) >= 10 else f"{x:,.1f}"
     if kind == "ratio":
-        return f"{plain_number(100 * x, 2)}%" if abs(x) <= 1.5 else plain_number(x)
-    return plain_number(x) + (f" {unit}" if unit else "")
+        return f"{plain_number(100 * x, digits or 2)}%" if abs(x) <= 1.5 else plain_number(x, digits or 3)
+    return plain_number(x, digits or 3) + (f" {unit}" if unit else "")
 
 
 def fmt_pair(actual, expected, kind: str = "sensor", unit: str | None = None, metric: str = "") -> tuple[str, str]:
@@ -168,22 +174,10 @@ def fmt_pair(actual, expected, kind: str = "sensor", unit: str | None = None, me
     if a != e or x == y or not (np.isfinite(x) and np.isfinite(y)):
         return a, e
     for digits in range(4, 8):
-        pa, pe = plain_number(_in_print(x, kind), digits), plain_number(_in_print(y, kind), digits)
-        if pa != pe:
+        a, e = fmt_value(x, kind, unit, metric, digits), fmt_value(y, kind, None, metric, digits)
+        if a != e:
             break
-    return _dress(pa, x, kind, unit, metric), _dress(pe, y, kind, None, metric)
-
-
-def _in_print(x: float, kind: str) -> float:
-    return abs(100 * x) if kind == "ratio" and abs(x) <= 1.5 else abs(x) if kind == "currency" else x
-
-
-def _dress(text: str, x: float, kind: str, unit: str | None, metric: str) -> str:
-    if kind == "currency":
-        return ("-" if x < 0 else "") + currency_symbol(metric, unit) + text
-    if kind == "ratio" and abs(x) <= 1.5:
-        return ("-" if x < 0 else "") + text + "%"
-    return text + (f" {unit}" if unit and kind == "sensor" else "")
+    return a, e
 
 
 def fmt_money(x, symbol: str = "$") -> str:

@@ -78,8 +78,10 @@ def describe(a: _Alert, rule, cfg: AlertRules, ev: EvidenceBuilder) -> tuple[str
     peers = ev.peer(a.entity_id, p["ts"], metric) if metric else None
     kind = ev.inputs.metric_kind.get(metric, "sensor") if metric else "sensor"
 
+    unit = units.get(metric) if kind == "sensor" else None
+
     def fmt(x):  # a value in the metric's terms: $1,110, 12 units, 8.4%, 2.87 mm/s
-        return fmt_value(x, kind, units.get(metric) if kind == "sensor" else None, metric or "")
+        return fmt_value(x, kind, unit, metric or "")
 
     fam_share = point["family_shares"]
     head = None
@@ -103,8 +105,7 @@ def describe(a: _Alert, rule, cfg: AlertRules, ev: EvidenceBuilder) -> tuple[str
     if lead and lead.get("expected") is not None and rule.type != "business_gap":
         z = lead.get("z")
         change = (f" ({z:+.1f}σ)" if z is not None else "") if kind == "sensor" else _change(lead["actual"], lead["expected"])
-        shown, wanted = fmt_pair(lead["actual"], lead["expected"], kind, units.get(metric) if kind == "sensor" else None,
-                                 metric or "")
+        shown, wanted = fmt_pair(lead["actual"], lead["expected"], kind, unit, metric or "")
         parts.append(f"{lead['metric']} {shown} vs {wanted} expected{change}")
     if fam_share and rule.type not in ("dominant_family", "business_gap"):
         f, s = next(iter(fam_share.items()))
