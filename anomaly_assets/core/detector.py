@@ -27,10 +27,8 @@ first minute. Daily data refits every day and is scored from its second week.
 
 **A reference that does not chase anomalies.** A metric of a flagged point that deviates by at
 least ``exclude_z`` is left out of later references, so a sustained drop is measured against the
-level before it. Two rules keep this from running away: a run of left-out points longer than
-``accept_days`` (and ``accept_points``) is accepted as the new normal from then on, and at most
-``max_excluded`` of a reference is left out (the first ones). An optional third,
-``recurrent_runs``, lets back in what recurs (more than that many separate left-out stretches).
+level before it; ``core/reference.py`` holds the rules that let it back in (a persistent stretch
+is the new normal, what recurs is normal, at most ``max_excluded`` left out).
 
 **The band** ``[lower, upper]`` is ``expected ± e* scale``, where ``e*`` is the deviation of a
 single metric that alone makes its point a warning.
@@ -45,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from anomaly_assets.core import baseline as bl
-from anomaly_assets.core import calendar, calibration as cal, evidence as ev
+from anomaly_assets.core import calendar, calibration as cal, evidence as ev, reference as ref
 from anomaly_assets.core.model import Model
 from anomaly_assets.core.transform import Transform
 
@@ -239,12 +237,6 @@ def _warm_until(interval: float, p: DetectorParams) -> float:
     return max(2 * DAY_S / interval, p.min_points)
 
 
-def _span(interval: float, p: DetectorParams) -> float:
-    """How far back (seconds) a reference reaches: ``reference_days``, or ``reference_points``
-    samples if longer."""
-    return max(p.reference_days * DAY_S, p.reference_points * interval)
-
-
 def _blocks(n_hist: int, n_new: int, interval: float, p: DetectorParams) -> list[tuple[int, int]]:
     """Blocks [a, b) of new points that share a refit: a refit each time the point count doubles
     from ``min_points`` while the history is short, else one block. Points before ``min_points``
@@ -263,70 +255,10 @@ def _blocks(n_hist: int, n_new: int, interval: float, p: DetectorParams) -> list
     return list(zip(starts, starts[1:] + [n_new]))
 
 
-def _reference(all_ts, excl, start, interval, p):
-    """The reference window before ``start``: positions ``idx`` (n,), the left-out mask
-    (E, n, m) after the acceptance rules, and per series the position in ``idx`` from which the
-    level is measured (E, m): the start of the latest accepted new normal, else 0."""
-    span = _span(interval, p)
-    lo = max(0, start - p.max_reference_points)
-    lo = lo + int(np.searchsorted(all_ts[lo:start], all_ts[start] - span, side="left"))
-    idx = np.arange(lo, start)
-    out = excl[:, idx, :].copy()
-    E, n, m = out.shape
-    level_from = np.zeros((E, m), np.int64)
-    if out.any():
-        out, level_from = _accept(out, all_ts[idx], max(p.accept_days * DAY_S, p.accept_points * interval))
-        if p.recurrent_runs:
-            out = _recurrent(out, p.recurrent_runs)
-        out = _cap(out, p.max_excluded)
-    return idx, out, level_from
-
-
-def _accept(excl: np.ndarray, ts: np.ndarray, after_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """A deviation that persists is the new normal.
-
-    A left-out point is let back in when at least half of the points in the ``after_s`` seconds
-    after it were left out too (and that horizon lies inside the reference). The level is then
-    measured from the first such point of the latest persistent stretch on.
-    """
-    E, n, m = excl.shape
-    flat = excl.transpose(0, 2, 1).reshape(E * m, n)
-    ahead = np.searchsorted(ts, ts + after_s, side="right")  # first position past each horizon
-    complete = ts + after_s <= ts[-1]
-    csum = np.concatenate([np.zeros((E * m, 1), np.int64), np.cumsum(flat, axis=1)], axis=1)
-    pos = np.arange(n)
-    share = (csum[:, ahead] - csum[:, pos + 1]) / np.maximum(ahead - pos - 1, 1)
-    accepted = flat & complete[None, :] & (share >= 0.5)
-    # the latest stretch: accepted points after the last normal point before the newest accepted one
-    newest = np.where(accepted, pos[None, :], -1).max(axis=1)
-    normal_before = np.where(~flat & (pos[None, :] < newest[:, None]), pos[None, :], -1).max(axis=1)
-    stretch = np.where(accepted & (pos[None, :] > normal_before[:, None]), pos[None, :], n).min(axis=1)
-    level_from = np.where(newest >= 0, stretch, 0)
-    left = (flat & ~accepted).reshape(E, m, n).transpose(0, 2, 1)
-    return left, np.minimum(level_from, n - 1).reshape(E, m)
-
-
-def _recurrent(excl: np.ndarray, runs: int) -> np.ndarray:
-    """What recurs is normal: a series whose left-out points form more than ``runs`` separate
-    stretches in its reference (a slow mover's every sale) gets them all back."""
-    starts = excl & ~np.concatenate([np.zeros_like(excl[:, :1]), excl[:, :-1]], axis=1)
-    return excl & ~(starts.sum(axis=1) > runs)[:, None, :]
-
-
-def _cap(excl: np.ndarray, share: float) -> np.ndarray:
-    """At most ``share`` of a series' reference left out: the first left-out points stay out,
-    later ones are let back in (the likeliest start of a new normal)."""
-    E, n, m = excl.shape
-    cap = int(share * n)
-    if (excl.sum(axis=1) <= cap).all():
-        return excl
-    return excl & (np.cumsum(excl, axis=1) <= cap)
-
-
 def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
     """Refit on the reference before position ``start``; None when no series has enough points."""
     E, _, m = x.shape
-    idx, left_out, level_from = _reference(all_ts, excl, start, interval, p)
+    idx, left_out, level_from = ref.window(all_ts, excl, start, interval, p)
     ts_ref = all_ts[idx]
     raw_ref = x[:, idx, :]
     usable = ~np.isnan(raw_ref) & ~left_out
@@ -350,7 +282,7 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
     # none, by the models fitted on the first half of its history (`young_share`). Those
     # residuals say how wrong the young model was, not this one: they stay out of the scale and
     # the calibration
-    span = _span(interval, p)
+    span = ref.span(interval, p)
     seen = float(ts_ref[-1] - ts_ref[0] + interval) if len(ts_ref) else 0.0
     if len(ts_ref) and ts_ref[0] >= all_ts[start] - span + 2 * interval:
         need = np.where(base.kept.any(axis=0), p.young_days * DAY_S,
