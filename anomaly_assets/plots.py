@@ -78,6 +78,7 @@ def band_plot(series: pd.DataFrame, flags: pd.DataFrame | None = None, *, title:
                 ax.fill_between(ts, np.where(has, lo, np.nan), np.where(has, hi, np.nan), color=_BAND, alpha=0.6,
                                 linewidth=0, label="expected band")
         ax.plot(ts, s["expected"].to_numpy(float), color="#868e96", linestyle="--", linewidth=1, label="expected")
+        _limit_to_data(ax, s)
         ax.plot(ts, s["value"].to_numpy(float), color=_VALUE, linewidth=1.2, label="actual")
         if len(flags) and len(s):
             at = pd.Series(s["value"].to_numpy(float), index=pd.to_datetime(s["ts"], utc=True))
@@ -131,3 +132,20 @@ def fleet_plot(fleet: pd.DataFrame, *, title: str = "Fleet health per day") -> b
         ax.grid(alpha=0.25)
     fig.suptitle(title, fontsize=10, x=0.01, horizontalalignment="left")
     return _png(fig)
+
+
+def _limit_to_data(ax, s: pd.DataFrame) -> None:
+    """The y-axis follows the values and the expected line; a band reaching far beyond them (a
+    heavy-tailed metric's) is cut at half their span, so it cannot flatten the line it frames."""
+    data = np.concatenate([s["value"].to_numpy(float), s["expected"].to_numpy(float)])
+    data = data[np.isfinite(data)]
+    if not len(data):
+        return
+    lo, hi = float(data.min()), float(data.max())
+    pad = 0.5 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.1
+    band = [s[c].to_numpy(float) for c in ("lower", "upper") if c in s.columns]
+    band = np.concatenate(band) if band else np.empty(0)
+    band = band[np.isfinite(band)]
+    b_lo, b_hi = (float(band.min()), float(band.max())) if len(band) else (lo, hi)
+    ax.set_ylim(max(min(lo, b_lo), lo - pad) - 0.05 * pad, min(max(hi, b_hi), hi + pad) + 0.05 * pad)
+

@@ -1,10 +1,15 @@
-"""How far float results move between machines: the fleet-equivalence chain under other kernels.
+"""How far float results move between machines: the core under other BLAS and SIMD kernels.
 
-Runs the chain of ``tests/core/test_fleet_equivalence.py`` (demo, SMD slice, irregular fleet;
-float64) in a subprocess per variant, each forcing what differs from one machine to another: the
-OpenBLAS kernel (``OPENBLAS_CORETYPE``), one BLAS thread, numpy without AVX-512. For every float
-column it reports the worst difference from the recorded references, relative to the value and
-relative to the column's scale (``max |want|``), which is what ``tests/tolerances.py`` bounds.
+Runs the real core (``core.fleet.detect_days``, as ``detector_quality.py`` runs it) on two
+slices, in a subprocess per variant, each forcing what differs from one machine to another: the
+OpenBLAS kernel (``OPENBLAS_CORETYPE``), one BLAS thread, numpy without AVX-512. The slices:
+
+- ``smd``: the first two SMD machines, first 8 days (1-minute, 38 metrics: PCA evidence);
+- ``industrial``: the embedded demo kind (hourly pumps, calendar components, faults).
+
+For every float column of decomposition, scores and explanations it reports the worst difference
+from this machine's default run, relative to the value and relative to the column's scale
+(``max |want|``), which is what ``tests/tolerances.py`` bounds.
 
     .venv/bin/python benchmarks/float_tolerance.py            # all variants (a few minutes)
     .venv/bin/python benchmarks/float_tolerance.py --variant OPENBLAS_CORETYPE=Zen
@@ -13,75 +18,85 @@ relative to the column's scale (``max |want|``), which is what ``tests/tolerance
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ["", "OPENBLAS_CORETYPE=Sandybridge", "OPENBLAS_CORETYPE=Nehalem", "OPENBLAS_CORETYPE=Prescott",
+VARIANTS = ["OPENBLAS_CORETYPE=Sandybridge", "OPENBLAS_CORETYPE=Nehalem", "OPENBLAS_CORETYPE=Prescott",
             "OPENBLAS_CORETYPE=SkylakeX", "OPENBLAS_CORETYPE=Zen", "OPENBLAS_NUM_THREADS=1",
             "NPY_DISABLE_CPU_FEATURES=X86_V4,AVX512_ICL"]
+SMD_DAYS = 8
 
 
-def measure() -> dict:
-    """Per float column: [worst |diff|, worst relative diff, column scale]."""
-    import numpy as np
+def measure(out: Path) -> None:
+    """Write every float column of both slices to ``out`` (.npz), keyed ``slice/table.column``."""
     import pandas as pd
 
-    sys.path.insert(0, str(REPO))
-    sys.path.insert(0, str(REPO / "tests" / "core"))
-    import test_fleet_equivalence as eq
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import detector_quality as dq
 
-    from anomaly_assets.core import fleet
+    from anomaly_assets.core.detector import DetectorParams
 
-    fleet.CODE_VERSION = eq.REFERENCE_CODE_VERSION
-    chunk = fleet.CHUNK_ENTITIES
-    out = {}
-    for case in sorted(eq.CASES):
-        make, a, b, dp, mp = eq.CASES[case]
-        if case == "smd" and not eq.SMD.exists():
-            continue
-        fleet.CHUNK_ENTITIES = 4 if case == "irregular" else chunk  # as the test does
-        for name, got in eq.run_chain(make(), a, b, dp, mp).items():
-            want = pd.read_parquet(eq.REF / f"{case}_{name}.parquet")
-            got = got.reset_index(drop=True)
-            for c in want.columns:
-                if not pd.api.types.is_float_dtype(want[c]):
-                    continue
-                g, w = got[c].to_numpy(float), want[c].to_numpy(float)
-                ok = np.isfinite(g) & np.isfinite(w)
-                d = np.abs(g - w)[ok]
-                rel = d / np.maximum(np.abs(w[ok]), np.finfo(float).tiny)
-                out[f"{case}/{name}.{c}"] = [float(d.max(initial=0)), float(rel.max(initial=0)),
-                                             float(np.abs(w[ok]).max(initial=0))]
-    return out
+    arrays = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("smd", "industrial"):
+            data = dq.load(name, Path(tmp))
+            if name == "smd":
+                keep = sorted(data.obs.entity_id.unique())[:2]
+                obs = data.obs[data.obs.entity_id.isin(keep)]
+                data.obs = obs[obs.ts < obs.ts.min().floor("D") + pd.Timedelta(days=SMD_DAYS)]
+            for table, frame in dq.detect_frames(data, DetectorParams()).items():
+                key_cols = [c for c in ("entity_id", "metric", "ts", "rank") if c in frame.columns]
+                frame = frame.sort_values(key_cols).reset_index(drop=True)
+                for c in frame.columns:
+                    if pd.api.types.is_float_dtype(frame[c]):
+                        arrays[f"{name}/{table}.{c}"] = frame[c].to_numpy(float)
+    np.savez(out, **arrays)
+
+
+def _run(variant: str, out: Path) -> dict:
+    env = {**os.environ, **dict([variant.split("=", 1)] if variant else [])}
+    subprocess.run([sys.executable, __file__, "--measure", str(out)], env=env, cwd=REPO, check=True)
+    with np.load(out) as z:
+        return {k: z[k] for k in z.files}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", action="append", help="NAME=VALUE environment (repeatable); default: all")
-    p.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.measure:
-        print(json.dumps(measure()))
+        measure(args.measure)
         return
-    results = {}
-    for variant in args.variant or VARIANTS:
-        env = {**os.environ, **dict([variant.split("=", 1)] if variant else [])}
-        done = subprocess.run([sys.executable, __file__, "--measure"], env=env, capture_output=True, text=True,
-                              cwd=REPO, check=True)
-        results[variant or "(this machine)"] = json.loads(done.stdout.strip().splitlines()[-1])
-    columns = sorted(next(iter(results.values())))
+    with tempfile.TemporaryDirectory() as tmp:
+        want = _run("", Path(tmp) / "default.npz")
+        worst = {c: (0.0, 0.0, "") for c in want}
+        for variant in args.variant or VARIANTS:
+            got = _run(variant, Path(tmp) / "variant.npz")
+            for c, w in want.items():
+                g = got[c]
+                assert g.shape == w.shape, f"{variant}: {c} has {g.shape} values, default {w.shape}"
+                ok = np.isfinite(g) & np.isfinite(w)
+                assert (np.isfinite(g) == np.isfinite(w)).all(), f"{variant}: {c} differs in which values are NaN"
+                d = np.abs(g - w)[ok]
+                scale = float(np.abs(w[ok]).max(initial=0))
+                rel = float((d / np.maximum(np.abs(w[ok]), np.finfo(float).tiny)).max(initial=0))
+                scaled = float(d.max(initial=0)) / scale if scale else 0.0
+                if scaled >= worst[c][1]:
+                    worst[c] = (max(rel, worst[c][0]), scaled, variant)
+                else:
+                    worst[c] = (max(rel, worst[c][0]), worst[c][1], worst[c][2])
     print(f"{'column':44s} {'worst rel. to value':>20s} {'worst rel. to column scale':>27s}  variant")
-    worst_scaled = 0.0
-    for c in columns:
-        rel = max((r[c][1], v) for v, r in results.items())
-        scaled = max((r[c][0] / r[c][2] if r[c][2] else 0.0, v) for v, r in results.items())
-        worst_scaled = max(worst_scaled, scaled[0])
-        print(f"{c:44s} {rel[0]:20.2e} {scaled[0]:27.2e}  {scaled[1]}")
-    print(f"\nworst difference relative to its column's scale: {worst_scaled:.2e} "
+    for c in sorted(worst):
+        rel, scaled, variant = worst[c]
+        print(f"{c:44s} {rel:20.2e} {scaled:27.2e}  {variant}")
+    print(f"\nworst difference relative to its column's scale: {max(w[1] for w in worst.values()):.2e} "
           f"(tests/tolerances.py allows 1e-9)")
 
 
