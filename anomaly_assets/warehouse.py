@@ -101,8 +101,8 @@ DECOMPOSITION = _t(
     ("seasonal", "DOUBLE", "Calendar effects the series shows (time of day, day of week, weekend hours, day of month, business day, holiday) at this point"),
     ("residual", "DOUBLE", "value - expected"),
     ("residual_z", "DOUBLE", "The residual in σ-equivalents: as rare, under the metric's own out-of-sample residuals, as this many σ of a normal"),
-    ("lower", "DOUBLE", "Lower edge of the expected band: outside it the point is flagged on this metric alone (NULL in cold start)"),
-    ("upper", "DOUBLE", "Upper edge of the expected band: outside it the point is flagged on this metric alone (NULL in cold start)"),
+    ("lower", "DOUBLE", "Lower edge of the expected band: outside it the point is flagged on this metric alone (NULL in cold start, and where it lies past 1,000 x (abs(expected) + 1σ): no plausible value alone would flag)"),
+    ("upper", "DOUBLE", "Upper edge of the expected band: outside it the point is flagged on this metric alone (NULL in cold start, and where it lies past 1,000 x (abs(expected) + 1σ): no plausible value alone would flag)"),
     ("excluded", "BOOLEAN", "Kept out of later references: this metric deviated on a flagged point (until a lasting change is accepted)"),
 )
 MODEL_VERSIONS = _t(

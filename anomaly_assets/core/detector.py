@@ -49,6 +49,7 @@ from anomaly_assets.core.transform import Transform
 
 DAY_S = 86_400
 _MAD = 1.4826
+_BAND_REACH = 1_000.0  # a band side wider than this many times |expected| + 1σ is reported as NULL
 
 
 @dataclass(frozen=True)
@@ -411,9 +412,14 @@ def _apply(model: Model, ts, xs, hol_new, p, out, offset) -> None:
     j = slice(offset, offset + T)
     out.expected[:, j] = expected
     # a non-negative metric's band does not reach below zero either
-    out.lower[:, j] = np.where(base.nonnegative[:, None, :], np.maximum(tf.inv(expected_t - half), 0.0),
-                               tf.inv(expected_t - half))
-    out.upper[:, j] = tf.inv(expected_t + half)
+    lower = np.where(base.nonnegative[:, None, :], np.maximum(tf.inv(expected_t - half), 0.0),
+                     tf.inv(expected_t - half))
+    upper = tf.inv(expected_t + half)
+    # a side of the band that reaches past any plausible value (a heavy-tailed metric that alone
+    # can hardly flag, widened by its log transform) is no bound: NULL, not 1e+300
+    reach = _BAND_REACH * (np.abs(expected) + np.abs(tf.inv(expected_t + scale[:, None, :]) - expected))
+    out.lower[:, j] = np.where(expected - lower > reach, np.nan, lower)
+    out.upper[:, j] = np.where(upper - expected > reach, np.nan, upper)
     seasonal_t = base.seasonal(ts, hol_new)
     level = tf.inv(np.broadcast_to(base.level[:, None, :], seasonal_t.shape))
     out.level[:, j] = np.where(valid[:, None, :], level, np.nan)

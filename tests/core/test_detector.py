@@ -189,6 +189,24 @@ def test_the_band_is_where_a_single_metric_alone_flags():
     assert r2.residual_z[0, k, 0] > 0
 
 
+def test_a_band_reaching_past_any_plausible_value_is_null():
+    # intermittent and heavy-tailed (zero 45 % of the time, else spread over orders of magnitude):
+    # log-transformed, the band that alone would flag reaches 1000x the largest value ever seen
+    rng = np.random.default_rng(0)
+    ts = 1_760_000_000 // D * D + np.arange(24 * 30) * H
+    x = np.where(rng.random(len(ts)) < 0.45, 0.0, 1e-5 * rng.lognormal(0, 2.0, len(ts)))
+    r = replay(ts, x[None, :, None], P)
+    scored = np.isfinite(r.expected[0, :, 0])
+    upper = r.upper[0, scored, 0]
+    assert np.isnan(upper).mean() > 0.5
+    assert np.nanmax(upper) < 10 * x.max()
+    # an ordinary series keeps its band everywhere it is scored
+    ts2, y = _series(24 * 30, H, seed=11, cycle=5)
+    r2 = replay(ts2, y[None, :, None], P)
+    ok = np.isfinite(r2.expected[0, :, 0])
+    assert np.isfinite(r2.upper[0, ok, 0]).all() and np.isfinite(r2.lower[0, ok, 0]).all()
+
+
 @pytest.mark.parametrize("backend", ["iforest", "ecod", "hbos"])
 def test_other_backends_score_through_the_same_calibration(backend):
     ts, x = _series(24 * 20, H, seed=12)

@@ -80,3 +80,19 @@ def test_fleet_plot_draws_the_days():
     assert _pixels(fleet_plot(fleet)).shape[0] > 100
     with pytest.raises(ValueError, match="no day"):
         fleet_plot(fleet.iloc[:0])
+
+
+def test_a_band_reaching_far_past_the_data_does_not_flatten_the_line():
+    from anomaly_assets.plots import _VALUE
+
+    def line_height(series):
+        img = _pixels(band_plot(series, metrics=["vibration_mm_s"]))
+        rgb = np.array([int(_VALUE[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+        line = np.abs(img - rgb).max(axis=-1) < 0.03
+        line[:, : img.shape[1] // 2] = False  # the legend's sample line is at the upper left
+        rows = np.flatnonzero(line.any(axis=1))
+        return rows.max() - rows.min()
+
+    s = _series(metrics=("vibration_mm_s",))
+    wide = s.assign(upper=s["expected"] + 1e6)  # a heavy-tailed metric's band
+    assert line_height(wide) > 0.5 * line_height(s) > 20  # autoscaled to the band: one pixel row
