@@ -15,13 +15,14 @@ So a float column is compared against its own scale::
 
 with ``ROUNDING = 1e-9``. How it was chosen: the sums here run over up to ~1e4 terms of at most
 the column's magnitude, so rounding moves a value by about 1e4 * eps = 2e-12 of the column's
-scale. Measured (``benchmarks/float_tolerance.py``: the fleet-equivalence chain under eight BLAS
-and SIMD variants, ``OPENBLAS_CORETYPE`` = Sandybridge, Nehalem, Prescott, SkylakeX, Zen, one BLAS
-thread, numpy without AVX-512, this machine; table in benchmarks/RESULTS.md), the worst was
-2.3e-12 of the column's scale (an anomaly_score), 5.5e-13 for residual_z, while relative to the
-value it reached 4.2e-9. 1e-9 leaves a margin of ~400x over the worst seen, and stays far below
-what any change of the detection moves (a changed parameter moves scores and z-scores by 1e-4
-and more).
+scale. Measured (``benchmarks/float_tolerance.py``: the core on an SMD slice and the industrial
+demo under seven BLAS and SIMD variants, ``OPENBLAS_CORETYPE`` = Sandybridge, Nehalem, Prescott,
+SkylakeX, Zen, one BLAS thread, numpy without AVX-512, against this machine's default run; table
+in benchmarks/RESULTS.md), the worst was 1.9e-13 of the column's scale (an anomaly_score); an
+earlier run of the whole chain against references recorded on another machine saw 2.3e-12 of the
+scale while, relative to the value, a residual_z reached 4.2e-9. 1e-9 leaves a margin of ~400x
+over the worst seen, and stays far below what any change of the detection moves (a changed
+parameter moves scores and z-scores by 1e-4 and more).
 """
 
 from __future__ import annotations
