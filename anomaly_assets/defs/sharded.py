@@ -120,7 +120,9 @@ def fleet_marts(n: int, sql_dir: Path) -> dg.AssetsDefinition:
                     for name in MARTS:
                         sql = models[f"marts.{name}"].sql.replace("scoring.anomaly_scores", "anomaly_scores_all").replace(
                             "scoring.explanations", "explanations_all")
-                        con.execute(f"CREATE OR REPLACE TABLE marts.{name} AS {sql}")
+                        model = models[f"marts.{name}"]
+                        con.execute(f"CREATE OR REPLACE TABLE marts.{name} AS {sql}",
+                                    {"since": "-infinity"} if model.incremental else None)
                         counts[name] = con.execute(f"SELECT count(*) FROM marts.{name}").fetchone()[0]
             finally:
                 for k in range(len(files)):

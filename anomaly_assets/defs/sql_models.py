@@ -17,7 +17,14 @@ file becomes its own asset:
   row count, column schema (with column docs from the comment block) and a
   10-row markdown preview as materialization metadata.
 
-The models are full rebuilds and deliberately *unpartitioned*.
+The models are deliberately *unpartitioned*, and full rebuilds except one kind: a model whose
+comment block has a line ``incremental: <column>`` keeps one row per day in ``<column>`` (DATE)
+and reads its sources from the parameter ``$since`` on (``where ts >= $since``). A run of today's
+partition alone (a micro-batch) rebuilds only today's rows (``$since`` = today's UTC midnight:
+DELETE them, INSERT the query's); every other run rebuilds the whole table (``$since`` =
+``-infinity``). So a micro-batch costs a day of data, not the history, and the run that closes the
+day makes the table whole again (what changed on earlier days meanwhile, such as feedback on an
+old alert, reaches them then).
 
 Column documentation convention inside the leading comment block: a line
 ``--   column_name: description`` documents ``column_name``; following lines
@@ -34,11 +41,12 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 import duckdb
 import duckdb as duckdb_module  # `duckdb` is shadowed by the resource parameter below
 from dagster_duckdb import DuckDBResource
 
-from anomaly_assets.defs.partitions import WRITER_POOL
+from anomaly_assets.defs.partitions import WRITER_POOL, open_day_start
 
 __all__ = [
     "SqlModel",
@@ -49,6 +57,7 @@ __all__ = [
 PREVIEW_ROWS = 10
 _IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 _MATERIALIZED_RE = re.compile(r"^\s*materialized:\s*(table|view)\s*$", re.MULTILINE)
+_INCREMENTAL_RE = re.compile(r"^\s*incremental:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 _COLUMN_DOC_RE = re.compile(r"^(?P<indent>\s*)(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*:\s+(?P<doc>\S.*)$")
 # Schemas DuckDB provides itself; reading them is not a dependency on an asset.
 _SYSTEM_SCHEMAS = frozenset({"information_schema", "pg_catalog"})
@@ -90,7 +99,14 @@ class SqlModel:
         """Column docs parsed from ``name: text`` lines of the comment block."""
         docs = _parse_column_docs(self.description or "")
         docs.pop("materialized", None)
+        docs.pop("incremental", None)
         return docs
+
+    @property
+    def incremental(self) -> str | None:
+        """The day column of a model rebuilt a day at a time (``incremental: day``), else None."""
+        m = _INCREMENTAL_RE.search(self.description or "")
+        return m.group(1) if m else None
 
     @property
     def materialized(self) -> str:
@@ -294,6 +310,11 @@ def _parse_model(path: Path, sql_dir: Path) -> SqlModel:
         )
     sql = _strip_trailing_semicolons(body)
     reads = _referenced_tables(sql, path)
+    incremental = _INCREMENTAL_RE.search(description or "")
+    materialized = _MATERIALIZED_RE.search(description or "")
+    if incremental and ("$since" not in sql or (materialized and materialized.group(1) == "view")):
+        raise ValueError(f"{path}: 'incremental: {incremental.group(1)}' needs a table whose SELECT reads its "
+                         "sources from $since on (e.g. where ts >= $since)")
     if f"{schema}.{table}" in reads:
         raise ValueError(f"{path}: dependency cycle: {schema}.{table} reads itself")
     return SqlModel(
@@ -392,7 +413,7 @@ def _build_asset(model: SqlModel) -> dg.AssetsDefinition:
                 con.execute("BEGIN TRANSACTION")
                 try:
                     con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(model.schema)}")
-                    con.execute(f"CREATE OR REPLACE {model.materialized.upper()} {relation} AS (\n{model.sql}\n)")
+                    scope = _rebuild(con, model, relation, _micro_batch_day(context))
                     con.execute("COMMIT")
                 except BaseException:
                     try:
@@ -406,7 +427,7 @@ def _build_asset(model: SqlModel) -> dg.AssetsDefinition:
             except BaseException:
                 con.close()
                 raise
-        context.log.info("Built %s: %d rows", model.qualified_name, row_count)
+        context.log.info("Built %s (%s): %d rows", model.qualified_name, scope, row_count)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": dg.MetadataValue.int(int(row_count)),
@@ -424,6 +445,32 @@ def _build_asset(model: SqlModel) -> dg.AssetsDefinition:
         )
 
     return _sql_model
+
+
+def _micro_batch_day(context: dg.AssetExecutionContext) -> pd.Timestamp | None:
+    """Today's UTC midnight when the run is of today's partition alone (a micro-batch), else None."""
+    key = context.run.tags.get("dagster/partition")
+    today = open_day_start()
+    return today if key == str(today.date()) else None
+
+
+def _rebuild(con, model: SqlModel, relation: str, day: pd.Timestamp | None) -> str:
+    """Build the model: the rows of ``day`` on, for an incremental model whose table already has
+    the query's columns, else the whole table. Returns what was rebuilt, for the log."""
+    params = {"since": "-infinity"} if model.incremental else None
+    if model.incremental and day is not None:
+        params = {"since": day.to_pydatetime()}
+        query = con.execute(f"SELECT * FROM ({model.sql}) LIMIT 0", params).description
+        exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                             [model.schema, model.table]).fetchone()[0]
+        table = con.execute(f"SELECT * FROM {relation} LIMIT 0").description if exists else None
+        if table is not None and [c[:2] for c in table] == [c[:2] for c in query]:
+            con.execute(f"DELETE FROM {relation} WHERE {_quote(model.incremental)} >= ?", [day.date()])
+            con.execute(f"INSERT INTO {relation} BY NAME SELECT * FROM ({model.sql})", params)
+            return f"from {day.date()} on"
+        params = {"since": "-infinity"}
+    con.execute(f"CREATE OR REPLACE {model.materialized.upper()} {relation} AS (\n{model.sql}\n)", params)
+    return "whole"
 
 
 def build_sql_model_assets(sql_dir: Path) -> list[dg.AssetsDefinition]:

@@ -1,7 +1,11 @@
 -- The executive's page: per UTC day, site and metric, the total and what was expected, with the
 -- alerts open that day at the site, the money they put at risk, and how right alerts have been
--- (feedback) and what they recovered, up to that day. Full rebuild (unpartitioned); export it
--- with `anomaly-assets export marts.business_kpis --format csv`.
+-- (feedback) and what they recovered, up to that day. Export it with
+-- `anomaly-assets export marts.business_kpis --format csv`.
+--
+-- incremental: day
+-- A micro-batch rebuilds today's rows only (sources read from $since on); every other run
+-- rebuilds the table, so feedback given today on an older alert reaches its days at night.
 --
 -- Columns:
 --   day: UTC calendar day (DATE).
@@ -26,6 +30,7 @@ with points as (
         d.value,
         d.expected
     from features.decomposition as d
+    where d.ts >= $since
 ),
 
 sites as (
@@ -53,7 +58,7 @@ flags as (
         count(*) as anomalies
     from scoring.anomaly_scores as x
     left join sites as s on s.entity_id = x.entity_id
-    where x.is_anomaly and x.severity <> 'cold_start'
+    where x.is_anomaly and x.severity <> 'cold_start' and x.ts >= $since
     group by 1, 2
 ),
 

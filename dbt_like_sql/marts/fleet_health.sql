@@ -1,5 +1,9 @@
 -- Fleet-wide daily health: one row per UTC calendar day that has any row in
--- scoring.anomaly_scores, over all scored history. Full rebuild (unpartitioned).
+-- scoring.anomaly_scores, over all scored history.
+--
+-- incremental: day
+-- A micro-batch rebuilds today's row only (scores read from $since on); every
+-- other run rebuilds the table.
 --
 -- "Scored" points are rows whose severity is not 'cold_start' (cold-start rows
 -- have a NULL anomaly_score and are left out of every count below);
@@ -26,6 +30,7 @@ with points as (
         severity <> 'cold_start' as is_scored,
         coalesce(is_anomaly, false) and severity <> 'cold_start' as is_flagged
     from scoring.anomaly_scores
+    where ts >= $since
 ),
 
 daily as (

@@ -256,6 +256,9 @@ join "marts"."other" o on o.entity_id = r.entity_id; -- done
         ("with t as (select 1 x) select * from t join raw_table r on true", "unqualified table"),
         ("select * from marts.bad", "cycle"),
         ("select * from", "does not parse"),
+        ("-- incremental: day\nselect current_date as day", "needs a table"),
+        ("-- incremental: day\n-- materialized: view\nselect ts as day from scoring.anomaly_scores where ts >= $since",
+         "needs a table"),
     ],
 )
 def test_invalid_model_files_raise(tmp_path: Path, text: str, match: str):
@@ -507,3 +510,34 @@ def test_unpartitioned_marts_run_with_daily_partitioned_upstream(tmp_path: Path)
     assert ("scoring/anomaly_scores", "2024-01-02") in materialized(ranged)
     days = [r["day"] for r in query(db_path, "SELECT day FROM marts.fleet_health ORDER BY day")]
     assert days == [date(2024, 1, 1), date(2024, 1, 2)]
+
+
+def test_a_micro_batch_rebuilds_only_todays_rows_of_the_daily_marts(db_path: Path, monkeypatch):
+    # "today" is 2024-01-02: a run of that partition alone is a micro-batch
+    import pandas as pd
+
+    monkeypatch.setattr(sql_models, "open_day_start", lambda: pd.Timestamp("2024-01-02", tz="UTC"))
+    daily = {"fleet_health": "day", "business_kpis": "day"}
+    with duckdb.connect(str(db_path)) as con:
+        con.executemany("INSERT INTO features.decomposition (entity_id, metric, ts, value, expected) VALUES (?, 'units', ?, ?, ?)",
+                        [("pump-a", utc(d, h), 10.0 + h, 9.0) for d in (1, 2) for h in range(0, 24, 6)])
+    materialize_marts(db_path)
+    with duckdb.connect(str(db_path)) as con:  # both days change after the first build
+        con.execute("UPDATE scoring.anomaly_scores SET is_anomaly = true, severity = 'critical' "
+                    "WHERE ts IN (?, ?)", [utc(1, 1), utc(2, 6)])
+    before = {t: query(db_path, f"SELECT * FROM marts.{t} ORDER BY ALL") for t in daily}
+    result = dg.materialize(build_sql_model_assets(REPO_SQL_DIR), resources={"duckdb": DuckDBResource(database=str(db_path))},
+                            tags={"dagster/partition": "2024-01-02"})
+    assert result.success
+    batch = {t: query(db_path, f"SELECT * FROM marts.{t} ORDER BY ALL") for t in daily}
+    materialize_marts(db_path)  # a run of any other partition (the night): the whole table
+    whole = {t: query(db_path, f"SELECT * FROM marts.{t} ORDER BY ALL") for t in daily}
+    for t, col in daily.items():
+        today = [r for r in batch[t] if r[col] == date(2024, 1, 2)]
+        assert today and today == [r for r in whole[t] if r[col] == date(2024, 1, 2)], t  # today is current
+        earlier = [r for r in batch[t] if r[col] < date(2024, 1, 2)]
+        assert earlier == [r for r in before[t] if r[col] < date(2024, 1, 2)], t  # earlier days wait for the night
+        assert earlier != [r for r in whole[t] if r[col] < date(2024, 1, 2)], t
+    # the changed day-1 flag reaches fleet_health's day 1 only with the whole rebuild
+    day1 = lambda rows: next(r for r in rows if r["day"] == date(2024, 1, 1))["anomalies"]  # noqa: E731
+    assert day1(whole["fleet_health"]) > day1(batch["fleet_health"]) == day1(before["fleet_health"])
