@@ -235,7 +235,8 @@ def test_todays_partition_alone_is_a_micro_batch_without_the_report_and_the_copy
     repo = definitions.defs.get_repository_def()
     intraday = repo.get_job("anomaly_intraday").asset_layer.executable_asset_keys
     chain = repo.get_job("anomaly_chain").asset_layer.executable_asset_keys
-    assert chain - intraday == {dg.AssetKey(["reports", "daily"]), dg.AssetKey("analyst_copy")}
+    assert chain - intraday == {dg.AssetKey(["reports", "daily"]), dg.AssetKey("analyst_copy"),
+                                dg.AssetKey(["marts", "entity_health"])}  # each costs the history
     assert dg.AssetKey(["alerts", "alerts"]) in intraday
 
 
