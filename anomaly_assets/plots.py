@@ -148,4 +148,3 @@ def _limit_to_data(ax, s: pd.DataFrame) -> None:
     band = band[np.isfinite(band)]
     b_lo, b_hi = (float(band.min()), float(band.max())) if len(band) else (lo, hi)
     ax.set_ylim(max(min(lo, b_lo), lo - pad) - 0.05 * pad, min(max(hi, b_hi), hi + pad) + 0.05 * pad)
-

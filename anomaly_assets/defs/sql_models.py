@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 import duckdb
 import duckdb as duckdb_module  # `duckdb` is shadowed by the resource parameter below
+import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from anomaly_assets.defs.partitions import WRITER_POOL, open_day_start
