@@ -77,8 +77,8 @@ def _child_chain(a: dict) -> dict:
     import pandas as pd
 
     if a.get("open_day"):  # the generated day is scored as today's open partition (micro-batches)
-        from anomaly_assets.defs import detection
-        detection.open_day_start = lambda: pd.Timestamp(a["open_day"], tz="UTC")
+        from anomaly_assets.defs import detection, sql_models
+        detection.open_day_start = sql_models.open_day_start = lambda: pd.Timestamp(a["open_day"], tz="UTC")
 
     from anomaly_assets.definitions import defs
     job = defs.resolve_job_def(a.get("job", "anomaly_chain"))
@@ -421,7 +421,11 @@ def mode_micro(a) -> None:
             hour.to_csv(folder / day / f.name, index=False)
         second.to_csv(second_landing / day / f"{f.stem}-h2.csv", index=False)
         rows += len(hour) * (hour.shape[1] - 2)
-    history = work / "history.duckdb"
+    # the backfilled histories are cached per CODE_VERSION: their stored models (and the night's
+    # pre-fit of the day) are versioned, and a new version would refit them all
+    from anomaly_assets.core.fleet import CODE_VERSION
+
+    history = work / f"history_{CODE_VERSION}.duckdb"
     if not history.exists():
         print(f"backfilling {history_days[0]}..{history_days[-1]} once (not timed)", flush=True)
         repeat_chain(work, "history", 1, landing=hist_landing, start=history_days[0], end=history_days[-1],
@@ -437,7 +441,7 @@ def mode_micro(a) -> None:
                         history=after_first, refit_days=a.refit_days, job="anomaly_intraday", open_day=day)
     _report("micro, a later one", runs, rows)
     # the night before fitted the day's models ahead (the backfill through it, run with the day open)
-    ahead = work / "history_ahead.duckdb"
+    ahead = work / f"history_ahead_{CODE_VERSION}.duckdb"
     if not ahead.exists():
         print("backfilling again, the day open, so that its last night fits the day ahead (not timed)", flush=True)
         repeat_chain(work, "history_ahead", 1, landing=hist_landing, start=history_days[0], end=history_days[-1],
