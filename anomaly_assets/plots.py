@@ -44,8 +44,9 @@ def band_plot(series: pd.DataFrame, flags: pd.DataFrame | None = None, *, title:
     ----------
     series : DataFrame
         ``metric, ts, value, expected`` and optionally ``lower, upper`` (NULL where the
-        decomposition gives no band: cold start, or before the band existed), one row per metric
-        and time, as ``features.decomposition`` holds them.
+        decomposition gives no band: cold start, or before the band existed; one side NULL where
+        it reaches past any plausible value, drawn to the axis' edge), one row per metric and
+        time, as ``features.decomposition`` holds them.
     flags : DataFrame, optional
         ``ts, severity`` of the entity's flagged points (``scoring.anomaly_scores`` where
         ``is_anomaly``); each is marked on every metric at its time.
@@ -71,14 +72,16 @@ def band_plot(series: pd.DataFrame, flags: pd.DataFrame | None = None, *, title:
     for ax, metric in zip(axes, metrics):
         s = series[series["metric"] == metric].sort_values("ts")
         ts = pd.to_datetime(s["ts"], utc=True).dt.tz_convert(None)
+        bottom, top = _limit_to_data(ax, s)
         if {"lower", "upper"} <= set(s.columns):
             lo, hi = s["lower"].to_numpy(float), s["upper"].to_numpy(float)
-            has = np.isfinite(lo) & np.isfinite(hi)
+            # a side with no bound (NULL past any plausible value) reaches the axis' edge
+            has = np.isfinite(s["expected"].to_numpy(float)) & (np.isfinite(lo) | np.isfinite(hi))
             if has.any():
-                ax.fill_between(ts, np.where(has, lo, np.nan), np.where(has, hi, np.nan), color=_BAND, alpha=0.6,
+                ax.fill_between(ts, np.where(has, np.where(np.isfinite(lo), lo, bottom), np.nan),
+                                np.where(has, np.where(np.isfinite(hi), hi, top), np.nan), color=_BAND, alpha=0.6,
                                 linewidth=0, label="expected band")
         ax.plot(ts, s["expected"].to_numpy(float), color="#868e96", linestyle="--", linewidth=1, label="expected")
-        _limit_to_data(ax, s)
         ax.plot(ts, s["value"].to_numpy(float), color=_VALUE, linewidth=1.2, label="actual")
         if len(flags) and len(s):
             at = pd.Series(s["value"].to_numpy(float), index=pd.to_datetime(s["ts"], utc=True))
@@ -134,17 +137,20 @@ def fleet_plot(fleet: pd.DataFrame, *, title: str = "Fleet health per day") -> b
     return _png(fig)
 
 
-def _limit_to_data(ax, s: pd.DataFrame) -> None:
+def _limit_to_data(ax, s: pd.DataFrame) -> tuple[float, float]:
     """The y-axis follows the values and the expected line; a band reaching far beyond them (a
-    heavy-tailed metric's) is cut at half their span, so it cannot flatten the line it frames."""
+    heavy-tailed metric's) is cut at half their span, so it cannot flatten the line it frames.
+    Returns the axis' limits."""
     data = np.concatenate([s["value"].to_numpy(float), s["expected"].to_numpy(float)])
     data = data[np.isfinite(data)]
     if not len(data):
-        return
+        return ax.get_ylim()
     lo, hi = float(data.min()), float(data.max())
     pad = 0.5 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.1
     band = [s[c].to_numpy(float) for c in ("lower", "upper") if c in s.columns]
     band = np.concatenate(band) if band else np.empty(0)
     band = band[np.isfinite(band)]
     b_lo, b_hi = (float(band.min()), float(band.max())) if len(band) else (lo, hi)
-    ax.set_ylim(max(min(lo, b_lo), lo - pad) - 0.05 * pad, min(max(hi, b_hi), hi + pad) + 0.05 * pad)
+    limits = (max(min(lo, b_lo), lo - pad) - 0.05 * pad, min(max(hi, b_hi), hi + pad) + 0.05 * pad)
+    ax.set_ylim(*limits)
+    return limits

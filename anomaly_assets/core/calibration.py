@@ -40,7 +40,7 @@ from scipy.stats import t as student_t
 from anomaly_assets.core.nanstats import nanmedian, nanquantile
 
 _TINY = 1e-300
-_TIE = 1e-9  # relative: far above float64 rounding of sums (tests/tolerances.py), far below any real excess
+_TIE = 1e-9  # of max(|threshold|, 1): far above float64 rounding (tests/tolerances.py), far below any real excess
 
 
 def ewma(x: np.ndarray, alpha: float, initial: np.ndarray | None = None) -> np.ndarray:
@@ -89,9 +89,9 @@ def fit_tail(evidence: np.ndarray, q: float, robust: bool = False) -> Tail:
     u = np.zeros(E)
     if has.any():
         u[has] = nanquantile(ev[has], q, axis=1)
-    # values within rounding of the threshold are ties, not excesses: evidence rebuilt from stored
-    # residuals carries last-digit noise, and tied values of a discrete series counted as excesses
-    # of ~0 would collapse the scale (a step of the series then reads as astronomically rare)
+    # values within rounding of the threshold (_TIE) are ties, not excesses: evidence rebuilt from
+    # stored residuals carries last-digit noise, and tied values of a discrete series counted as
+    # excesses of ~0 would collapse the scale (a step of the series then reads as astronomically rare)
     over = ok & (np.nan_to_num(ev) > u[:, None] + _TIE * np.maximum(np.abs(u[:, None]), 1.0))
     if robust:
         # median excess / ln 2: the exponential's scale, not moved by a few huge excesses

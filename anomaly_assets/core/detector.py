@@ -31,7 +31,8 @@ level before it; ``core/reference.py`` holds the rules that let it back in (a pe
 is the new normal, what recurs is normal, at most ``max_excluded`` left out).
 
 **The band** ``[lower, upper]`` is ``expected ± e* scale``, where ``e*`` is the deviation of a
-single metric that alone makes its point a warning.
+single metric that alone makes its point a warning; a side reaching past ``_BAND_REACH`` times
+``|expected|`` + 1σ is NaN (no plausible value alone would flag).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ file becomes its own asset:
   10-row markdown preview as materialization metadata.
 
 The models are deliberately *unpartitioned*, and full rebuilds except one kind: a model whose
-comment block has a line ``incremental: <column>`` keeps one row per day in ``<column>`` (DATE)
-and reads its sources from the parameter ``$since`` on (``where ts >= $since``). A run of today's
+comment block has a line ``incremental: <column>`` keys its rows by the DATE ``<column>`` (the
+UTC day of the rows it summarizes) and reads its sources from the parameter ``$since`` on (``where ts >= $since``). A run of today's
 partition alone (a micro-batch) rebuilds only today's rows (``$since`` = today's UTC midnight:
 DELETE them, INSERT the query's); every other run rebuilds the whole table (``$since`` =
 ``-infinity``). So a micro-batch costs a day of data, not the history, and the run that closes the

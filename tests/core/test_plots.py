@@ -96,3 +96,9 @@ def test_a_band_reaching_far_past_the_data_does_not_flatten_the_line():
     s = _series(metrics=("vibration_mm_s",))
     wide = s.assign(upper=s["expected"] + 1e6)  # a heavy-tailed metric's band
     assert line_height(wide) > 0.5 * line_height(s) > 20  # autoscaled to the band: one pixel row
+
+
+def test_a_band_with_one_unbounded_side_is_drawn_to_the_axis_edge():
+    s = _series(metrics=("vibration_mm_s",))
+    one_sided = s.assign(upper=np.nan)  # past any plausible value: NULL in the decomposition
+    assert _band_pixels(_pixels(band_plot(one_sided))) > 5_000
