@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import warnings
 
@@ -24,8 +25,12 @@ from anomaly_assets.core.evaluate import (
 @pytest.fixture(autouse=True)
 def _no_warnings():
     """Every metric must be silent (no sklearn UndefinedMetricWarning, no 0/0)."""
+    # what earlier tests of this process left for the garbage collector (a library's temporary
+    # directory) is collected first, and its ResourceWarning is not the metrics'
+    gc.collect()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.simplefilter("ignore", ResourceWarning)
         yield
 
 

@@ -79,14 +79,24 @@ def _tables(path: Path) -> dict[str, pd.DataFrame]:
 
 
 def _pool_steps(instance, run_id: str) -> list[tuple[float, float, str]]:
-    """(start, end, step) of every step of the run that ran (all of them are in the writer pool)."""
-    records = instance.get_records_for_run(
-        run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}).records
-    start, end = {}, {}
+    """(start, end, step) of every step of the run that ran (all of them are in the writer pool).
+
+    A step ends with its last materialization: Dagster frees the pool slot when it handles the
+    step's success, before it writes that event, so another run's STEP_START can precede a
+    STEP_SUCCESS by a few milliseconds after the step's work is done."""
+    kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.ASSET_MATERIALIZATION}
+    records = instance.get_records_for_run(run_id, of_type=kinds).records
+    start, done, materialized = {}, {}, {}
     for r in records:
         e = r.event_log_entry
-        (start if e.dagster_event.event_type == dg.DagsterEventType.STEP_START else end)[e.step_key] = e.timestamp
-    return [(start[k], end[k], k) for k in start if k in end]
+        kind = e.dagster_event.event_type
+        if kind == dg.DagsterEventType.STEP_START:
+            start[e.step_key] = e.timestamp
+        elif kind == dg.DagsterEventType.STEP_SUCCESS:
+            done[e.step_key] = e.timestamp
+        else:
+            materialized[e.step_key] = max(materialized.get(e.step_key, 0.0), e.timestamp)
+    return [(start[k], materialized.get(k, done[k]), k) for k in start if k in done]
 
 
 BYPASS = r"""
