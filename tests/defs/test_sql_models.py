@@ -521,12 +521,20 @@ def test_a_micro_batch_rebuilds_only_todays_rows_of_the_daily_marts(db_path: Pat
     with duckdb.connect(str(db_path)) as con:
         con.executemany("INSERT INTO features.decomposition (entity_id, metric, ts, value, expected) VALUES (?, 'units', ?, ?, ?)",
                         [("pump-a", utc(d, h), 10.0 + h, 9.0) for d in (1, 2) for h in range(0, 24, 6)])
+        # an alert opened before today and still open, with feedback and money: today's row reads it
+        con.execute("INSERT INTO alerts.alerts (alert_id, rule, entity_id, opened_at, last_seen_at, status, severity, "
+                    "team, confidence, title, why, evidence, hits, value_at_risk) VALUES ('a1', 'r', 'pump-a', ?, ?, "
+                    "'open', 'warning', 'ops', 0.9, 't', 'w', '{}', 3, 120.0)", [utc(1, 3), utc(2, 6)])
+        con.execute("INSERT INTO alerts.alert_events (alert_id, \"at\", action, verdict, value_recovered) "
+                    "VALUES ('a1', ?, 'feedback', 'true_positive', 50.0)", [utc(2, 7)])
     materialize_marts(db_path)
     with duckdb.connect(str(db_path)) as con:  # both days change after the first build
         con.execute("UPDATE scoring.anomaly_scores SET is_anomaly = true, severity = 'critical' "
                     "WHERE ts IN (?, ?)", [utc(1, 1), utc(2, 6)])
     before = {t: query(db_path, f"SELECT * FROM marts.{t} ORDER BY ALL") for t in daily}
-    result = dg.materialize(build_sql_model_assets(REPO_SQL_DIR), resources={"duckdb": DuckDBResource(database=str(db_path))},
+    # in a session whose time zone is not UTC: days are UTC days all the same
+    result = dg.materialize(build_sql_model_assets(REPO_SQL_DIR),
+                            resources={"duckdb": NewYorkDuckDBResource(database=str(db_path))},
                             tags={"dagster/partition": "2024-01-02"})
     assert result.success
     batch = {t: query(db_path, f"SELECT * FROM marts.{t} ORDER BY ALL") for t in daily}
@@ -538,6 +546,8 @@ def test_a_micro_batch_rebuilds_only_todays_rows_of_the_daily_marts(db_path: Pat
         earlier = [r for r in batch[t] if r[col] < date(2024, 1, 2)]
         assert earlier == [r for r in before[t] if r[col] < date(2024, 1, 2)], t  # earlier days wait for the night
         assert earlier != [r for r in whole[t] if r[col] < date(2024, 1, 2)], t
+    kpi_today = next(r for r in batch["business_kpis"] if r["day"] == date(2024, 1, 2))
+    assert (kpi_today["alerts_open"], kpi_today["money_at_risk"], kpi_today["value_recovered"]) == (1, 120.0, 50.0)
     # the changed day-1 flag reaches fleet_health's day 1 only with the whole rebuild
     day1 = lambda rows: next(r for r in rows if r["day"] == date(2024, 1, 1))["anomalies"]  # noqa: E731
     assert day1(whole["fleet_health"]) > day1(batch["fleet_health"]) == day1(before["fleet_health"])
