@@ -33,8 +33,9 @@ VARIANTS = ["OPENBLAS_CORETYPE=Sandybridge", "OPENBLAS_CORETYPE=Nehalem", "OPENB
 SMD_DAYS = 8
 
 
-def measure(out: Path) -> None:
-    """Write every float column of both slices to ``out`` (.npz), keyed ``slice/table.column``."""
+def measure(out: Path, slices=("smd", "industrial"), machines: int | list[str] = 2, days: int = SMD_DAYS) -> None:
+    """Write every float column of the slices to ``out`` (.npz), keyed ``slice/table.column``.
+    ``machines``: how many SMD machines (the first by name), or which."""
     import pandas as pd
 
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -44,12 +45,12 @@ def measure(out: Path) -> None:
 
     arrays = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("smd", "industrial"):
+        for name in slices:
             data = dq.load(name, Path(tmp))
             if name == "smd":
-                keep = sorted(data.obs.entity_id.unique())[:2]
+                keep = machines if isinstance(machines, list) else sorted(data.obs.entity_id.unique())[:machines]
                 obs = data.obs[data.obs.entity_id.isin(keep)]
-                data.obs = obs[obs.ts < obs.ts.min().floor("D") + pd.Timedelta(days=SMD_DAYS)]
+                data.obs = obs[obs.ts < obs.ts.min().floor("D") + pd.Timedelta(days=days)]
             for table, frame in dq.detect_frames(data, DetectorParams()).items():
                 key_cols = [c for c in ("entity_id", "metric", "ts", "rank") if c in frame.columns]
                 frame = frame.sort_values(key_cols).reset_index(drop=True)
@@ -70,9 +71,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", action="append", help="NAME=VALUE environment (repeatable); default: all")
     p.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--smd-machine", action="append", help=argparse.SUPPRESS)  # --measure: SMD alone, these
+    p.add_argument("--smd-days", type=int, default=SMD_DAYS, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.measure:
-        measure(args.measure)
+        if args.smd_machine:
+            measure(args.measure, ("smd",), args.smd_machine, args.smd_days)
+        else:
+            measure(args.measure)
         return
     with tempfile.TemporaryDirectory() as tmp:
         want = _run("", Path(tmp) / "default.npz")
