@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from anomaly_assets.core.calendar import DAY_S
+
 if TYPE_CHECKING:
     from anomaly_assets.core.detector import DetectorParams
-
-DAY_S = 86_400
 
 
 def span(interval: float, p: DetectorParams) -> float:
