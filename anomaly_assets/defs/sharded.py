@@ -118,11 +118,10 @@ def fleet_marts(n: int, sql_dir: Path) -> dg.AssetsDefinition:
                     con.execute(f"CREATE OR REPLACE TEMP VIEW {table}_all AS {union}")
                 with wh.transaction(con):
                     for name in MARTS:
-                        sql = models[f"marts.{name}"].sql.replace("scoring.anomaly_scores", "anomaly_scores_all").replace(
-                            "scoring.explanations", "explanations_all")
                         model = models[f"marts.{name}"]
-                        con.execute(f"CREATE OR REPLACE TABLE marts.{name} AS {sql}",
-                                    {"since": "-infinity"} if model.incremental else None)
+                        sql = model.sql.replace("scoring.anomaly_scores", "anomaly_scores_all").replace(
+                            "scoring.explanations", "explanations_all")
+                        con.execute(f"CREATE OR REPLACE TABLE marts.{name} AS {sql}", model.parameters())
                         counts[name] = con.execute(f"SELECT count(*) FROM marts.{name}").fetchone()[0]
             finally:
                 for k in range(len(files)):

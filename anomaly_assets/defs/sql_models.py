@@ -19,10 +19,10 @@ file becomes its own asset:
 
 The models are deliberately *unpartitioned*, and full rebuilds except one kind: a model whose
 comment block has a line ``incremental: <column>`` keys its rows by the DATE ``<column>`` (the
-UTC day of the rows it summarizes) and reads its sources from the parameter ``$since`` on (``where ts >= $since``). A run of today's
-partition alone (a micro-batch) rebuilds only today's rows (``$since`` = today's UTC midnight:
-DELETE them, INSERT the query's); every other run rebuilds the whole table (``$since`` =
-``-infinity``). So a micro-batch costs a day of data, not the history, and the run that closes the
+UTC day of the rows it summarizes) and reads its sources from the parameter ``$since`` on
+(``where ts >= $since``). A run of today's partition alone (a micro-batch) rebuilds only today's
+rows (``$since`` = today's UTC midnight: DELETE them, INSERT the query's); every other run
+rebuilds the whole table (``$since`` = ``-infinity``). So a micro-batch costs a day of data, not the history, and the run that closes the
 day makes the table whole again (what changed on earlier days meanwhile, such as feedback on an
 old alert, reaches them then).
 
@@ -107,6 +107,10 @@ class SqlModel:
         """The day column of a model rebuilt a day at a time (``incremental: day``), else None."""
         m = _INCREMENTAL_RE.search(self.description or "")
         return m.group(1) if m else None
+
+    def parameters(self, since=None) -> dict | None:
+        """The query's parameters: ``$since`` (default: all history) for an incremental model."""
+        return {"since": "-infinity" if since is None else since} if self.incremental else None
 
     @property
     def materialized(self) -> str:
@@ -310,16 +314,15 @@ def _parse_model(path: Path, sql_dir: Path) -> SqlModel:
         )
     sql = _strip_trailing_semicolons(body)
     reads = _referenced_tables(sql, path)
-    incremental = _INCREMENTAL_RE.search(description or "")
-    materialized = _MATERIALIZED_RE.search(description or "")
-    if incremental and ("$since" not in sql or (materialized and materialized.group(1) == "view")):
-        raise ValueError(f"{path}: 'incremental: {incremental.group(1)}' needs a table whose SELECT reads its "
-                         "sources from $since on (e.g. where ts >= $since)")
     if f"{schema}.{table}" in reads:
         raise ValueError(f"{path}: dependency cycle: {schema}.{table} reads itself")
-    return SqlModel(
+    model = SqlModel(
         schema=schema, table=table, sql=sql, path=path, reads=reads, description=description
     )
+    if model.incremental and ("$since" not in sql or model.materialized == "view"):
+        raise ValueError(f"{path}: 'incremental: {model.incremental}' needs a table whose SELECT reads its "
+                         "sources from $since on (e.g. where ts >= $since)")
+    return model
 
 
 def load_sql_models(sql_dir: Path) -> list[SqlModel]:
@@ -457,19 +460,17 @@ def _micro_batch_day(context: dg.AssetExecutionContext) -> pd.Timestamp | None:
 def _rebuild(con, model: SqlModel, relation: str, day: pd.Timestamp | None) -> str:
     """Build the model: the rows of ``day`` on, for an incremental model whose table already has
     the query's columns, else the whole table. Returns what was rebuilt, for the log."""
-    params = {"since": "-infinity"} if model.incremental else None
     if model.incremental and day is not None:
-        params = {"since": day.to_pydatetime()}
+        params = model.parameters(day.to_pydatetime())
         query = con.execute(f"SELECT * FROM ({model.sql}) LIMIT 0", params).description
         exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
                              [model.schema, model.table]).fetchone()[0]
-        table = con.execute(f"SELECT * FROM {relation} LIMIT 0").description if exists else None
-        if table is not None and [c[:2] for c in table] == [c[:2] for c in query]:
+        if exists and [c[:2] for c in con.execute(f"SELECT * FROM {relation} LIMIT 0").description] \
+                == [c[:2] for c in query]:
             con.execute(f"DELETE FROM {relation} WHERE {_quote(model.incremental)} >= ?", [day.date()])
             con.execute(f"INSERT INTO {relation} BY NAME SELECT * FROM ({model.sql})", params)
             return f"from {day.date()} on"
-        params = {"since": "-infinity"}
-    con.execute(f"CREATE OR REPLACE {model.materialized.upper()} {relation} AS (\n{model.sql}\n)", params)
+    con.execute(f"CREATE OR REPLACE {model.materialized.upper()} {relation} AS (\n{model.sql}\n)", model.parameters())
     return "whole"
 
 
