@@ -20,8 +20,9 @@ point-wise (no point-adjust), as the mean over entities with at least one labele
 - event recall and precision (a labeled window is found when one of its points is flagged; a run
   of flagged points is correct when it overlaps a window) and the median delay, in points, from
   a window's start to its first flag;
-- the flagged share of normal test points (all entities), and the share of points left
-  unscored after each series' first 50.
+- the flagged share of normal test points (all entities), and of those before each entity's
+  first labeled test point (normal operation, not the aftermath of a fault; all of an unlabeled
+  entity's), and the share of points left unscored after each series' first 50.
 
 Baselines, computed here on the same points: L2 norm and PCA error (components up to 95 % of the
 variance) of values standardized on the reference period, and a causal rolling robust z-score
@@ -195,6 +196,7 @@ def _delays(y, flagged):
 
 def evaluate_dataset(data: Data, scores: pd.DataFrame | None, baselines: bool = True) -> dict:
     rows, normal_flags, normal_n, unscored, n_after = [], 0, 0, 0, 0
+    before_flags, before_n = 0, 0
     by_entity = {e: g for e, g in scores.groupby("entity_id")} if scores is not None else {}
     for entity in np.sort(data.obs.entity_id.unique()):
         ts, X, y, test = _entity_arrays(data, entity)
@@ -208,6 +210,11 @@ def evaluate_dataset(data: Data, scores: pd.DataFrame | None, baselines: bool = 
             normal = test & ~y
             normal_flags += int(flagged[normal].sum())
             normal_n += int(normal.sum())
+            # before the entity's first labeled test point: normal operation, not a fault's aftermath
+            first = np.flatnonzero(test & y)
+            before = normal & (np.arange(len(ts)) < (first[0] if len(first) else len(ts)))
+            before_flags += int(flagged[before].sum())
+            before_n += int(before.sum())
             r["flagged_normal"] = float(flagged[normal].mean()) if normal.any() else np.nan
             if y[test].any():
                 st = np.nan_to_num(score[test], nan=-1.0)
@@ -238,6 +245,7 @@ def evaluate_dataset(data: Data, scores: pd.DataFrame | None, baselines: bool = 
         delays = [d for ds in lab.delays for d in ds]
         out["median_delay_points"] = float(np.median(delays)) if delays else np.nan
         out["flagged_normal"] = normal_flags / max(normal_n, 1)
+        out["flagged_before_faults"] = before_flags / max(before_n, 1)
         out["unscored_after_50"] = unscored / max(n_after, 1)
     return out
 
@@ -264,7 +272,8 @@ def _line(r: dict) -> str:
     best = max((r.get(f"{b}_best_f1", -1), b) for b in BASELINES)
     return (f"{r['dataset']:11s} best-F1 {f('best_f1')} AUC-PR {f('auc_pr')} | F1 {f('f1')} events "
             f"{f('event_recall')}/{f('event_precision')} delay {r.get('median_delay_points', float('nan')):.0f} pts | "
-            f"flagged normal {100 * r.get('flagged_normal', float('nan')):.2f}% unscored {100 * r.get('unscored_after_50', float('nan')):.2f}% || "
+            f"flagged normal {100 * r.get('flagged_normal', float('nan')):.2f}% "
+            f"(before faults {100 * r.get('flagged_before_faults', float('nan')):.2f}%) unscored {100 * r.get('unscored_after_50', float('nan')):.2f}% || "
             + " ".join(f"{b} {f(b + '_best_f1')}/{f(b + '_auc_pr')}" for b in BASELINES)
             + f" | best baseline {best[1]} ({r['seconds_detect']} s)")
 
