@@ -16,8 +16,11 @@ Three steps, each a known technique:
    surprises are autocorrelated, so the gamma's shape and scale are matched to the mean and
    variance of the smoothed surprise over the reference itself (method of moments), which
    carries the autocorrelation into the calibration instead of assuming it away.
-3. **Combination.** The scales' probabilities (the unsmoothed one uncapped) are combined by
-   Bonferroni, valid however correlated they are. ``anomaly_score = L / (1 + L)`` with
+3. **Combination.** The scales' probabilities are combined by Bonferroni, valid however
+   correlated they are. The unsmoothed surprise is not capped but tempered past ``surprise_cap``
+   (:func:`temper`): a tail fitted on a reference of thousands of points, extrapolated to
+   p = 1e-40, claims a precision the reference never measured, and would rank one such point
+   above a fault that persists for hours. ``anomaly_score = L / (1 + L)`` with
    ``L = -log10 p`` (0.75 at p = 1e-3, 0.83 at 1e-5): unlike ``1 - p`` it keeps ranking the
    strongest anomalies.
 
@@ -177,6 +180,29 @@ def t_isf(surprise, n_ref: np.ndarray, n_metrics: int) -> np.ndarray:
     """The |z| whose warm-up tail probability (:func:`t_log_sf`) is ``exp(-surprise)``, per entity."""
     dof = _t_dof(n_ref)
     return student_t.isf(np.exp(-np.asarray(surprise, float)) / (2.0 * n_metrics), dof)
+
+
+def temper(surprise: np.ndarray, cap: float) -> np.ndarray:
+    """A surprise past ``cap`` grows logarithmically: ``cap + ln(1 + s - cap)``.
+
+    Monotone, so rarer stays rarer, and the identity up to ``cap``: flags below it do not change.
+    Beyond it the exponential tail is extrapolated far past any value the reference held, so its
+    surprise says "rarer than anything seen", not by how much.
+
+    Parameters
+    ----------
+    surprise : ndarray
+        ``-ln p`` of each point, any shape.
+    cap : float
+        Where tempering starts.
+
+    Returns
+    -------
+    ndarray
+        The tempered surprise, same shape.
+    """
+    s = np.asarray(surprise, float)
+    return np.where(s > cap, cap + np.log1p(np.maximum(s - cap, 0.0)), s)
 
 
 def combine(log_ps: list[np.ndarray]) -> np.ndarray:

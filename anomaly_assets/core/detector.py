@@ -91,7 +91,7 @@ class DetectorParams:
     tail_quantile: float = 0.9
     min_calibration: int = 50
     smoothing_alphas: tuple[float, ...] = (1.0, 0.1, 0.02)
-    surprise_cap: float = 13.8
+    surprise_cap: float = 13.8  # the smoothed scales' input is capped here, the point's own tempered
     warning_p: float = 1e-3
     critical_p: float = 1e-5
 
@@ -390,7 +390,10 @@ def _apply(model: Model, ts, xs, hol_new, p, out, offset) -> None:
     log_ps = []
     for k, alpha in enumerate(p.smoothing_alphas):
         if alpha >= 1:
-            log_ps.append(-s_new)
+            # past the cap the point's own surprise is tempered, not cut: a lone point past anything
+            # the reference held still ranks above lesser ones, not above a fault that persists
+            # (the warm-up's t law is heavy-tailed already)
+            log_ps.append(-np.where(warm[:, None], s_new, cal.temper(s_new, p.surprise_cap)))
             continue
         sm = cal.ewma(np.minimum(s_new, p.surprise_cap), alpha, initial=model.smooth[:, k])
         model.smooth[:, k] = sm[:, -1]

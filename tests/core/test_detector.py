@@ -104,6 +104,19 @@ def test_a_sustained_drop_stays_anomalous_until_it_is_accepted():
     assert r.expected[0, -1, 0] == pytest.approx(85, abs=1.0)
 
 
+def test_a_lone_extreme_point_does_not_outrank_a_fault_that_persists():
+    # the extrapolated tail of one point 200 σ out would read p ~ 1e-35, above any fault that lasts
+    ts, a = _series(24 * 35, H, seed=3, cycle=5)
+    b = 50 + np.random.default_rng(4).normal(size=len(ts))
+    x = np.stack([a, b], axis=1)
+    spike, shift = 24 * 28 + 3, 24 * 31 + 2
+    x[spike, 1] += 200
+    x[shift:shift + 12, 0] += 5  # half a day, 5 σ off
+    r = replay(ts, x[None], P)
+    assert r.p[0, spike] <= P.critical_p  # still critical
+    assert (r.p[0, shift + 9:shift + 12] < r.p[0, spike] / 100).all()
+
+
 def test_a_short_plant_wide_dip_does_not_keep_devices_flagged():
     ts, x = _series(24 * 30, H, seed=7, cycle=5)
     dip = 24 * 22 + 10
