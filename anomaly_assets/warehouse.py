@@ -126,7 +126,7 @@ ANOMALY_SCORES = _t(
     "scoring", "anomaly_scores", "One row per entity and timestamp: how anomalous, how severe, and why.",
     ("entity_id", "VARCHAR NOT NULL", "Entity"),
     ("ts", "TIMESTAMPTZ NOT NULL", "Observation time, UTC"),
-    ("anomaly_score", "DOUBLE", "In [0, 1], higher = more anomalous: L/(1+L), L = -log10 P(normal this unusual); 0.75 = 1e-3. NULL in cold start"),
+    ("anomaly_score", "DOUBLE", "In [0, 1], higher = more anomalous: L/(1+L), L = -log10 P(normal this unusual); 0.75 = 1e-3; past 3e-6 it ranks, tempered (docs/detection.md). NULL in cold start"),
     ("is_anomaly", "BOOLEAN NOT NULL", "anomaly_score above the warning threshold"),
     ("severity", "VARCHAR NOT NULL", "normal, warning, critical, or cold_start (not enough history to score)"),
     ("why", "VARCHAR", "One line for flagged rows: top metric actual vs expected, σ, dominant family share"),

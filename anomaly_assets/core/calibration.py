@@ -185,9 +185,9 @@ def t_isf(surprise, n_ref: np.ndarray, n_metrics: int) -> np.ndarray:
 def temper(surprise: np.ndarray, cap: float) -> np.ndarray:
     """A surprise past ``cap`` grows logarithmically: ``cap + ln(1 + s - cap)``.
 
-    Monotone, so rarer stays rarer, and the identity up to ``cap``: flags below it do not change.
-    Beyond it the exponential tail is extrapolated far past any value the reference held, so its
-    surprise says "rarer than anything seen", not by how much.
+    Monotone, so rarer stays rarer, and the identity up to ``cap``. Beyond it the exponential tail
+    is extrapolated far past any value the reference held, so its surprise says "rarer than
+    anything seen", not by how much. For ranking only: a flag is judged on the calibrated surprise.
 
     Parameters
     ----------

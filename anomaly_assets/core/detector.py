@@ -142,8 +142,8 @@ class Scored:
     residual: np.ndarray
     residual_z: np.ndarray
     excluded: np.ndarray
-    p: np.ndarray  # (E, T) tail probability of the point (its score); NaN in cold start
-    p_alert: np.ndarray  # (E, T) the probability flags are judged on: p, raised in probation
+    p: np.ndarray  # (E, T) tail probability of the point (its score), tempered past 3e-6; NaN in cold start
+    p_alert: np.ndarray  # (E, T) the probability flags are judged on: untempered, raised in probation
     rank_by: np.ndarray  # recent |deviation| per metric, for explanations
     driver: np.ndarray = None  # (E, T) the evidence statistic that surprised most (names: statistics)
     span: np.ndarray = None  # (E, T) 1, or ~1/alpha of the smoothing that flagged a point not flagged alone
@@ -390,10 +390,7 @@ def _apply(model: Model, ts, xs, hol_new, p, out, offset) -> None:
     log_ps = []
     for k, alpha in enumerate(p.smoothing_alphas):
         if alpha >= 1:
-            # past the cap the point's own surprise is tempered, not cut: a lone point past anything
-            # the reference held still ranks above lesser ones, not above a fault that persists
-            # (the warm-up's t law is heavy-tailed already)
-            log_ps.append(-np.where(warm[:, None], s_new, cal.temper(s_new, p.surprise_cap)))
+            log_ps.append(-s_new)
             continue
         sm = cal.ewma(np.minimum(s_new, p.surprise_cap), alpha, initial=model.smooth[:, k])
         model.smooth[:, k] = sm[:, -1]
@@ -401,6 +398,12 @@ def _apply(model: Model, ts, xs, hol_new, p, out, offset) -> None:
         # needs out-of-sample surprises to match
         log_ps.append(np.where(warm[:, None], 0.0, model.gammas[k].log_sf(sm)))
     log_p = cal.combine(log_ps)
+    # the score ranks with the point's own surprise tempered past the cap: a lone point past anything
+    # the reference held still ranks above lesser ones, not above a fault that persists. Flags stay
+    # on the calibrated p (tempered, a critical in probation would need p ~ 1e-138)
+    point = [k for k, a in enumerate(p.smoothing_alphas) if a >= 1]
+    log_rank = cal.combine([-np.where(warm[:, None], s_new, cal.temper(s_new, p.surprise_cap)) if k in point else lp
+                            for k, lp in enumerate(log_ps)])
     # which time scale surprised most, where the point alone would not have been flagged: such a
     # flag says so in its why
     spans = np.array([1 if a >= 1 else max(2, round(1 / a)) for a in p.smoothing_alphas], np.int32)
@@ -435,7 +438,7 @@ def _apply(model: Model, ts, xs, hol_new, p, out, offset) -> None:
     dev = np.abs(np.nan_to_num(z_new))
     left = judged[:, :, None] & ((dev >= p.exclude_z) | (m == 1))
     out.excluded[:, j] = left
-    out.p[:, j] = np.where(valid.any(axis=1)[:, None], pv, np.nan)
+    out.p[:, j] = np.where(valid.any(axis=1)[:, None], np.exp(log_rank), np.nan)
     out.p_alert[:, j] = np.where(valid.any(axis=1)[:, None], p_alert, np.nan)
     d2 = np.square(np.nan_to_num(u_new)).transpose(0, 2, 1)
     r = cal.ewma(d2, _fast(p), initial=model.rank)
