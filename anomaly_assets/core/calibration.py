@@ -16,11 +16,11 @@ Three steps, each a known technique:
    surprises are autocorrelated, so the gamma's shape and scale are matched to the mean and
    variance of the smoothed surprise over the reference itself (method of moments), which
    carries the autocorrelation into the calibration instead of assuming it away.
-3. **Combination.** The scales' probabilities are combined by Bonferroni, valid however
-   correlated they are. The unsmoothed surprise is not capped but tempered past ``surprise_cap``
-   (:func:`temper`): a tail fitted on a reference of thousands of points, extrapolated to
-   p = 1e-40, claims a precision the reference never measured, and would rank one such point
-   above a fault that persists for hours. ``anomaly_score = L / (1 + L)`` with
+3. **Combination.** The scales' probabilities (the unsmoothed one uncapped) are combined by
+   Bonferroni, valid however correlated they are; flags are judged on that. For the score the
+   unsmoothed surprise is tempered past ``surprise_cap`` (:func:`temper`): a tail fitted on a
+   reference of thousands of points, extrapolated to p = 1e-40, claims a precision the reference
+   never measured, and would rank one such point above a fault that persists for hours. ``anomaly_score = L / (1 + L)`` with
    ``L = -log10 p`` (0.75 at p = 1e-3, 0.83 at 1e-5): unlike ``1 - p`` it keeps ranking the
    strongest anomalies.
 
