@@ -20,9 +20,9 @@ Three steps, each a known technique:
    Bonferroni, valid however correlated they are; flags are judged on that. For the score the
    unsmoothed surprise is tempered past ``surprise_cap`` (:func:`temper`): a tail fitted on a
    reference of thousands of points, extrapolated to p = 1e-40, claims a precision the reference
-   never measured, and would rank one such point above a fault that persists for hours. ``anomaly_score = L / (1 + L)`` with
-   ``L = -log10 p`` (0.75 at p = 1e-3, 0.83 at 1e-5): unlike ``1 - p`` it keeps ranking the
-   strongest anomalies.
+   never measured, and would rank one such point above a fault that persists for hours.
+   ``anomaly_score = L / (1 + L)`` with ``L = -log10 p`` (0.75 at p = 1e-3, 0.83 at 1e-5): unlike
+   ``1 - p`` it keeps ranking the strongest anomalies.
 
 Before an entity has ``min_calibration`` out-of-sample points (its first few dozen), the single
 statistic ``max |z|`` is read against a Student t with the degrees of freedom its few reference

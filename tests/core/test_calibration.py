@@ -99,7 +99,7 @@ def test_ties_at_the_threshold_carrying_rounding_noise_are_not_excesses():
 def test_a_surprise_past_the_cap_is_tempered_not_cut():
     s = np.array([0.0, 5.0, 13.8, 13.8 + np.e - 1, 100.0, 1000.0])
     t = cal.temper(s, 13.8)
-    np.testing.assert_array_equal(t[:3], s[:3])  # flags below the cap do not change
+    np.testing.assert_array_equal(t[:3], s[:3])  # the identity up to the cap
     assert t[3] == pytest.approx(14.8)
     assert np.all(np.diff(t) > 0)  # rarer stays rarer
     assert t[-1] < 21  # e^-1000 reads as about e^-20.7: rarer than anything seen, not by how much
