@@ -245,7 +245,7 @@ def evaluate_dataset(data: Data, scores: pd.DataFrame | None, baselines: bool = 
         delays = [d for ds in lab.delays for d in ds]
         out["median_delay_points"] = float(np.median(delays)) if delays else np.nan
         out["flagged_normal"] = normal_flags / max(normal_n, 1)
-        out["flagged_before_faults"] = before_flags / max(before_n, 1)
+        out["flagged_before_faults"] = before_flags / before_n if before_n else np.nan
         out["unscored_after_50"] = unscored / max(n_after, 1)
     return out
 
