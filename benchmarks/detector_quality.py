@@ -6,7 +6,8 @@
     python benchmarks/detector_quality.py --all --lodo tail_quantile=0.95   # a candidate default
     python benchmarks/detector_quality.py --data DIR [--data DIR ...]  # any folder in the landing format
 
-Datasets: ``../shared/data`` (NAB realKnownCause and artificialWithAnomaly, SMD, ASD, SKAB) and
+Datasets: ``../shared/data`` (NAB realKnownCause and artificialWithAnomaly, SMD, ASD, SKAB; and
+NAB artificialNoAnomaly, ``nab_none``, which has no anomalies: only its flagged share counts) and
 the demo kinds (storage, retail, industrial; generated with fixed seeds: dev data). A folder
 holds landing files, ``labels.csv`` and optionally ``splits.csv`` (entity_id,test_start); without
 splits, each series' first 15 % is its reference (NAB's probationary period).
@@ -56,7 +57,7 @@ from anomaly_assets.landing import discover_files, read_file, read_labels  # noq
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHARED_SETS = {"nab_real": "nab/realKnownCause", "nab_art": "nab/artificialWithAnomaly", "smd": "smd", "asd": "asd",
-               "skab": "skab"}
+               "skab": "skab", "nab_none": "nab/artificialNoAnomaly"}  # nab_none: no anomalies, a flagged share only
 DEMO_SETS = ("storage", "retail", "industrial")
 SIDECARS = {"labels.csv", "splits.csv", "faults.csv", "entities.csv", "calendar.csv"}
 REFERENCE_SHARE = 0.15  # NAB's probationary period, for folders without splits.csv
@@ -244,7 +245,8 @@ def evaluate_dataset(data: Data, scores: pd.DataFrame | None, baselines: bool = 
         out["event_precision"] = float(lab.pred_correct.sum() / max(lab.pred_events.sum(), 1))
         delays = [d for ds in lab.delays for d in ds]
         out["median_delay_points"] = float(np.median(delays)) if delays else np.nan
-        out["flagged_normal"] = normal_flags / max(normal_n, 1)
+    if scores is not None:  # an unlabeled folder (normal data only) still has its flagged share
+        out["flagged_normal"] = normal_flags / normal_n if normal_n else np.nan
         out["flagged_before_faults"] = before_flags / before_n if before_n else np.nan
         out["unscored_after_50"] = unscored / max(n_after, 1)
     return out
@@ -275,11 +277,13 @@ def _line(r: dict) -> str:
             f"flagged normal {100 * r.get('flagged_normal', float('nan')):.2f}% "
             f"(before faults {100 * r.get('flagged_before_faults', float('nan')):.2f}%) unscored {100 * r.get('unscored_after_50', float('nan')):.2f}% || "
             + " ".join(f"{b} {f(b + '_best_f1')}/{f(b + '_auc_pr')}" for b in BASELINES)
-            + f" | best baseline {best[1]} ({r['seconds_detect']} s)")
+            + (f" | best baseline {best[1]}" if r.get("labeled_entities") else " | no labels")
+            + f" ({r['seconds_detect']} s)")
 
 
 def summary(results: list[dict]) -> str:
     df = pd.DataFrame(results).set_index("dataset")
+    df = df[df.get("labeled_entities", 0) > 0]  # an unlabeled folder has no F1 to average
     lines = []
     means = {c: df[c].mean() for c in df.columns if c.endswith("best_f1") or c.endswith("auc_pr")}
     best_base = max((means.get(f"{b}_best_f1", -1), b) for b in BASELINES)
@@ -296,6 +300,7 @@ def lodo(base: list[dict], cand: list[dict]) -> tuple[bool, str]:
     """Leave-one-dataset-out verdict on a candidate change (both lists in the same dataset order)."""
     b = pd.DataFrame(base).set_index("dataset")
     c = pd.DataFrame(cand).set_index("dataset")
+    b, c = b[b.labeled_entities > 0], c[c.labeled_entities > 0]  # nothing to score F1 on otherwise
     ok, lines = True, []
     for left in b.index:
         rest = [d for d in b.index if d != left]
