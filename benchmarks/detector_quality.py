@@ -283,7 +283,7 @@ def _line(r: dict) -> str:
 
 def summary(results: list[dict]) -> str:
     df = pd.DataFrame(results).set_index("dataset")
-    df = df[df.get("labeled_entities", 0) > 0]  # an unlabeled folder has no F1 to average
+    df = df[df.labeled_entities > 0]  # an unlabeled folder has no F1 to average
     lines = []
     means = {c: df[c].mean() for c in df.columns if c.endswith("best_f1") or c.endswith("auc_pr")}
     best_base = max((means.get(f"{b}_best_f1", -1), b) for b in BASELINES)

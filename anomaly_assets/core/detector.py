@@ -401,8 +401,8 @@ def _apply(model: Model, ts, xs, hol_new, p, out, offset) -> None:
     # the score ranks with the point's own surprise tempered past the cap: a lone point past anything
     # the reference held still ranks above lesser ones, not above a fault that persists. Flags stay
     # on the calibrated p (tempered, a critical in probation would need p ~ 1e-138)
-    point = [k for k, a in enumerate(p.smoothing_alphas) if a >= 1]
-    log_rank = cal.combine([-cal.temper(s_new, p.surprise_cap) if k in point else lp for k, lp in enumerate(log_ps)])
+    log_rank = cal.combine([-cal.temper(s_new, p.surprise_cap) if a >= 1 else lp
+                            for lp, a in zip(log_ps, p.smoothing_alphas)])
     # which time scale surprised most, where the point alone would not have been flagged: such a
     # flag says so in its why
     spans = np.array([1 if a >= 1 else max(2, round(1 / a)) for a in p.smoothing_alphas], np.int32)
