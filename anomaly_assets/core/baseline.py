@@ -171,15 +171,22 @@ def _bin_medians(r: np.ndarray, b: np.ndarray, nb: int, scale: np.ndarray | None
     bs = b[order]
     occurrence = np.arange(T) - np.searchsorted(bs, bs, side="left")
     depth = int(occurrence.max()) + 1 if T else 1
-    pad = np.full((E, depth, nb, m), np.nan)
-    pad[:, occurrence, bs, :] = r[:, order, :]
+    slot = np.empty(T, np.int64)  # each point's place in the (cycle, bin) grid
+    slot[order] = occurrence * nb + bs
+    pad = np.full((E, depth * nb, m), np.nan)
+    # put_along_axis: a third of the time of the equivalent fancy-index assignment
+    np.put_along_axis(pad, np.broadcast_to(slot[None, :, None], r.shape), r, axis=1)
+    pad = pad.reshape(E, depth, nb, m)
     med = _masked_median(pad, axis=1)
     if scale is None:
         return med
     c = huber_k * np.maximum(scale, 1e-12)[:, None, None, :]
-    dev = np.clip(pad - med[:, None], -c, c)
+    dev = pad - med[:, None]
+    np.clip(dev, -c, c, out=dev)
     ok = ~np.isnan(dev)
-    step = np.where(ok, dev, 0.0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
+    n_ok = ok.sum(axis=1)
+    dev[~ok] = 0.0
+    step = dev.sum(axis=1) / np.maximum(n_ok, 1)
     return med + step
 
 
