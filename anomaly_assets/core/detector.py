@@ -257,6 +257,16 @@ def _blocks(n_hist: int, n_new: int, interval: float, p: DetectorParams) -> list
     return list(zip(starts, starts[1:] + [n_new]))
 
 
+def _young_s(p: DetectorParams) -> float:
+    """Seconds after a series' start during which its residuals came from models too young to
+    keep a calendar component: ``young_days``. With carried models (``refit_days`` above 1) the
+    warm-up refits double the history instead (days 1, 2, 4, ...), so the model fitted before
+    ``young_days`` scores until the doubling after it (day 4 for 3)."""
+    if p.refit_days <= 1 or p.young_days <= 0:
+        return p.young_days * DAY_S
+    return 2.0 ** np.ceil(np.log2(max(p.young_days, 1.0))) * DAY_S
+
+
 def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
     """Refit on the reference before position ``start``; None when no series has enough points."""
     E, _, m = x.shape
@@ -287,8 +297,8 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
     span = ref.span(interval, p)
     seen = float(ts_ref[-1] - ts_ref[0] + interval) if len(ts_ref) else 0.0
     if len(ts_ref) and ts_ref[0] >= all_ts[start] - span + 2 * interval:
-        need = np.where(base.kept.any(axis=0), p.young_days * DAY_S,
-                        min(p.young_days * DAY_S, p.young_share * seen))  # (E, m) seconds
+        young_s = _young_s(p)
+        need = np.where(base.kept.any(axis=0), young_s, min(young_s, p.young_share * seen))  # (E, m) seconds
         young = ts_ref[None, :, None] < ts_ref[0] + need[:, None, :]
         r_win = np.where(young, np.nan, r_win)
     r_oos = np.where(left_out, np.nan, r_win)
