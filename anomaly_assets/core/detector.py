@@ -257,14 +257,20 @@ def _blocks(n_hist: int, n_new: int, interval: float, p: DetectorParams) -> list
     return list(zip(starts, starts[1:] + [n_new]))
 
 
-def _young_s(p: DetectorParams) -> float:
-    """Seconds after a series' start during which its residuals came from models too young to
-    keep a calendar component: ``young_days``. With carried models (``refit_days`` above 1) the
-    warm-up refits double the history instead (days 1, 2, 4, ...), so the model fitted before
-    ``young_days`` scores until the doubling after it (day 4 for 3)."""
-    if p.refit_days <= 1 or p.young_days <= 0:
-        return p.young_days * DAY_S
-    return 2.0 ** np.ceil(np.log2(max(p.young_days, 1.0))) * DAY_S
+def _young_until(first: float, p: DetectorParams) -> float:
+    """Until when (epoch s) a series that started at ``first`` was scored by models fitted before it
+    had ``young_days`` of history, such as the one model of a day fitted too early to keep the
+    daily cycle.
+
+    A day's model is fitted at its start (UTC), so such a model scores on to the next day's start
+    at least. With carried models (``refit_days`` above 1) a young series is refitted once its model
+    is as old as the history it was fitted on (the history doubles), so one fitted before
+    ``young_days`` can score until twice that, and on to the next day's start.
+    """
+    if p.young_days <= 0:
+        return first
+    reach = (1.0 if p.refit_days <= 1 else 2.0) * p.young_days * DAY_S
+    return float(np.ceil((first + reach) / DAY_S) * DAY_S)
 
 
 def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
@@ -290,16 +296,16 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
     stored = resid[:, idx, :]  # out-of-sample residuals as scored, in the metric's units
     r_win = xt - tf.fwd(raw_ref - stored)  # ... in the transformed scale (NaN where not scored)
     # a series that started inside the window was scored by cruder models while young: before it
-    # had the history to learn its calendar components (its first `young_days`), or, keeping
-    # none, by the models fitted on the first half of its history (`young_share`). Those
+    # had the history to learn its calendar components (`_young_until`), or, keeping none, by
+    # the models fitted on the first half of its history (`young_share`). Those
     # residuals say how wrong the young model was, not this one: they stay out of the scale and
     # the calibration
     span = ref.span(interval, p)
     seen = float(ts_ref[-1] - ts_ref[0] + interval) if len(ts_ref) else 0.0
     if len(ts_ref) and ts_ref[0] >= all_ts[start] - span + 2 * interval:
-        young_s = _young_s(p)
-        need = np.where(base.kept.any(axis=0), young_s, min(young_s, p.young_share * seen))  # (E, m) seconds
-        young = ts_ref[None, :, None] < ts_ref[0] + need[:, None, :]
+        until = np.where(base.kept.any(axis=0), _young_until(ts_ref[0], p),
+                         ts_ref[0] + min(p.young_days * DAY_S, p.young_share * seen))  # (E, m) epoch s
+        young = ts_ref[None, :, None] < until[:, None, :]
         r_win = np.where(young, np.nan, r_win)
     r_oos = np.where(left_out, np.nan, r_win)
     n_oos = (~np.isnan(r_oos)).sum(axis=1)
