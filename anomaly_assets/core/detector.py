@@ -262,8 +262,8 @@ def _young_until(first: float, p: DetectorParams) -> float:
     had ``young_days`` of history, such as the one model of a day fitted too early to keep the
     daily cycle.
 
-    A day's model is fitted at its start (UTC), so such a model scores on to the next day's start
-    at least. With carried models (``refit_days`` above 1) a young series is refitted once its model
+    A day's model is fitted before the day's first point, so such a model scores on to the next
+    day (UTC) at least. With carried models (``refit_days`` above 1) a young series is refitted once its model
     is as old as the history it was fitted on (the history doubles), so one fitted before
     ``young_days`` can score until twice that, and on to the next day's start.
     """
@@ -303,8 +303,13 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
     span = ref.span(interval, p)
     seen = float(ts_ref[-1] - ts_ref[0] + interval) if len(ts_ref) else 0.0
     if len(ts_ref) and ts_ref[0] >= all_ts[start] - span + 2 * interval:
-        until = np.where(base.kept.any(axis=0), _young_until(ts_ref[0], p),
-                         ts_ref[0] + min(p.young_days * DAY_S, p.young_share * seen))  # (E, m) epoch s
+        first_half = ts_ref[0] + min(p.young_days * DAY_S, p.young_share * seen)
+        # a window cut at `max_reference_points` (data finer than ~2 minutes) passes the test above
+        # whether or not the series started in it: its start is read as young all the same (the
+        # defaults were chosen with it), but never more than `young_share` of it
+        capped = start - idx[0] >= p.max_reference_points
+        until = np.where(base.kept.any(axis=0) & (not capped), _young_until(ts_ref[0], p),
+                         first_half)  # (E, m) epoch s
         young = ts_ref[None, :, None] < until[:, None, :]
         r_win = np.where(young, np.nan, r_win)
     r_oos = np.where(left_out, np.nan, r_win)

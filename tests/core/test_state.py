@@ -289,3 +289,20 @@ def test_a_young_series_misses_of_a_cycle_it_could_not_keep_stay_out_of_its_tail
         scores = detect_days(rows, _days(rows), params).scores
         for e, s in scores.sort_values("ts").groupby("entity_id"):
             assert s.is_anomaly.to_numpy()[fault].mean() > 0.9, (params.refit_days, e)
+
+
+@pytest.mark.parametrize("freq, refit_days", [("15s", 1), ("30s", 7)])
+def test_a_reference_cut_at_its_point_cap_is_not_read_as_young_throughout(freq, refit_days):
+    # a reference cut at max_reference_points (3.5 days of 15 s points) passes the started-inside
+    # test of a young series; read as young up to the day after its first young_days, it would
+    # lose every out-of-sample residual and stay in the warm-up and probation, flagging half of a
+    # clear fault
+    rng = np.random.default_rng(5)
+    ts = pd.date_range(START, periods=int(pd.Timedelta(days=8) / pd.Timedelta(freq)), freq=freq)
+    working = np.asarray((ts.hour >= 8) & (ts.hour < 18))
+    value = np.where(working, 80.0, 20.0) + rng.normal(0, 2, len(ts))
+    fault = working & np.asarray(ts.floor("D") == START + pd.Timedelta(days=7)) & np.asarray(ts.hour < 12)
+    value[fault] -= 10
+    rows = pd.DataFrame({"entity_id": "e00", "metric": "flow", "ts": ts, "value": value})
+    scores = detect_days(rows, _days(rows), DetectorParams(refit_days=refit_days)).scores.sort_values("ts")
+    assert scores.is_anomaly.to_numpy()[fault].mean() > 0.9
