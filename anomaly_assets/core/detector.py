@@ -258,14 +258,14 @@ def _blocks(n_hist: int, n_new: int, interval: float, p: DetectorParams) -> list
 
 
 def _young_until(first: float, p: DetectorParams) -> float:
-    """Until when (epoch s) a series that started at ``first`` was scored by models fitted before it
-    had ``young_days`` of history, such as the one model of a day fitted too early to keep the
-    daily cycle.
+    """Until when (epoch s) a series that started at ``first`` was scored by models fitted before
+    it had ``young_days`` of history, such as a day's model fitted too early to keep the daily
+    cycle.
 
     A day's model is fitted before the day's first point, so such a model scores on to the next
-    day (UTC) at least. With carried models (``refit_days`` above 1) a young series is refitted once its model
-    is as old as the history it was fitted on (the history doubles), so one fitted before
-    ``young_days`` can score until twice that, and on to the next day's start.
+    day (UTC) at least. With carried models (``refit_days`` above 1) a young series is refitted
+    once its model is as old as the history it was fitted on (the history doubles), so one
+    fitted before ``young_days`` can score until twice that, and on to the next day's start.
     """
     if p.young_days <= 0:
         return first
