@@ -303,13 +303,13 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
     span = ref.span(interval, p)
     seen = float(ts_ref[-1] - ts_ref[0] + interval) if len(ts_ref) else 0.0
     if len(ts_ref) and ts_ref[0] >= all_ts[start] - span + 2 * interval:
-        first_half = ts_ref[0] + min(p.young_days * DAY_S, p.young_share * seen)
+        plain = ts_ref[0] + min(p.young_days * DAY_S, p.young_share * seen)
         # a window cut at `max_reference_points` (data finer than ~2 minutes) passes the test above
         # whether or not the series started in it: its start is read as young all the same (the
         # defaults were chosen with it), but never more than `young_share` of it
         capped = start - idx[0] >= p.max_reference_points
-        until = np.where(base.kept.any(axis=0) & (not capped), _young_until(ts_ref[0], p),
-                         first_half)  # (E, m) epoch s
+        until = np.where(base.kept.any(axis=0), plain if capped else _young_until(ts_ref[0], p),
+                         plain)  # (E, m) epoch s
         young = ts_ref[None, :, None] < until[:, None, :]
         r_win = np.where(young, np.nan, r_win)
     r_oos = np.where(left_out, np.nan, r_win)
