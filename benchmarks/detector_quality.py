@@ -23,7 +23,11 @@ point-wise (no point-adjust), as the mean over entities with at least one labele
   a window's start to its first flag;
 - the flagged share of normal test points (all entities), and of those before each entity's
   first labeled test point (normal operation, not the aftermath of a fault; all of an unlabeled
-  entity's), and the share of points left unscored after each series' first 50.
+  entity's), and the share of points left unscored after each series' first 50;
+- where labels name root-cause metrics (SMD, ASD): the root-cause HitRate@100 % / @150 % (Su et
+  al., KDD 2019) of the explanations' ranking at the labeled test points the detector flagged
+  (the points that get an explanation), beside the ranking by each point's own |z| against the
+  reference (mean and standard deviation) at the same points.
 
 Baselines, computed here on the same points: L2 norm and PCA error (components up to 95 % of the
 variance) of values standardized on the reference period, and a causal rolling robust z-score
@@ -103,11 +107,6 @@ def load(name: str, workdir: Path) -> Data:
     return load_folder(name, out, out / "landing")
 
 
-def detect(data: Data, params: DetectorParams) -> pd.DataFrame:
-    """anomaly_scores of every point, entity chunk by entity chunk, days in order."""
-    return detect_frames(data, params)["scores"]
-
-
 def detect_frames(data: Data, params: DetectorParams, families=None, units=None) -> dict[str, pd.DataFrame]:
     """decomposition, scores and explanations of every point, entity chunk by entity chunk."""
     parts = {"decomposition": [], "scores": [], "explanations": []}
@@ -183,7 +182,7 @@ def _entity_arrays(data: Data, entity: str):
         test = np.asarray(ts >= data.test_start[entity])
     else:
         test = np.arange(len(ts)) >= int(REFERENCE_SHARE * len(ts))
-    return ts, w.to_numpy(float), y, test
+    return ts, w.to_numpy(float), y, test, list(w.columns)
 
 
 def _delays(y, flagged):
@@ -195,12 +194,41 @@ def _delays(y, flagged):
     return out
 
 
-def evaluate_dataset(data: Data, scores: pd.DataFrame | None, baselines: bool = True) -> dict:
+def _root_cause(data: Data, entity: str, ts, X, cols, y, test, flagged,
+                explanations: pd.DataFrame | None) -> dict:
+    """HitRate@100/150 % of the explanations and of the |z| ranking at the entity's flagged
+    labeled test points with root-cause metrics (empty when there are none)."""
+    lab = data.labels[(data.labels.entity_id == entity) & (data.labels.metrics.map(len) > 0)]
+    if explanations is None or lab.empty or len(cols) < 2:  # one metric ranks itself first
+        return {}
+    t = ts.tz_convert("UTC")
+    truth = [set() for _ in range(len(ts))]
+    for r in lab.itertuples():
+        for i in np.flatnonzero((t >= r.start) & (t <= r.end)):
+            truth[i] |= set(r.metrics)
+    pick = [i for i in np.flatnonzero(test & y & flagged) if truth[i]]
+    if not pick:
+        return {}
+    ex = explanations[explanations.entity_id == entity].sort_values(["ts", "rank"])
+    ranked = ex.groupby("ts", sort=False)["metric"].agg(list)
+    ranked.index = pd.DatetimeIndex(ranked.index).tz_convert("UTC")
+    ours = [ranked.get(t[i], []) for i in pick]
+    ref = ~test
+    sd = np.nanstd(X[ref], axis=0)
+    z = np.abs((X[pick] - np.nanmean(X[ref], axis=0)) / np.where(sd > 0, sd, 1.0))
+    by_z = [[cols[j] for j in row] for row in np.argsort(-np.nan_to_num(z), axis=1, kind="stable")]
+    gt = [truth[i] for i in pick]
+    return {"rc_points": len(pick), **{f"rc_hit{int(100 * q)}": evaluate.hit_rate(ours, gt, q) for q in (1.0, 1.5)},
+            **{f"rc_z_hit{int(100 * q)}": evaluate.hit_rate(by_z, gt, q) for q in (1.0, 1.5)}}
+
+
+def evaluate_dataset(data: Data, scores: pd.DataFrame | None, baselines: bool = True,
+                     explanations: pd.DataFrame | None = None) -> dict:
     rows, normal_flags, normal_n, unscored, n_after = [], 0, 0, 0, 0
     before_flags, before_n = 0, 0
     by_entity = {e: g for e, g in scores.groupby("entity_id")} if scores is not None else {}
     for entity in np.sort(data.obs.entity_id.unique()):
-        ts, X, y, test = _entity_arrays(data, entity)
+        ts, X, y, test, cols = _entity_arrays(data, entity)
         r = {"entity": entity, "labeled": int(y[test].sum())}
         if scores is not None:
             s = by_entity[entity].set_index("ts").reindex(ts)
@@ -227,6 +255,7 @@ def evaluate_dataset(data: Data, scores: pd.DataFrame | None, baselines: bool = 
                          events=ev.n_true_events, events_hit=ev.true_events_hit, pred_events=ev.n_pred_events,
                          pred_correct=ev.pred_events_correct)
                 r["delays"] = _delays(y[test], flagged[test])
+            r.update(_root_cause(data, entity, ts, X, cols, y, test, flagged, explanations))
         if baselines and y[test].any():
             ref = ~test
             for name, fn in BASELINES.items():
@@ -237,7 +266,7 @@ def evaluate_dataset(data: Data, scores: pd.DataFrame | None, baselines: bool = 
     df = pd.DataFrame(rows)
     lab = df[df.labeled > 0]
     out = {"dataset": data.name, "entities": len(df), "labeled_entities": len(lab)}
-    for c in [c for c in df.columns if c.endswith("best_f1") or c.endswith("auc_pr")] + ["f1"]:
+    for c in [c for c in df.columns if c.endswith("best_f1") or c.endswith("auc_pr") or c.startswith("rc_")] + ["f1"]:
         if c in lab:
             out[c] = float(lab[c].mean())
     if scores is not None and len(lab):
@@ -258,9 +287,9 @@ def run(names, params: DetectorParams, workdir: Path, baselines=True, data_dirs=
     for name, folder in sets:
         data = load(name, workdir) if folder is None else load_folder(name, folder)
         t1 = time.perf_counter()
-        scores = detect(data, params)
+        frames = detect_frames(data, params)
         t2 = time.perf_counter()
-        r = evaluate_dataset(data, scores, baselines)
+        r = evaluate_dataset(data, frames["scores"], baselines, frames["explanations"])
         r["seconds_detect"] = round(t2 - t1, 1)
         results.append(r)
         print(_line(r), flush=True)
@@ -278,6 +307,8 @@ def _line(r: dict) -> str:
             f"(before faults {100 * r.get('flagged_before_faults', float('nan')):.2f}%) unscored {100 * r.get('unscored_after_50', float('nan')):.2f}% || "
             + " ".join(f"{b} {f(b + '_best_f1')}/{f(b + '_auc_pr')}" for b in BASELINES)
             + (f" | best baseline {best[1]}" if r.get("labeled_entities") else " | no labels")
+            + (f" | root cause @100/150 {f('rc_hit100')}/{f('rc_hit150')} (|z| {f('rc_z_hit100')}/{f('rc_z_hit150')})"
+               if "rc_hit100" in r else "")
             + f" ({r['seconds_detect']} s)")
 
 
