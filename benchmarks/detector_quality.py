@@ -266,9 +266,12 @@ def evaluate_dataset(data: Data, scores: pd.DataFrame | None, baselines: bool = 
     df = pd.DataFrame(rows)
     lab = df[df.labeled > 0]
     out = {"dataset": data.name, "entities": len(df), "labeled_entities": len(lab)}
-    for c in [c for c in df.columns if c.endswith("best_f1") or c.endswith("auc_pr") or c.startswith("rc_")] + ["f1"]:
+    for c in [c for c in df.columns if c.endswith("best_f1") or c.endswith("auc_pr") or c.startswith("rc_hit")
+              or c.startswith("rc_z_hit")] + ["f1"]:
         if c in lab:
             out[c] = float(lab[c].mean())
+    if "rc_points" in lab:
+        out["rc_points"] = int(lab["rc_points"].sum())
     if scores is not None and len(lab):
         out["event_recall"] = float(lab.events_hit.sum() / max(lab.events.sum(), 1))
         out["event_precision"] = float(lab.pred_correct.sum() / max(lab.pred_events.sum(), 1))
@@ -307,7 +310,8 @@ def _line(r: dict) -> str:
             f"(before faults {100 * r.get('flagged_before_faults', float('nan')):.2f}%) unscored {100 * r.get('unscored_after_50', float('nan')):.2f}% || "
             + " ".join(f"{b} {f(b + '_best_f1')}/{f(b + '_auc_pr')}" for b in BASELINES)
             + (f" | best baseline {best[1]}" if r.get("labeled_entities") else " | no labels")
-            + (f" | root cause @100/150 {f('rc_hit100')}/{f('rc_hit150')} (|z| {f('rc_z_hit100')}/{f('rc_z_hit150')})"
+            + (f" | root cause @100/150 {f('rc_hit100')}/{f('rc_hit150')} (|z| {f('rc_z_hit100')}/{f('rc_z_hit150')}) "
+               f"at {r['rc_points']} points"
                if "rc_hit100" in r else "")
             + f" ({r['seconds_detect']} s)")
 

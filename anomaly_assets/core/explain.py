@@ -103,6 +103,7 @@ def explain(
     units: Mapping[str, str] | None = None,
     rank_by: np.ndarray | None = None,
     kinds: Mapping[str, str] | None = None,
+    memory: int | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Rank every metric of every given point and write the one-line why.
 
@@ -114,6 +115,10 @@ def explain(
         Magnitudes to rank and share by (:func:`smoothed_deviation`); default ``|deviation|``.
     kinds : mapping, optional
         Declared metric kinds (``core/semantics.py``): how values are written.
+    memory : int, optional
+        About how many points ``rank_by`` remembers. Where the top metric leads by its recent
+        deviation rather than this point's (``rank_by`` over 1σ above it), the why says so,
+        with that deviation (RMS) before the point's own values.
 
     Returns
     -------
@@ -154,8 +159,10 @@ def explain(
         unit = units.get(metrics[j])
         f = fam_share[i].argmax()
         a, e = _fmt(actual[i, j], expected[i, j], metrics[j], unit, kinds)
-        why[i] = (
-            f"{metrics[j]} {a} vs {e} expected "
-            f"({deviation[i, j]:+.1f}σ); {fam_names[f]} family {fam_share[i, f]:.0%} of the deviation"
-        )
+        now = f"{a} vs {e} expected ({deviation[i, j]:+.1f}σ)"
+        if memory and magnitude[i, j] > abs(deviation[i, j]) + 1.0:
+            # a warm-up's raw z can be huge (a constant metric that moved): past 40σ only the order counts
+            rms = f"{magnitude[i, j]:.1f}σ" if magnitude[i, j] <= 40 else "over 40σ"
+            now = f"{rms} off (rms) over about the last {memory} points, now {now}"
+        why[i] = f"{metrics[j]} {now}; {fam_names[f]} family {fam_share[i, f]:.0%} of the deviation"
     return frame, why

@@ -124,10 +124,13 @@ def test_a_flag_from_a_stretch_says_so_and_how_rare_the_stretch_is():
     assert len(own) == 2 and not own.why.str.contains("stretch").any()
     after = f[f.ts >= start + pd.Timedelta(hours=5)]
     assert len(after) >= 1
-    said = after.why.str.extract(r"load [\d.]+ vs [\d.]+ expected \(([+-][\d.]+)σ\).*; flagged for the recent stretch "
+    said = after.why.str.extract(r"^load (?:[\d.]+σ off \(rms\) over about the last 10 points, now )?[\d.]+ vs [\d.]+ expected \(([+-][\d.]+)σ\).*; flagged for the recent stretch "
                                  r"\(about the last (\d+) points together\), as rare as ([\d.]+)σ$").astype(float)
     assert said.notna().all().all()
     assert (said[0].abs() < 3).all() and (said[2] > 3).all() and said[1].isin([10, 50]).all()
+    # load leads for its recent deviation, not the point's: the why gives that one first
+    recent = after.why.str.extract(r"^load ([\d.]+)σ off \(rms\) over about the last 10 points, now ")[0].astype(float)
+    assert recent.notna().any() and (recent.dropna() > said[0].abs()[recent.notna()] + 1).all()
     assert not after.why.str.contains("relation broken|metrics off together").any()
 
 
