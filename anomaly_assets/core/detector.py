@@ -462,7 +462,10 @@ def _apply(model: Model, ts, xs, hol_new, p, out, offset) -> None:
     out.p_alert[:, j] = np.where(valid.any(axis=1)[:, None], p_alert, np.nan)
     d2 = np.square(np.nan_to_num(u_new)).transpose(0, 2, 1)
     r = cal.ewma(d2, _fast(p), initial=model.rank)
-    out.rank_by[:, j] = np.sqrt(np.maximum(d2, r)).transpose(0, 2, 1)
+    rank_by = np.sqrt(np.maximum(d2, r)).transpose(0, 2, 1)
+    if warm.any():  # in the σ-equivalents residual_z shows (a warm-up's raw z may be in the thousands)
+        rank_by[warm] = np.abs(cal.t_sigma(rank_by[warm], model.n_ref[warm]))
+    out.rank_by[:, j] = rank_by
     model.rank = r[:, :, -1].copy()
     model.drift = left.any(axis=(1, 2))
     if p.refit_days > 1 and p.carry_level > 0:

@@ -11,14 +11,11 @@ the ranking uses each metric's *recent* deviation: the larger of its squared dev
 causal EWMA of it with the detector's fast smoothing coefficient (:func:`smoothed_deviation`,
 ``rank_by`` in :func:`explain`). A metric that has been off for a while outranks one that wobbles
 on this point alone, a spike explains its own point, and the points after it are still explained
-by it. Measured with HitRate (``benchmarks/detector_quality.py``, every labeled point with
-root-cause metrics in the test periods, mean over entities; ``--ranking point`` gives the earlier
-ranking): ASD HitRate@100% / @150% 0.861 / 0.953 -> 0.871 / 0.979 (at the points the detector
-flags, which get explanations: 0.939 / 0.990 -> 0.955 / 1.000); SMD figures in the README. The
-coefficient is the detector's fast smoothing, not tuned for this. Tried and not kept (compared on
-SMD and ASD alike, never per file): a plain EWMA (as good on the benchmarks, but it dilutes a lone
-spike at its own point), calibrating each metric against its own training deviations (better
-@150% on SMD, worse @100% on ASD).
+by it; where the top metric leads by that memory, the why says so. Measured with root-cause
+HitRate at the flagged labeled points (``benchmarks/detector_quality.py``; figures and the
+rankings tried in ``benchmarks/RESULTS.md``). Also tried and not kept: a plain EWMA (it dilutes
+a lone spike at its own point), calibrating each metric against its own training deviations
+(better @150% on SMD, worse @100% on ASD).
 """
 
 from __future__ import annotations
@@ -161,8 +158,6 @@ def explain(
         a, e = _fmt(actual[i, j], expected[i, j], metrics[j], unit, kinds)
         now = f"{a} vs {e} expected ({deviation[i, j]:+.1f}σ)"
         if memory and magnitude[i, j] > abs(deviation[i, j]) + 1.0:
-            # a warm-up's raw z can be huge (a constant metric that moved): past 40σ only the order counts
-            rms = f"{magnitude[i, j]:.1f}σ" if magnitude[i, j] <= 40 else "over 40σ"
-            now = f"{rms} off (rms) over about the last {memory} points, now {now}"
+            now = f"{magnitude[i, j]:.1f}σ off (rms) over about the last {memory} points, now {now}"
         why[i] = f"{metrics[j]} {now}; {fam_names[f]} family {fam_share[i, f]:.0%} of the deviation"
     return frame, why

@@ -159,6 +159,9 @@ def test_a_young_series_that_never_moved_shows_a_finite_deviation():
     r = replay(ts, x[None, :, None], P)
     z = r.residual_z[0, 30, 0]
     assert _flags(r)[0, 30] and np.isfinite(z) and 5 < z < 40
+    # the explanations' ranking is in the same σ-equivalents, not the raw ratio to the floor
+    assert r.rank_by[0, 30, 0] == pytest.approx(abs(z), rel=1e-9)
+    assert (r.rank_by[0, 30:, 0] < 40).all()
 
 
 def test_probation_ends_when_the_reference_is_as_long_as_it_gets():

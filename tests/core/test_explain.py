@@ -38,6 +38,3 @@ def test_a_metric_that_leads_for_its_recent_deviation_says_so_before_the_point()
                      np.array([[10.0, 399.0]] * 2), rank_by=np.array([[1.0, 3.5], [1.0, 3.5]]), memory=10)
     assert why[0].startswith("b_volt 3.5σ off (rms) over about the last 10 points, now 400 vs 399 expected (+0.4σ);")
     assert why[1].startswith("b_volt 400 vs 399 expected (+2.9σ);")  # within 1σ of the point's own: the point's
-    _, why = explain("e", ts[:1], ["a_temp", "b_volt"], dev[:1], np.array([[10.0, 400.0]]), np.array([[10.0, 399.0]]),
-                     rank_by=np.array([[1.0, 1111.1]]), memory=10)
-    assert why[0].startswith("b_volt over 40σ off (rms) over about the last 10 points, now 400 vs 399")
