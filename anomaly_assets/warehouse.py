@@ -127,9 +127,9 @@ ANOMALY_SCORES = _t(
     ("entity_id", "VARCHAR NOT NULL", "Entity"),
     ("ts", "TIMESTAMPTZ NOT NULL", "Observation time, UTC"),
     ("anomaly_score", "DOUBLE", "In [0, 1], higher = more anomalous: L/(1+L), L = -log10 P(normal this unusual); 0.75 = 1e-3; past 3e-6 it ranks, tempered (docs/detection.md). NULL in cold start"),
-    ("is_anomaly", "BOOLEAN NOT NULL", "anomaly_score above the warning threshold"),
+    ("is_anomaly", "BOOLEAN NOT NULL", "severity is warning or critical: P(normal this unusual) <= warning_p (1e-3), i.e. anomaly_score >= 0.75; in a new series' probation 1,000 times stronger evidence is needed"),
     ("severity", "VARCHAR NOT NULL", "normal, warning, critical, or cold_start (not enough history to score)"),
-    ("why", "VARCHAR", "One line for flagged rows: top metric actual vs expected, σ, dominant family share"),
+    ("why", "VARCHAR", "One line for flagged rows: top metric (its recent RMS σ first when it leads by that) actual vs expected, σ, dominant family share; says so when metrics together or a stretch flagged it"),
     ("model_version", "VARCHAR", "ml.model_versions row that scored this point"),
 )
 EXPLANATIONS = _t(
