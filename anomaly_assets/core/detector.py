@@ -367,7 +367,7 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
         e_star = _z_of_u(u_star, mtail, E, m)
     e_star = np.where(warm[:, None], cal.t_isf(s_star, n_ref, m)[:, None], e_star)
     # explanations rank metrics by their recent deviation (the fast smoothing's memory)
-    d2 = np.square(np.nan_to_num(u_win[:, -64:])).transpose(0, 2, 1)
+    d2 = np.square(np.nan_to_num(_shown(u_win[:, -64:], warm, n_ref))).transpose(0, 2, 1)
     rank = cal.ewma(d2, _fast(p))[:, :, -1]
     return Model(fitted_at=np.full(E, int(all_ts[start]), np.int64), seen=np.full(E, seen),
                  reference_points=np.full(E, len(idx), np.int64), baseline=base, transform=tf, scale=scale,
@@ -378,6 +378,16 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
 
 def _fast(p) -> float:
     return max((a for a in p.smoothing_alphas if a < 1), default=1.0)
+
+
+def _shown(u, warm, n_ref):
+    """The σ-equivalents residual_z shows (E, T, m): in the warm-up a raw z, which may be in the
+    thousands, goes through the warm-up's t law; explanations rank by these."""
+    if not warm.any():
+        return u
+    u = u.copy()
+    u[warm] = cal.t_sigma(u[warm], n_ref[warm])
+    return u
 
 
 def _gauss_warm(z, mtail, warm):
@@ -460,12 +470,9 @@ def _apply(model: Model, ts, xs, hol_new, p, out, offset) -> None:
     out.excluded[:, j] = left
     out.p[:, j] = np.where(valid.any(axis=1)[:, None], np.exp(log_rank), np.nan)
     out.p_alert[:, j] = np.where(valid.any(axis=1)[:, None], p_alert, np.nan)
-    d2 = np.square(np.nan_to_num(u_new)).transpose(0, 2, 1)
+    d2 = np.square(np.nan_to_num(_shown(u_new, warm, model.n_ref))).transpose(0, 2, 1)
     r = cal.ewma(d2, _fast(p), initial=model.rank)
-    rank_by = np.sqrt(np.maximum(d2, r)).transpose(0, 2, 1)
-    if warm.any():  # in the σ-equivalents residual_z shows (a warm-up's raw z may be in the thousands)
-        rank_by[warm] = np.abs(cal.t_sigma(rank_by[warm], model.n_ref[warm]))
-    out.rank_by[:, j] = rank_by
+    out.rank_by[:, j] = np.sqrt(np.maximum(d2, r)).transpose(0, 2, 1)
     model.rank = r[:, :, -1].copy()
     model.drift = left.any(axis=(1, 2))
     if p.refit_days > 1 and p.carry_level > 0:

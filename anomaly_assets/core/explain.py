@@ -156,7 +156,7 @@ def explain(
         unit = units.get(metrics[j])
         f = fam_share[i].argmax()
         a, e = _fmt(actual[i, j], expected[i, j], metrics[j], unit, kinds)
-        now = f"{a} vs {e} expected ({deviation[i, j]:+.1f}σ)"
+        now = f"{a} vs {e} expected ({deviation[i, j]:+.1f}σ)" if np.isfinite(actual[i, j]) else f"missing ({e} expected)"
         if memory and magnitude[i, j] > abs(deviation[i, j]) + 1.0:
             now = f"{magnitude[i, j]:.1f}σ off (rms) over about the last {memory} points, now {now}"
         why[i] = f"{metrics[j]} {now}; {fam_names[f]} family {fam_share[i, f]:.0%} of the deviation"

@@ -27,7 +27,7 @@ from anomaly_assets.core.detector import DAY_S, DetectorParams, History, detect,
 from anomaly_assets.core.explain import explain
 from anomaly_assets.core.state import FleetState
 
-CODE_VERSION = "2026.12.8.6"  # bump when a change alters results for the same data and parameters
+CODE_VERSION = "2026.12.8.7"  # bump when a change alters results for the same data and parameters
 DAY = pd.Timedelta(days=1)
 _US = 1_000_000
 

@@ -38,3 +38,10 @@ def test_a_metric_that_leads_for_its_recent_deviation_says_so_before_the_point()
                      np.array([[10.0, 399.0]] * 2), rank_by=np.array([[1.0, 3.5], [1.0, 3.5]]), memory=10)
     assert why[0].startswith("b_volt 3.5σ off (rms) over about the last 10 points, now 400 vs 399 expected (+0.4σ);")
     assert why[1].startswith("b_volt 400 vs 399 expected (+2.9σ);")  # within 1σ of the point's own: the point's
+
+
+def test_a_lead_metric_missing_at_the_point_says_so():
+    ts = pd.to_datetime(["2026-01-01"], utc=True).to_numpy()
+    _, why = explain("e", ts, ["a_temp", "b_volt"], np.array([[0.0, 0.3]]), np.array([[np.nan, 400.0]]),
+                     np.array([[3.0, 399.0]]), rank_by=np.array([[4.2, 0.3]]), memory=10)
+    assert why[0].startswith("a_temp 4.2σ off (rms) over about the last 10 points, now missing (3 expected);")
