@@ -73,17 +73,18 @@ def test_a_model_survives_parquet_unchanged(tmp_path):
     np.testing.assert_array_equal(a.gammas[1].k, b.gammas[1].k)
 
 
-@pytest.mark.parametrize("refit_days", [1, 7])
+@pytest.mark.parametrize("refit_days", [1, 2, 7])
 def test_nightly_runs_from_the_stored_state_equal_the_backfill(tmp_path, refit_days):
     params = dataclasses.replace(P, refit_days=refit_days)
     rows = _rows(shift=(2, 24 * 17 + 5))
     days = _days(rows)
     full = detect_days(rows, days, params)
-    state = None
+    state, carried = None, 0
     stored = rows.iloc[:0][["entity_id", "metric", "ts"]].assign(residual=np.nan, excluded=False)
     for day in days:
         hist = rows[rows.ts < day + pd.Timedelta(days=1)].merge(stored, on=["entity_id", "metric", "ts"], how="left")
         night = detect_days(hist, [day], params, state=state)
+        carried += night.models[day].carried
         if refit_days > 1:
             pq.write_table(night.state.to_table(), tmp_path / f"{day.date()}.parquet")
             state = FleetState.from_table(pq.read_table(tmp_path / f"{day.date()}.parquet"))
@@ -94,6 +95,7 @@ def test_nightly_runs_from_the_stored_state_equal_the_backfill(tmp_path, refit_d
                                       _day(night.scores, day).drop(columns="model_version"))
         pd.testing.assert_frame_equal(_day(full.decomposition, day), _day(night.decomposition, day))
     assert full.scores[full.scores.entity_id == "e02"].is_anomaly.any()
+    assert (carried > 0) == (refit_days > 1)  # the nights did carry models, not refit them all
 
 
 def test_carried_entities_need_only_the_days_points():
