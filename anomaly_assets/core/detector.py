@@ -368,7 +368,7 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
     e_star = np.where(warm[:, None], cal.t_isf(s_star, n_ref, m)[:, None], e_star)
     # explanations rank metrics by their recent deviation (the fast smoothing's memory)
     d2 = np.square(np.nan_to_num(_shown(u_win[:, -64:], warm, n_ref))).transpose(0, 2, 1)
-    rank = cal.ewma(d2, _fast(p))[:, :, -1]
+    rank = cal.ewma(d2, fast_alpha(p))[:, :, -1]
     return Model(fitted_at=np.full(E, int(all_ts[start]), np.int64), seen=np.full(E, seen),
                  reference_points=np.full(E, len(idx), np.int64), baseline=base, transform=tf, scale=scale,
                  mtail=mtail, evidence=evm, tails=tails, gammas=gammas, warm=warm, probation=probation,
@@ -376,7 +376,8 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
                  last_ts=np.full(E, int(all_ts[start - 1]) if start else 0, np.int64))
 
 
-def _fast(p) -> float:
+def fast_alpha(p) -> float:
+    """The fastest smoothing coefficient below 1: the explanations' ranking memory (~1/α points)."""
     return max((a for a in p.smoothing_alphas if a < 1), default=1.0)
 
 
@@ -464,14 +465,15 @@ def _apply(model: Model, ts, xs, hol_new, p, out, offset) -> None:
     out.residual[:, j] = xs - expected
     # σ-equivalent: as rare as this many σ of a normal (in the warm-up, under its t law: a series
     # that never moved shows a finite deviation when it first does)
-    out.residual_z[:, j] = np.where(warm[:, None, None], cal.t_sigma(z_new, model.n_ref), u_new)
+    shown = _shown(u_new, warm, model.n_ref)
+    out.residual_z[:, j] = shown
     dev = np.abs(np.nan_to_num(z_new))
     left = judged[:, :, None] & ((dev >= p.exclude_z) | (m == 1))
     out.excluded[:, j] = left
     out.p[:, j] = np.where(valid.any(axis=1)[:, None], np.exp(log_rank), np.nan)
     out.p_alert[:, j] = np.where(valid.any(axis=1)[:, None], p_alert, np.nan)
-    d2 = np.square(np.nan_to_num(_shown(u_new, warm, model.n_ref))).transpose(0, 2, 1)
-    r = cal.ewma(d2, _fast(p), initial=model.rank)
+    d2 = np.square(np.nan_to_num(shown)).transpose(0, 2, 1)
+    r = cal.ewma(d2, fast_alpha(p), initial=model.rank)
     out.rank_by[:, j] = np.sqrt(np.maximum(d2, r)).transpose(0, 2, 1)
     model.rank = r[:, :, -1].copy()
     model.drift = left.any(axis=(1, 2))

@@ -23,7 +23,7 @@ from scipy.special import ndtri
 
 from anomaly_assets.core import calibration as cal
 from anomaly_assets.core import model as md
-from anomaly_assets.core.detector import DAY_S, DetectorParams, History, detect, interval_before
+from anomaly_assets.core.detector import DAY_S, DetectorParams, History, detect, fast_alpha, interval_before
 from anomaly_assets.core.explain import explain
 from anomaly_assets.core.state import FleetState
 
@@ -374,7 +374,7 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
         expl, why_f = explain("", pd.to_datetime(ts_us[gi, ti2], unit="us", utc=True).to_numpy(),
                               list(metric_names), np.nan_to_num(s.residual_z[gi, ti2]), value[gi, ti2],
                               s.expected[gi, ti2], families, units, rank_by=s.rank_by[gi, ti2],
-                              memory=_memory(params))
+                              memory=max(1, round(1 / fast_alpha(params))))
         expl["entity_id"] = np.repeat(names[gi], m)
         why[gi, ti2] = _with_driver(why_f, s, gi, ti2)
     sco = pd.DataFrame({
@@ -438,12 +438,6 @@ def _carried_batches(lay: _Layout, d0: int, d1: int, params, holidays, state: Fl
         out.append((batch, model if len(rows) == len(model.scale) and (rows == np.arange(len(rows))).all()
                     else model.take(rows)))
     return out
-
-
-def _memory(params) -> int:
-    """About how many points the explanations' ranking remembers (the fast smoothing's 1/α)."""
-    fast = max((a for a in params.smoothing_alphas if a < 1), default=1.0)
-    return max(1, round(1 / fast))
 
 
 _DRIVER_TEXT = {"rms": "; several metrics off together", "pca": "; the metrics' usual relation broken"}
