@@ -213,10 +213,8 @@ def _root_cause(data: Data, entity: str, ts, X, cols, y, test, flagged,
     ranked = ex.groupby("ts", sort=False)["metric"].agg(list)
     ranked.index = pd.DatetimeIndex(ranked.index).tz_convert("UTC")
     ours = [ranked.get(t[i], []) for i in pick]
-    ref = ~test
-    sd = np.nanstd(X[ref], axis=0)
-    z = np.abs((X[pick] - np.nanmean(X[ref], axis=0)) / np.where(sd > 0, sd, 1.0))
-    by_z = [[cols[j] for j in row] for row in np.argsort(-np.nan_to_num(z), axis=1, kind="stable")]
+    z = np.abs(_standardized(X, ~test)[pick])
+    by_z = [[cols[j] for j in row] for row in np.argsort(-z, axis=1, kind="stable")]
     gt = [truth[i] for i in pick]
     return {"rc_points": len(pick), **{f"rc_hit{int(100 * q)}": evaluate.hit_rate(ours, gt, q) for q in (1.0, 1.5)},
             **{f"rc_z_hit{int(100 * q)}": evaluate.hit_rate(by_z, gt, q) for q in (1.0, 1.5)}}
@@ -266,8 +264,7 @@ def evaluate_dataset(data: Data, scores: pd.DataFrame | None, baselines: bool = 
     df = pd.DataFrame(rows)
     lab = df[df.labeled > 0]
     out = {"dataset": data.name, "entities": len(df), "labeled_entities": len(lab)}
-    for c in [c for c in df.columns if c.endswith("best_f1") or c.endswith("auc_pr") or c.startswith("rc_hit")
-              or c.startswith("rc_z_hit")] + ["f1"]:
+    for c in [c for c in df.columns if c.endswith(("best_f1", "auc_pr")) or c.startswith(("rc_hit", "rc_z_hit"))] + ["f1"]:
         if c in lab:
             out[c] = float(lab[c].mean())
     if "rc_points" in lab:
