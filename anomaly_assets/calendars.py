@@ -70,6 +70,17 @@ def holidays_in(events: pd.DataFrame) -> dict[str, np.ndarray]:
     return {str(e): np.unique(d.to_numpy(np.int64)) for e, d in days.groupby(ev["entity_id"], sort=False)}
 
 
+def others_in(events: pd.DataFrame) -> dict[str, np.ndarray]:
+    """entity_id -> sorted int64 days since the epoch of its known events that are not holidays
+    (promotions, peaks, closures: :func:`event_days`' other rows), on days that are not one of
+    its holidays: the detector learns one effect for them, apart from the holidays'."""
+    hol = events["kind"].str.lower().isin(["public_holiday", "holiday"])
+    days = (events["day"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(days=1)
+    hol_keys = set(zip(events["entity_id"][hol], days[hol]))
+    keep = ~hol & ~pd.Series([k in hol_keys for k in zip(events["entity_id"], days)], index=events.index)
+    return {str(e): np.unique(d.to_numpy(np.int64)) for e, d in days[keep].groupby(events["entity_id"][keep], sort=False)}
+
+
 def event_days(entity_ids: Iterable[str], years: Iterable[int], entities: pd.DataFrame | None = None,
                calendar: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every known event day of every entity: public holidays of its country and each row of

@@ -5,8 +5,8 @@
     python benchmarks/business_alerts.py --param recurrent_runs=12      # a detector setting
 
 What runs is what the assets run, on the whole period at once (as one backfill run does):
-``landing.read_file`` -> ``core.fleet.detect_days`` (public holidays of each entity's country and
-the holidays of ``calendar.csv``, as the detection asset gets them) -> ``core.rules.find_hits`` /
+``landing.read_file`` -> ``core.fleet.detect_days`` (public holidays of each entity's country, and
+the holidays and other events of ``calendar.csv``, as the detection asset gets them) -> ``core.rules.find_hits`` /
 ``fold_alerts`` / ``alert_rows`` with ``configs/alert_rules.yaml``, ``configs/metric_families.yaml``,
 the demo's ``entities.csv`` (prices, stores, countries) and its calendar's events.
 

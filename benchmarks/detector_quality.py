@@ -13,8 +13,8 @@ holds landing files, ``labels.csv`` and optionally ``splits.csv`` (entity_id,tes
 splits, each series' first 15 % is its reference (NAB's probationary period).
 
 What runs is what the assets run: ``landing.read_file`` -> ``core.fleet.detect_days`` over every
-day in order (each day scored from the days before it; ``holidays`` from ``entities.csv`` and
-``calendar.csv`` when present). Figures are on each entity's test period (after its reference),
+day in order (each day scored from the days before it; holidays and other known events from
+``entities.csv`` and ``calendar.csv`` when present). Figures are on each entity's test period (after its reference),
 point-wise (no point-adjust), as the mean over entities with at least one labeled test point:
 
 - best-F1 and AUC-PR of ``anomaly_score``; operating F1 of ``is_anomaly``;
@@ -53,7 +53,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from anomaly_assets.calendars import holiday_days, load_calendar  # noqa: E402
+from anomaly_assets.calendars import event_days, holidays_in, load_calendar, others_in  # noqa: E402
 from anomaly_assets.core import evaluate  # noqa: E402
 from anomaly_assets.core.detector import DetectorParams  # noqa: E402
 from anomaly_assets.core.fleet import days_in, detect_days  # noqa: E402
@@ -74,7 +74,8 @@ class Data:
     obs: pd.DataFrame  # entity_id, metric, ts, value
     labels: pd.DataFrame
     test_start: dict  # entity -> Timestamp (absent: first REFERENCE_SHARE of its points)
-    holidays: dict
+    holidays: dict  # entity -> holiday days (days since the epoch)
+    events: dict  # entity -> its other known event days (promotions, peaks, closures)
 
 
 def load_folder(name: str, root: Path, landing: Path | None = None) -> Data:
@@ -93,8 +94,10 @@ def load_folder(name: str, root: Path, landing: Path | None = None) -> Data:
     entities = pd.read_csv(root / "entities.csv", dtype=str) if (root / "entities.csv").exists() else None
     calendar = load_calendar(root / "calendar.csv")
     years = range(obs.ts.min().year, obs.ts.max().year + 1)
-    hol = holiday_days(obs.entity_id.unique(), years, entities, calendar) if entities is not None or calendar is not None else {}
-    return Data(name, obs, labels, splits, hol)
+    known = event_days(obs.entity_id.unique(), years, entities, calendar) if entities is not None or calendar is not None else None
+    hol = holidays_in(known) if known is not None else {}
+    others = others_in(known) if known is not None else {}
+    return Data(name, obs, labels, splits, hol, others)
 
 
 def load(name: str, workdir: Path) -> Data:
@@ -114,7 +117,7 @@ def detect_frames(data: Data, params: DetectorParams, families=None, units=None)
     for a in range(0, len(ids), CHUNK_ENTITIES):
         chunk = data.obs[data.obs.entity_id.isin(ids[a:a + CHUNK_ENTITIES])]
         days = days_in(chunk.ts.min().floor("D"), chunk.ts.max().floor("D") + pd.Timedelta(days=1))
-        d = detect_days(chunk, days, params, families, units, holidays=data.holidays)
+        d = detect_days(chunk, days, params, families, units, holidays=data.holidays, events=data.events)
         for name, frame in (("decomposition", d.decomposition), ("scores", d.scores), ("explanations", d.explanations)):
             parts[name].append(frame)
     return {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}

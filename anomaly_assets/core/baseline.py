@@ -63,18 +63,25 @@ class Baseline:
     interval: float
     day_bins: int = 96
     spread: np.ndarray = field(default=None)  # robust spread of the deseasonalized reference
+    event: np.ndarray | None = None  # (E, m) effect of a known event day (calendar.csv), None: none
+    event_spread: np.ndarray | None = None  # (E, m) robust spread of the event days around it
 
-    def seasonal(self, ts: np.ndarray, holiday: np.ndarray | None = None) -> np.ndarray:
-        """Sum of the kept calendar effects at ``ts``, shape (E, len(ts), m)."""
+    def seasonal(self, ts: np.ndarray, holiday: np.ndarray | None = None,
+                 event: np.ndarray | None = None) -> np.ndarray:
+        """Sum of the kept calendar effects at ``ts`` (and the event effect where ``event``, (E, T)
+        bool, marks a known event), shape (E, len(ts), m)."""
         out = np.zeros((self.level.shape[0], len(ts), self.level.shape[1]))
         for c, eff in self.effects.items():
             b, _ = calendar.bins(ts, self.interval, c, self.day_bins, holiday)
             out += eff[:, b, :]
+        if event is not None and self.event is not None:
+            out += np.asarray(event, bool)[:, :, None] * self.event[:, None, :]
         return out
 
-    def expected(self, ts: np.ndarray, holiday: np.ndarray | None = None) -> np.ndarray:
+    def expected(self, ts: np.ndarray, holiday: np.ndarray | None = None,
+                 event: np.ndarray | None = None) -> np.ndarray:
         """level + seasonal at ``ts``, never below zero for a non-negative series; (E, len(ts), m)."""
-        out = self.seasonal(ts, holiday) + self.level[:, None, :]
+        out = self.seasonal(ts, holiday, event) + self.level[:, None, :]
         return np.where(self.nonnegative[:, None, :], np.maximum(out, 0.0), out)
 
     def components_of(self, e: int, j: int) -> list[str]:

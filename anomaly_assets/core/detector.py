@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from anomaly_assets.core import baseline as bl
-from anomaly_assets.core import calendar, calibration as cal, evidence as ev, reference as ref
+from anomaly_assets.core import calendar, calibration as cal, events, evidence as ev, reference as ref
 from anomaly_assets.core.model import Model
 from anomaly_assets.core.transform import Transform
 
@@ -128,6 +128,7 @@ class History:
     residual: np.ndarray  # out-of-sample residual as scored (NaN: not scored)
     excluded: np.ndarray  # left out of later references
     holiday: np.ndarray | None = None  # (T,) bool
+    event: np.ndarray | None = None  # (E, T) bool: a known event day (calendar.csv) other than a holiday
 
 
 @dataclass
@@ -171,7 +172,8 @@ def interval_before(ts_hist: np.ndarray, ts_new: np.ndarray, params: DetectorPar
 
 
 def detect(history: History, ts: np.ndarray, value: np.ndarray, params: DetectorParams,
-           holiday: np.ndarray | None = None, model: Model | None = None, keep_start: bool = False) -> Scored:
+           holiday: np.ndarray | None = None, model: Model | None = None, keep_start: bool = False,
+           event: np.ndarray | None = None) -> Scored:
     """Score new points of a batch given its stored history, or with the model it carries.
 
     Parameters
@@ -192,6 +194,9 @@ def detect(history: History, ts: np.ndarray, value: np.ndarray, params: Detector
         Keep a copy of the model fitted before the first new point (``Scored.start``) when it
         scores every new point (the series is past its warm-up): the same history gives the same
         model, so later points of the day can be scored from it without refitting.
+    event : ndarray of bool, shape (E, T), optional
+        Known event days of the new points other than holidays (with ``history.event``:
+        ``core/events.py``).
 
     Returns
     -------
@@ -210,23 +215,28 @@ def detect(history: History, ts: np.ndarray, value: np.ndarray, params: Detector
     if history.holiday is not None or holiday is not None:
         hol = np.concatenate([np.zeros(n_hist, bool) if history.holiday is None else history.holiday,
                               np.zeros(T, bool) if holiday is None else holiday])
+    evd = None
+    if history.event is not None or event is not None:
+        evd = np.concatenate([np.zeros((E, n_hist), bool) if history.event is None else history.event,
+                              np.zeros((E, T), bool) if event is None else event], axis=1)
     interval = interval_before(th, ts, params)
     out = Scored(*(np.full((E, T, m), np.nan) for _ in range(7)), np.zeros((E, T, m), bool),
                  np.full((E, T), np.nan), np.full((E, T), np.nan), np.zeros((E, T, m)),
                  driver=np.zeros((E, T), np.int8), span=np.ones((E, T), np.int32))
     if model is not None:
-        _apply(model, ts, value, holiday, params, out, 0)
+        _apply(model, ts, value, holiday, params, out, 0, event)
         out.model = model
         return out
     blocks = _blocks(n_hist, T, interval, params)
     for a, b in blocks:
-        fitted = _fit_block(all_ts, x, resid, excl, hol, n_hist + a, interval, params)
+        fitted = _fit_block(all_ts, x, resid, excl, hol, n_hist + a, interval, params, evd)
         if fitted is None:
             continue
         if keep_start and blocks == [(0, T)] and n_hist >= max(2 * DAY_S / interval, params.min_points):
             out.start = fitted.take(np.arange(E))  # a copy: _apply moves the model's running parts on
         sl = slice(n_hist + a, n_hist + b)
-        _apply(fitted, all_ts[sl], x[:, sl], hol[sl] if hol is not None else None, params, out, a)
+        _apply(fitted, all_ts[sl], x[:, sl], hol[sl] if hol is not None else None, params, out, a,
+               evd[:, sl] if evd is not None else None)
         resid[:, sl] = out.residual[:, a:b]
         excl[:, sl] = out.excluded[:, a:b]
         out.refits.append(fitted)
@@ -273,12 +283,16 @@ def _young_until(first: float, p: DetectorParams) -> float:
     return float(np.ceil((first + reach) / DAY_S) * DAY_S)
 
 
-def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
+def _fit_block(all_ts, x, resid, excl, hol, start, interval, p, evd=None) -> Model | None:
     """Refit on the reference before position ``start``; None when no series has enough points."""
     E, _, m = x.shape
     idx, left_out, level_from = ref.window(all_ts, excl, start, interval, p)
     ts_ref = all_ts[idx]
     raw_ref = x[:, idx, :]
+    flagged_out, ev_ref = left_out, None
+    if evd is not None:  # known events stay out of the reference (core/events.py)
+        ev_ref = events.reference_points(evd[:, idx], raw_ref, left_out)
+        left_out = left_out | ev_ref
     usable = ~np.isnan(raw_ref) & ~left_out
     n_use = usable.sum(axis=1)  # (E, m)
     if len(idx) == 0 or not (n_use >= p.min_points).any():
@@ -288,10 +302,16 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
     xt = tf.fwd(raw_ref)
     xt_ref = np.where(left_out, np.nan, xt)
     hol_ref = hol[idx] if hol is not None else None
-    base = bl.fit(xt if p.effects_on_all else xt_ref, ts_ref, interval, left_out=left_out, components=p.components,
+    x_fit = xt if p.effects_on_all else xt_ref
+    if ev_ref is not None:  # an event's lift is its own effect, not the calendar's
+        x_fit = np.where(ev_ref, np.nan, x_fit)
+    base = bl.fit(x_fit, ts_ref, interval, left_out=left_out, components=p.components,
                   gain=p.seasonality_gain, day_bins=p.day_bins, holiday=hol_ref, level_points=p.level_points,
                   level_from=level_from)
     fitted_ref = base.expected(ts_ref, hol_ref)
+    if ev_ref is not None:
+        base.event, base.event_spread = events.effect(xt - fitted_ref, ev_ref & ~flagged_out)
+        fitted_ref = base.expected(ts_ref, hol_ref, ev_ref.any(axis=2))
     r_in = xt_ref - fitted_ref
     stored = resid[:, idx, :]  # out-of-sample residuals as scored, in the metric's units
     r_win = xt - tf.fwd(raw_ref - stored)  # ... in the transformed scale (NaN where not scored)
@@ -325,8 +345,10 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p) -> Model | None:
     # calibration keeps out at most `calibration_excluded` of the reference (the most extreme
     # flagged points): past that budget the flags are likelier wrong than the data, and leaving
     # them out would make the tails lighter and the flags more frequent still
-    cal_out = _calibration_out(left_out.any(axis=2), np.abs(np.nan_to_num(z_win)).max(axis=2),
+    cal_out = _calibration_out(flagged_out.any(axis=2), np.abs(np.nan_to_num(z_win)).max(axis=2),
                                p.calibration_excluded)
+    if ev_ref is not None:  # an event day's residuals say how events vary, not normal days
+        cal_out = cal_out | ev_ref.any(axis=2)
     n_cal = ((~np.isnan(r_win)).any(axis=2) & ~cal_out).sum(axis=1)  # (E,) out-of-sample points
     warm = n_cal < p.min_calibration  # too few to calibrate: the warm-up's robust z-score
     z_cal = np.where(cal_out[:, :, None], np.nan, z_win)
@@ -406,13 +428,14 @@ def _surprise(u, evidence, tails, warm, n_ref):
     return np.maximum(s, 0.0)
 
 
-def _apply(model: Model, ts, xs, hol_new, p, out, offset) -> None:
+def _apply(model: Model, ts, xs, hol_new, p, out, offset, event=None) -> None:
     """Score the points ``xs`` (E, T, m) at ``ts`` with ``model`` into ``out`` from ``offset``,
     carrying the model's running state on to their end."""
     E, T, m = xs.shape
     base, tf, scale, valid, warm = model.baseline, model.transform, model.scale, model.valid, model.warm
-    expected_t = np.where(valid[:, None, :], base.expected(ts, hol_new), np.nan)
-    z_new = (tf.fwd(xs) - expected_t) / scale[:, None, :]
+    expected_t = np.where(valid[:, None, :], base.expected(ts, hol_new, event), np.nan)
+    sc_t = events.scale_on(scale, base.event_spread, event, xs.shape)
+    z_new = (tf.fwd(xs) - expected_t) / sc_t
     u_new = _gauss_warm(z_new, model.mtail, warm)
     ev_new = model.evidence.score(u_new)
     s_new = _surprise(u_new, ev_new, model.tails, warm, model.n_ref)
@@ -445,7 +468,7 @@ def _apply(model: Model, ts, xs, hol_new, p, out, offset) -> None:
     pv = np.exp(log_p)
     judged = pv <= p.warning_p
     p_alert = np.exp(np.minimum(log_p + np.where(model.probation, np.log(p.probation_factor), 0.0)[:, None], 0.0))
-    half = model.band_z[:, None, :] * scale[:, None, :]
+    half = model.band_z[:, None, :] * sc_t
     expected = tf.inv(expected_t)
     j = slice(offset, offset + T)
     out.expected[:, j] = expected
@@ -458,7 +481,7 @@ def _apply(model: Model, ts, xs, hol_new, p, out, offset) -> None:
     reach = _BAND_REACH * (np.abs(expected) + np.abs(tf.inv(expected_t + scale[:, None, :]) - expected))
     out.lower[:, j] = np.where(expected - lower > reach, np.nan, lower)
     out.upper[:, j] = np.where(upper - expected > reach, np.nan, upper)
-    seasonal_t = base.seasonal(ts, hol_new)
+    seasonal_t = base.seasonal(ts, hol_new, event)
     level = tf.inv(np.broadcast_to(base.level[:, None, :], seasonal_t.shape))
     out.level[:, j] = np.where(valid[:, None, :], level, np.nan)
     out.seasonal[:, j] = np.where(valid[:, None, :], expected - level, np.nan)
@@ -482,6 +505,8 @@ def _apply(model: Model, ts, xs, hol_new, p, out, offset) -> None:
         # of the points kept (a drift the reference would have taken in, not an anomaly)
         r_t = tf.fwd(xs) - expected_t
         kept = ~left & ~np.isnan(r_t)
+        if event is not None:  # an event day says nothing of the level either
+            kept &= ~np.asarray(event, bool)[:, :, None]
         enough = kept.sum(axis=1) >= max(p.min_points, T // 2)
         step = np.where(enough, np.nan_to_num(bl._nanmedian(np.where(kept, r_t, np.nan))), 0.0)
         model.baseline.level = model.baseline.level + p.carry_level * step

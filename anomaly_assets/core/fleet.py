@@ -27,7 +27,7 @@ from anomaly_assets.core.detector import DAY_S, DetectorParams, History, detect,
 from anomaly_assets.core.explain import explain
 from anomaly_assets.core.state import FleetState
 
-CODE_VERSION = "2026.12.8.7"  # bump when a change alters results for the same data and parameters
+CODE_VERSION = "2026.12.8.8"  # bump when a change alters results for the same data and parameters
 DAY = pd.Timedelta(days=1)
 _US = 1_000_000
 
@@ -150,7 +150,8 @@ def _epoch_us(ts: pd.Series) -> np.ndarray:
 def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorParams,
                 families: Mapping[str, str] | None = None, units: Mapping[str, str] | None = None,
                 holidays: Mapping[str, np.ndarray] | None = None, state: FleetState | None = None,
-                opened: FleetState | None = None, keep_opened: bool = False, prefit_next: bool = False) -> Detected:
+                opened: FleetState | None = None, keep_opened: bool = False, prefit_next: bool = False,
+                events: Mapping[str, np.ndarray] | None = None) -> Detected:
     """Score every observation of ``days``, in order, from the rows before each day.
 
     Each entity is scored with the model it carries (``state``) unless it is due for a refit
@@ -168,6 +169,10 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
         Metric families and units for explanations.
     holidays : mapping, optional
         entity_id -> sorted int64 array of holiday days (days since epoch).
+    events : mapping, optional
+        entity_id -> sorted int64 array of its other known event days (promotions, peaks,
+        closures; days since epoch): each series learns one effect for them, and they stay out of
+        its reference (``docs/detection.md``).
     state : FleetState, optional
         The entities' models at the end of the day before ``days[0]`` (none: every entity is
         refitted on its first day). It is carried on in place. Unused, and None in the result,
@@ -213,17 +218,17 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
             if last is not None and model is not None:  # keep the day's model used, before it moves on
                 last.put(lay.entities[batch.entities], batch.metric_names(lay), model.take(np.arange(len(model.scale))))
             out = _score_batch(lay, batch, params, models[day], families, units, holidays, state, model, last,
-                               counted=carry is not None)
+                               counted=carry is not None, events=events)
             dec.append(out[0])
             sco.append(out[1])
             if len(out[2]):
                 exp.append(out[2])
-    nxt = _prefit(lay, days[-1], params, holidays) if prefit_next and params.refit_days == 1 else None
+    nxt = _prefit(lay, days[-1], params, holidays, events) if prefit_next and params.refit_days == 1 else None
     return Detected(_concat(dec, DECOMPOSITION_COLUMNS), _concat(sco, SCORE_COLUMNS),
                     _concat(exp, EXPLANATION_COLUMNS), models, state, kept, nxt)
 
 
-def _prefit(lay: _Layout, last: pd.Timestamp, params: DetectorParams, holidays) -> FleetState:
+def _prefit(lay: _Layout, last: pd.Timestamp, params: DetectorParams, holidays, events=None) -> FleetState:
     """The models of the day after ``last``, fitted before each entity's predicted first point:
     a point with no values at the next step of its grid is added to the layout and scored, and
     the model fitted before it is kept (as a micro-batch keeps its day's)."""
@@ -244,7 +249,7 @@ def _prefit(lay: _Layout, last: pd.Timestamp, params: DetectorParams, holidays) 
     ahead = lay.with_points(np.array(ents), np.array(at, np.int64))
     scratch = DayModel(last + DAY, "")
     for batch in _batches(ahead, d1, d1 + DAY_S * _US, params, holidays):
-        _score_batch(ahead, batch, params, scratch, None, None, holidays, None, None, out)
+        _score_batch(ahead, batch, params, scratch, None, None, holidays, None, None, out, events=events)
     return out
 
 
@@ -300,7 +305,7 @@ def _batches(lay: _Layout, d0: int, d1: int, params: DetectorParams, holidays=No
 
 
 def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, holidays, state: FleetState | None,
-                 carried: md.Model | None, opened: FleetState | None = None, counted: bool = False):
+                 carried: md.Model | None, opened: FleetState | None = None, counted: bool = False, events=None):
     cols = batch.metrics
     ts_h = lay.pair_ts[batch.hist[0]] // _US
     ts_n = lay.pair_ts[batch.new[0]] // _US
@@ -312,10 +317,11 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
         if days_arr is not None and len(days_arr):
             hol_h = np.isin(ts_h // DAY_S, days_arr)
             hol_n = np.isin(ts_n // DAY_S, days_arr)
-    hist = History(ts_h, take(lay.value, batch.hist, np.nan), take(lay.residual, batch.hist, np.nan),
-                   take(lay.excluded, batch.hist, False), hol_h)
-    value = take(lay.value, batch.new, np.nan)
     names = lay.entities[batch.entities]
+    ev_h, ev_n = _event_masks(names, events, ts_h, ts_n)
+    hist = History(ts_h, take(lay.value, batch.hist, np.nan), take(lay.residual, batch.hist, np.nan),
+                   take(lay.excluded, batch.hist, False), hol_h, ev_h)
+    value = take(lay.value, batch.new, np.nan)
     metric_names = batch.metric_names(lay)
     if carried is not None:
         if params.refit_days <= 1:  # the day's own models, fitted by an earlier run: the day's record
@@ -323,10 +329,10 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
             _record_fit(model, carried, names, metric_names, start)
         else:
             model.entities += int(carried.valid.any(axis=1).sum())
-        s = detect(hist, ts_n, value, params, hol_n, model=carried)
+        s = detect(hist, ts_n, value, params, hol_n, model=carried, event=ev_n)
         model.carried += len(names)
     else:
-        s = detect(hist, ts_n, value, params, hol_n, keep_start=opened is not None)
+        s = detect(hist, ts_n, value, params, hol_n, keep_start=opened is not None, event=ev_n)
         _record(model, s, names, metric_names, ts_h)
         if opened is not None and s.start is not None:
             fitted = s.start.valid.any(axis=1)
@@ -383,6 +389,18 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
         "why": pd.array(why.ravel(), dtype="str"), "model_version": model.version,
     })
     return dec, sco, expl
+
+
+def _event_masks(names, events, ts_h, ts_n):
+    """(E, T) masks of each entity's known event days at the history's and the new points'
+    times (None, None when no entity of the batch has any): per entity, so events never split
+    batches."""
+    if not events or not any(n in events for n in names):
+        return None, None
+    none = np.zeros(0, np.int64)
+    day_h, day_n = ts_h // DAY_S, ts_n // DAY_S
+    return (np.array([np.isin(day_h, events.get(n, none)) for n in names]).reshape(len(names), len(ts_h)),
+            np.array([np.isin(day_n, events.get(n, none)) for n in names]).reshape(len(names), len(ts_n)))
 
 
 def _take(a: np.ndarray, pos: np.ndarray, cols: np.ndarray, fill) -> np.ndarray:

@@ -79,7 +79,8 @@ class Model:
         E, m = self.scale.shape
         b = self.baseline
         base = bl.Baseline(b.level[idx], {c: e[idx] for c, e in b.effects.items()}, b.kept[:, idx],
-                           b.nonnegative[idx], b.interval, b.day_bins, b.spread[idx])
+                           b.nonnegative[idx], b.interval, b.day_bins, b.spread[idx],
+                           *(None if a is None else a[idx] for a in (b.event, b.event_spread)))
         tf = Transform(self.transform.on[idx], self.transform.c[idx])
         mt = None
         if self.mtail is not None:
@@ -112,9 +113,11 @@ def concat(models: list[Model]) -> Model:
             shape = next(h for h in have if h is not None).shape[1:]
             effects[c] = np.concatenate([h if h is not None else np.zeros((len(x.scale),) + shape)
                                          for h, x in zip(have, models)])
+    events = [cat(lambda x, n=n: _or_zeros(getattr(x.baseline, n), x.scale))
+              if any(getattr(x.baseline, n) is not None for x in models) else None for n in ("event", "event_spread")]
     base = bl.Baseline(cat(lambda x: x.baseline.level), effects, cat(lambda x: x.baseline.kept, 1),
                        cat(lambda x: x.baseline.nonnegative), b0.interval, b0.day_bins,
-                       cat(lambda x: x.baseline.spread))
+                       cat(lambda x: x.baseline.spread), *events)
     tf = Transform(cat(lambda x: x.transform.on), cat(lambda x: x.transform.c))
     mt = None if first.mtail is None else cal.Tail(cat(lambda x: x.mtail.u), cat(lambda x: x.mtail.beta), first.mtail.q)
     e0 = first.evidence
@@ -176,6 +179,10 @@ def refit_reasons(model: Model | None, n: int, now_s: int, slots: np.ndarray, re
     return np.where(has, reason, out).astype(np.int8)
 
 
+def _or_zeros(a, like):
+    return np.zeros_like(like) if a is None else a
+
+
 # -- as data: one row per entity ----------------------------------------------------------------
 _SCALARS = ("fitted_at", "seen", "reference_points", "warm", "probation", "n_ref", "drift", "last_ts")
 _PER_METRIC = ("scale", "band_z", "valid", "rank")
@@ -187,6 +194,7 @@ def _arrays(model: Model) -> dict[str, np.ndarray]:
     b = model.baseline
     out = {n: np.asarray(getattr(model, n), float).reshape(E, -1) for n in _PER_METRIC}
     out.update(level=b.level, nonnegative=b.nonnegative, spread=b.spread, kept=b.kept.transpose(1, 0, 2),
+               event=_or_zeros(b.event, model.scale), event_spread=_or_zeros(b.event_spread, model.scale),
                tf_on=model.transform.on, tf_c=model.transform.c, smooth=model.smooth,
                tail_u=np.stack([t.u for t in model.tails], axis=1), tail_beta=np.stack([t.beta for t in model.tails], axis=1),
                gamma_k=np.stack([np.full(E, np.nan) if g is None else g.k for g in model.gammas], axis=1),
@@ -235,7 +243,8 @@ def to_table(model: Model, entities, metrics) -> pa.Table:
     return pa.table(cols)
 
 
-_LIST_COLUMNS = ("scale", "band_z", "valid", "rank", "level", "nonnegative", "spread", "kept", "tf_on", "tf_c",
+_LIST_COLUMNS = ("scale", "band_z", "valid", "rank", "level", "nonnegative", "spread", "event", "event_spread",
+                 "kept", "tf_on", "tf_c",
                  "smooth", "tail_u", "tail_beta", "gamma_k", "gamma_theta", "mtail_u", "mtail_beta", "pca_mean",
                  "pca_residual", *(f"effect_{c}" for c in calendar.COMPONENTS))
 
@@ -274,7 +283,8 @@ def _model_of(sub: pa.Table, m: int, interval: float, day_bins: int, names: tupl
         if eff is not None and eff.any():
             effects[c] = eff.reshape(E, -1, m)
     base = bl.Baseline(lst("level"), effects, lst("kept").reshape(E, -1, m).transpose(1, 0, 2).astype(bool),
-                       lst("nonnegative").astype(bool), interval, day_bins, lst("spread"))
+                       lst("nonnegative").astype(bool), interval, day_bins, lst("spread"), lst("event"),
+                       lst("event_spread"))
     mu, mb = lst("mtail_u"), lst("mtail_beta")
     pca_mean, pca_res = lst("pca_mean"), lst("pca_residual")
     tu, tb = lst("tail_u"), lst("tail_beta")

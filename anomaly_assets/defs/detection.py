@@ -27,7 +27,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from anomaly_assets import warehouse as wh
-from anomaly_assets.calendars import holidays_in
+from anomaly_assets.calendars import holidays_in, others_in
 from anomaly_assets.core.detector import DetectorParams
 from anomaly_assets.core.fleet import CODE_VERSION, days_in, detect_days
 from anomaly_assets.core.state import FleetState
@@ -129,10 +129,11 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
         read = min(1 / 8, len(days) / (len(days) + params.reference_days))
         chunks = wh.entity_chunks(con, wh.OBSERVATIONS, start, end, int(CHUNK_ROWS * read), worker_count(),
                                   int(MIN_PART_ROWS * read))
-        # known events back to the long window: holidays for the detector's references, and the
-        # run's own days for the why of a flag
+        # known events back to the long window: holidays and the other events (promotions, peaks,
+        # closures) for the detector's references, and the run's own days for the why of a flag
         known = alert_rules.events([str(e) for c in chunks for e in c], long_start, end)
         holidays = holidays_in(known) if known is not None else {}
+        others = others_in(known) if known is not None else {}
         events = _events_text(known, start, end)
         metrics = wh.distinct_metrics(con, wh.OBSERVATIONS, long_start, end)
         reader = con.cursor()  # reads while `con` runs the INSERT that pulls the chunks (below)
@@ -149,8 +150,9 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
                 rows, lean = _rows_needed(history, reader, entities, metrics, lean_by, days, params) if lean_by else \
                     (history(entities), 0)
                 day_only[0] += lean
-                yield rows, days, params, fam.families, fam.units, {
-                    str(e): holidays[str(e)] for e in entities if str(e) in holidays}, state, todays, intraday, prefit
+                pick = lambda by: {str(e): by[str(e)] for e in entities if str(e) in by}  # noqa: E731
+                yield (rows, days, params, fam.families, fam.units, pick(holidays), state, todays, intraday, prefit,
+                       pick(others))
 
         def decomposition_rows():  # scored in worker processes, written here as they come back
             for out in map_chunks(detect_days, reads(), len(chunks)):
@@ -228,8 +230,9 @@ def _events_text(known: pd.DataFrame | None, start: pd.Timestamp, end: pd.Timest
 
 
 def _say_known_events(scores: pd.DataFrame, events) -> pd.DataFrame:
-    """A flagged point on a known event day says so in its why: the detector models public
-    holidays, not promotions or closures, and an operator should not have to look it up."""
+    """A flagged point on a known event day says so in its why: the detector expects an event's
+    usual effect (``core/events.py``), so such a point is off even for an event day, and an
+    operator should not have to look the event up."""
     if events is None or not len(scores) or not scores["is_anomaly"].any():
         return scores
     flagged = scores.index[scores["is_anomaly"].to_numpy()]
