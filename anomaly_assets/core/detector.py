@@ -310,7 +310,7 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p, evd=None) -> Mod
                   level_from=level_from)
     fitted_ref = base.expected(ts_ref, hol_ref)
     if ev_ref is not None:
-        base.event, base.event_spread = events.effect(xt - fitted_ref, ev_ref & ~flagged_out)
+        base.event, base.event_spread = events.effect(xt - fitted_ref, ev_ref, flagged_out)
         fitted_ref = base.expected(ts_ref, hol_ref, ev_ref.any(axis=2))
     r_in = xt_ref - fitted_ref
     stored = resid[:, idx, :]  # out-of-sample residuals as scored, in the metric's units
@@ -341,7 +341,8 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p, evd=None) -> Mod
     scale = np.maximum(np.nan_to_num(scale), _floor(xt_ref, base, p))
     valid = n_use >= p.min_points  # (E, m): series that can be scored
     # residuals of every reference point: out-of-sample where stored, in-sample in the warm-up
-    z_win = np.where(valid[:, None, :], np.where(np.isnan(r_win), xt - fitted_ref, r_win) / scale[:, None, :], np.nan)
+    sc_win = events.scale_on(scale, base.event_spread, None if ev_ref is None else ev_ref.any(axis=2), xt.shape)
+    z_win = np.where(valid[:, None, :], np.where(np.isnan(r_win), xt - fitted_ref, r_win) / sc_win, np.nan)
     # calibration keeps out at most `calibration_excluded` of the reference (the most extreme
     # flagged points): past that budget the flags are likelier wrong than the data, and leaving
     # them out would make the tails lighter and the flags more frequent still

@@ -3,14 +3,13 @@
 A business moves its numbers on purpose on such days: a price promotion lifts a SKU's sales
 1.5-2.5 times for a week, a chain sale a little less. Against a baseline that does not know
 them, every such day is an anomaly, and, left in the reference, they inflate the residual scale
-and the tails that every other day is judged by. Here, for each series with at least ``least``
-event points in its reference:
+and the tails that every other day is judged by. Here, for each series:
 
 - the event points stay out of the calendar effects, the level, the scale and the calibration
   of the reference (as points judged anomalous do, but always: they are not the series' normal);
-- the **event effect** is the median of their residuals against the calendar baseline (in the
-  transformed scale, so a log-transformed series learns a lift), added to the expected value on
-  event days;
+- with at least ``least`` (3) of them in its reference, the **event effect** is the median of
+  their residuals against the calendar baseline (in the transformed scale, so a log-transformed
+  series learns a lift), added to the expected value on event days;
 - the **event spread** is their robust spread around it (MAD, with a small-sample inflation as
   for the scale): an event day is judged against the larger of it and the series' scale, since
   lifts differ from event to event.
@@ -53,7 +52,8 @@ def reference_points(event: np.ndarray, raw: np.ndarray, left_out: np.ndarray, m
     return on & (on.sum(axis=1) <= most * usable)[:, None, :]
 
 
-def effect(residual: np.ndarray, on: np.ndarray, least: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def effect(residual: np.ndarray, on: np.ndarray, flagged: np.ndarray | None = None,
+           least: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """The event effect and spread of each series.
 
     Parameters
@@ -61,7 +61,11 @@ def effect(residual: np.ndarray, on: np.ndarray, least: int = 3) -> tuple[np.nda
     residual : ndarray of shape (E, n, m)
         Reference residuals against the calendar baseline (transformed scale).
     on : ndarray of bool, shape (E, n, m)
-        Event points to learn from (not judged anomalous).
+        The reference's event points.
+    flagged : ndarray of bool, shape (E, n, m), optional
+        Points judged anomalous: left out while at least ``least`` event points remain. A
+        series' first events were scored without their effect and flagged for the lift itself;
+        left out for good, a one-day event would never be learnt.
     least : int
         Fewest event points a series needs; with fewer, its effect and spread are 0.
 
@@ -69,6 +73,9 @@ def effect(residual: np.ndarray, on: np.ndarray, least: int = 3) -> tuple[np.nda
     -------
     effect, spread : ndarray of shape (E, m)
     """
+    if flagged is not None:
+        clean = on & ~flagged
+        on = np.where((clean.sum(axis=1) >= least)[:, None, :], clean, on)
     n = on.sum(axis=1)
     r = np.where(on, residual, np.nan)
     med = np.nan_to_num(nanmedian(r))

@@ -17,20 +17,23 @@ N_DAYS = 300
 EPOCH_DAY = START.value // 86_400_000_000_000
 
 
-def _fleet(seed=3, stockout=None):
-    """Two SKUs of daily units sold (weekly cycle, Poisson noise); SKU-A runs a 5-day promotion
-    at about x2.2 every 35 days. ``stockout``: a day index where SKU-A sells nothing."""
+def _fleet(seed=3, stockout=(), every=35, length=5, lifts=(2.0, 2.4), level=40):
+    """Two SKUs of daily units sold (weekly cycle, Poisson noise); SKU-A runs a ``length``-day
+    promotion every ``every`` days, each at a lift drawn from ``lifts``. ``stockout``: day
+    indices where SKU-A sells nothing."""
     rng = np.random.default_rng(seed)
     ts = pd.date_range(START, periods=N_DAYS, freq="D")
     weekly = np.array([0.9, 0.85, 0.9, 1.0, 1.1, 1.3, 1.2])[ts.dayofweek]
     promo = np.zeros(N_DAYS, bool)
-    for a in range(20, N_DAYS, 35):
-        promo[a:a + 5] = True
-    rows, lift = [], np.where(promo, rng.uniform(2.0, 2.4, N_DAYS), 1.0)
+    lift = np.ones(N_DAYS)
+    for a in range(20, N_DAYS, every):
+        promo[a:a + length] = True
+        lift[a:a + length] = rng.uniform(*lifts)
+    rows = []
     for e in ("SKU-A", "SKU-B"):
-        v = rng.poisson(40 * weekly * (lift if e == "SKU-A" else 1.0)).astype(float)
-        if e == "SKU-A" and stockout is not None:
-            v[stockout] = 0.0
+        v = rng.poisson(level * weekly * (lift if e == "SKU-A" else 1.0)).astype(float)
+        if e == "SKU-A":
+            v[list(stockout)] = 0.0
         rows.append(pd.DataFrame({"entity_id": e, "metric": "units_sold", "ts": ts, "value": v}))
     events = {"SKU-A": EPOCH_DAY + np.flatnonzero(promo).astype(np.int64)}
     return pd.concat(rows, ignore_index=True), events, ts[promo]
@@ -76,13 +79,36 @@ def test_promotions_stay_out_of_the_scale():
     assert width["knows"] < 0.8 * width["blind"], width
 
 
-def test_a_stockout_on_a_promotion_day_is_still_flagged():
-    rows, events, promo = _fleet()
-    at = int((promo[-3] - START) / pd.Timedelta(days=1))
-    rows, events, _ = _fleet(stockout=at)
+def test_a_stockout_on_a_promotion_is_still_flagged():
+    _, _, promo = _fleet()
+    days = promo[-4:-1]  # three days of the last promotion sell nothing
+    rows, events, _ = _fleet(stockout=[int((d - START) / pd.Timedelta(days=1)) for d in days])
     out = detect_days(rows, _days(rows), P, events=events)
-    hit = _of(out.scores, "SKU-A", pd.DatetimeIndex([promo[-3]]))
-    assert hit.is_anomaly.all(), hit[["ts", "anomaly_score", "why"]]
+    hit = _of(out.scores, "SKU-A", days)
+    assert hit.is_anomaly.sum() >= 2, hit[["ts", "anomaly_score", "why"]]
+    assert (_of(out.decomposition, "SKU-A", days).residual_z < -3).all()
+
+
+def test_one_day_events_are_learnt_though_the_first_ones_were_flagged():
+    # the first events are scored without an effect and flagged for their lift: they still count
+    rows, events, promo = _fleet(every=8, length=1)
+    out = detect_days(rows, _days(rows), P, events=events)
+    late = promo[promo > START + pd.Timedelta(days=120)]
+    ratio = _of(out.decomposition, "SKU-A", late).expected.to_numpy() / \
+        _of(out.decomposition, "SKU-A", late - pd.Timedelta(days=7)).expected.to_numpy()
+    assert np.median(ratio) > 1.7, ratio
+    assert _of(out.scores, "SKU-A", late).is_anomaly.mean() < 0.2
+
+
+def test_lifts_that_differ_are_judged_against_their_own_spread():
+    # promotions anywhere from x1.4 to x3.2 on a SKU that sells hundreds a day: a lift far from
+    # the median one is still a promotion, though far off against the SKU's day-to-day noise
+    rows, events, promo = _fleet(lifts=(1.4, 3.2), level=400)
+    out = detect_days(rows, _days(rows), P, events=events)
+    late = promo[promo > START + pd.Timedelta(days=150)]
+    # against the day-to-day scale alone these read -4.7 to +3.7 sigma
+    assert (_of(out.decomposition, "SKU-A", late).residual_z.abs() < 2).all()
+    assert not _of(out.scores, "SKU-A", late).is_anomaly.any()
 
 
 def test_carried_models_keep_the_event_effect_and_equal_the_backfill(tmp_path):
@@ -108,6 +134,13 @@ def test_carried_models_keep_the_event_effect_and_equal_the_backfill(tmp_path):
         pd.testing.assert_frame_equal(day_of(full.scores).drop(columns="model_version").reset_index(drop=True),
                                       day_of(night.scores).drop(columns="model_version").reset_index(drop=True))
     assert carried > 0
+    # the carried models add the lift on promotion days (a run without the calendar does not)
+    blind = detect_days(rows.merge(stored, on=["entity_id", "metric", "ts"], how="left"), days, params,
+                        state=FleetState.from_table(first.state.to_table()))
+    on = promo[promo >= days[0]]
+    ratio = _of(full.decomposition, "SKU-A", on).expected.to_numpy() / \
+        _of(blind.decomposition, "SKU-A", on).expected.to_numpy()
+    assert (ratio > 1.6).all(), ratio
     [(_, model)] = state.gather(np.array(["SKU-A"]))
     assert model.baseline.event[0, 0] > 0.5  # a lift learnt (log scale), carried through Parquet
     assert model.baseline.event_spread[0, 0] > 0
