@@ -30,6 +30,7 @@ from anomaly_assets.core.state import FleetState
 CODE_VERSION = "2026.12.8.8"  # bump when a change alters results for the same data and parameters
 DAY = pd.Timedelta(days=1)
 _US = 1_000_000
+_KEY = 1 << 32  # (entity, day) keys of _event_masks
 
 DECOMPOSITION_COLUMNS = ["entity_id", "metric", "ts", "value", "expected", "lower", "upper", "trend", "seasonal",
                          "residual", "residual_z", "excluded"]
@@ -397,10 +398,11 @@ def _event_masks(names, events, ts_h, ts_n):
     batches."""
     if not events or not any(n in events for n in names):
         return None, None
+    # one lookup per batch: (entity, day) keys, days since the epoch being far below 2**32
     none = np.zeros(0, np.int64)
-    day_h, day_n = ts_h // DAY_S, ts_n // DAY_S
-    return (np.array([np.isin(day_h, events.get(n, none)) for n in names]).reshape(len(names), len(ts_h)),
-            np.array([np.isin(day_n, events.get(n, none)) for n in names]).reshape(len(names), len(ts_n)))
+    keys = np.concatenate([e * _KEY + np.asarray(events.get(n, none), np.int64) for e, n in enumerate(names)])
+    rows = np.arange(len(names), dtype=np.int64)[:, None] * _KEY
+    return np.isin(rows + ts_h // DAY_S, keys), np.isin(rows + ts_n // DAY_S, keys)
 
 
 def _take(a: np.ndarray, pos: np.ndarray, cols: np.ndarray, fill) -> np.ndarray:
