@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from anomaly_assets.definitions import python_assets, resources, sql_assets
+from anomaly_assets.defs.alerts import alert_rulebook
 from anomaly_assets.settings import load_settings
 
 TODAY = pd.Timestamp(dt.datetime.now(dt.timezone.utc).date(), tz="UTC") - pd.Timedelta(days=1)  # see above
@@ -23,7 +24,12 @@ CHAIN = [dg.AssetKey(k) for k in (["raw", "observations"], ["features", "decompo
                                     ["scoring", "anomaly_scores"], ["scoring", "explanations"], ["alerts", "alerts"])]
 
 
-def _frames():
+PROMO_DAYS = pd.date_range(TODAY - pd.Timedelta(days=12), TODAY, freq="4D")  # pump-1's, today's included
+
+
+def _frames(promotions=False):
+    """History, today's morning and the rest of today. With ``promotions``, pump-1's load runs
+    x1.5 on ``PROMO_DAYS``."""
     rng = np.random.default_rng(11)
     ts = pd.date_range(FIRST, TODAY + pd.Timedelta(hours=23), freq="1h")
     rows = []
@@ -32,6 +38,8 @@ def _frames():
             v = 30 + 10 * j + 3 * np.sin(2 * np.pi * ts.hour.to_numpy() / 24) + rng.normal(0, 0.5, len(ts))
             if e == 2 and m == "load":
                 v[-24 + 5:-24 + 9] += 15  # an excursion from 05:00 today, in the first micro-batch
+            if promotions and e == 1 and m == "load":
+                v = np.where(ts.floor("D").isin(PROMO_DAYS), 1.5 * v, v)
             rows.append(pd.DataFrame({"entity_id": f"pump-{e}", "ts": ts, "metric": m, "value": v.round(3)}))
     df = pd.concat(rows, ignore_index=True)
     df["timestamp"] = df["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -40,10 +48,15 @@ def _frames():
     return df[df.ts < TODAY][cols], df[(df.ts >= TODAY) & (df.ts < morning)][cols], df[df.ts >= morning][cols]
 
 
-def _env(root):
+def _env(root, calendar=False):
     (root / "landing").mkdir(parents=True)
     env = {"ANOMALY_LANDING_DIR": str(root / "landing"), "ANOMALY_WAREHOUSE": str(root / "wh.duckdb")}
-    return resources(load_settings(env)), dg.DagsterInstance.ephemeral()
+    if not calendar:
+        return resources(load_settings(env)), dg.DagsterInstance.ephemeral()
+    pd.DataFrame({"start": PROMO_DAYS.strftime("%Y-%m-%d"), "end": PROMO_DAYS.strftime("%Y-%m-%d"),
+                  "kind": "promotion", "scope": "entity:pump-1", "name": "push"}).to_csv(root / "calendar.csv", index=False)
+    env["ANOMALY_CALENDAR"] = str(root / "calendar.csv")
+    return {**resources(load_settings(env)), "alert_rules": alert_rulebook(environ=env)}, dg.DagsterInstance.ephemeral()
 
 
 def _run(res, inst, first, last=None):
@@ -62,28 +75,28 @@ def _today(root):
     return scores, alerts
 
 
-def _backfilled(root, history):
+def _backfilled(root, history, calendar=False):
     """A warehouse backfilled through the day before TODAY: its resources, instance and landing."""
-    res, inst = _env(root)
+    res, inst = _env(root, calendar)
     history.to_csv(root / "landing" / "history.csv", index=False)
     _run(res, inst, FIRST, TODAY - pd.Timedelta(days=1))
     return res, inst, root / "landing"
 
 
-def _whole_day(root, history, morning, rest):
+def _whole_day(root, history, morning, rest, calendar=False):
     """Today's scores from one run over the history and the whole day, on another warehouse."""
-    res, inst = _env(root)
+    res, inst = _env(root, calendar)
     for name, frame in (("history", history), ("morning", morning), ("rest", rest)):
         frame.to_csv(root / "landing" / f"{name}.csv", index=False)
     _run(res, inst, FIRST, TODAY)
     return _today(root)[0]
 
 
-def _assert_day_as_one_run(tmp_path, history, morning, rest):
+def _assert_day_as_one_run(tmp_path, history, morning, rest, calendar=False):
     """The micro-batched warehouse's day equals one run over the whole day on another."""
     day, _ = _today(tmp_path / "micro")
     assert len(day) == 4 * 24
-    pd.testing.assert_frame_equal(day, _whole_day(tmp_path / "whole", history, morning, rest),
+    pd.testing.assert_frame_equal(day, _whole_day(tmp_path / "whole", history, morning, rest, calendar),
                                   check_exact=False, rtol=1e-9)
 
 
@@ -189,3 +202,25 @@ def test_the_night_fits_the_next_days_models_and_its_micro_batches_carry_them(tm
     assert rows >= 4 * 14 * 24 and start <= TODAY - pd.Timedelta(days=14)
     assert len(pd.read_parquet(path)) == 4 * 2
     _assert_day_as_one_run(tmp_path, history, morning, rest)
+
+
+def test_micro_batches_carry_what_the_day_learnt_of_its_calendar_events(tmp_path, monkeypatch):
+    # pump-1's load runs x1.5 every fourth day, today too, and the calendar says so: the morning's
+    # micro-batch fits the day's models with that lift, the rest of the day carries them, and the
+    # day equals one run over it
+    from anomaly_assets.defs import detection
+
+    history, morning, rest = _frames(promotions=True)
+    res, inst, land = _backfilled(tmp_path / "micro", history, calendar=True)
+    monkeypatch.setattr(detection, "open_day_start", lambda: TODAY)
+    morning.to_csv(land / "today_morning.csv", index=False)
+    _run(res, inst, TODAY)
+    rest.to_csv(land / "today_rest.csv", index=False)
+    _run(res, inst, TODAY)
+    assert _carried(tmp_path / "micro") == 4
+    _assert_day_as_one_run(tmp_path, history, morning, rest, calendar=True)
+    with duckdb.connect(str(tmp_path / "micro" / "wh.duckdb"), read_only=True) as con:
+        lift = con.execute("SELECT avg(expected) FILTER (WHERE ts >= ?) / avg(expected) FILTER (WHERE ts < ?) "
+                           "FROM features.decomposition WHERE entity_id = 'pump-1' AND metric = 'load' AND ts >= ?",
+                           [TODAY, TODAY, TODAY - pd.Timedelta(days=1)]).fetchone()[0]
+    assert 1.3 < lift < 1.7  # today's expected load carries the promotion's lift, yesterday's did not
