@@ -39,46 +39,33 @@ def load_calendar(path: Path | None) -> pd.DataFrame | None:
     return frame
 
 
-def holiday_days(entity_ids: Iterable[str], years: Iterable[int], entities: pd.DataFrame | None = None,
-                 calendar: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
-    """Holiday days (days since the epoch, sorted int64) of every entity that has any: the
-    public holidays and ``holiday`` rows among its :func:`event_days`.
-
-    Parameters
-    ----------
-    entity_ids : iterable of str
-    years : iterable of int
-        Years to look holidays up for.
-    entities : DataFrame, optional
-        entities.csv (entity_id, and the columns scopes name: country, site, ...).
-    calendar : DataFrame, optional
-        :func:`load_calendar`'s frame.
-
-    Returns
-    -------
-    dict
-        entity_id -> days; entities without holidays are left out.
-    """
-    return holidays_in(event_days(entity_ids, years, entities, calendar))
-
-
 def holidays_in(events: pd.DataFrame) -> dict[str, np.ndarray]:
     """entity_id -> sorted int64 days since the epoch of the holidays among :func:`event_days`'
     rows (public holidays and ``holiday`` rows of the calendar)."""
-    ev = events[events["kind"].str.lower().isin(["public_holiday", "holiday"])]
-    days = (ev["day"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(days=1)
-    return {str(e): np.unique(d.to_numpy(np.int64)) for e, d in days.groupby(ev["entity_id"], sort=False)}
+    return _days_by_entity(events, _is_holiday(events))
 
 
 def others_in(events: pd.DataFrame) -> dict[str, np.ndarray]:
     """entity_id -> sorted int64 days since the epoch of its known events that are not holidays
     (promotions, peaks, closures: :func:`event_days`' other rows), on days that are not one of
     its holidays: the detector learns one effect for them, apart from the holidays'."""
-    hol = events["kind"].str.lower().isin(["public_holiday", "holiday"])
-    days = (events["day"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(days=1)
-    hol_keys = set(zip(events["entity_id"][hol], days[hol]))
-    keep = ~hol & ~pd.Series([k in hol_keys for k in zip(events["entity_id"], days)], index=events.index)
-    return {str(e): np.unique(d.to_numpy(np.int64)) for e, d in days[keep].groupby(events["entity_id"][keep], sort=False)}
+    hol = _is_holiday(events)
+    keys = pd.MultiIndex.from_arrays([events["entity_id"], _epoch_days(events)])
+    return _days_by_entity(events, ~hol & ~keys.isin(keys[hol]))
+
+
+def _is_holiday(events: pd.DataFrame) -> pd.Series:
+    return events["kind"].str.lower().isin(["public_holiday", "holiday"])
+
+
+def _epoch_days(events: pd.DataFrame) -> pd.Series:
+    return (events["day"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(days=1)
+
+
+def _days_by_entity(events: pd.DataFrame, rows) -> dict[str, np.ndarray]:
+    """entity_id -> sorted unique days since the epoch of ``events[rows]``."""
+    ev = events[rows]
+    return {str(e): np.unique(d.to_numpy(np.int64)) for e, d in _epoch_days(ev).groupby(ev["entity_id"], sort=False)}
 
 
 def event_days(entity_ids: Iterable[str], years: Iterable[int], entities: pd.DataFrame | None = None,
