@@ -289,9 +289,10 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p, evd=None) -> Mod
     idx, left_out, level_from = ref.window(all_ts, excl, start, interval, p)
     ts_ref = all_ts[idx]
     raw_ref = x[:, idx, :]
-    flagged_out, ev_ref = left_out, None
+    flagged_out, ev_ref, ev_day = left_out, None, None
     if evd is not None:  # known events stay out of the reference (core/events.py)
         ev_ref = events.reference_points(evd[:, idx], raw_ref, left_out)
+        ev_day = ev_ref.any(axis=2)
         left_out = left_out | ev_ref
     usable = ~np.isnan(raw_ref) & ~left_out
     n_use = usable.sum(axis=1)  # (E, m)
@@ -311,7 +312,7 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p, evd=None) -> Mod
     fitted_ref = base.expected(ts_ref, hol_ref)
     if ev_ref is not None:
         base.event, base.event_spread = events.effect(xt - fitted_ref, ev_ref, flagged_out)
-        fitted_ref = base.expected(ts_ref, hol_ref, ev_ref.any(axis=2))
+        fitted_ref = base.expected(ts_ref, hol_ref, ev_day)
     r_in = xt_ref - fitted_ref
     stored = resid[:, idx, :]  # out-of-sample residuals as scored, in the metric's units
     r_win = xt - tf.fwd(raw_ref - stored)  # ... in the transformed scale (NaN where not scored)
@@ -341,15 +342,15 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p, evd=None) -> Mod
     scale = np.maximum(np.nan_to_num(scale), _floor(xt_ref, base, p))
     valid = n_use >= p.min_points  # (E, m): series that can be scored
     # residuals of every reference point: out-of-sample where stored, in-sample in the warm-up
-    sc_win = events.scale_on(scale, base.event_spread, None if ev_ref is None else ev_ref.any(axis=2), xt.shape)
+    sc_win = events.scale_on(scale, base.event_spread, ev_day, xt.shape)
     z_win = np.where(valid[:, None, :], np.where(np.isnan(r_win), xt - fitted_ref, r_win) / sc_win, np.nan)
     # calibration keeps out at most `calibration_excluded` of the reference (the most extreme
     # flagged points): past that budget the flags are likelier wrong than the data, and leaving
     # them out would make the tails lighter and the flags more frequent still
     cal_out = _calibration_out(flagged_out.any(axis=2), np.abs(np.nan_to_num(z_win)).max(axis=2),
                                p.calibration_excluded)
-    if ev_ref is not None:  # an event day's residuals say how events vary, not normal days
-        cal_out = cal_out | ev_ref.any(axis=2)
+    if ev_day is not None:  # an event day's residuals say how events vary, not normal days
+        cal_out = cal_out | ev_day
     n_cal = ((~np.isnan(r_win)).any(axis=2) & ~cal_out).sum(axis=1)  # (E,) out-of-sample points
     warm = n_cal < p.min_calibration  # too few to calibrate: the warm-up's robust z-score
     z_cal = np.where(cal_out[:, :, None], np.nan, z_win)

@@ -170,10 +170,6 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
         Metric families and units for explanations.
     holidays : mapping, optional
         entity_id -> sorted int64 array of holiday days (days since epoch).
-    events : mapping, optional
-        entity_id -> sorted int64 array of its other known event days (promotions, peaks,
-        closures; days since epoch): each series learns one effect for them, and they stay out of
-        its reference (``docs/detection.md``).
     state : FleetState, optional
         The entities' models at the end of the day before ``days[0]`` (none: every entity is
         refitted on its first day). It is carried on in place. Unused, and None in the result,
@@ -192,6 +188,10 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
         return them in ``Detected.next_opened``
         (what ``opened`` takes when that day is scored). They depend only on the days scored
         here, and an entity whose first point turns out to be another one is refitted then.
+    events : mapping, optional
+        entity_id -> sorted int64 array of its other known event days (promotions, peaks,
+        closures; days since epoch): each series learns one effect for them, and they stay out of
+        its reference (``docs/detection.md``).
 
     Returns
     -------
