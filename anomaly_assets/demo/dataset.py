@@ -56,6 +56,11 @@ class DemoData:
     faults. ``file_keys[i]`` names the landing file entity *i* is written to each day;
     ``layout`` is ``"wide"`` (``entity_id,timestamp,<metrics>``) or ``"long"``
     (``entity_id,metric,timestamp,value``).
+
+    ``truth`` holds what the simulation knows and no detector can: for retail, ``mean`` (E, T),
+    each day's expected demand, ``dispersion`` (E,), its negative-binomial shape, and ``events``
+    (E, T), the days a calendar event touches. Benchmarks
+    use it to bound what any detector could find (``benchmarks/business_ceiling.py``).
     """
 
     kind: str
@@ -72,6 +77,7 @@ class DemoData:
     layout: str
     fault_kinds: tuple[str, ...]
     seed: int
+    truth: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def entity_ids(self) -> np.ndarray:

@@ -254,6 +254,7 @@ def simulate(
         kind="retail", entities=entities, dates=dates, metrics=METRICS, decimals=(0, 0), values=values,
         clean=clean, faults=faults, calendar=tuple(events), reference_days=REFERENCE_DAYS, file_keys=store_arr,
         layout="wide", fault_kinds=FAULT_KINDS, seed=seed,
+        truth={"mean": mu, "dispersion": dispersion[sk], "events": touched},
     )
 
 

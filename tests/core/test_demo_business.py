@@ -346,6 +346,24 @@ def test_retail_promotions_lift_sales(written, retail):
     assert np.median(ratios) > 1.3
 
 
+def test_retail_truth_is_the_demand_sales_are_drawn_from(retail):
+    """``truth`` (the oracle of benchmarks/business_ceiling.py): mean and dispersion of the days'
+    demand, read back from the clean sales on days the shelf could not run out."""
+    mean, k, events = (retail.truth[n] for n in ("mean", "dispersion", "events"))
+    n, t_len = len(retail.entity_ids), len(retail.dates)
+    assert mean.shape == events.shape == (n, t_len) and k.shape == (n,)
+    sold, oh = _metric(retail, "units_sold", "clean"), _metric(retail, "on_hand", "clean")
+    stocked = (oh > 0) & (mean > 0) & ~events  # stock left at the day's end: sales = demand
+    assert stocked.mean() > 0.5
+    m, s = mean[stocked], sold[stocked]
+    assert s.sum() / m.sum() == pytest.approx(1.0, abs=0.03)
+    # negative binomial: var = m + m^2 / k; pooled over store-SKUs, the excess over Poisson is m^2 / k
+    excess = ((s - m) ** 2 - m).sum() / (m**2 / np.broadcast_to(k[:, None], mean.shape)[stocked]).sum()
+    assert excess == pytest.approx(1.0, abs=0.15)
+    assert events.any(axis=1).mean() > 0.5  # promotions and peaks touch most SKUs
+    assert (mean[~events] > 0).all()
+
+
 def test_retail_faults(retail):
     sold, sold0 = _metric(retail, "units_sold"), _metric(retail, "units_sold", "clean")
     oh = _metric(retail, "on_hand")
