@@ -111,6 +111,20 @@ def test_lifts_that_differ_are_judged_against_their_own_spread():
     assert not _of(out.scores, "SKU-A", late).is_anomaly.any()
 
 
+def test_the_days_after_a_promotion_score_like_any_other_day():
+    # the reference reads its event points on the event spread, as scoring does: on the plain
+    # scale a lift far from the usual one is a surprise the smoothed scales carry into the days
+    # after it (their scores' median 0.2-0.3 instead of 0)
+    for level in (400, 40):
+        rows, events, promo = _fleet(lifts=(1.4, 3.2), level=level)
+        s = detect_days(rows, _days(rows), P, events=events).scores
+        s = s[(s.entity_id == "SKU-A") & (s.ts > START + pd.Timedelta(days=150)) & ~s.ts.isin(promo)]
+        after = s.ts.isin(set(promo + pd.Timedelta(days=1)) | set(promo + pd.Timedelta(days=2)))
+        assert after.sum() >= 8
+        assert s.anomaly_score[after].median() <= s.anomaly_score[~after].median() + 0.1, level
+        assert not s.is_anomaly.any()
+
+
 def test_carried_models_keep_the_event_effect_and_equal_the_backfill(tmp_path):
     params = dataclasses.replace(P, refit_days=3)
     rows, events, promo = _fleet()
