@@ -184,7 +184,9 @@ class BusinessGapRule(RuleBase):
     is ``frozen`` (> 0 and unchanged: ghost stock) or ``moving``, the reading before the window was
     (``after_gap: true``) or was not (``false``) itself a gap (a missing settlement caught up).
     History: ``baseline`` (expected rescaled by the recent actual / expected), ``min_window_z``
-    (against the series' noise), ``recur_window`` + ``max_recur`` (not what it does every few weeks).
+    (against the series' noise), ``recur_window`` + ``max_recur`` (not what it does every few weeks),
+    ``max_tail_p`` + ``law_readings`` (improbable under the count's own law); ``min_cover`` (the
+    stock held that many readings of expected sales: not a stockout).
     Evidence in money: ``value_at_risk`` = the gap in currency, or in units x ``price_column``."""
 
     type: Literal["business_gap"]
@@ -202,6 +204,7 @@ class BusinessGapRule(RuleBase):
     hold_share: Share = 0.5
     stock: Literal["frozen", "moving", "any"] = "any"
     stock_metrics: list[str] | None = None  # default: every metric of kind stock
+    min_cover: float = Field(default=0.0, ge=0)  # stock >= this many readings of expected sales throughout
     after_gap: bool | None = None
     gap_share: Share = 0.15
     price_column: str | None = None  # entities.csv column: price of a unit, for value at risk
@@ -216,6 +219,10 @@ class BusinessGapRule(RuleBase):
     # the recur_window readings before the window (0: never)
     recur_window: int | None = Field(default=None, ge=1, le=365)
     max_recur: int = Field(default=0, ge=0)
+    # counts: the window's total at most this probable under the series' own negative-binomial law,
+    # fitted on the law_readings readings before the window (core/rules/business.py)
+    max_tail_p: float | None = Field(default=None, gt=0, lt=1)
+    law_readings: int = Field(default=56, ge=7, le=365)
 
     @model_validator(mode="after")
     def _threshold(self):

@@ -177,7 +177,8 @@ def test_other_channels_need_not_hold_on_a_weekday_they_never_settle():
     assert list(hits["ts"]) == [days[34]] and days[34].dayofweek == 6
 
 
-@pytest.mark.parametrize("field, value, allowed", [("baseline", 2, "at least 3"), ("after_events", "soon", "")])
+@pytest.mark.parametrize("field, value, allowed", [("baseline", 2, "at least 3"), ("after_events", "soon", ""),
+                                                  ("max_tail_p", 1.5, "less than 1"), ("min_cover", -1, "")])
 def test_new_business_options_fail_naming_file_rule_field_and_value(tmp_path: Path, field, value, allowed):
     f = tmp_path / "rules.yaml"
     f.write_text("rules:\n  - {name: delq, type: business_gap, metrics: [delinquency_rate], direction: above,"
@@ -231,3 +232,59 @@ def test_max_recur_without_its_window_fails_naming_the_rule(tmp_path: Path):
     with pytest.raises(ConfigFileError) as e:
         load_alert_rules(f)
     assert str(f) in str(e.value) and "rule 'drop' (rules[0])" in str(e.value) and "recur_window" in str(e.value)
+
+
+def _count_series(values, expected, entity="S01-SKU1", stock=None):
+    days = pd.date_range("2026-01-01", periods=len(values), freq="D", tz="UTC")
+    stock = 1000.0 - np.cumsum(values) if stock is None else np.asarray(stock, float)
+    dec = pd.concat([pd.DataFrame({"entity_id": entity, "metric": m, "ts": days, "value": v, "expected": x})
+                     for m, v, x in (("units_sold", np.asarray(values, float), np.asarray(expected, float)),
+                                     ("on_hand", stock, stock))], ignore_index=True)
+    return days, dec.assign(residual=dec["value"] - dec["expected"], residual_z=(dec["value"] - dec["expected"]) / 2.0)
+
+
+def test_a_count_window_is_judged_by_the_series_own_law():
+    from scipy import stats
+
+    from anomaly_assets.core.rules.business import _count_tail_p, _windows
+
+    rng = np.random.default_rng(5)
+    steady = rng.poisson(6.0, 70).astype(float)
+    wild = rng.negative_binomial(1.0, 1.0 / 7.0, 70).astype(float)  # mean 6, variance 42
+    rule = dict(kinds=["count"], direction="below", window=3, max_share=0.5, stock="moving", max_tail_p=0.003,
+                law_readings=56, fault_kind="sales_drop")
+    for sold, flagged in ((steady, True), (wild, False)):
+        sold[-3:] = [2.0, 1.0, 2.0]  # 5 sold where 18 were expected (the detector's median-like 5 a day)
+        days, dec = _count_series(sold, np.full(70, 5.0))
+        hits = R.find_hits(_cfg(**rule), _inputs(dec), days[0], days[-1] + pd.Timedelta(days=1))
+        assert (days[-1] in set(hits["ts"])) == flagged
+    # the law: the expected rescaled to the actual mean of the 56 readings before the window, the
+    # excess variance over it a negative binomial's (Poisson here: no excess, kept at 1/k = 1e-3)
+    sold = np.tile([4.0, 6.0], 35)
+    sold[-3:] = [1.0, 2.0, 2.0]
+    days, dec = _count_series(sold, np.full(70, 4.0))
+    cfg = _cfg(**rule)
+    w = _windows(dec[dec.metric == "units_sold"].sort_values("ts").reset_index(drop=True), 3)
+    p = _count_tail_p(w, cfg.rules[0], None)
+    assert np.isnan(p[: 3 + 27]).all() and np.isfinite(p[3 + 28:]).all()  # half the law's readings at least
+    v = sold[-59:-3]
+    excess = ((v - 5.0) ** 2 - 5.0).sum() / (25.0 * 56)
+    assert excess < 0  # under-dispersed: clipped
+    assert p[-1] == pytest.approx(stats.nbinom.cdf(5, 3000.0, 3000.0 / (3000.0 + 15.0)), rel=1e-6)
+    assert R.readings_needed(cfg.rules[0]) == 3 + 1 + 56
+
+
+def test_a_stockout_is_not_a_sales_drop_with_min_cover():
+    sold = np.full(70, 6.0)
+    sold[-3:] = [2.0, 1.0, 0.0]
+    plenty = 1000.0 - np.cumsum(sold)
+    empty = plenty.copy()
+    empty[-4:] = [3.0, 1.0, 0.0, 0.0]  # the shelf ran out: sales were capped, not demand
+    rule = dict(kinds=["count"], direction="below", window=3, max_share=0.5, stock="moving", min_cover=2,
+                fault_kind="sales_drop")
+    for stock, flagged in ((plenty, True), (empty, False)):
+        days, dec = _count_series(sold, np.full(70, 6.0), stock=stock)
+        hits = R.find_hits(_cfg(**rule), _inputs(dec), days[0], days[-1] + pd.Timedelta(days=1))
+        assert (days[-2] in set(hits["ts"])) == flagged
+        hits = R.find_hits(_cfg(**{**rule, "min_cover": 0}), _inputs(dec), days[0], days[-1] + pd.Timedelta(days=1))
+        assert days[-2] in set(hits["ts"])

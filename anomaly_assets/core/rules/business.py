@@ -24,6 +24,12 @@ And the series' own history, so that what it does anyway is not a fault:
   spike of a noisy SKU must be larger than one of a steady SKU).
 - ``recur_window`` / ``max_recur``: the condition held at most ``max_recur`` times in the readings
   before the window, known events aside (a SKU that dips every few weeks is not delisted).
+- ``min_cover``: the stock metric stayed at or above this many readings of expected sales
+  over the window and the reading before it: sales were not capped by an empty shelf (a stockout
+  is not a drop in demand).
+- ``max_tail_p`` (counts): the window's total is at most this probable under the series' own
+  count law, fitted on the ``law_readings`` readings before the window (``_count_tail_p``). A
+  slow mover selling nothing for three days is likelier than a fast mover selling a third.
 
 Expected values are the detector's (``features.decomposition``): they carry the weekday,
 day-of-month and holiday effects, so a quiet Sunday or a big 1st is not a gap. Evidence is in
@@ -94,6 +100,64 @@ def _times_before(cond: np.ndarray, first: np.ndarray, w: int, n: int) -> np.nda
     return np.where(hi >= first, c[np.maximum(hi, 0) + 1] - c[np.minimum(lo, np.maximum(hi, 0) + 1)], 0)
 
 
+def _trailing_sum(v: np.ndarray, first: np.ndarray, w: int, n: int) -> np.ndarray:
+    """Sum of the ``n`` readings before each row's window of ``w`` (the part of them within the
+    row's series; NaN counts as 0)."""
+    idx = np.arange(len(v))
+    c = np.cumsum(np.r_[0.0, np.nan_to_num(v)])
+    hi = idx - w  # the last reading before the window
+    lo = np.maximum(hi - n + 1, first)
+    return np.where(hi >= first, c[np.maximum(hi, 0) + 1] - c[np.minimum(lo, np.maximum(hi, 0) + 1)], 0.0)
+
+
+def _on_events(d: pd.DataFrame, events: pd.DataFrame | None) -> np.ndarray:
+    """Per row of ``d``: its day is a known event day of its entity."""
+    if events is None or events.empty or d.empty:
+        return np.zeros(len(d), bool)
+    ev = events[["entity_id", "day"]].drop_duplicates()
+    key = pd.MultiIndex.from_arrays([ev["entity_id"].astype(str),
+                                     pd.to_datetime(ev["day"], utc=True).astype("datetime64[us, UTC]")])
+    day = pd.to_datetime(d["ts"], utc=True).dt.floor("D").astype("datetime64[us, UTC]")
+    return pd.MultiIndex.from_arrays([d["entity_id"].astype(str), day]).isin(key)
+
+
+def _count_tail_p(w: pd.DataFrame, rule, events: pd.DataFrame | None) -> np.ndarray:
+    """Per row of ``w`` (``_windows``' output): the probability of a window total at least as far
+    out, in ``rule.direction``, under the series' own count law; NaN without enough history.
+
+    The law is a negative binomial (a Poisson whose rate varies from day to day: demand), fitted
+    by moments on the ``law_readings`` readings before the window, known event days aside:
+
+        mean_t = r x_t,    r = sum v / sum x,    1/k = sum((v - r x)^2 - r x) / sum((r x)^2),
+
+    with x the detector's expected (its calendar effects; for a log-modelled count a median, which
+    ``r`` turns into a mean) and v the actual. The window's total is then negative binomial with
+    mean ``r * sum(x)`` and shape ``window * k`` (independent days). 1/k is kept in [1e-3, 10]:
+    near Poisson at one end, at the other a law so wide that nothing is improbable.
+    """
+    from scipy import stats
+
+    code = _series_code(w)
+    first = _series_first(code)
+    v, x = w["value"].to_numpy(float), w["expected"].to_numpy(float)
+    ok = np.isfinite(v) & np.isfinite(x) & (x > 0) & ~_on_events(w, events)
+    v0, x0 = np.where(ok, v, 0.0), np.where(ok, x, 0.0)
+    n, win = rule.law_readings, rule.window
+    sums = {k: _trailing_sum(a, first, win, n) for k, a in
+            (("n", ok.astype(float)), ("v", v0), ("x", x0), ("vv", v0 * v0), ("vx", v0 * x0), ("xx", x0 * x0))}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = sums["v"] / sums["x"]
+        excess = sums["vv"] - 2 * r * sums["vx"] + r * r * sums["xx"] - r * sums["x"]
+        kinv = np.clip(excess / (r * r * sums["xx"]), 1e-3, 10.0)
+        mean = r * w["expected_total"].to_numpy(float)
+        shape = win / kinv
+        q = shape / (shape + mean)
+        a = w["actual_total"].to_numpy(float)
+        p = stats.nbinom.cdf(a, shape, q) if rule.direction == "below" else stats.nbinom.sf(a - 1, shape, q)
+    enough = (sums["n"] >= n / 2) & (r > 0) & np.isfinite(mean)
+    return np.where(enough, p, np.nan)
+
+
 def readings_needed(rule) -> int:
     """How many readings of a series a ``business_gap`` rule reads up to and including the one it
     judges: its window, the reading before it, and the history its options look back on (the
@@ -108,7 +172,8 @@ def readings_needed(rule) -> int:
     int
         Readings (days, on daily data); the alerts asset reads this far back before a run.
     """
-    extra = max(rule.baseline or 0, 7 * WEEKS_BACK if rule.others else 0, rule.recur_window or 0)
+    extra = max(rule.baseline or 0, 7 * WEEKS_BACK if rule.others else 0, rule.recur_window or 0,
+                rule.law_readings if rule.max_tail_p is not None else 0)
     return rule.window + 1 + extra
 
 
@@ -186,24 +251,28 @@ def _others_hold(rule, cfg: AlertRules, inputs: RuleInputs, at: pd.DataFrame) ->
     return ok
 
 
-def _stock_state(rule, inputs: RuleInputs, at: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(frozen, level, known) at each (entity_id, ts) of ``at``: the stock metric is > 0 and unchanged over
-    the window and the reading before it; its level at the last reading (NaN without one)."""
+def _stock_state(rule, inputs: RuleInputs, at: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """(frozen, level, known, lowest) at each (entity_id, ts) of ``at``: the stock metric is > 0 and
+    unchanged over the window and the reading before it; its level at the last reading and its
+    lowest over those readings (NaN without them)."""
     stock = rule.stock_metrics or sorted(m for m, k in inputs.metric_kind.items() if k == "stock")
     dec = inputs.decomposition
     s = dec[dec["metric"].isin(stock)].sort_values(["entity_id", "metric", "ts"])
     if s.empty:  # no stock metric: the stock is neither frozen nor moving
-        return np.zeros(len(at), bool), np.full(len(at), np.nan), np.zeros(len(at), bool)
+        nan = np.full(len(at), np.nan)
+        return np.zeros(len(at), bool), nan, np.zeros(len(at), bool), nan
     code = _series_code(s)
     first = _series_first(code)
     v = s["value"].to_numpy(float)
     step = np.abs(v - _lagged(v, first, 1))  # NaN at a series' first row: not frozen
     moved = _window_sum(step, first, rule.window)  # the window's readings against the one before each
     frozen = (moved == 0) & (v > 0)
-    f = s.assign(_frozen=frozen, _level=v).groupby(["entity_id", "ts"], as_index=False).agg(
-        _frozen=("_frozen", "all"), _level=("_level", "max"))
+    lowest = np.fmin.reduce([_lagged(v, first, k) for k in range(rule.window + 1)])
+    f = s.assign(_frozen=frozen, _level=v, _lowest=lowest).groupby(["entity_id", "ts"], as_index=False).agg(
+        _frozen=("_frozen", "all"), _level=("_level", "max"), _lowest=("_lowest", "max"))
     j = at[["entity_id", "ts"]].merge(f, on=["entity_id", "ts"], how="left")
-    return j["_frozen"].fillna(False).to_numpy(bool), j["_level"].to_numpy(float), j["_level"].notna().to_numpy()
+    return (j["_frozen"].fillna(False).to_numpy(bool), j["_level"].to_numpy(float), j["_level"].notna().to_numpy(),
+            j["_lowest"].to_numpy(float))
 
 
 def _prices(rule, inputs: RuleInputs, ids: pd.Series) -> np.ndarray:
@@ -262,6 +331,9 @@ def business_gap_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> 
         with np.errstate(invalid="ignore"):
             cond &= (zw >= rule.min_window_z) if rule.direction == "above" else (zw <= -rule.min_window_z)
     cond &= np.isfinite(a) & np.isfinite(x) & (x > 0)
+    if rule.max_tail_p is not None:
+        with np.errstate(invalid="ignore"):
+            cond &= _count_tail_p(w, rule, inputs.events) <= rule.max_tail_p
     if rule.recur_window:
         # known events (promotions, holidays) explain their own deviations: they do not count
         usual = cond & ~_near_events(w, inputs.events, pd.Timedelta(cfg.after_events(rule)))
@@ -276,9 +348,13 @@ def business_gap_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> 
     h = h.assign(stock_level=np.nan)
     if rule.others:
         h = h[_others_hold(rule, cfg, inputs, h)]
-    if rule.stock != "any" and len(h):
-        frozen, level, known = _stock_state(rule, inputs, h)
-        h = h.assign(stock_level=level)[frozen if rule.stock == "frozen" else known & ~frozen]
+    if (rule.stock != "any" or rule.min_cover) and len(h):
+        frozen, level, known, lowest = _stock_state(rule, inputs, h)
+        keep = {"frozen": frozen, "moving": known & ~frozen, "any": np.ones(len(h), bool)}[rule.stock]
+        if rule.min_cover:  # the shelf held this many readings of expected sales throughout: sales were not capped
+            with np.errstate(invalid="ignore"):
+                keep &= lowest >= rule.min_cover * h["expected_total"].to_numpy(float) / rule.window
+        h = h.assign(stock_level=level)[keep]
     if h.empty:
         return _empty_hits()
     gap = np.abs(h["expected_total"].to_numpy(float) - h["actual_total"].to_numpy(float))
