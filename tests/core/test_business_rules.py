@@ -288,3 +288,18 @@ def test_a_stockout_is_not_a_sales_drop_with_min_cover():
         assert (days[-2] in set(hits["ts"])) == flagged
         hits = R.find_hits(_cfg(**{**rule, "min_cover": 0}), _inputs(dec), days[0], days[-1] + pd.Timedelta(days=1))
         assert days[-2] in set(hits["ts"])
+
+
+def test_the_law_of_demand_leaves_out_the_days_the_shelf_was_empty():
+    rng = np.random.default_rng(8)
+    sold = rng.poisson(6.0, 70).astype(float)
+    sold[3:-3:4] = 0.0  # every fourth day sold nothing ...
+    sold[-3:] = [2.0, 1.0, 2.0]
+    rule = dict(kinds=["count"], direction="below", window=3, max_share=0.5, stock="moving", max_tail_p=0.003,
+                fault_kind="sales_drop")
+    empty = np.full(70, 200.0) - np.arange(70)
+    empty[3:-3:4] = 0.0  # ... because the shelf was empty: those days say nothing of demand
+    for stock, flagged in ((empty, True), (np.full(70, 200.0) - np.arange(70), False)):
+        days, dec = _count_series(sold, np.full(70, 6.0), stock=stock)
+        hits = R.find_hits(_cfg(**rule), _inputs(dec), days[0], days[-1] + pd.Timedelta(days=1))
+        assert (days[-1] in set(hits["ts"])) == flagged

@@ -121,12 +121,24 @@ def _on_events(d: pd.DataFrame, events: pd.DataFrame | None) -> np.ndarray:
     return pd.MultiIndex.from_arrays([d["entity_id"].astype(str), day]).isin(key)
 
 
-def _count_tail_p(w: pd.DataFrame, rule, events: pd.DataFrame | None) -> np.ndarray:
+def _sold_out(rule, inputs: RuleInputs, d: pd.DataFrame) -> np.ndarray:
+    """Per row of ``d``: the entity's stock metric read 0 or less then (what sold was capped)."""
+    stock = rule.stock_metrics or sorted(m for m, k in inputs.metric_kind.items() if k == "stock")
+    dec = inputs.decomposition
+    s = dec[dec["metric"].isin(stock)]
+    if s.empty or d.empty:
+        return np.zeros(len(d), bool)
+    low = s.assign(_out=s["value"].to_numpy(float) <= 0).groupby(["entity_id", "ts"], as_index=False)["_out"].max()
+    return d[["entity_id", "ts"]].merge(low, on=["entity_id", "ts"], how="left")["_out"].fillna(False).to_numpy(bool)
+
+
+def _count_tail_p(w: pd.DataFrame, rule, events: pd.DataFrame | None, capped: np.ndarray | None = None) -> np.ndarray:
     """Per row of ``w`` (``_windows``' output): the probability of a window total at least as far
     out, in ``rule.direction``, under the series' own count law; NaN without enough history.
 
     The law is a negative binomial (a Poisson whose rate varies from day to day: demand), fitted
-    by moments on the ``law_readings`` readings before the window, known event days aside:
+    by moments on the ``law_readings`` readings before the window, known event days and the
+    ``capped`` readings (sold out: sales were not demand) aside:
 
         mean_t = r x_t,    r = sum v / sum x,    1/k = sum((v - r x)^2 - r x) / sum((r x)^2),
 
@@ -141,6 +153,8 @@ def _count_tail_p(w: pd.DataFrame, rule, events: pd.DataFrame | None) -> np.ndar
     first = _series_first(code)
     v, x = w["value"].to_numpy(float), w["expected"].to_numpy(float)
     ok = np.isfinite(v) & np.isfinite(x) & (x > 0) & ~_on_events(w, events)
+    if capped is not None:
+        ok &= ~capped
     v0, x0 = np.where(ok, v, 0.0), np.where(ok, x, 0.0)
     n, win = rule.law_readings, rule.window
     sums = {k: _trailing_sum(a, first, win, n) for k, a in
@@ -333,7 +347,7 @@ def business_gap_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> 
     cond &= np.isfinite(a) & np.isfinite(x) & (x > 0)
     if rule.max_tail_p is not None:
         with np.errstate(invalid="ignore"):
-            cond &= _count_tail_p(w, rule, inputs.events) <= rule.max_tail_p
+            cond &= _count_tail_p(w, rule, inputs.events, _sold_out(rule, inputs, w)) <= rule.max_tail_p
     if rule.recur_window:
         # known events (promotions, holidays) explain their own deviations: they do not count
         usual = cond & ~_near_events(w, inputs.events, pd.Timedelta(cfg.after_events(rule)))
