@@ -232,6 +232,8 @@ class BusinessGapRule(RuleBase):
             raise ValueError("direction 'below' needs 'max_share' (e.g. 0.15: at most 15% of expected)")
         if self.direction == "above" and self.min_ratio is None:
             raise ValueError("direction 'above' needs 'min_ratio' (e.g. 1.8: at least 1.8x expected)")
+        if self.max_tail_p is not None and self.baseline:
+            raise ValueError("'max_tail_p' rescales the expected by its own law: drop 'baseline'")
         if self.max_recur and not self.recur_window:
             raise ValueError("'max_recur' needs 'recur_window' (the readings to count the condition in)")
         return self

@@ -47,13 +47,16 @@ def window_lookback(cfg: AlertRules) -> pd.Timedelta:
 
 
 def history_metrics(cfg: AlertRules, metrics, kinds) -> list[str]:
-    """The metrics business rules read a long history of (baseline, recurrence, same weekday):
-    those they name or whose kind (declared, else from the name) they watch, and their ``others``."""
+    """The metrics business rules read a long history of (baseline, recurrence, same weekday, a
+    count's law): those they name or whose kind (declared, else from the name) they watch, their
+    ``others``, and the stock metrics where a count's law leaves sold-out days out."""
     out = set()
     for r in cfg.active:
         if r.type != "business_gap" or core.readings_needed(r) + 1 <= window_lookback(cfg).days:
             continue
         out |= set(r.metrics or [m for m in metrics if infer_kind(m, kinds) in (r.kinds or ())]) | set(r.others)
+        if r.max_tail_p is not None:  # the law leaves out the days the stock was out
+            out |= set(r.stock_metrics or [m for m in metrics if infer_kind(m, kinds) == "stock"])
     return sorted(out)
 
 

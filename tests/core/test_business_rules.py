@@ -211,7 +211,8 @@ def test_a_dip_the_sku_makes_every_few_weeks_is_its_noise_unless_a_promotion_exp
     events = pd.DataFrame({"entity_id": ["S01-SKU1"], "day": [days[9]], "kind": ["promotion"], "name": ["sale"]})
     hits = R.find_hits(cfg, _inputs(dec, events=events), days[0], end)
     assert days[12] not in set(hits["ts"]) and days[35] in set(hits["ts"])
-    assert R.readings_needed(cfg.rules[0]) == 3 + 1 + 28
+    # the window, the reading before it, and the 28 readings of windows the recurrence judges
+    assert R.readings_needed(cfg.rules[0]) == 3 + 1 + 28 + 2
 
 
 def test_a_spike_must_be_far_out_against_the_series_own_noise():
@@ -243,9 +244,21 @@ def _count_series(values, expected, entity="S01-SKU1", stock=None):
     return days, dec.assign(residual=dec["value"] - dec["expected"], residual_z=(dec["value"] - dec["expected"]) / 2.0)
 
 
-def test_a_count_window_is_judged_by_the_series_own_law():
+def _law_p(sold, expected, a, window, direction="below", n=56):
+    """The tail probability the rule should give the last window, computed apart from it."""
     from scipy import stats
 
+    v, x = np.asarray(sold[-window - n:-window], float), np.asarray(expected[-window - n:-window], float)
+    r = v.sum() / x.sum()
+    kinv = np.clip((((v - r * x) ** 2) - r * x).sum() / ((r * x) ** 2).sum(), 1e-3, 10.0)
+    xw = np.asarray(expected[-window:], float)
+    mean = r * xw.sum()
+    shape = mean**2 / (kinv * (r * xw) @ (r * xw))  # independent days of different means
+    q = shape / (shape + mean)
+    return stats.nbinom.cdf(a, shape, q) if direction == "below" else stats.nbinom.sf(a - 1, shape, q)
+
+
+def test_a_count_window_is_judged_by_the_series_own_law():
     from anomaly_assets.core.rules.business import _count_tail_p, _windows
 
     rng = np.random.default_rng(5)
@@ -258,36 +271,81 @@ def test_a_count_window_is_judged_by_the_series_own_law():
         days, dec = _count_series(sold, np.full(70, 5.0))
         hits = R.find_hits(_cfg(**rule), _inputs(dec), days[0], days[-1] + pd.Timedelta(days=1))
         assert (days[-1] in set(hits["ts"])) == flagged
-    # the law: the expected rescaled to the actual mean of the 56 readings before the window, the
-    # excess variance over it a negative binomial's (Poisson here: no excess, kept at 1/k = 1e-3)
-    sold = np.tile([4.0, 6.0], 35)
-    sold[-3:] = [1.0, 2.0, 2.0]
-    days, dec = _count_series(sold, np.full(70, 4.0))
+    # the law, exactly: the 56 readings strictly before the window, the expected rescaled to their
+    # mean, their excess variance a negative binomial's, the window's days each with its own mean
+    sold = rng.negative_binomial(4.0, 4.0 / 10.0, 70).astype(float)  # mean 6, over-dispersed
+    expected = np.tile([4.0, 5.0, 7.0, 5.0, 4.0, 6.0, 8.0], 10)  # a weekly cycle
+    sold[-3:] = [1.0, 3.0, 2.0]
+    days, dec = _count_series(sold, expected)
     cfg = _cfg(**rule)
     w = _windows(dec[dec.metric == "units_sold"].sort_values("ts").reset_index(drop=True), 3)
     p = _count_tail_p(w, cfg.rules[0], None)
-    assert np.isnan(p[: 3 + 27]).all() and np.isfinite(p[3 + 28:]).all()  # half the law's readings at least
-    v = sold[-59:-3]
-    excess = ((v - 5.0) ** 2 - 5.0).sum() / (25.0 * 56)
-    assert excess < 0  # under-dispersed: clipped
-    assert p[-1] == pytest.approx(stats.nbinom.cdf(5, 3000.0, 3000.0 / (3000.0 + 15.0)), rel=1e-6)
+    assert np.isnan(p[:30]).all() and np.isfinite(p[30:]).all()  # half the law's readings at least
+    assert p[-1] == pytest.approx(_law_p(sold, expected, 6.0, 3), rel=1e-9)
+    assert p[-1] < 0.05
     assert R.readings_needed(cfg.rules[0]) == 3 + 1 + 56
+
+
+def test_a_spike_is_judged_by_the_series_own_law():
+    from anomaly_assets.core.rules.business import _count_tail_p, _windows
+
+    rng = np.random.default_rng(6)
+    rule = dict(kinds=["count"], direction="above", window=2, min_ratio=1.5, floor=4, max_tail_p=0.001,
+                fault_kind="unplanned_spike")
+    steady = rng.poisson(6.0, 70).astype(float)
+    wild = rng.negative_binomial(1.0, 1.0 / 7.0, 70).astype(float)
+    for sold, flagged in ((steady, True), (wild, False)):
+        sold[-2:] = [14.0, 13.0]  # 27 where 12 were expected
+        days, dec = _count_series(sold, np.full(70, 6.0))
+        hits = R.find_hits(_cfg(**rule), _inputs(dec), days[0], days[-1] + pd.Timedelta(days=1))
+        assert (days[-1] in set(hits["ts"])) == flagged
+    w = _windows(dec[dec.metric == "units_sold"].sort_values("ts").reset_index(drop=True), 2)
+    p = _count_tail_p(w, _cfg(**rule).rules[0], None)
+    assert p[-1] == pytest.approx(_law_p(sold, np.full(70, 6.0), 27.0, 2, "above"), rel=1e-9)  # P(total >= 27)
+
+
+def test_the_law_of_demand_leaves_out_known_events():
+    rng = np.random.default_rng(7)
+    sold = rng.poisson(6.0, 70).astype(float)
+    promo = np.arange(5, 60, 6)  # a day a week or so at 3x, in the calendar
+    sold[promo] *= 3.0
+    sold[-3:] = [2.0, 1.0, 2.0]
+    days, dec = _count_series(sold, np.full(70, 6.0))
+    events = pd.DataFrame({"entity_id": "S01-SKU1", "day": days[promo], "kind": "promotion", "name": "sale"})
+    rule = dict(kinds=["count"], direction="below", window=3, max_share=0.5, stock="moving", max_tail_p=0.003,
+                fault_kind="sales_drop")
+    end = days[-1] + pd.Timedelta(days=1)
+    assert days[-1] in set(R.find_hits(_cfg(**rule), _inputs(dec, events=events), days[0], end)["ts"])
+    # the promotions taken for demand: a higher mean and a law so wide that 5 of 24 is likely enough
+    assert days[-1] not in set(R.find_hits(_cfg(**rule), _inputs(dec), days[0], end)["ts"])
 
 
 def test_a_stockout_is_not_a_sales_drop_with_min_cover():
     sold = np.full(70, 6.0)
-    sold[-3:] = [2.0, 1.0, 0.0]
+    sold[-3:] = [2.0, 1.0, 1.0]  # 4 of 18
     plenty = 1000.0 - np.cumsum(sold)
     empty = plenty.copy()
     empty[-4:] = [3.0, 1.0, 0.0, 0.0]  # the shelf ran out: sales were capped, not demand
+    low_before = plenty.copy()
+    low_before[-4] = 10.0  # the reading before the window held less than two days of sales (12)
+    enough_before = plenty.copy()
+    enough_before[-4] = 20.0  # ... more than two days' (and less than the window's 18 x 2)
     rule = dict(kinds=["count"], direction="below", window=3, max_share=0.5, stock="moving", min_cover=2,
                 fault_kind="sales_drop")
-    for stock, flagged in ((plenty, True), (empty, False)):
+    for stock, flagged in ((plenty, True), (empty, False), (low_before, False), (enough_before, True)):
         days, dec = _count_series(sold, np.full(70, 6.0), stock=stock)
-        hits = R.find_hits(_cfg(**rule), _inputs(dec), days[0], days[-1] + pd.Timedelta(days=1))
-        assert (days[-2] in set(hits["ts"])) == flagged
-        hits = R.find_hits(_cfg(**{**rule, "min_cover": 0}), _inputs(dec), days[0], days[-1] + pd.Timedelta(days=1))
-        assert days[-2] in set(hits["ts"])
+        end = days[-1] + pd.Timedelta(days=1)
+        assert (days[-1] in set(R.find_hits(_cfg(**rule), _inputs(dec), days[0], end)["ts"])) == flagged
+        assert days[-1] in set(R.find_hits(_cfg(**{**rule, "min_cover": 0}), _inputs(dec), days[0], end)["ts"])
+
+
+def test_a_count_law_and_a_baseline_do_not_mix(tmp_path: Path):
+    f = tmp_path / "rules.yaml"
+    f.write_text("rules:\n  - {name: drop, type: business_gap, kinds: [count], max_share: 0.5, max_tail_p: 0.01,"
+                 " baseline: 7}\n")
+    with pytest.raises(ConfigFileError) as e:
+        load_alert_rules(f)
+    assert str(f) in str(e.value) and "rule 'drop' (rules[0])" in str(e.value) and "baseline" in str(e.value)
 
 
 def test_the_law_of_demand_leaves_out_the_days_the_shelf_was_empty():
@@ -303,3 +361,12 @@ def test_the_law_of_demand_leaves_out_the_days_the_shelf_was_empty():
         days, dec = _count_series(sold, np.full(70, 6.0), stock=stock)
         hits = R.find_hits(_cfg(**rule), _inputs(dec), days[0], days[-1] + pd.Timedelta(days=1))
         assert (days[-1] in set(hits["ts"])) == flagged
+
+
+def test_an_expected_total_at_the_threshold_up_to_float_noise_reaches_it():
+    two = 1.9999999999999996  # 2 units a day, back from the detector's log scale
+    sold = [2.0] * 10 + [0.0] * 5
+    on_hand = [40.0 - 2 * min(i, 9) for i in range(15)]
+    dec = _dec({"units_sold": (sold, [two] * 15), "on_hand": (on_hand, on_hand)})
+    cfg = _cfg(kinds=["count"], direction="below", window=3, max_share=0.1, min_expected=6, stock="frozen")
+    assert 3 * two < 6 and DAYS[13] in set(R.find_hits(cfg, _inputs(dec), DAYS[0], DAYS[15])["ts"])

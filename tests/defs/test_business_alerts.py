@@ -22,10 +22,12 @@ from anomaly_assets.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "anomaly-assets")
-DAYS = pd.date_range("2026-01-01", periods=30, freq="D", tz="UTC")
-GHOST_FROM = 20  # day index: from here S01-SKU1 and S01-SKU2 sell nothing while on hand stays put
-PROMO = (24, 26)  # S01-SKU3 sells 3x on these days: a promotion in calendar.csv
-OUTAGE = 22  # fac-001's card payments at ~1% while ACH holds
+# 70 days: the count rules fit each SKU's law of demand on the 56 days before a window
+DAYS = pd.date_range("2026-01-01", periods=70, freq="D", tz="UTC")
+GHOST_FROM = 60  # day index: from here S01-SKU1 and S01-SKU2 sell nothing while on hand stays put
+PROMO = (64, 66)  # S01-SKU3 sells 3x on these days: a promotion in calendar.csv
+OUTAGE = 62  # fac-001's card payments at ~1% while ACH holds
+STOCK = 600.0  # on hand on the first day; no deliveries
 
 
 def _series(entity, metric, value, expected):
@@ -41,7 +43,7 @@ def _decomposition() -> pd.DataFrame:
             sold[GHOST_FROM:] = 0.0
         if sku == "S01-SKU3":
             sold[PROMO[0]:PROMO[1] + 1] = 18.0
-        on_hand = 200.0 - np.cumsum(sold)  # no deliveries: sold units leave the shelf
+        on_hand = STOCK - np.cumsum(sold)  # no deliveries: sold units leave the shelf
         parts += [_series(sku, "units_sold", sold, base), _series(sku, "on_hand", on_hand, on_hand)]
     card = np.full(len(DAYS), 1000.0)
     card[OUTAGE] = 12.0
@@ -117,17 +119,27 @@ def test_ghost_stock_is_ranked_by_value_at_risk_with_units_and_money(biz):
     why = a["why"].iloc[0]
     assert "units on hand" in why and "$" in why and "sensor" not in why.lower() and "e+" not in why
     ev = json.loads(a["evidence"].iloc[0])
-    assert ev["metric_kind"] == "count" and ev["stock_level"] == pytest.approx(200 - 6 * GHOST_FROM)
+    assert ev["metric_kind"] == "count" and ev["stock_level"] == pytest.approx(STOCK - 6 * GHOST_FROM)
     counts = _q(db, "SELECT * FROM marts.cycle_counts ORDER BY count_order")
     assert list(counts["entity_id"]) == ["S01-SKU1", "S01-SKU2"] and list(counts["count_order"]) == [1, 2]
     assert (counts["store"] == "S01").all()
-    assert counts["units_on_hand"].iloc[0] == pytest.approx(200 - 6 * GHOST_FROM)
+    assert counts["units_on_hand"].iloc[0] == pytest.approx(STOCK - 6 * GHOST_FROM)
 
 
 def test_no_alert_on_a_promotion_and_no_business_metric_called_a_sensor(biz):
+    from anomaly_assets.alert_config import load_alert_rules
+    from anomaly_assets.core import rules as R
+
     _, db, _ = biz
     a = _q(db, "SELECT * FROM alerts.alerts")
     assert not (a["entity_id"] == "S01-SKU3").any()  # 3x sales, on a promotion in calendar.csv
+    # ... which the shipped spike rule would call a spike without the calendar
+    dec = _decomposition()
+    scores = dec[["entity_id", "ts"]].drop_duplicates().assign(anomaly_score=0.1, is_anomaly=False, severity="normal")
+    blind = R.find_hits(load_alert_rules(REPO / "configs" / "alert_rules.yaml"),
+                        R.RuleInputs(scores=scores, explanations=pd.DataFrame(columns=["entity_id", "ts", "metric"]),
+                                     decomposition=dec), DAYS[0], DAYS[-1] + pd.Timedelta(days=1))
+    assert ((blind["rule"] == "unplanned_spike") & (blind["entity_id"] == "S01-SKU3")).any()
     assert not a["rule"].eq("stuck_sensor").any()  # on_hand and zero sales do not move: not a sensor
     assert not a["why"].str.contains(r"\de[+-]\d", regex=True).any()
 
@@ -145,7 +157,9 @@ def test_business_kpis_sum_money_at_risk_per_site_and_day(biz):
     _, db, _ = biz
     k = _q(db, "SELECT * FROM marts.business_kpis WHERE metric IN ('units_sold', 'card_payments_usd')")
     last = k[k["day"] == k["day"].max()].set_index("site")
-    a = _q(db, "SELECT entity_id, value_at_risk FROM alerts.alerts WHERE status NOT IN ('pending', 'expired')")
+    # open on the last day: the ghost-stock alerts (the day their SKUs stopped selling, with 6 of 18
+    # units sold over 3 days, also made a sales_drop alert, resolved since)
+    a = _q(db, "SELECT entity_id, value_at_risk FROM alerts.alerts WHERE status = 'open'")
     store_risk = a[a["entity_id"].str.startswith("S01")]["value_at_risk"].sum()
     assert last.loc["S01", "money_at_risk"] == pytest.approx(store_risk)
     assert last.loc["S01", "total"] == pytest.approx(6.0)  # only SKU3 still sells
@@ -195,7 +209,7 @@ def test_only_the_metrics_business_rules_judge_are_read_weeks_back():
 
     cfg = load_alert_rules(REPO / "configs" / "alert_rules.yaml")
     fam = load_metric_families(REPO / "configs" / "metric_families.yaml")
-    days = pd.date_range("2025-10-01", periods=120, freq="D", tz="UTC")
+    days = pd.date_range("2025-06-01", periods=240, freq="D", tz="UTC")
     rows = [("fac-001", m, d) for d in days for m in ("delinquency_rate", "card_payments_usd", "ach_payments_usd")]
     rows += [("pump-1", "bearing_temp_c", d) for d in days]
     con = duckdb.connect()
@@ -210,9 +224,55 @@ def test_only_the_metrics_business_rules_judge_are_read_weeks_back():
     assert far >= pd.Timedelta(days=8 + 28) and near < pd.Timedelta(days=8)  # the baseline, 4 weeks of ACH
     metrics = A.history_metrics(cfg, ["delinquency_rate", "card_payments_usd", "ach_payments_usd", "bearing_temp_c",
                                       "units_sold", "on_hand"], fam.kinds)
-    assert "bearing_temp_c" not in metrics and {"delinquency_rate", "ach_payments_usd", "units_sold"} <= set(metrics)
+    assert "bearing_temp_c" not in metrics and {"delinquency_rate", "ach_payments_usd", "units_sold", "on_hand"} <= set(metrics)
     got = A._read_inputs(con, start, end, fam, pd.DataFrame(columns=["entity_id", "site", "tags", "team"]),
                          lookback=near, history=(far, metrics)).decomposition
     first = got.groupby("metric")["ts"].min()
     assert first["bearing_temp_c"] == start - near and first["delinquency_rate"] == start - far
     assert len(got) == len(got.drop_duplicates(["entity_id", "metric", "ts"]))  # no day read twice
+
+
+def test_count_rules_nightly_equal_one_backfill():
+    """Each night reads what the alerts asset reads (``rule_lookback`` for the metrics of
+    ``history_metrics``, ``window_lookback`` for the rest): the count rules' hits equal those of one
+    run over the whole period, stockouts (left out of a SKU's law) and a sales drop included."""
+    from anomaly_assets.alert_config import load_alert_rules
+    from anomaly_assets.config import load_metric_families
+    from anomaly_assets.core import rules as R
+    from anomaly_assets.defs import alerts as A
+
+    cfg = load_alert_rules(REPO / "configs" / "alert_rules.yaml")
+    kinds = load_metric_families(REPO / "configs" / "metric_families.yaml").kinds
+    far, near = A.rule_lookback(cfg), A.window_lookback(cfg)
+    history = A.history_metrics(cfg, ["units_sold", "on_hand"], kinds)
+    days = pd.date_range("2026-01-01", periods=240, freq="D", tz="UTC")
+    parts = []
+    for i, seed in enumerate((1, 4, 5)):
+        rng = np.random.default_rng(seed)
+        sold = rng.negative_binomial(30.0, 30.0 / 36.0, len(days)).astype(float)  # 6 a day
+        empty = np.zeros(len(days), bool)
+        for s in rng.choice(len(days), 24, replace=False):
+            empty[s:s + rng.integers(1, 3)] = True
+        sold[empty] = 0.0
+        sold[205:215] = np.round(sold[205:215] * 0.15)
+        stock = np.where(empty, 0.0, 50.0 + rng.integers(0, 30, len(days)))
+        for m, v, x in (("units_sold", sold, np.full(len(days), 5.0)), ("on_hand", stock, stock)):
+            parts.append(pd.DataFrame({"entity_id": f"S01-SKU{i}", "metric": m, "ts": days, "value": v, "expected": x}))
+    dec = pd.concat(parts, ignore_index=True)
+    dec = dec.assign(residual=dec["value"] - dec["expected"], residual_z=(dec["value"] - dec["expected"]) / 2.5)
+
+    def hits(d, start, end):
+        scores = d[["entity_id", "ts"]].drop_duplicates().assign(anomaly_score=0.0, is_anomaly=False, severity="normal")
+        expl = pd.DataFrame(columns=["entity_id", "ts", "metric", "rank", "contribution", "family", "expected", "actual"])
+        h = R.find_hits(cfg, R.RuleInputs(scores=scores, explanations=expl, decomposition=d), start, end)
+        return set(zip(h["rule"], h["entity_id"], h["ts"]))
+
+    nights = days[180:]
+    once = hits(dec, nights[0], days[-1] + pd.Timedelta(days=1))
+    nightly = set()
+    for d in nights:
+        reach = np.where(dec["metric"].isin(history), far, near)
+        keep = (dec["ts"] < d + pd.Timedelta(days=1)) & (dec["ts"] >= d - pd.to_timedelta(reach))
+        nightly |= hits(dec[keep.to_numpy()], d, d + pd.Timedelta(days=1))
+    assert {r for r, _, _ in once} >= {"sales_drop"}  # the drop is found, and so is what else the rules see
+    assert nightly == once

@@ -23,7 +23,8 @@ And the series' own history, so that what it does anyway is not a fault:
 - ``min_window_z``: the window's residual_z, summed and divided by sqrt(window), clears this (a
   spike of a noisy SKU must be larger than one of a steady SKU).
 - ``recur_window`` / ``max_recur``: the condition held at most ``max_recur`` times in the readings
-  before the window, known events aside (a SKU that dips every few weeks is not delisted).
+  before the window, known events and windows the stock context rules out aside (a SKU that dips
+  every few weeks is not delisted; one that sold out did not dip).
 - ``min_cover``: the stock metric stayed at or above this many readings of expected sales
   over the window and the reading before it: sales were not capped by an empty shelf (a stockout
   is not a drop in demand).
@@ -50,14 +51,22 @@ from anomaly_assets.core.rules.inputs import AMOUNT_COLUMNS, HIT_COLUMNS, RuleIn
 
 def _window_sum(v: np.ndarray, first: np.ndarray, w: int) -> np.ndarray:
     """Sum of the last ``w`` values of each row's series (NaN until the series has ``w`` rows, or
-    when one of them is NaN). ``first``: index of each row's series' first row."""
-    n = len(v)
-    idx = np.arange(n)
-    bad = np.cumsum(np.r_[0, ~np.isfinite(v)])
-    c = np.cumsum(np.r_[0.0, np.nan_to_num(v)])
-    lo = idx - w + 1
-    ok = (lo >= first) & (bad[idx + 1] - bad[np.maximum(lo, 0)] == 0)
-    return np.where(ok, c[idx + 1] - c[np.maximum(lo, 0)], np.nan)
+    when one of them is NaN). ``first``: index of each row's series' first row.
+
+    Summed reading by reading, not as a difference of running totals: a total must not depend on
+    how much of the series' past the frame holds (a nightly run reads less than a backfill, and
+    an expected total of exactly 6 must stay 6 against ``min_expected: 6``)."""
+    idx = np.arange(len(v))
+    out = np.zeros(len(v))
+    for k in range(w):
+        out += np.where(idx - k >= first, v[np.maximum(idx - k, 0)], np.nan)
+    return out
+
+
+def _at_least(x: np.ndarray, threshold: float) -> np.ndarray:
+    """``x >= threshold`` up to float noise: a count's expected of 2 comes back from the detector's
+    log scale as 1.9999999999999996, and three of them must still reach ``min_expected: 6``."""
+    return x >= threshold - 1e-9 * max(abs(threshold), 1.0)
 
 
 def _series_first(code: np.ndarray) -> np.ndarray:
@@ -102,7 +111,8 @@ def _times_before(cond: np.ndarray, first: np.ndarray, w: int, n: int) -> np.nda
 
 def _trailing_sum(v: np.ndarray, first: np.ndarray, w: int, n: int) -> np.ndarray:
     """Sum of the ``n`` readings before each row's window of ``w`` (the part of them within the
-    row's series; NaN counts as 0)."""
+    row's series; NaN counts as 0). A difference of running totals: its last bits depend on the
+    frame's earlier rows, harmless for the law's moments (no threshold sits on them)."""
     idx = np.arange(len(v))
     c = np.cumsum(np.r_[0.0, np.nan_to_num(v)])
     hi = idx - w  # the last reading before the window
@@ -144,8 +154,11 @@ def _count_tail_p(w: pd.DataFrame, rule, events: pd.DataFrame | None, capped: np
 
     with x the detector's expected (its calendar effects; for a log-modelled count a median, which
     ``r`` turns into a mean) and v the actual. The window's total is then negative binomial with
-    mean ``r * sum(x)`` and shape ``window * k`` (independent days). 1/k is kept in [1e-3, 10]:
-    near Poisson at one end, at the other a law so wide that nothing is improbable.
+    mean ``M = r * sum(x)`` and the variance of independent days, ``M + r^2 sum(x^2) / k``: shape
+    ``k M^2 / (r^2 sum(x^2))`` (``window * k`` when every day has the same mean). 1/k is kept in
+    [1e-3, 10]: near Poisson at one end, at the other a law so wide that nothing is improbable.
+    The probability is nominal: the law's parameters are estimates, so windows of normal days
+    fall below a threshold somewhat more often than it says.
     """
     from scipy import stats
 
@@ -164,7 +177,7 @@ def _count_tail_p(w: pd.DataFrame, rule, events: pd.DataFrame | None, capped: np
         excess = sums["vv"] - 2 * r * sums["vx"] + r * r * sums["xx"] - r * sums["x"]
         kinv = np.clip(excess / (r * r * sums["xx"]), 1e-3, 10.0)
         mean = r * w["expected_total"].to_numpy(float)
-        shape = win / kinv
+        shape = mean * mean / (kinv * r * r * _window_sum(x * x, first, win))
         q = shape / (shape + mean)
         a = w["actual_total"].to_numpy(float)
         p = stats.nbinom.cdf(a, shape, q) if rule.direction == "below" else stats.nbinom.sf(a - 1, shape, q)
@@ -175,7 +188,8 @@ def _count_tail_p(w: pd.DataFrame, rule, events: pd.DataFrame | None, capped: np
 def readings_needed(rule) -> int:
     """How many readings of a series a ``business_gap`` rule reads up to and including the one it
     judges: its window, the reading before it, and the history its options look back on (the
-    baseline, the same weekday of the weeks before for ``others``, the recurrence window).
+    baseline, the same weekday of the weeks before for ``others``, the count's law), before each
+    of the windows the recurrence window judges too.
 
     Parameters
     ----------
@@ -186,9 +200,12 @@ def readings_needed(rule) -> int:
     int
         Readings (days, on daily data); the alerts asset reads this far back before a run.
     """
-    extra = max(rule.baseline or 0, 7 * WEEKS_BACK if rule.others else 0, rule.recur_window or 0,
+    extra = max(rule.baseline or 0, 7 * WEEKS_BACK if rule.others else 0,
                 rule.law_readings if rule.max_tail_p is not None else 0)
-    return rule.window + 1 + extra
+    # the recurrence judges the windows ending in the recur_window readings before this one, each
+    # with its own history
+    recur = rule.recur_window + rule.window - 1 if rule.recur_window else 0
+    return rule.window + 1 + extra + recur
 
 
 def watched_metrics(rule, inputs: RuleInputs) -> list[str]:
@@ -281,7 +298,7 @@ def _stock_state(rule, inputs: RuleInputs, at: pd.DataFrame) -> tuple[np.ndarray
     step = np.abs(v - _lagged(v, first, 1))  # NaN at a series' first row: not frozen
     moved = _window_sum(step, first, rule.window)  # the window's readings against the one before each
     frozen = (moved == 0) & (v > 0)
-    lowest = np.fmin.reduce([_lagged(v, first, k) for k in range(rule.window + 1)])
+    lowest = np.minimum.reduce([_lagged(v, first, k) for k in range(rule.window + 1)])  # NaN: one unknown
     f = s.assign(_frozen=frozen, _level=v, _lowest=lowest).groupby(["entity_id", "ts"], as_index=False).agg(
         _frozen=("_frozen", "all"), _level=("_level", "max"), _lowest=("_lowest", "max"))
     j = at[["entity_id", "ts"]].merge(f, on=["entity_id", "ts"], how="left")
@@ -326,18 +343,18 @@ def business_gap_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> 
     rz = w["residual_z"].to_numpy(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         if rule.direction == "below":
-            cond = (a <= rule.max_share * x) & (x - a >= floors) & (x >= rule.min_expected) & (rz <= -rule.min_z)
+            cond = (a <= rule.max_share * x) & (x - a >= floors) & _at_least(x, rule.min_expected) & (rz <= -rule.min_z)
             if rule.min_share is not None:
                 cond &= a > rule.min_share * x
             measure = 1.0 - a / x
             margin = np.clip((rule.max_share - a / x) / max(rule.max_share, 1e-9), 0, 1)
         else:
-            cond = (a >= rule.min_ratio * x) & (a - x >= floors) & (x >= rule.min_expected) & (rz >= rule.min_z)
+            cond = (a >= rule.min_ratio * x) & (a - x >= floors) & _at_least(x, rule.min_expected) & (rz >= rule.min_z)
             measure = a / x
             margin = np.clip((a / x - rule.min_ratio) / rule.min_ratio, 0, 1)
         if rule.after_gap is not None:
             bv, bx = w["before_value"].to_numpy(float), w["before_expected"].to_numpy(float)
-            gap_before = (bv <= rule.gap_share * bx) & (bx - bv >= floors) & (bx >= rule.min_expected)
+            gap_before = (bv <= rule.gap_share * bx) & (bx - bv >= floors) & _at_least(bx, rule.min_expected)
             cond &= gap_before if rule.after_gap else ~gap_before
     if rule.min_window_z:
         # the window's deviation in the detector's σ of the series: material against its own noise
@@ -348,6 +365,17 @@ def business_gap_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> 
     if rule.max_tail_p is not None:
         with np.errstate(invalid="ignore"):
             cond &= _count_tail_p(w, rule, inputs.events, _sold_out(rule, inputs, w)) <= rule.max_tail_p
+    stock_level = np.full(len(w), np.nan)
+    if (rule.stock != "any" or rule.min_cover) and cond.any():
+        # before the recurrence count: a window the stock rules out (a stockout) is no dip of demand
+        at = np.flatnonzero(cond)
+        frozen, level, known, lowest = _stock_state(rule, inputs, w.iloc[at])
+        keep = {"frozen": frozen, "moving": known & ~frozen, "any": np.ones(len(at), bool)}[rule.stock]
+        if rule.min_cover:  # the shelf held this many readings of expected sales throughout: sales were not capped
+            with np.errstate(invalid="ignore"):
+                keep &= lowest >= rule.min_cover * x[at] / rule.window
+        cond[at] = keep
+        stock_level[at] = level
     if rule.recur_window:
         # known events (promotions, holidays) explain their own deviations: they do not count
         usual = cond & ~_near_events(w, inputs.events, pd.Timedelta(cfg.after_events(rule)))
@@ -356,19 +384,9 @@ def business_gap_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> 
     cond &= ((ts >= start) & (ts < end)).to_numpy()
     if rule.skip_days_of_month:
         cond &= ~ts.dt.day.isin(rule.skip_days_of_month).to_numpy()
-    h = w[cond].assign(measure=measure[cond], margin=margin[cond])
-    if h.empty:
-        return _empty_hits()
-    h = h.assign(stock_level=np.nan)
-    if rule.others:
+    h = w[cond].assign(measure=measure[cond], margin=margin[cond], stock_level=stock_level[cond])
+    if rule.others and len(h):
         h = h[_others_hold(rule, cfg, inputs, h)]
-    if (rule.stock != "any" or rule.min_cover) and len(h):
-        frozen, level, known, lowest = _stock_state(rule, inputs, h)
-        keep = {"frozen": frozen, "moving": known & ~frozen, "any": np.ones(len(h), bool)}[rule.stock]
-        if rule.min_cover:  # the shelf held this many readings of expected sales throughout: sales were not capped
-            with np.errstate(invalid="ignore"):
-                keep &= lowest >= rule.min_cover * h["expected_total"].to_numpy(float) / rule.window
-        h = h.assign(stock_level=level)[keep]
     if h.empty:
         return _empty_hits()
     gap = np.abs(h["expected_total"].to_numpy(float) - h["actual_total"].to_numpy(float))
