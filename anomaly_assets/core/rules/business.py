@@ -138,8 +138,10 @@ def _sold_out(rule, inputs: RuleInputs, d: pd.DataFrame) -> np.ndarray:
     s = dec[dec["metric"].isin(stock)]
     if s.empty or d.empty:
         return np.zeros(len(d), bool)
-    low = s.assign(_out=s["value"].to_numpy(float) <= 0).groupby(["entity_id", "ts"], as_index=False)["_out"].max()
-    return d[["entity_id", "ts"]].merge(low, on=["entity_id", "ts"], how="left")["_out"].fillna(False).to_numpy(bool)
+    low = s.loc[s["value"].to_numpy(float) <= 0, ["entity_id", "ts"]].drop_duplicates()  # few rows: stockouts
+    if low.empty:
+        return np.zeros(len(d), bool)
+    return d[["entity_id", "ts"]].merge(low.assign(_out=True), on=["entity_id", "ts"], how="left")["_out"].notna().to_numpy()
 
 
 def _count_tail_p(w: pd.DataFrame, rule, events: pd.DataFrame | None, capped: np.ndarray | None = None) -> np.ndarray:
@@ -288,7 +290,8 @@ def _stock_state(rule, inputs: RuleInputs, at: pd.DataFrame) -> tuple[np.ndarray
     lowest over those readings (NaN without them)."""
     stock = rule.stock_metrics or sorted(m for m, k in inputs.metric_kind.items() if k == "stock")
     dec = inputs.decomposition
-    s = dec[dec["metric"].isin(stock)].sort_values(["entity_id", "metric", "ts"])
+    s = dec[dec["metric"].isin(stock) & dec["entity_id"].isin(at["entity_id"].unique())]  # whole series, of these
+    s = s.sort_values(["entity_id", "metric", "ts"])
     if s.empty:  # no stock metric: the stock is neither frozen nor moving
         nan = np.full(len(at), np.nan)
         return np.zeros(len(at), bool), nan, np.zeros(len(at), bool), nan
@@ -304,6 +307,15 @@ def _stock_state(rule, inputs: RuleInputs, at: pd.DataFrame) -> tuple[np.ndarray
     j = at[["entity_id", "ts"]].merge(f, on=["entity_id", "ts"], how="left")
     return (j["_frozen"].fillna(False).to_numpy(bool), j["_level"].to_numpy(float), j["_level"].notna().to_numpy(),
             j["_lowest"].to_numpy(float))
+
+
+def _floors(cfg: AlertRules, rule, w: pd.DataFrame) -> np.ndarray:
+    """The materiality floor of each row's metric (and family), looked up once per pair."""
+    cm, metrics = pd.factorize(w["metric"])
+    cf, families = pd.factorize(w["family"], use_na_sentinel=False)
+    pair, at = np.unique(cm * max(len(families), 1) + cf, return_inverse=True)
+    nf = max(len(families), 1)
+    return np.array([cfg.floor(rule, metrics[c // nf], families[c % nf]) for c in pair], float)[at]
 
 
 def _prices(rule, inputs: RuleInputs, ids: pd.Series) -> np.ndarray:
@@ -339,7 +351,7 @@ def business_gap_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> 
         return _empty_hits()
     w = _windows(d, rule.window, rule.baseline)
     a, x = w["actual_total"].to_numpy(float), w["expected_total"].to_numpy(float)
-    floors = np.array([cfg.floor(rule, m, f) for m, f in zip(w["metric"], w["family"])], float)
+    floors = _floors(cfg, rule, w)
     rz = w["residual_z"].to_numpy(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         if rule.direction == "below":
