@@ -59,8 +59,8 @@ class DemoData:
 
     ``truth`` holds what the simulation knows and no detector can: for retail, ``mean`` (E, T),
     each day's expected demand, ``dispersion`` (E,), its negative-binomial shape, and ``events``
-    (E, T), the days a calendar event touches. Benchmarks
-    use it to bound what any detector could find (``benchmarks/business_ceiling.py``).
+    (E, T), the days a calendar event touches. ``benchmarks/business_ceiling.py`` uses it for what
+    a rule that knew the demand could find.
     """
 
     kind: str

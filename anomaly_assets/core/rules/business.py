@@ -46,7 +46,8 @@ import numpy as np
 import pandas as pd
 
 from anomaly_assets.alert_config import AlertRules
-from anomaly_assets.core.rules.inputs import AMOUNT_COLUMNS, HIT_COLUMNS, RuleInputs, _empty_hits, _series_code
+from anomaly_assets.core.rules.inputs import (AMOUNT_COLUMNS, HIT_COLUMNS, RuleInputs, _empty_hits, _event_days,
+                                              _series_code)
 
 
 def _window_sum(v: np.ndarray, first: np.ndarray, w: int) -> np.ndarray:
@@ -87,8 +88,7 @@ def _near_events(w: pd.DataFrame, events: pd.DataFrame | None, after: pd.Timedel
     the known-event guard of ``hits`` drops)."""
     if events is None or events.empty or w.empty:
         return np.zeros(len(w), bool)
-    ev = events[["entity_id", "day"]].drop_duplicates()
-    ev = ev.assign(day=pd.to_datetime(ev["day"], utc=True).astype("datetime64[us, UTC]")).sort_values("day")
+    ev = _event_days(events).sort_values("day")
     rows = pd.DataFrame({"entity_id": w["entity_id"].to_numpy(), "i": np.arange(len(w)),
                          "day": pd.to_datetime(w["ts"], utc=True).astype("datetime64[us, UTC]").to_numpy(),
                          "lo": (pd.to_datetime(w["since"], utc=True) - after).dt.floor("D").to_numpy()})
@@ -102,11 +102,7 @@ def _near_events(w: pd.DataFrame, events: pd.DataFrame | None, after: pd.Timedel
 def _times_before(cond: np.ndarray, first: np.ndarray, w: int, n: int) -> np.ndarray:
     """How many of the ``n`` readings before each row's window of ``w`` met ``cond`` (the part of
     them within the row's series)."""
-    idx = np.arange(len(cond))
-    c = np.cumsum(np.r_[0, cond.astype(np.int64)])
-    hi = idx - w  # the last reading before the window
-    lo = np.maximum(hi - n + 1, first)
-    return np.where(hi >= first, c[np.maximum(hi, 0) + 1] - c[np.minimum(lo, np.maximum(hi, 0) + 1)], 0)
+    return _trailing_sum(cond.astype(np.int64), first, w, n).astype(np.int64)
 
 
 def _trailing_sum(v: np.ndarray, first: np.ndarray, w: int, n: int) -> np.ndarray:
@@ -124,16 +120,20 @@ def _on_events(d: pd.DataFrame, events: pd.DataFrame | None) -> np.ndarray:
     """Per row of ``d``: its day is a known event day of its entity."""
     if events is None or events.empty or d.empty:
         return np.zeros(len(d), bool)
-    ev = events[["entity_id", "day"]].drop_duplicates()
-    key = pd.MultiIndex.from_arrays([ev["entity_id"].astype(str),
-                                     pd.to_datetime(ev["day"], utc=True).astype("datetime64[us, UTC]")])
+    ev = _event_days(events)
+    key = pd.MultiIndex.from_arrays([ev["entity_id"].astype(str), ev["day"]])
     day = pd.to_datetime(d["ts"], utc=True).dt.floor("D").astype("datetime64[us, UTC]")
     return pd.MultiIndex.from_arrays([d["entity_id"].astype(str), day]).isin(key)
 
 
+def _stock_metrics(rule, inputs: RuleInputs) -> list[str]:
+    """The rule's ``stock_metrics``, else every metric of kind stock."""
+    return rule.stock_metrics or sorted(m for m, k in inputs.metric_kind.items() if k == "stock")
+
+
 def _sold_out(rule, inputs: RuleInputs, d: pd.DataFrame) -> np.ndarray:
     """Per row of ``d``: the entity's stock metric read 0 or less then (what sold was capped)."""
-    stock = rule.stock_metrics or sorted(m for m, k in inputs.metric_kind.items() if k == "stock")
+    stock = _stock_metrics(rule, inputs)
     dec = inputs.decomposition
     s = dec[dec["metric"].isin(stock)]
     if s.empty or d.empty:
@@ -288,7 +288,7 @@ def _stock_state(rule, inputs: RuleInputs, at: pd.DataFrame) -> tuple[np.ndarray
     """(frozen, level, known, lowest) at each (entity_id, ts) of ``at``: the stock metric is > 0 and
     unchanged over the window and the reading before it; its level at the last reading and its
     lowest over those readings (NaN without them)."""
-    stock = rule.stock_metrics or sorted(m for m, k in inputs.metric_kind.items() if k == "stock")
+    stock = _stock_metrics(rule, inputs)
     dec = inputs.decomposition
     s = dec[dec["metric"].isin(stock) & dec["entity_id"].isin(at["entity_id"].unique())]  # whole series, of these
     s = s.sort_values(["entity_id", "metric", "ts"])
@@ -313,8 +313,8 @@ def _floors(cfg: AlertRules, rule, w: pd.DataFrame) -> np.ndarray:
     """The materiality floor of each row's metric (and family), looked up once per pair."""
     cm, metrics = pd.factorize(w["metric"])
     cf, families = pd.factorize(w["family"], use_na_sentinel=False)
-    pair, at = np.unique(cm * max(len(families), 1) + cf, return_inverse=True)
     nf = max(len(families), 1)
+    pair, at = np.unique(cm * nf + cf, return_inverse=True)
     return np.array([cfg.floor(rule, metrics[c // nf], families[c % nf]) for c in pair], float)[at]
 
 

@@ -8,7 +8,8 @@ import pandas as pd
 from anomaly_assets.alert_config import AlertRules
 from anomaly_assets.core.rules.business import business_gap_hits
 from anomaly_assets.core.rules.conditions import burst_hits, dominant_family_hits, fleet_outlier_hits, sustained_hits
-from anomaly_assets.core.rules.inputs import AMOUNT_COLUMNS, HIT_COLUMNS, RuleInputs, _empty_hits, _flagged, _us
+from anomaly_assets.core.rules.inputs import (AMOUNT_COLUMNS, HIT_COLUMNS, RuleInputs, _empty_hits, _event_days,
+                                              _flagged, _us)
 from anomaly_assets.core.rules.peers import _stands_out, peer_stats
 
 
@@ -47,8 +48,7 @@ def _not_on_known_events(hits: pd.DataFrame, events: pd.DataFrame, after) -> pd.
     holiday, a promotion or a store event moves the numbers on purpose, and the days after it
     (restocking, pent-up or pulled-forward demand) are its consequence, not a fault. ``after``: one
     Timedelta, or a Series of them aligned with ``hits`` (per rule)."""
-    ev = events[["entity_id", "day"]].drop_duplicates()
-    ev = ev.assign(day=pd.to_datetime(ev["day"], utc=True).astype("datetime64[us, UTC]"))
+    ev = _event_days(events)
     h = hits.reset_index()[["index", "entity_id", "ts", "since"]]
     after = pd.to_timedelta(after.to_numpy()) if isinstance(after, pd.Series) else after
     h = h.assign(lo=(pd.to_datetime(h["since"], utc=True) - after).dt.floor("D"),

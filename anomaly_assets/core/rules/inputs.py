@@ -91,6 +91,12 @@ def _utc(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _event_days(events: pd.DataFrame) -> pd.DataFrame:
+    """entity_id, day (datetime64[us, UTC]) of known events, each pair once."""
+    ev = events[["entity_id", "day"]].drop_duplicates()
+    return ev.assign(day=pd.to_datetime(ev["day"], utc=True).astype("datetime64[us, UTC]"))
+
+
 def _us(ts) -> np.ndarray:
     """Timestamps as int64 microseconds since the epoch (UTC)."""
     return pd.to_datetime(pd.Series(ts), utc=True).astype("datetime64[us, UTC]").astype("int64").to_numpy()
