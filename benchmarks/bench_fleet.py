@@ -34,7 +34,10 @@ ratio baseline / chain.
 ``--mode nightly`` builds the history of a ``--entities`` fleet (default 100,000) chunk by chunk
 with the chain's own core functions straight into the warehouse (raw.observations for 14 days,
 features.decomposition for 28 days: what previous nights leave), lands the last day as CSV, and
-times the nightly job run. ``--mode smd`` lands ``--machines`` copies of the shared SMD machines
+times the nightly job run. With ``--refit-days`` above 1 (carried models), detection alone first
+runs the day before the night (not timed; every series is new to it, so it refits them all and
+keeps their models), and the timed night refits only the series that are due; the night's refits
+by reason and the models carried are printed. ``--mode smd`` lands ``--machines`` copies of the shared SMD machines
 (38 metrics, 1-minute, ~47k rows each) under new names and times the full backfill.
 
 The machine is shared: the load average is printed with every figure; compare medians.
@@ -86,6 +89,8 @@ def _child_chain(a: dict) -> dict:
     if not a.get("full"):  # ingest through marts; the alerts branch and the analysts' copy only with --full
         keys = [k for k in keys if k.path[0] != "alerts" and k.path not in (["evaluation", "alert_precision"],
                                                                             ["analyst_copy"])]
+    if a.get("assets"):  # only these (e.g. detection alone, to leave the models a night carries)
+        keys = [k for k in keys if "/".join(k.path) in a["assets"]]
     t0 = time.perf_counter()
     instance = dg.DagsterInstance.ephemeral()
     result = job.execute_in_process(
@@ -108,7 +113,16 @@ def _child_chain(a: dict) -> dict:
     failures = [str(ev.event_specific_data.error.message)[:400] for ev in result.all_events
                 if ev.event_type_value == "STEP_FAILURE"]
     return {"wall": wall, "import": t0 - t_import, "success": result.success, "steps": steps, "spans": spans,
-            "failures": failures}
+            "failures": failures, "refits": _refits(a["warehouse"], a["end"])}
+
+
+def _refits(warehouse: str, day: str) -> dict:
+    """The last day's refits by reason and the entities that carried their model (ml.model_versions)."""
+    import duckdb
+
+    with duckdb.connect(warehouse, read_only=True) as con:
+        row = con.execute("SELECT refits, carried FROM ml.model_versions WHERE day = ?", [day]).fetchone()
+    return {**json.loads(row[0] or "{}"), "carried": int(row[1] or 0)} if row else {}
 
 
 def _child_baseline(a: dict) -> dict:
@@ -271,13 +285,16 @@ def baseline(landing: Path, start: str, end: str, sample: int, seed: int) -> dic
 # ----------------------------------------------------------------------------------------------
 # parent
 # ----------------------------------------------------------------------------------------------
+DETECTION_ASSETS = ["features/decomposition", "ml/model_versions", "scoring/anomaly_scores", "scoring/explanations"]
+
+
 def _median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
 def repeat_chain(work: Path, name: str, repeat: int, *, landing, start, end, full,
                  history: Path | None = None, keep: Path | None = None, refit_days: int = 1,
-                 job: str = "anomaly_chain", open_day: str | None = None) -> list[dict]:
+                 job: str = "anomaly_chain", open_day: str | None = None, assets: list[str] | None = None) -> list[dict]:
     """Run the chain ``repeat`` times, each on a fresh warehouse (a copy of ``history`` and the
     models kept beside it, if given); the first run's warehouse and models are kept at ``keep``
     when asked."""
@@ -291,7 +308,7 @@ def repeat_chain(work: Path, name: str, repeat: int, *, landing, start, end, ful
             if history.with_suffix(".models").exists():  # the models carried from the backfill
                 shutil.copytree(history.with_suffix(".models"), wh.parent / "models")
         runs.append(run_case_measured("chain", landing=str(landing), warehouse=str(wh), start=start, end=end,
-                                      full=full, refit_days=refit_days, job=job, open_day=open_day))
+                                      full=full, refit_days=refit_days, job=job, open_day=open_day, assets=assets))
         if i == 0 and keep is not None:
             shutil.copy(wh, keep)
             shutil.rmtree(keep.with_suffix(".models"), ignore_errors=True)
@@ -330,6 +347,8 @@ def _report(name: str, runs: list[dict], rows: int) -> dict:
         top = sorted(mid["step_peak_mb"].items(), key=lambda kv: -kv[1])[:4]
         print(f"{'':<9} peak memory by step: " + ", ".join(f"{k.split('__')[-1]} {v:.0f} MB" for k, v in top)
               + f"; cpu user {mid['cpu_s']['user']:.0f} s, sys {mid['cpu_s']['sys']:.0f} s", flush=True)
+    if mid.get("refits"):
+        print(f"{'':<9} the night's models: " + ", ".join(f"{k} {v:,}" for k, v in mid["refits"].items()), flush=True)
     for r in runs:
         if not r["success"]:
             print(f"{'':<9} RUN FAILED: {r['failures']}", flush=True)
@@ -552,6 +571,8 @@ def _child_history(a: dict) -> dict:
 
 
 def mode_nightly(a) -> None:
+    import pandas as pd
+
     work = Path(a.workdir) / f"nightly_{a.entities}"
     history, landing = work / "history.duckdb", work / "landing"
     if not (work / "done").exists():
@@ -567,8 +588,29 @@ def mode_nightly(a) -> None:
     rows = a.entities * 4 * 24
     print(f"nightly {night}: {a.entities} entities x 4 metrics, hourly ({rows:,} new rows; reads 14 days of observations "
           f"and 28 of features); cpus {os.cpu_count()}, load {os.getloadavg()}", flush=True)
+    if a.refit_days > 1:
+        # carried models need the state of the night before: detection alone runs that day once (not
+        # timed; every series is new to it), so the timed night refits only the series that are due
+        from anomaly_assets.core.fleet import CODE_VERSION
+
+        before = str((pd.Timestamp(night) - pd.Timedelta(days=1)).date())
+        carried = work / f"history_refit{a.refit_days}_{CODE_VERSION}.duckdb"
+        if not carried.exists():
+            print(f"detection of {before} with refit_days={a.refit_days}, for its models (not timed)", flush=True)
+            # it replaces a stored day: the stand-in wrote its history entity by entity, so every row
+            # group holds that day and DuckDB's delete markers need ~4 GB at 100k entities (RESULTS.md)
+            mine = os.environ.get("ANOMALY_DUCKDB_MEMORY")
+            os.environ["ANOMALY_DUCKDB_MEMORY"] = mine or "6GB"
+            runs = repeat_chain(work, "before", 1, landing=landing, start=before, end=before, full=False,
+                                history=history, keep=carried, refit_days=a.refit_days, assets=DETECTION_ASSETS)
+            if mine is None:
+                os.environ.pop("ANOMALY_DUCKDB_MEMORY")
+            if not runs[0]["success"]:
+                carried.unlink()
+                raise SystemExit(f"detection of {before} failed: {runs[0]['failures']}")
+        history = carried
     runs = repeat_chain(work, "run", a.repeat, landing=landing, start=night, end=night, full=a.full,
-                        history=history)
+                        history=history, refit_days=a.refit_days)
     r = _report("nightly", runs, rows)
     print(f"target: <= 60 s and <= 4096 MB -> wall {'OK' if r['wall'] <= 60 else 'MISSED'}, "
           f"memory {'OK' if r['peak_mb'] <= 4096 else 'MISSED'} (peak of the run's process tree)", flush=True)
