@@ -91,6 +91,8 @@ def _child_chain(a: dict) -> dict:
                                                                             ["analyst_copy"])]
     if a.get("assets"):  # only these (e.g. detection alone, to leave the models a night carries)
         keys = [k for k in keys if "/".join(k.path) in a["assets"]]
+        if not keys:  # an empty selection would run the whole job
+            raise ValueError(f"none of {a['assets']} is an asset of {a.get('job', 'anomaly_chain')}")
     t0 = time.perf_counter()
     instance = dg.DagsterInstance.ephemeral()
     result = job.execute_in_process(
@@ -120,8 +122,11 @@ def _refits(warehouse: str, day: str) -> dict:
     """The last day's refits by reason and the entities that carried their model (ml.model_versions)."""
     import duckdb
 
-    with duckdb.connect(warehouse, read_only=True) as con:
-        row = con.execute("SELECT refits, carried FROM ml.model_versions WHERE day = ?", [day]).fetchone()
+    try:  # a run that failed early may have left no warehouse or no table
+        with duckdb.connect(warehouse, read_only=True) as con:
+            row = con.execute("SELECT refits, carried FROM ml.model_versions WHERE day = ?", [day]).fetchone()
+    except (duckdb.Error, OSError):
+        return {}
     return {**json.loads(row[0] or "{}"), "carried": int(row[1] or 0)} if row else {}
 
 
@@ -348,7 +353,7 @@ def _report(name: str, runs: list[dict], rows: int) -> dict:
         print(f"{'':<9} peak memory by step: " + ", ".join(f"{k.split('__')[-1]} {v:.0f} MB" for k, v in top)
               + f"; cpu user {mid['cpu_s']['user']:.0f} s, sys {mid['cpu_s']['sys']:.0f} s", flush=True)
     if mid.get("refits"):
-        print(f"{'':<9} the night's models: " + ", ".join(f"{k} {v:,}" for k, v in mid["refits"].items()), flush=True)
+        print(f"{'':<9} the last day's models: " + ", ".join(f"{k} {v:,}" for k, v in mid["refits"].items()), flush=True)
     for r in runs:
         if not r["success"]:
             print(f"{'':<9} RUN FAILED: {r['failures']}", flush=True)
@@ -601,13 +606,21 @@ def mode_nightly(a) -> None:
             # group holds that day and DuckDB's delete markers need ~4 GB at 100k entities (RESULTS.md)
             mine = os.environ.get("ANOMALY_DUCKDB_MEMORY")
             os.environ["ANOMALY_DUCKDB_MEMORY"] = mine or "6GB"
-            runs = repeat_chain(work, "before", 1, landing=landing, start=before, end=before, full=False,
-                                history=history, keep=carried, refit_days=a.refit_days, assets=DETECTION_ASSETS)
-            if mine is None:
-                os.environ.pop("ANOMALY_DUCKDB_MEMORY")
+            partial = carried.with_name(carried.stem + ".partial.duckdb")  # renamed once it succeeded
+            try:
+                runs = repeat_chain(work, "before", 1, landing=landing, start=before, end=before, full=False,
+                                    history=history, keep=partial, refit_days=a.refit_days, assets=DETECTION_ASSETS)
+            finally:
+                if mine is None:
+                    os.environ.pop("ANOMALY_DUCKDB_MEMORY", None)
             if not runs[0]["success"]:
-                carried.unlink()
+                partial.unlink(missing_ok=True)
+                shutil.rmtree(partial.with_suffix(".models"), ignore_errors=True)
                 raise SystemExit(f"detection of {before} failed: {runs[0]['failures']}")
+            shutil.rmtree(carried.with_suffix(".models"), ignore_errors=True)
+            if partial.with_suffix(".models").exists():
+                partial.with_suffix(".models").rename(carried.with_suffix(".models"))
+            partial.rename(carried)
         history = carried
     runs = repeat_chain(work, "run", a.repeat, landing=landing, start=night, end=night, full=a.full,
                         history=history, refit_days=a.refit_days)

@@ -58,22 +58,23 @@ def test_chunks_of_entities_change_nothing(tmp_path, monkeypatch):
 
 
 def test_a_backfill_stores_each_chunks_rows_in_time_order(tmp_path, monkeypatch):
-    # re-running one day then deletes from that day's row groups only: spread over every row group
-    # (the benchmark's stand-in history), a day of 100k entities needs ~4 GB of DuckDB memory to
-    # delete, against ~0.4 GB day by day (benchmarks/RESULTS.md)
+    # re-running one day then deletes from that day's vectors only: spread over every vector (the
+    # benchmark's stand-in history), one day of 100k entities needed ~4 GB of DuckDB memory to delete
     generate_fleet(tmp_path / "landing", entities=7, days=15, seed=3)
-    monkeypatch.setattr(detection, "CHUNK_ROWS", 1500 * 8)
+    monkeypatch.setattr(detection, "CHUNK_ROWS", 1500 * 8 * 3)  # about three entities a chunk
     result, _ = _chain(tmp_path, tmp_path / "landing", "chunked")
     chunks = next(m.metadata for m in result.asset_materializations_for_node("detection")
                   if m.asset_key.path == ["features", "decomposition"])["chunks"].value
+    assert 1 < chunks < 7
     con = duckdb.connect(str(tmp_path / "chunked" / "wh.duckdb"), read_only=True)
     try:
+        con.execute("SET TimeZone = 'UTC'")  # days of the data, not of the machine's zone
         for table in ("features.decomposition", "scoring.anomaly_scores"):
             days, runs = con.execute(
                 f"""SELECT count(DISTINCT day), count(*) FILTER (WHERE day IS DISTINCT FROM prev) FROM (
                         SELECT day, lag(day) OVER (ORDER BY rowid) AS prev
                         FROM (SELECT rowid, CAST(ts AS DATE) AS day FROM {table}))""").fetchone()
-            # stored entity by entity, each of the 7 x 4 series would start a run of every day
+            # each chunk day by day; stored entity by entity, every entity would start a run of every day
             assert days == 15 and runs <= chunks * days, (table, runs, chunks)
     finally:
         con.close()
