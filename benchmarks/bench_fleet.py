@@ -302,7 +302,7 @@ def repeat_chain(work: Path, name: str, repeat: int, *, landing, start, end, ful
                  job: str = "anomaly_chain", open_day: str | None = None, assets: list[str] | None = None) -> list[dict]:
     """Run the chain ``repeat`` times, each on a fresh warehouse (a copy of ``history`` and the
     models kept beside it, if given); the first run's warehouse and models are kept at ``keep``
-    when asked."""
+    when asked and it succeeded."""
     runs = []
     for i in range(repeat):
         wh = work / f"{name}_{i}" / "warehouse.duckdb"
@@ -314,13 +314,21 @@ def repeat_chain(work: Path, name: str, repeat: int, *, landing, start, end, ful
                 shutil.copytree(history.with_suffix(".models"), wh.parent / "models")
         runs.append(run_case_measured("chain", landing=str(landing), warehouse=str(wh), start=start, end=end,
                                       full=full, refit_days=refit_days, job=job, open_day=open_day, assets=assets))
-        if i == 0 and keep is not None:
-            shutil.copy(wh, keep)
-            shutil.rmtree(keep.with_suffix(".models"), ignore_errors=True)
-            if (wh.parent / "models").exists():
-                shutil.copytree(wh.parent / "models", keep.with_suffix(".models"))
+        if i == 0 and keep is not None and runs[-1]["success"]:
+            _keep(wh.parent, keep)
         shutil.rmtree(wh.parent, ignore_errors=True)
     return runs
+
+
+def _keep(run_dir: Path, keep: Path) -> None:
+    """A run's warehouse and models kept at ``keep`` whole or not at all: the cached histories are
+    reused whenever the file exists, so an interrupted copy must not leave one."""
+    partial = keep.with_name(keep.stem + ".partial" + keep.suffix)
+    shutil.copy(run_dir / "warehouse.duckdb", partial)
+    shutil.rmtree(keep.with_suffix(".models"), ignore_errors=True)
+    if (run_dir / "models").exists():
+        shutil.copytree(run_dir / "models", keep.with_suffix(".models"))
+    partial.replace(keep)
 
 
 def _fmt_steps(steps: dict, n: int = 6) -> str:
@@ -606,21 +614,14 @@ def mode_nightly(a) -> None:
             # group holds that day and DuckDB's delete markers need ~4 GB at 100k entities (RESULTS.md)
             mine = os.environ.get("ANOMALY_DUCKDB_MEMORY")
             os.environ["ANOMALY_DUCKDB_MEMORY"] = mine or "6GB"
-            partial = carried.with_name(carried.stem + ".partial.duckdb")  # renamed once it succeeded
             try:
                 runs = repeat_chain(work, "before", 1, landing=landing, start=before, end=before, full=False,
-                                    history=history, keep=partial, refit_days=a.refit_days, assets=DETECTION_ASSETS)
+                                    history=history, keep=carried, refit_days=a.refit_days, assets=DETECTION_ASSETS)
             finally:
                 if mine is None:
                     os.environ.pop("ANOMALY_DUCKDB_MEMORY", None)
             if not runs[0]["success"]:
-                partial.unlink(missing_ok=True)
-                shutil.rmtree(partial.with_suffix(".models"), ignore_errors=True)
                 raise SystemExit(f"detection of {before} failed: {runs[0]['failures']}")
-            shutil.rmtree(carried.with_suffix(".models"), ignore_errors=True)
-            if partial.with_suffix(".models").exists():
-                partial.with_suffix(".models").rename(carried.with_suffix(".models"))
-            partial.rename(carried)
         history = carried
     runs = repeat_chain(work, "run", a.repeat, landing=landing, start=night, end=night, full=a.full,
                         history=history, refit_days=a.refit_days)
