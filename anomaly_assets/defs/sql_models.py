@@ -19,12 +19,14 @@ file becomes its own asset:
 
 The models are deliberately *unpartitioned*, and full rebuilds except one kind: a model whose
 comment block has a line ``incremental: <column>`` keys its rows by the DATE ``<column>`` (the
-UTC day of the rows it summarizes) and reads its sources from the parameter ``$since`` on
-(``where ts >= $since``). A run of today's partition alone (a micro-batch) rebuilds only today's
-rows (``$since`` = today's UTC midnight: DELETE them, INSERT the query's); every other run
-rebuilds the whole table (``$since`` = ``-infinity``). So a micro-batch costs a day of data, not the history, and the run that closes the
-day makes the table whole again (what changed on earlier days meanwhile, such as feedback on an
-old alert, reaches them then).
+UTC day of the rows it summarizes) and reads its sources between the parameters ``$since`` and
+``$until`` (``where ts >= $since and ts < $until``). A run of partitions (the nightly run of the
+day it closes, a micro-batch of today, a backfill of a range) rebuilds only the days of those
+partitions: it DELETEs their rows and INSERTs the query's with the window set to them. A run
+without a partition (a model materialized alone from the UI) rebuilds the whole table. So a night
+costs a day of data, not the history. What must reach older days every run (feedback given today
+on an old alert) belongs in a view over the incremental table (``marts.business_kpis`` over
+``marts.site_day_totals``).
 
 Column documentation convention inside the leading comment block: a line
 ``--   column_name: description`` documents ``column_name``; following lines
@@ -46,7 +48,7 @@ import duckdb as duckdb_module  # `duckdb` is shadowed by the resource parameter
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from anomaly_assets.defs.partitions import WRITER_POOL, open_day_start
+from anomaly_assets.defs.partitions import WRITER_POOL
 
 __all__ = [
     "SqlModel",
@@ -108,9 +110,12 @@ class SqlModel:
         m = _INCREMENTAL_RE.search(self.description or "")
         return m.group(1) if m else None
 
-    def parameters(self, since=None) -> dict | None:
-        """The query's parameters: ``$since`` (default: all history) for an incremental model."""
-        return {"since": "-infinity" if since is None else since} if self.incremental else None
+    def parameters(self, since=None, until=None) -> dict | None:
+        """The query's parameters for an incremental model: the window ``[$since, $until)`` of
+        source times it reads (default: all history)."""
+        if not self.incremental:
+            return None
+        return {"since": "-infinity" if since is None else since, "until": "infinity" if until is None else until}
 
     @property
     def materialized(self) -> str:
@@ -319,9 +324,9 @@ def _parse_model(path: Path, sql_dir: Path) -> SqlModel:
     model = SqlModel(
         schema=schema, table=table, sql=sql, path=path, reads=reads, description=description
     )
-    if model.incremental and ("$since" not in sql or model.materialized == "view"):
+    if model.incremental and ("$since" not in sql or "$until" not in sql or model.materialized == "view"):
         raise ValueError(f"{path}: 'incremental: {model.incremental}' needs a table whose SELECT reads its "
-                         "sources from $since on (e.g. where ts >= $since)")
+                         "sources between $since and $until (e.g. where ts >= $since and ts < $until)")
     return model
 
 
@@ -416,7 +421,7 @@ def _build_asset(model: SqlModel) -> dg.AssetsDefinition:
                 con.execute("BEGIN TRANSACTION")
                 try:
                     con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(model.schema)}")
-                    scope = _rebuild(con, model, relation, _micro_batch_day(context))
+                    scope = _rebuild(con, model, relation, _run_days(context))
                     con.execute("COMMIT")
                 except BaseException:
                     try:
@@ -450,27 +455,35 @@ def _build_asset(model: SqlModel) -> dg.AssetsDefinition:
     return _sql_model
 
 
-def _micro_batch_day(context: dg.AssetExecutionContext) -> pd.Timestamp | None:
-    """Today's UTC midnight when the run is of today's partition alone (a micro-batch), else None."""
-    key = context.run.tags.get("dagster/partition")
-    today = open_day_start()
-    return today if key == str(today.date()) else None
+def _run_days(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The UTC window ``[first day, day after the last)`` of the run's partitions (a key or a
+    single-run range), or None for a run without a partition."""
+    tags = context.run.tags
+    first = tags.get("dagster/partition") or tags.get("dagster/asset_partition_range_start")
+    last = tags.get("dagster/partition") or tags.get("dagster/asset_partition_range_end")
+    if not first or not last:
+        return None
+    return pd.Timestamp(first, tz="UTC"), pd.Timestamp(last, tz="UTC") + pd.Timedelta(days=1)
 
 
-def _rebuild(con, model: SqlModel, relation: str, day: pd.Timestamp | None) -> str:
-    """Build the model: the rows of ``day`` on, for an incremental model whose table already has
-    the query's columns, else the whole table. Returns what was rebuilt, for the log."""
-    if model.incremental and day is not None:
-        params = model.parameters(day.to_pydatetime())
+def _rebuild(con, model: SqlModel, relation: str, window: tuple[pd.Timestamp, pd.Timestamp] | None) -> str:
+    """Build the model: the rows of the ``window``'s days, for an incremental model whose table
+    already has the query's columns, else the whole table (or view). Returns what was rebuilt, for
+    the log."""
+    exists = con.execute("SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                         [model.schema, model.table]).fetchone()
+    if model.incremental and window is not None and exists and exists[0] == "BASE TABLE":
+        params = model.parameters(*(w.to_pydatetime() for w in window))
         query = con.execute(f"SELECT * FROM ({model.sql}) LIMIT 0", params).description
-        exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                             [model.schema, model.table]).fetchone()[0]
-        if exists and [c[:2] for c in con.execute(f"SELECT * FROM {relation} LIMIT 0").description] \
-                == [c[:2] for c in query]:
-            con.execute(f"DELETE FROM {relation} WHERE {_quote(model.incremental)} >= ?", [day.date()])
+        if [c[:2] for c in con.execute(f"SELECT * FROM {relation} LIMIT 0").description] == [c[:2] for c in query]:
+            con.execute(f"DELETE FROM {relation} WHERE {_quote(model.incremental)} >= ? AND {_quote(model.incremental)} < ?",
+                        [w.date() for w in window])
             con.execute(f"INSERT INTO {relation} BY NAME SELECT * FROM ({model.sql})", params)
-            return f"from {day.date()} on"
-    con.execute(f"CREATE OR REPLACE {model.materialized.upper()} {relation} AS (\n{model.sql}\n)", model.parameters())
+            return f"{window[0].date()} to {(window[1] - pd.Timedelta(days=1)).date()}"
+    kind = model.materialized.upper()
+    if exists and (exists[0] == "VIEW") != (kind == "VIEW"):  # a model that changed kind since the last build
+        con.execute(f"DROP {'VIEW' if exists[0] == 'VIEW' else 'TABLE'} {relation}")
+    con.execute(f"CREATE OR REPLACE {kind} {relation} AS (\n{model.sql}\n)", model.parameters())
     return "whole"
 
 

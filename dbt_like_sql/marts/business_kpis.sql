@@ -3,9 +3,10 @@
 -- (feedback) and what they recovered, up to that day. Export it with
 -- `anomaly-assets export marts.business_kpis --format csv`.
 --
--- incremental: day
--- A micro-batch rebuilds today's rows only (sources read from $since on); every other run
--- rebuilds the table, so feedback given today on an older alert reaches its days at night.
+-- materialized: view
+-- A view over marts.site_day_totals (the part that reads every point, built a day at a time):
+-- the alert columns are read when it is queried, so feedback given today on an old alert reaches
+-- the days it counts in at once, at a cost that grows with the alerts and site-days, not the points.
 --
 -- Columns:
 --   day: UTC calendar day (DATE).
@@ -22,44 +23,8 @@
 --   alerts_with_feedback: alerts of the site opened up to that day with a verdict.
 --   feedback_precision: true / (true + false) positives among them; NULL without feedback.
 --   value_recovered: money people reported recovered on the site's alerts opened up to that day.
-with points as (
-    select
-        d.entity_id,
-        d.metric,
-        cast(timezone('UTC', d.ts) as date) as day,
-        d.value,
-        d.expected
-    from features.decomposition as d
-    where d.ts >= $since
-),
-
-sites as (
+with sites as (
     select entity_id, site from marts.entities
-),
-
-totals as (
-    select
-        p.day,
-        coalesce(s.site, regexp_replace(p.entity_id, '[-_.\s]*\d+$', '')) as site,
-        p.metric,
-        count(distinct p.entity_id) as entities,
-        sum(p.value) as total,
-        sum(p.expected) as expected,
-        avg(p.value) as mean
-    from points as p
-    left join sites as s on s.entity_id = p.entity_id
-    group by 1, 2, 3
-),
-
-flags as (
-    select
-        cast(timezone('UTC', x.ts) as date) as day,
-        coalesce(s.site, regexp_replace(x.entity_id, '[-_.\s]*\d+$', '')) as site,
-        count(*) as anomalies
-    from scoring.anomaly_scores as x
-    left join sites as s on s.entity_id = x.entity_id
-    where x.is_anomaly and x.severity <> 'cold_start' and x.ts >= $since
-    group by 1, 2
 ),
 
 verdicts as (
@@ -78,12 +43,12 @@ recovered as (
 
 shown as (
     select
-        a.alert_id,
         coalesce(s.site, regexp_replace(a.entity_id, '[-_.\s]*\d+$', '')) as site,
         cast(timezone('UTC', a.opened_at) as date) as first_day,
         cast(timezone('UTC', coalesce(a.resolved_at, a.last_seen_at)) as date) as last_day,
-        a.status,
-        coalesce(a.value_at_risk, 0) as value_at_risk,
+        a.status in ('open', 'acknowledged') as still_open,
+        -- decimal, so that adding an alert's money and taking it away again leaves exactly 0
+        cast(coalesce(a.value_at_risk, 0) as decimal(38, 6)) as value_at_risk,
         v.verdict,
         r.value_recovered
     from alerts.alerts as a
@@ -93,35 +58,46 @@ shown as (
     where a.status not in ('pending', 'expired')
 ),
 
-days as (
-    select distinct day, site from totals
+-- An alert counts from its first day on, and is open from then until its last day (or still):
+-- running sums of these changes over each site's days give the columns, one pass over the alerts.
+changes as (
+    select
+        site,
+        first_day as day,
+        1 as opened,
+        value_at_risk as risk,
+        cast(verdict is not null as integer) as with_feedback,
+        cast(verdict = 'true_positive' as integer) as tp,
+        cast(verdict = 'false_positive' as integer) as fp,
+        value_recovered
+    from shown
+    union all
+    select site, last_day + 1, -1, -value_at_risk, 0, 0, 0, null
+    from shown
+    where not still_open
 ),
 
-open_alerts as (
-    select
-        d.day,
-        d.site,
-        count(*) as alerts_open,
-        sum(sh.value_at_risk) as money_at_risk
-    from days as d
-    join shown as sh
-        on sh.site = d.site
-        and sh.first_day <= d.day
-        and (sh.last_day >= d.day or sh.status in ('open', 'acknowledged'))
-    group by 1, 2
+timeline as (
+    select distinct day, site, 0 as opened, cast(0 as decimal(38, 6)) as risk, 0 as with_feedback, 0 as tp,
+        0 as fp, cast(null as double) as value_recovered, true as is_day
+    from marts.site_day_totals
+    union all
+    select day, site, opened, risk, with_feedback, tp, fp, value_recovered, false from changes
 ),
 
-outcomes as (
+running as (
     select
-        d.day,
-        d.site,
-        count(sh.verdict) as alerts_with_feedback,
-        count(*) filter (where sh.verdict = 'true_positive') as tp,
-        count(*) filter (where sh.verdict = 'false_positive') as fp,
-        sum(sh.value_recovered) as value_recovered
-    from days as d
-    join shown as sh on sh.site = d.site and sh.first_day <= d.day
-    group by 1, 2
+        day,
+        site,
+        is_day,
+        sum(opened) over upto as alerts_open,
+        sum(risk) over upto as money_at_risk,
+        sum(with_feedback) over upto as alerts_with_feedback,
+        sum(tp) over upto as tp,
+        sum(fp) over upto as fp,
+        sum(value_recovered) over upto as value_recovered
+    from timeline
+    window upto as (partition by site order by day range between unbounded preceding and current row)
 )
 
 select
@@ -133,14 +109,12 @@ select
     t.expected,
     case when t.expected <> 0 then (t.total - t.expected) / abs(t.expected) end as vs_expected,
     t.mean,
-    coalesce(f.anomalies, 0) as anomalies,
-    coalesce(o.alerts_open, 0) as alerts_open,
-    coalesce(o.money_at_risk, 0) as money_at_risk,
-    coalesce(c.alerts_with_feedback, 0) as alerts_with_feedback,
-    case when c.tp + c.fp > 0 then c.tp / (c.tp + c.fp) end as feedback_precision,
-    c.value_recovered
-from totals as t
-left join flags as f on f.day = t.day and f.site = t.site
-left join open_alerts as o on o.day = t.day and o.site = t.site
-left join outcomes as c on c.day = t.day and c.site = t.site
+    t.anomalies,
+    cast(r.alerts_open as bigint) as alerts_open,
+    cast(r.money_at_risk as double) as money_at_risk,
+    cast(r.alerts_with_feedback as bigint) as alerts_with_feedback,
+    case when r.tp + r.fp > 0 then r.tp / (r.tp + r.fp) end as feedback_precision,
+    r.value_recovered
+from marts.site_day_totals as t
+join running as r on r.day = t.day and r.site = t.site and r.is_day
 order by t.day, t.site, t.metric

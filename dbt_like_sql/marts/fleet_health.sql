@@ -2,8 +2,8 @@
 -- scoring.anomaly_scores, over all scored history.
 --
 -- incremental: day
--- A micro-batch rebuilds today's row only (scores read from $since on); every
--- other run rebuilds the table.
+-- A run of partitions rebuilds only their days' rows (scores read from $since to
+-- $until); a run without a partition rebuilds the table.
 --
 -- "Scored" points are rows whose severity is not 'cold_start' (cold-start rows
 -- have a NULL anomaly_score and are left out of every count below);
@@ -30,7 +30,7 @@ with points as (
         severity <> 'cold_start' as is_scored,
         coalesce(is_anomaly, false) and severity <> 'cold_start' as is_flagged
     from scoring.anomaly_scores
-    where ts >= $since
+    where ts >= $since and ts < $until
 ),
 
 daily as (

@@ -90,7 +90,8 @@ def biz(tmp_path_factory):
     res["alert_rules"] = AlertRulebook(path=str(REPO / "configs" / "alert_rules.yaml"),
                                        entities=str(root / "entities.csv"), families=res["catalog"].path,
                                        calendar=str(root / "calendar.csv"))
-    _materialize(res, ["alerts/alerts", "evaluation/alert_precision", "marts/cycle_counts", "marts/business_kpis"])
+    _materialize(res, ["alerts/alerts", "evaluation/alert_precision", "marts/cycle_counts", "marts/site_day_totals",
+                     "marts/business_kpis"])
     return root, db, res
 
 

@@ -31,6 +31,7 @@ CURRENT_HEALTH = dg.AssetKey(["marts", "current_health"])
 OPEN_ALERTS = dg.AssetKey(["marts", "open_alerts"])
 CYCLE_COUNTS = dg.AssetKey(["marts", "cycle_counts"])
 BUSINESS_KPIS = dg.AssetKey(["marts", "business_kpis"])
+SITE_DAY_TOTALS = dg.AssetKey(["marts", "site_day_totals"])
 VIEWS = {CURRENT_HEALTH, OPEN_ALERTS, CYCLE_COUNTS}  # the analysts' views of now: they read alerts and entities too
 SCORES = dg.AssetKey(["scoring", "anomaly_scores"])
 EXPLANATIONS = dg.AssetKey(["scoring", "explanations"])
@@ -158,11 +159,15 @@ def spec_of(assets: list[dg.AssetsDefinition], key: dg.AssetKey) -> dg.AssetSpec
 def test_repo_models_and_inferred_deps():
     models = {m.qualified_name: m for m in load_sql_models(REPO_SQL_DIR)}
     assert set(models) == {"marts.entity_health", "marts.fleet_health", "marts.current_health", "marts.open_alerts",
-                           "marts.cycle_counts", "marts.business_kpis"}
+                           "marts.cycle_counts", "marts.business_kpis", "marts.site_day_totals"}
     assert models["marts.cycle_counts"].reads == frozenset({"alerts.alerts", "marts.entities"})
     assert models["marts.cycle_counts"].materialized == "view"
+    assert models["marts.site_day_totals"].reads == frozenset(
+        {"features.decomposition", "marts.entities", "scoring.anomaly_scores"})
     assert models["marts.business_kpis"].reads == frozenset(
-        {"features.decomposition", "marts.entities", "scoring.anomaly_scores", "alerts.alerts", "alerts.alert_events"})
+        {"marts.site_day_totals", "marts.entities", "alerts.alerts", "alerts.alert_events"})
+    assert models["marts.business_kpis"].materialized == "view"
+    assert {n for n, m in models.items() if m.incremental} == {"marts.fleet_health", "marts.site_day_totals"}
     assert models["marts.current_health"].reads == frozenset({"scoring.anomaly_scores", "alerts.alerts"})
     assert models["marts.open_alerts"].reads == frozenset({"alerts.alerts", "marts.entities"})
     assert {m.materialized for m in models.values()} == {"table", "view"}
@@ -177,7 +182,7 @@ def test_repo_models_and_inferred_deps():
         assert not model.sql.lstrip().startswith("--")  # comment block split off
 
     assets = build_sql_model_assets(REPO_SQL_DIR)
-    assert {k for a in assets for k in a.keys} == {ENTITY_HEALTH, FLEET_HEALTH, BUSINESS_KPIS} | VIEWS
+    assert {k for a in assets for k in a.keys} == {ENTITY_HEALTH, FLEET_HEALTH, BUSINESS_KPIS, SITE_DAY_TOTALS} | VIEWS
     eh = spec_of(assets, ENTITY_HEALTH)
     assert {d.asset_key for d in eh.deps} == {SCORES, EXPLANATIONS}
     assert {d.asset_key for d in spec_of(assets, FLEET_HEALTH).deps} == {SCORES}
@@ -257,8 +262,9 @@ join "marts"."other" o on o.entity_id = r.entity_id; -- done
         ("select * from marts.bad", "cycle"),
         ("select * from", "does not parse"),
         ("-- incremental: day\nselect current_date as day", "needs a table"),
-        ("-- incremental: day\n-- materialized: view\nselect ts as day from scoring.anomaly_scores where ts >= $since",
-         "needs a table"),
+        ("-- incremental: day\n-- materialized: view\nselect ts as day from scoring.anomaly_scores "
+         "where ts >= $since and ts < $until", "needs a table"),
+        ("-- incremental: day\nselect ts as day from scoring.anomaly_scores where ts >= $since", "between"),
     ],
 )
 def test_invalid_model_files_raise(tmp_path: Path, text: str, match: str):
@@ -406,8 +412,8 @@ def test_materialization_metadata_and_idempotence(db_path: Path):
         e.event_specific_data.materialization.asset_key: e.event_specific_data.materialization
         for e in result.get_asset_materialization_events()
     }
-    assert set(mats) == {ENTITY_HEALTH, FLEET_HEALTH, BUSINESS_KPIS} | VIEWS
-    assert query(db_path, "SELECT count(*) AS n FROM duckdb_views() WHERE schema_name = 'marts'") == [{"n": 3}]
+    assert set(mats) == {ENTITY_HEALTH, FLEET_HEALTH, BUSINESS_KPIS, SITE_DAY_TOTALS} | VIEWS
+    assert query(db_path, "SELECT count(*) AS n FROM duckdb_views() WHERE schema_name = 'marts'") == [{"n": 4}]
     md = mats[ENTITY_HEALTH].metadata
     assert md["dagster/row_count"].value == 5
     schema = md["dagster/column_schema"].schema
@@ -442,7 +448,7 @@ def test_failed_rebuild_keeps_previous_table(db_path: Path):
     assert {
         e.event_specific_data.materialization.asset_key
         for e in result.get_asset_materialization_events()
-    } == {FLEET_HEALTH, BUSINESS_KPIS} | VIEWS
+    } == {FLEET_HEALTH, BUSINESS_KPIS, SITE_DAY_TOTALS} | VIEWS
 
 
 def test_preview_markdown_without_tabulate(monkeypatch):
@@ -479,7 +485,7 @@ def test_unpartitioned_marts_run_with_daily_partitioned_upstream(tmp_path: Path)
             ensure_tables(con, (EXPLANATIONS_TABLE,))
 
     marts = [a for a in build_sql_model_assets(REPO_SQL_DIR)
-             if not set(a.keys) & (VIEWS | {BUSINESS_KPIS})]  # no alerts or decomposition here
+             if not set(a.keys) & (VIEWS | {BUSINESS_KPIS, SITE_DAY_TOTALS})]  # no alerts or decomposition here
     assets = [anomaly_scores, explanations, *marts]
     resources = {"duckdb": DuckDBResource(database=str(db_path))}
 
@@ -512,12 +518,8 @@ def test_unpartitioned_marts_run_with_daily_partitioned_upstream(tmp_path: Path)
     assert days == [date(2024, 1, 1), date(2024, 1, 2)]
 
 
-def test_a_micro_batch_rebuilds_only_todays_rows_of_the_daily_marts(db_path: Path, monkeypatch):
-    # "today" is 2024-01-02: a run of that partition alone is a micro-batch
-    import pandas as pd
-
-    monkeypatch.setattr(sql_models, "open_day_start", lambda: pd.Timestamp("2024-01-02", tz="UTC"))
-    daily = {"fleet_health": "day", "business_kpis": "day"}
+def test_a_run_of_partitions_rebuilds_only_their_days_of_the_daily_marts(db_path: Path):
+    daily = {"fleet_health": "day", "site_day_totals": "day"}
     with duckdb.connect(str(db_path)) as con:
         con.executemany("INSERT INTO features.decomposition (entity_id, metric, ts, value, expected) VALUES (?, 'units', ?, ?, ?)",
                         [("pump-a", utc(d, h), 10.0 + h, 9.0) for d in (1, 2) for h in range(0, 24, 6)])
@@ -532,22 +534,44 @@ def test_a_micro_batch_rebuilds_only_todays_rows_of_the_daily_marts(db_path: Pat
         con.execute("UPDATE scoring.anomaly_scores SET is_anomaly = true, severity = 'critical' "
                     "WHERE ts IN (?, ?)", [utc(1, 1), utc(2, 6)])
     before = {t: query(db_path, f"SELECT * FROM marts.{t} ORDER BY ALL") for t in daily}
-    # in a session whose time zone is not UTC: days are UTC days all the same
-    result = dg.materialize(build_sql_model_assets(REPO_SQL_DIR),
-                            resources={"duckdb": NewYorkDuckDBResource(database=str(db_path))},
-                            tags={"dagster/partition": "2024-01-02"})
-    assert result.success
-    batch = {t: query(db_path, f"SELECT * FROM marts.{t} ORDER BY ALL") for t in daily}
-    materialize_marts(db_path)  # a run of any other partition (the night): the whole table
-    whole = {t: query(db_path, f"SELECT * FROM marts.{t} ORDER BY ALL") for t in daily}
+
+    def run(tags):  # in a session whose time zone is not UTC: days are UTC days all the same
+        result = dg.materialize(build_sql_model_assets(REPO_SQL_DIR),
+                                resources={"duckdb": NewYorkDuckDBResource(database=str(db_path))}, tags=tags)
+        assert result.success
+        return {t: query(db_path, f"SELECT * FROM marts.{t} ORDER BY ALL") for t in daily}
+
+    batch = run({"dagster/partition": "2024-01-02"})  # the night of day 2, or a micro-batch of it
+    whole = run({})  # a run without a partition: the whole table
     for t, col in daily.items():
         today = [r for r in batch[t] if r[col] == date(2024, 1, 2)]
-        assert today and today == [r for r in whole[t] if r[col] == date(2024, 1, 2)], t  # today is current
+        assert today and today == [r for r in whole[t] if r[col] == date(2024, 1, 2)], t  # its day is current
         earlier = [r for r in batch[t] if r[col] < date(2024, 1, 2)]
-        assert earlier == [r for r in before[t] if r[col] < date(2024, 1, 2)], t  # earlier days wait for the night
+        assert earlier == [r for r in before[t] if r[col] < date(2024, 1, 2)], t  # other days are left as they were
         assert earlier != [r for r in whole[t] if r[col] < date(2024, 1, 2)], t
-    kpi_today = next(r for r in batch["business_kpis"] if r["day"] == date(2024, 1, 2))
-    assert (kpi_today["alerts_open"], kpi_today["money_at_risk"], kpi_today["value_recovered"]) == (1, 120.0, 50.0)
-    # the changed day-1 flag reaches fleet_health's day 1 only with the whole rebuild
     day1 = lambda rows: next(r for r in rows if r["day"] == date(2024, 1, 1))["anomalies"]  # noqa: E731
     assert day1(whole["fleet_health"]) > day1(batch["fleet_health"]) == day1(before["fleet_health"])
+    # a re-run of day 1 alone restates day 1 and leaves day 2; a range restates its days
+    with duckdb.connect(str(db_path)) as con:
+        con.execute("UPDATE scoring.anomaly_scores SET is_anomaly = false, severity = 'normal' WHERE ts IN (?, ?)",
+                    [utc(1, 1), utc(2, 6)])
+    day_1 = run({"dagster/partition": "2024-01-01"})
+    restated = run({})
+    on = lambda rows, d: [r for r in rows if r["day"] == date(2024, 1, d)]  # noqa: E731
+    for t in daily:
+        assert on(day_1[t], 1) == on(restated[t], 1) != on(whole[t], 1), t
+        assert on(day_1[t], 2) == on(whole[t], 2), t
+    assert on(day_1["fleet_health"], 2) != on(restated["fleet_health"], 2)
+    ranged = run({"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-01-02"})
+    assert ranged == run({})
+
+    # business_kpis is a view: the alerts' columns are read when it is queried
+    kpi = lambda: {r["day"]: r for r in query(db_path, "SELECT * FROM marts.business_kpis")}  # noqa: E731
+    assert (kpi()[date(2024, 1, 2)]["alerts_open"], kpi()[date(2024, 1, 2)]["money_at_risk"],
+            kpi()[date(2024, 1, 2)]["value_recovered"], kpi()[date(2024, 1, 1)]["feedback_precision"]) == (1, 120.0, 50.0, 1.0)
+    with duckdb.connect(str(db_path)) as con:  # feedback given now on the old alert reaches its days at once
+        con.execute("INSERT INTO alerts.alert_events (alert_id, \"at\", action, verdict) "
+                    "VALUES ('a1', ?, 'feedback', 'false_positive')", [utc(2, 8)])
+        con.execute("UPDATE alerts.alerts SET status = 'resolved', resolved_at = ? WHERE alert_id = 'a1'", [utc(1, 20)])
+    assert [(kpi()[d]["feedback_precision"], kpi()[d]["alerts_open"], kpi()[d]["money_at_risk"])
+            for d in (date(2024, 1, 1), date(2024, 1, 2))] == [(0.0, 1, 120.0), (0.0, 0, 0.0)]
