@@ -611,9 +611,9 @@ def _standin_scores(warehouse: Path, night: str) -> int:
         con.close()
 
 
-def _build_daily_marts(warehouse: Path) -> dict:
-    """Build the ``incremental: day`` marts whole on ``warehouse``, as the nights before the timed
-    one would have left them; returns their row counts."""
+def _build_daily_marts(warehouse: Path, skip=()) -> dict:
+    """Build the ``incremental: day`` marts (but ``skip``) whole on ``warehouse``, as the nights
+    before the timed one would have left them; returns their row counts."""
     import duckdb
 
     from anomaly_assets.defs.sql_models import load_sql_models
@@ -622,7 +622,7 @@ def _build_daily_marts(warehouse: Path) -> dict:
     con = duckdb.connect(str(warehouse))
     try:
         for m in load_sql_models(REPO / "dbt_like_sql"):
-            if m.incremental:
+            if m.incremental and m.qualified_name not in skip:
                 con.execute(f"CREATE OR REPLACE TABLE {m.qualified_name} AS {m.sql}", m.parameters())
                 built[m.qualified_name] = con.execute(f"SELECT count(*) FROM {m.qualified_name}").fetchone()[0]
     finally:
@@ -653,11 +653,15 @@ def mode_nightly(a) -> None:
         (work / "scores_done").write_text(json.dumps({"rows": n}))
         (work / "marts_done").unlink(missing_ok=True)
         print(f"stand-in scores of the history written in {time.perf_counter() - t0:.0f} s: {n:,} rows", flush=True)
-    if not (work / "marts_done").exists():
-        # what earlier nights leave: the day-keyed marts over the whole history (not timed)
-        t0 = time.perf_counter()
-        built = _build_daily_marts(history)
-        (work / "marts_done").write_text(json.dumps(built))
+    # what earlier nights leave: the day-keyed marts over the whole history (not timed), in the
+    # history and in the carried copies made from it; a model added since is built where it is missing
+    done = json.loads((work / "marts_done").read_text()) if (work / "marts_done").exists() else {}
+    t0 = time.perf_counter()
+    built = {}
+    for wh in [history, *sorted(work.glob("history_refit*.duckdb"))]:
+        built = _build_daily_marts(wh, skip=done)
+    if built:
+        (work / "marts_done").write_text(json.dumps({**done, **built}))
         print(f"day-keyed marts of the history built in {time.perf_counter() - t0:.0f} s: {built}", flush=True)
     rows = a.entities * 4 * 24
     print(f"nightly {night}: {a.entities} entities x 4 metrics, hourly ({rows:,} new rows; reads 14 days of observations "

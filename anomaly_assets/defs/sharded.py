@@ -39,7 +39,8 @@ from anomaly_assets.defs.resources import LandingFolder, MetricCatalog, ModelSto
 from anomaly_assets.defs.sql_models import load_sql_models
 from anomaly_assets.settings import load_settings
 
-MARTS = ("entity_health", "fleet_health")  # dbt_like_sql/marts/*.sql, rebuilt over all shards
+# dbt_like_sql/marts/*.sql rebuilt over all shards, in this order (entity_health reads the first two)
+MARTS = ("entity_day_health", "entity_day_families", "entity_health", "fleet_health")
 
 
 def shard_count(env=None) -> int:

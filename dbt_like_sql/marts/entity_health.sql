@@ -1,6 +1,9 @@
 -- Per-entity health summary over all scored history: one row per entity that
 -- appears in scoring.anomaly_scores, ranked so that health_rank = 1 is the
--- least healthy entity of the fleet. Full rebuild (unpartitioned).
+-- least healthy entity of the fleet. Rebuilt whole from the per-day tables
+-- (marts.entity_day_health, marts.entity_day_families), so a night reads one
+-- row per entity and day, not every score; the percentiles read the scores of
+-- the last 7 days only.
 --
 -- "Scored" points are rows whose severity is not 'cold_start'; cold-start rows
 -- (NULL anomaly_score, not enough history yet) are counted separately and never
@@ -20,9 +23,10 @@
 --   warning_points: scored points with severity 'warning'.
 --   critical_points: scored points with severity 'critical'.
 --   worst_severity: worst severity seen (critical > warning > normal > cold_start).
---   score_p50: median anomaly_score of the scored points (interpolated).
---   score_p95: 95th percentile anomaly_score of the scored points (interpolated).
---   score_p99: 99th percentile anomaly_score of the scored points (interpolated).
+--   score_p50: median anomaly_score of the scored points of the last 7 days
+--     before the warehouse's newest score (interpolated; NULL if none).
+--   score_p95: 95th percentile anomaly_score of those points (interpolated).
+--   score_p99: 99th percentile anomaly_score of those points (interpolated).
 --   max_score: maximum anomaly_score of the scored points.
 --   dominant_family: metric family with the largest summed contribution over the
 --     entity's flagged points (scoring.explanations); ties go to the family name
@@ -31,42 +35,27 @@
 --   last_anomaly_why: the `why` text of the latest flagged point (NULL if none).
 --   health_rank: 1 = least healthy; ordered by critical_points desc, anomalies
 --     desc, max_score desc (NULL last), entity_id.
-with points as (
+with scored_days as (
     select
         entity_id,
-        ts,
-        anomaly_score,
-        severity,
-        why,
-        severity = 'cold_start' as is_cold_start,
-        coalesce(is_anomaly, false) and severity <> 'cold_start' as is_flagged
-    from scoring.anomaly_scores
-),
-
-scored as (
-    select
-        entity_id,
-        ts,
-        is_flagged,
-        -- flag of the immediately preceding *scored* point of the same entity
-        lag(is_flagged) over (partition by entity_id order by ts) as prev_flagged
-    from points
-    where not is_cold_start
+        events,
+        -- a run of flags that goes on over midnight is one event, counted on its first day
+        first_flagged and coalesce(lag(last_flagged) over (partition by entity_id order by day), false)
+            as continued
+    from marts.entity_day_health
+    where points_scored > 0
 ),
 
 events as (
-    select entity_id, count(*) as events
-    from scored
-    where is_flagged and not coalesce(prev_flagged, false)
+    select entity_id, sum(events) - count(*) filter (where continued) as events
+    from scored_days
     group by entity_id
 ),
 
 family_contribution as (
-    select e.entity_id, e.family, sum(e.contribution) as contribution
-    from scoring.explanations as e
-    inner join points as p
-        on p.entity_id = e.entity_id and p.ts = e.ts and p.is_flagged
-    group by e.entity_id, e.family
+    select entity_id, family, sum(contribution) as contribution
+    from marts.entity_day_families
+    group by entity_id, family
 ),
 
 dominant as (
@@ -77,29 +66,31 @@ dominant as (
     ) = 1
 ),
 
+recent as (
+    select
+        entity_id,
+        quantile_cont(anomaly_score, [0.50, 0.95, 0.99]) as p
+    from scoring.anomaly_scores
+    where severity <> 'cold_start'
+        and ts >= (select max(ts) from scoring.anomaly_scores) - interval 7 days
+    group by entity_id
+),
+
 per_entity as (
     select
         entity_id,
-        min(ts) as first_ts,
-        max(ts) as last_ts,
-        count(*) filter (where not is_cold_start) as points_scored,
-        count(*) filter (where is_cold_start) as cold_start_points,
-        count(*) filter (where is_flagged) as anomalies,
-        count(*) filter (where not is_cold_start and severity = 'warning') as warning_points,
-        count(*) filter (where not is_cold_start and severity = 'critical') as critical_points,
-        max(case severity
-            when 'critical' then 3
-            when 'warning' then 2
-            when 'normal' then 1
-            else 0
-        end) as worst_severity_level,
-        quantile_cont(anomaly_score, 0.50) filter (where not is_cold_start) as score_p50,
-        quantile_cont(anomaly_score, 0.95) filter (where not is_cold_start) as score_p95,
-        quantile_cont(anomaly_score, 0.99) filter (where not is_cold_start) as score_p99,
-        max(anomaly_score) filter (where not is_cold_start) as max_score,
-        max(ts) filter (where is_flagged) as last_anomaly_ts,
-        arg_max(why, ts) filter (where is_flagged) as last_anomaly_why
-    from points
+        min(first_ts) as first_ts,
+        max(last_ts) as last_ts,
+        sum(points_scored) as points_scored,
+        sum(cold_start_points) as cold_start_points,
+        sum(anomalies) as anomalies,
+        sum(warning_points) as warning_points,
+        sum(critical_points) as critical_points,
+        max(worst_severity_level) as worst_severity_level,
+        max(max_score) as max_score,
+        max(last_anomaly_ts) as last_anomaly_ts,
+        arg_max(last_anomaly_why, last_anomaly_ts) as last_anomaly_why
+    from marts.entity_day_health
     group by entity_id
 )
 
@@ -107,21 +98,21 @@ select
     pe.entity_id,
     pe.first_ts,
     pe.last_ts,
-    pe.points_scored,
-    pe.cold_start_points,
-    pe.anomalies,
-    coalesce(ev.events, 0) as events,
-    pe.warning_points,
-    pe.critical_points,
+    cast(pe.points_scored as bigint) as points_scored,
+    cast(pe.cold_start_points as bigint) as cold_start_points,
+    cast(pe.anomalies as bigint) as anomalies,
+    cast(coalesce(ev.events, 0) as bigint) as events,
+    cast(pe.warning_points as bigint) as warning_points,
+    cast(pe.critical_points as bigint) as critical_points,
     case pe.worst_severity_level
         when 3 then 'critical'
         when 2 then 'warning'
         when 1 then 'normal'
         else 'cold_start'
     end as worst_severity,
-    pe.score_p50,
-    pe.score_p95,
-    pe.score_p99,
+    r.p[1] as score_p50,
+    r.p[2] as score_p95,
+    r.p[3] as score_p99,
     pe.max_score,
     d.dominant_family,
     pe.last_anomaly_ts,
@@ -136,4 +127,5 @@ select
 from per_entity as pe
 left join events as ev on ev.entity_id = pe.entity_id
 left join dominant as d on d.entity_id = pe.entity_id
+left join recent as r on r.entity_id = pe.entity_id
 order by health_rank

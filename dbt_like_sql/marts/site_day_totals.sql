@@ -18,42 +18,55 @@
 --   mean: mean of the day's values (ratios: the average rate).
 --   anomalies: flagged points of the site's entities that day (all metrics).
 with points as (
+    -- per entity first: the site of each entity is then looked up once, not once per point
     select
         d.entity_id,
         d.metric,
         cast(timezone('UTC', d.ts) as date) as day,
-        d.value,
-        d.expected
+        sum(d.value) as total,
+        count(d.value) as n_values,
+        sum(d.expected) as expected
     from features.decomposition as d
     where d.ts >= $since and d.ts < $until
+    group by 1, 2, 3
+),
+
+flagged as (
+    select
+        x.entity_id,
+        cast(timezone('UTC', x.ts) as date) as day,
+        count(*) as anomalies
+    from scoring.anomaly_scores as x
+    where x.is_anomaly and x.severity <> 'cold_start' and x.ts >= $since and x.ts < $until
+    group by 1, 2
 ),
 
 sites as (
-    select entity_id, site from marts.entities
+    select
+        e.entity_id,
+        coalesce(s.site, regexp_replace(e.entity_id, '[-_.\s]*\d+$', '')) as site
+    from (select distinct entity_id from points union select distinct entity_id from flagged) as e
+    left join marts.entities as s on s.entity_id = e.entity_id
 ),
 
 totals as (
     select
         p.day,
-        coalesce(s.site, regexp_replace(p.entity_id, '[-_.\s]*\d+$', '')) as site,
+        s.site,
         p.metric,
-        count(distinct p.entity_id) as entities,
-        sum(p.value) as total,
+        count(*) as entities,
+        sum(p.total) as total,
         sum(p.expected) as expected,
-        avg(p.value) as mean
+        sum(p.total) / nullif(sum(p.n_values), 0) as mean
     from points as p
-    left join sites as s on s.entity_id = p.entity_id
+    join sites as s on s.entity_id = p.entity_id
     group by 1, 2, 3
 ),
 
 flags as (
-    select
-        cast(timezone('UTC', x.ts) as date) as day,
-        coalesce(s.site, regexp_replace(x.entity_id, '[-_.\s]*\d+$', '')) as site,
-        count(*) as anomalies
-    from scoring.anomaly_scores as x
-    left join sites as s on s.entity_id = x.entity_id
-    where x.is_anomaly and x.severity <> 'cold_start' and x.ts >= $since and x.ts < $until
+    select f.day, s.site, sum(f.anomalies) as anomalies
+    from flagged as f
+    join sites as s on s.entity_id = f.entity_id
     group by 1, 2
 )
 
@@ -65,7 +78,7 @@ select
     t.total,
     t.expected,
     t.mean,
-    coalesce(f.anomalies, 0) as anomalies
+    cast(coalesce(f.anomalies, 0) as bigint) as anomalies
 from totals as t
 left join flags as f on f.day = t.day and f.site = t.site
 order by t.day, t.site, t.metric

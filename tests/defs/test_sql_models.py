@@ -32,6 +32,7 @@ OPEN_ALERTS = dg.AssetKey(["marts", "open_alerts"])
 CYCLE_COUNTS = dg.AssetKey(["marts", "cycle_counts"])
 BUSINESS_KPIS = dg.AssetKey(["marts", "business_kpis"])
 SITE_DAY_TOTALS = dg.AssetKey(["marts", "site_day_totals"])
+ENTITY_DAYS = {dg.AssetKey(["marts", "entity_day_health"]), dg.AssetKey(["marts", "entity_day_families"])}
 VIEWS = {CURRENT_HEALTH, OPEN_ALERTS, CYCLE_COUNTS}  # the analysts' views of now: they read alerts and entities too
 SCORES = dg.AssetKey(["scoring", "anomaly_scores"])
 EXPLANATIONS = dg.AssetKey(["scoring", "explanations"])
@@ -159,7 +160,8 @@ def spec_of(assets: list[dg.AssetsDefinition], key: dg.AssetKey) -> dg.AssetSpec
 def test_repo_models_and_inferred_deps():
     models = {m.qualified_name: m for m in load_sql_models(REPO_SQL_DIR)}
     assert set(models) == {"marts.entity_health", "marts.fleet_health", "marts.current_health", "marts.open_alerts",
-                           "marts.cycle_counts", "marts.business_kpis", "marts.site_day_totals"}
+                           "marts.cycle_counts", "marts.business_kpis", "marts.site_day_totals",
+                           "marts.entity_day_health", "marts.entity_day_families"}
     assert models["marts.cycle_counts"].reads == frozenset({"alerts.alerts", "marts.entities"})
     assert models["marts.cycle_counts"].materialized == "view"
     assert models["marts.site_day_totals"].reads == frozenset(
@@ -167,14 +169,16 @@ def test_repo_models_and_inferred_deps():
     assert models["marts.business_kpis"].reads == frozenset(
         {"marts.site_day_totals", "marts.entities", "alerts.alerts", "alerts.alert_events"})
     assert models["marts.business_kpis"].materialized == "view"
-    assert {n for n, m in models.items() if m.incremental} == {"marts.fleet_health", "marts.site_day_totals"}
+    assert {n for n, m in models.items() if m.incremental} == {"marts.fleet_health", "marts.site_day_totals",
+                                                               "marts.entity_day_health", "marts.entity_day_families"}
     assert models["marts.current_health"].reads == frozenset({"scoring.anomaly_scores", "alerts.alerts"})
     assert models["marts.open_alerts"].reads == frozenset({"alerts.alerts", "marts.entities"})
     assert {m.materialized for m in models.values()} == {"table", "view"}
     assert models["marts.open_alerts"].materialized == "view" == models["marts.current_health"].materialized
     assert models["marts.entity_health"].reads == frozenset(
-        {"scoring.anomaly_scores", "scoring.explanations"}
+        {"marts.entity_day_health", "marts.entity_day_families", "scoring.anomaly_scores"}
     )
+    assert models["marts.entity_day_families"].reads == frozenset({"scoring.anomaly_scores", "scoring.explanations"})
     assert models["marts.fleet_health"].reads == frozenset({"scoring.anomaly_scores"})
     for model in models.values():
         assert isinstance(model, SqlModel)
@@ -182,9 +186,10 @@ def test_repo_models_and_inferred_deps():
         assert not model.sql.lstrip().startswith("--")  # comment block split off
 
     assets = build_sql_model_assets(REPO_SQL_DIR)
-    assert {k for a in assets for k in a.keys} == {ENTITY_HEALTH, FLEET_HEALTH, BUSINESS_KPIS, SITE_DAY_TOTALS} | VIEWS
+    assert {k for a in assets for k in a.keys} == \
+        {ENTITY_HEALTH, FLEET_HEALTH, BUSINESS_KPIS, SITE_DAY_TOTALS} | ENTITY_DAYS | VIEWS
     eh = spec_of(assets, ENTITY_HEALTH)
-    assert {d.asset_key for d in eh.deps} == {SCORES, EXPLANATIONS}
+    assert {d.asset_key for d in eh.deps} == {SCORES} | ENTITY_DAYS
     assert {d.asset_key for d in spec_of(assets, FLEET_HEALTH).deps} == {SCORES}
     assert eh.group_name == "marts"
     assert eh.kinds == {"duckdb", "sql"}
@@ -412,7 +417,7 @@ def test_materialization_metadata_and_idempotence(db_path: Path):
         e.event_specific_data.materialization.asset_key: e.event_specific_data.materialization
         for e in result.get_asset_materialization_events()
     }
-    assert set(mats) == {ENTITY_HEALTH, FLEET_HEALTH, BUSINESS_KPIS, SITE_DAY_TOTALS} | VIEWS
+    assert set(mats) == {ENTITY_HEALTH, FLEET_HEALTH, BUSINESS_KPIS, SITE_DAY_TOTALS} | ENTITY_DAYS | VIEWS
     assert query(db_path, "SELECT count(*) AS n FROM duckdb_views() WHERE schema_name = 'marts'") == [{"n": 4}]
     md = mats[ENTITY_HEALTH].metadata
     assert md["dagster/row_count"].value == 5
@@ -443,12 +448,13 @@ def test_failed_rebuild_keeps_previous_table(db_path: Path):
         raise_on_error=False,
     )
     assert not result.success
-    # entity_health failed and was rolled back; fleet_health and the views do not need explanations.
+    # entity_day_families failed and was rolled back, so entity_health, which reads it, kept its rows;
+    # fleet_health and the views do not need explanations.
     assert query(db_path, "SELECT count(*) AS n FROM marts.entity_health") == [{"n": 5}]
     assert {
         e.event_specific_data.materialization.asset_key
         for e in result.get_asset_materialization_events()
-    } == {FLEET_HEALTH, BUSINESS_KPIS, SITE_DAY_TOTALS} | VIEWS
+    } == {FLEET_HEALTH, BUSINESS_KPIS, SITE_DAY_TOTALS, dg.AssetKey(["marts", "entity_day_health"])} | VIEWS
 
 
 def test_preview_markdown_without_tabulate(monkeypatch):
@@ -519,7 +525,7 @@ def test_unpartitioned_marts_run_with_daily_partitioned_upstream(tmp_path: Path)
 
 
 def test_a_run_of_partitions_rebuilds_only_their_days_of_the_daily_marts(db_path: Path):
-    daily = {"fleet_health": "day", "site_day_totals": "day"}
+    daily = {"fleet_health": "day", "site_day_totals": "day", "entity_day_health": "day"}
     with duckdb.connect(str(db_path)) as con:
         con.executemany("INSERT INTO features.decomposition (entity_id, metric, ts, value, expected) VALUES (?, 'units', ?, ?, ?)",
                         [("pump-a", utc(d, h), 10.0 + h, 9.0) for d in (1, 2) for h in range(0, 24, 6)])
