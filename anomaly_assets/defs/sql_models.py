@@ -33,6 +33,7 @@ Column documentation convention inside the leading comment block: a line
 indented deeper than the column name continue its description.
 """
 
+import datetime as dt
 import graphlib
 import hashlib
 import json
@@ -461,7 +462,9 @@ def _run_days(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Times
     tags = context.run.tags
     first = tags.get("dagster/partition") or tags.get("dagster/asset_partition_range_start")
     last = tags.get("dagster/partition") or tags.get("dagster/asset_partition_range_end")
-    if not first or not last:
+    try:  # a key that is not a day (another partitioning) rebuilds whole: slower, never wrong
+        first, last = dt.date.fromisoformat(first or ""), dt.date.fromisoformat(last or "")
+    except ValueError:
         return None
     return pd.Timestamp(first, tz="UTC"), pd.Timestamp(last, tz="UTC") + pd.Timedelta(days=1)
 

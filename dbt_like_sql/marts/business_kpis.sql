@@ -47,8 +47,7 @@ shown as (
         cast(timezone('UTC', a.opened_at) as date) as first_day,
         cast(timezone('UTC', coalesce(a.resolved_at, a.last_seen_at)) as date) as last_day,
         a.status in ('open', 'acknowledged') as still_open,
-        -- decimal, so that adding an alert's money and taking it away again leaves exactly 0
-        cast(coalesce(a.value_at_risk, 0) as decimal(38, 6)) as value_at_risk,
+        coalesce(a.value_at_risk, 0) as value_at_risk,
         v.verdict,
         r.value_recovered
     from alerts.alerts as a
@@ -72,13 +71,14 @@ changes as (
         value_recovered
     from shown
     union all
-    select site, last_day + 1, -1, -value_at_risk, 0, 0, 0, null
+    -- an alert resolved (wall time) before the data time it opened at was open on no day
+    select site, greatest(last_day + 1, first_day), -1, -value_at_risk, 0, 0, 0, null
     from shown
     where not still_open
 ),
 
 timeline as (
-    select distinct day, site, 0 as opened, cast(0 as decimal(38, 6)) as risk, 0 as with_feedback, 0 as tp,
+    select distinct day, site, 0 as opened, 0.0 as risk, 0 as with_feedback, 0 as tp,
         0 as fp, cast(null as double) as value_recovered, true as is_day
     from marts.site_day_totals
     union all
@@ -111,7 +111,8 @@ select
     t.mean,
     t.anomalies,
     cast(r.alerts_open as bigint) as alerts_open,
-    cast(r.money_at_risk as double) as money_at_risk,
+    -- with no alert open, exactly 0 (not what adding and taking away the same money leaves)
+    case when r.alerts_open = 0 then 0.0 else r.money_at_risk end as money_at_risk,
     cast(r.alerts_with_feedback as bigint) as alerts_with_feedback,
     case when r.tp + r.fp > 0 then r.tp / (r.tp + r.fp) end as feedback_precision,
     r.value_recovered

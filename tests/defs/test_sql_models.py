@@ -438,6 +438,28 @@ def test_materialization_metadata_and_idempotence(db_path: Path):
     assert after == before  # CREATE OR REPLACE: no duplication
 
 
+def test_a_run_of_flags_over_midnight_is_one_event_whatever_lies_between(tmp_path: Path):
+    def row(e, day, hour, flagged, cold=False):
+        sev = "cold_start" if cold else ("warning" if flagged else "normal")
+        return (e, utc(day, hour), None if cold else (0.8 if flagged else 0.1), flagged, sev, "w" if flagged else None)
+
+    scores = [
+        # one run over midnight: one event
+        row("over", 1, 22, False), row("over", 1, 23, True), row("over", 2, 0, True), row("over", 2, 1, False),
+        # a day of cold-start points only between two flagged points: still one run of scored points
+        row("gap", 1, 23, True), row("gap", 2, 12, False, cold=True), row("gap", 3, 0, True),
+        # a normal point at midnight ends the run: two events
+        row("two", 1, 23, True), row("two", 2, 0, False), row("two", 2, 1, True),
+        # flags days apart with nothing between
+        row("far", 1, 23, True), row("far", 5, 0, True), row("far", 5, 1, False), row("far", 6, 0, True),
+    ]
+    db = tmp_path / "fleet.duckdb"
+    create_scoring_tables(db, scores=scores, explanations=())
+    materialize_marts(db)
+    events = {r["entity_id"]: r["events"] for r in query(db, "SELECT entity_id, events FROM marts.entity_health")}
+    assert events == {"over": 1, "gap": 1, "two": 2, "far": 2}
+
+
 def test_failed_rebuild_keeps_previous_table(db_path: Path):
     materialize_marts(db_path)
     with duckdb.connect(str(db_path)) as con:
@@ -568,8 +590,15 @@ def test_a_run_of_partitions_rebuilds_only_their_days_of_the_daily_marts(db_path
         assert on(day_1[t], 1) == on(restated[t], 1) != on(whole[t], 1), t
         assert on(day_1[t], 2) == on(whole[t], 2), t
     assert on(day_1["fleet_health"], 2) != on(restated["fleet_health"], 2)
-    ranged = run({"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-01-02"})
-    assert ranged == run({})
+    with duckdb.connect(str(db_path)) as con:  # both days change again; a range of day 2 restates day 2 alone
+        con.execute("UPDATE scoring.anomaly_scores SET is_anomaly = true, severity = 'critical' "
+                    "WHERE ts IN (?, ?)", [utc(1, 1), utc(2, 6)])
+    ranged = run({"dagster/asset_partition_range_start": "2024-01-02", "dagster/asset_partition_range_end": "2024-01-02"})
+    again = run({})
+    for t in daily:
+        assert on(ranged[t], 2) == on(again[t], 2) and on(ranged[t], 1) == on(restated[t], 1) != on(again[t], 1), t
+    both = run({"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-01-02"})
+    assert both == again
 
     # business_kpis is a view: the alerts' columns are read when it is queried
     kpi = lambda: {r["day"]: r for r in query(db_path, "SELECT * FROM marts.business_kpis")}  # noqa: E731
