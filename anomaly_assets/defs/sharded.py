@@ -21,6 +21,7 @@ Files (beside ``ANOMALY_WAREHOUSE``): ``shard_<k>.duckdb`` per shard, ``fleet.du
 merged marts; landing: ``<ANOMALY_LANDING_DIR>/shard=<k>/``; models: ``models/shard_<k>/``.
 """
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from anomaly_assets.defs.detection import DetectorConfig
 from anomaly_assets.defs.metadata import time_window
 from anomaly_assets.defs.partitions import daily_partitions
 from anomaly_assets.defs.resources import LandingFolder, MetricCatalog, ModelStore
-from anomaly_assets.defs.sql_models import load_sql_models
+from anomaly_assets.defs.sql_models import load_sql_models, rebuild
 from anomaly_assets.settings import load_settings
 
 # dbt_like_sql/marts/*.sql rebuilt over all shards, in this order (entity_health reads the first two)
@@ -122,7 +123,8 @@ def fleet_marts(n: int, sql_dir: Path) -> dg.AssetsDefinition:
                         model = models[f"marts.{name}"]
                         sql = model.sql.replace("scoring.anomaly_scores", "anomaly_scores_all").replace(
                             "scoring.explanations", "explanations_all")
-                        con.execute(f"CREATE OR REPLACE TABLE marts.{name} AS {sql}", model.parameters())
+                        # the day tables rebuild the run's days only, as the unsharded marts do
+                        rebuild(con, dataclasses.replace(model, sql=sql), (start, end))
                         counts[name] = con.execute(f"SELECT count(*) FROM marts.{name}").fetchone()[0]
             finally:
                 for k in range(len(files)):

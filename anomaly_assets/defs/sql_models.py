@@ -55,6 +55,7 @@ __all__ = [
     "SqlModel",
     "build_sql_model_assets",
     "load_sql_models",
+    "rebuild",
 ]
 
 PREVIEW_ROWS = 10
@@ -422,7 +423,7 @@ def _build_asset(model: SqlModel) -> dg.AssetsDefinition:
                 con.execute("BEGIN TRANSACTION")
                 try:
                     con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(model.schema)}")
-                    scope = _rebuild(con, model, relation, _run_days(context))
+                    scope = rebuild(con, model, _run_days(context))
                     con.execute("COMMIT")
                 except BaseException:
                     try:
@@ -469,10 +470,23 @@ def _run_days(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Times
     return pd.Timestamp(first, tz="UTC"), pd.Timestamp(last, tz="UTC") + pd.Timedelta(days=1)
 
 
-def _rebuild(con, model: SqlModel, relation: str, window: tuple[pd.Timestamp, pd.Timestamp] | None) -> str:
-    """Build the model: the rows of the ``window``'s days, for an incremental model whose table
-    already has the query's columns, else the whole table (or view). Returns what was rebuilt, for
-    the log."""
+def rebuild(con, model: SqlModel, window: tuple[pd.Timestamp, pd.Timestamp] | None) -> str:
+    """Build ``model`` on ``con`` (inside the caller's transaction).
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+    model : SqlModel
+    window : (start, end) or None
+        UTC midnights ``[start, end)``: an incremental model whose table already has the query's
+        columns rebuilds only those days' rows. None, or any other model: the whole table (or view).
+
+    Returns
+    -------
+    str
+        What was rebuilt, for the log.
+    """
+    relation = f"{_quote(model.schema)}.{_quote(model.table)}"
     exists = con.execute("SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
                          [model.schema, model.table]).fetchone()
     if model.incremental and window is not None and exists and exists[0] == "BASE TABLE":

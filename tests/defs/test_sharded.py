@@ -78,3 +78,15 @@ def test_two_shards_run_in_two_processes_and_merge_to_the_fleet_answer(tmp_path,
     assert whole["marts.fleet_health"]["anomalies"].sum() > 0
     for t in MARTS:
         pd.testing.assert_frame_equal(fleet[t], whole[t], check_dtype=False, obj=t)
+
+    # a re-run of the fleet marts for the last day rebuilds that day of the day tables: still the same
+    with dg.instance_for_test() as instance:
+        again = dg.execute_job(dg.reconstructable(sharded.sharded_chain_job), instance=instance,
+                               tags={"dagster/partition": RANGE["dagster/asset_partition_range_end"]},
+                               asset_selection=[dg.AssetKey(["fleet", "marts"])])
+        assert again.success
+    days = {"marts.entity_day_health": "day, entity_id", **MARTS}
+    fleet, whole = _read(tmp_path / "wh" / "fleet.duckdb", days), _read(tmp_path / "whole.duckdb", days)
+    assert fleet["marts.entity_day_health"]["day"].nunique() == 15
+    for t in days:
+        pd.testing.assert_frame_equal(fleet[t], whole[t], check_dtype=False, obj=t)
