@@ -618,14 +618,14 @@ def _build_daily_marts(warehouse: Path, skip=()) -> dict:
     before the timed one would have left them; returns their row counts."""
     import duckdb
 
-    from anomaly_assets.defs.sql_models import load_sql_models
+    from anomaly_assets.defs.sql_models import load_sql_models, rebuild
 
     built = {}
     con = duckdb.connect(str(warehouse))
     try:
         for m in load_sql_models(REPO / "dbt_like_sql"):
             if m.incremental and m.qualified_name not in skip:
-                con.execute(f"CREATE OR REPLACE TABLE {m.qualified_name} AS {m.sql}", m.parameters())
+                rebuild(con, m, None)
                 built[m.qualified_name] = con.execute(f"SELECT count(*) FROM {m.qualified_name}").fetchone()[0]
     finally:
         con.close()
@@ -649,9 +649,8 @@ def mode_nightly(a) -> None:
     night = h["night"]
     if not (work / "scores_done").exists():
         # the scores the nights before would have left, so that the marts over all scored history
-        # (entity_health) read as much as they would (not timed)
-        # in a child process, as every step here: what DuckDB holds in this one would count in the
-        # peak of each case forked from it
+        # (entity_health) read as much as they would (not timed). In a child process, as every step
+        # here: what DuckDB held in this one would count in the peak of each case forked from it
         t0 = time.perf_counter()
         n = run_case_measured("scores", warehouse=str(history), night=night)["rows"]
         (work / "scores_done").write_text(json.dumps({"rows": n}))
@@ -659,10 +658,14 @@ def mode_nightly(a) -> None:
         print(f"stand-in scores of the history written in {time.perf_counter() - t0:.0f} s: {n:,} rows", flush=True)
     # what earlier nights leave: the day-keyed marts over the whole history (not timed), in the
     # history and in the carried copies made from it; a model added since is built where it is missing
+    from anomaly_assets.defs.sql_models import load_sql_models
+
     done = json.loads((work / "marts_done").read_text()) if (work / "marts_done").exists() else {}
+    missing = [m.qualified_name for m in load_sql_models(REPO / "dbt_like_sql") if m.incremental
+               and m.qualified_name not in done]
     t0 = time.perf_counter()
     built = {}
-    for wh in [history, *sorted(work.glob("history_refit*.duckdb"))]:
+    for wh in [history, *sorted(work.glob("history_refit*.duckdb"))] if missing else []:
         built = run_case_measured("marts", warehouse=str(wh), skip=list(done))
         built = {k: v for k, v in built.items() if k.startswith("marts.")}
     if built:
