@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 
 @dataclass(frozen=True)
@@ -342,25 +344,44 @@ def read_history_chunk(con: duckdb.DuckDBPyConnection, entities: list[str], metr
     An entity with at least ``min_recent_points`` timestamps in [recent_start, start) is read
     from ``short_start``; one with fewer (daily data, or a newcomer) from ``long_start``, so a
     daily series finds its longer reference without every hourly series reading as far back.
+
+    The two tables are joined on their names and the names coded afterwards in Arrow
+    (``pc.index_in``): coding each side in DuckDB first doubled a 100k night's read
+    (benchmarks/RESULTS.md). Rows of an entity between the first and last name that is not in
+    ``entities`` are not this chunk's and are dropped; a metric not in ``metrics`` is an error.
     """
     if entities[-1] is None:
         raise ValueError(f"{OBSERVATIONS.qualified} has rows with a NULL entity_id, which its contract forbids")
     tab = con.sql(
         f"""WITH recent AS (
                 SELECT entity_id, count(DISTINCT ts) AS n FROM {OBSERVATIONS.qualified}
-                WHERE ts >= $5 AND ts < $3 AND entity_id BETWEEN $9 AND $10 GROUP BY entity_id)
-            SELECT e.code AS entity_id, m.code AS metric, o.ts, o.value, d.residual, d.excluded
-            FROM {OBSERVATIONS.qualified} o
-            JOIN {_CODES.format(1)} e ON o.entity_id = e.name
-            LEFT JOIN {_CODES.format(2)} m ON o.metric = m.name
-            LEFT JOIN recent r ON r.entity_id = o.entity_id
-            LEFT JOIN {DECOMPOSITION.qualified} d
-              ON d.entity_id = o.entity_id AND d.metric = o.metric AND d.ts = o.ts AND d.ts >= $7 AND d.ts < $3
-            WHERE o.entity_id BETWEEN $9 AND $10 AND o.ts < $4
-              AND o.ts >= CASE WHEN coalesce(r.n, 0) >= $8 THEN $6 ELSE $7 END""",
-        params=[entities, metrics, start, end, recent_start, short_start, long_start, min_recent_points,
-                entities[0], entities[-1]]).to_arrow_table()
+                WHERE ts >= $5 AND ts < $3 AND entity_id BETWEEN $1 AND $2 GROUP BY entity_id),
+            o AS (
+                SELECT o.entity_id, o.metric, o.ts, o.value FROM {OBSERVATIONS.qualified} o
+                LEFT JOIN recent r ON r.entity_id = o.entity_id
+                WHERE o.entity_id BETWEEN $1 AND $2 AND o.ts < $4
+                  AND o.ts >= CASE WHEN coalesce(r.n, 0) >= $8 THEN $6 ELSE $7 END),
+            d AS (
+                SELECT entity_id, metric, ts, residual, excluded FROM {DECOMPOSITION.qualified}
+                WHERE entity_id BETWEEN $1 AND $2 AND ts >= $7 AND ts < $3)
+            SELECT o.entity_id, o.metric, o.ts, o.value, d.residual, d.excluded
+            FROM o LEFT JOIN d ON d.entity_id = o.entity_id AND d.metric = o.metric AND d.ts = o.ts""",
+        params=[entities[0], entities[-1], start, end, recent_start, short_start, long_start,
+                min_recent_points]).to_arrow_table()
+    tab = _coded_in_arrow(tab, entities, metrics)
     return _decoded(tab, entities, metrics, f"{OBSERVATIONS.qualified} has {{}} values", "read_history_chunk")
+
+
+def _coded_in_arrow(tab, entities: list[str], metrics: list[str]):
+    """entity_id and metric of ``tab`` as their positions in ``entities`` and ``metrics`` (NULL
+    where absent), without the rows of entities not in ``entities``."""
+    codes = {}
+    for name, names in (("entity_id", entities), ("metric", metrics)):
+        col = tab.column(name)
+        codes[name] = pc.index_in(col, value_set=pa.array(names, type=col.type))
+    for name, c in codes.items():
+        tab = tab.set_column(tab.schema.get_field_index(name), name, c)
+    return tab.filter(pc.is_valid(codes["entity_id"]))
 
 
 @dataclass(frozen=True)
@@ -484,8 +505,6 @@ def replace_time_slice_streamed(
     """
     import itertools
 
-    import pyarrow as pa
-
     _delete_slice(con, table, start, end)
     names = table.column_names
     frames = iter(frames)
@@ -522,8 +541,6 @@ def _stream_schema(con: duckdb.DuckDBPyConnection, table: Table, first: pd.DataF
     a column that is all NULL in ``first`` (an Arrow null type, which no later value casts to)
     gets the type DuckDB gives the table's column.
     """
-    import pyarrow as pa
-
     cols = ", ".join(f'"{c}"' for c in first.columns)
     declared = con.sql(f"SELECT {cols} FROM {table.qualified} LIMIT 0").to_arrow_table().schema
     fields = []

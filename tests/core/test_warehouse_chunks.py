@@ -123,3 +123,42 @@ def test_a_stream_takes_frames_wider_than_its_first(tmp_path):
                       "string_agg(DISTINCT model_version, ',' ORDER BY model_version), count(anomaly_score) "
                       "FROM scoring.anomaly_scores").fetchone()
     assert got == (40_003, 40_003, 40_000, "e39999", "v1,v2", 40_001)
+
+
+def test_a_history_chunk_is_the_listed_observations_with_what_was_stored_before_the_day(tmp_path):
+    """read_history_chunk against the same rows computed in pandas: each entity from the short
+    or the long start by its recent count, the stored residual and excluded before the day only,
+    NULL where nothing was stored, an unlisted entity between the listed ones left out."""
+    con, rows = _observations(tmp_path / "w.duckdb")
+    h = lambda n: START + pd.Timedelta(hours=n)  # noqa: E731
+    start, end, short, long_, recent, min_recent = h(30), h(48), h(20), START, h(22), 5
+    stored = rows[rows["ts"] < h(28)].copy()  # the last two hours before the day not yet scored
+    rng = np.random.default_rng(4)
+    stored["residual"] = rng.normal(size=len(stored))
+    stored["excluded"] = rng.random(len(stored)) < 0.2
+    for c in wh.DECOMPOSITION.column_names:
+        if c not in stored:
+            stored[c] = np.nan
+    with wh.transaction(con):
+        wh.replace_time_slice(con, wh.DECOMPOSITION, stored[wh.DECOMPOSITION.column_names], START, h(48))
+    listed = ["a'1", "b,3", "pompe-é", "zz"]  # "b,2" sorts between them and is not this chunk's
+    metrics = wh.distinct_metrics(con, wh.OBSERVATIONS, START, h(60))
+    got = wh.read_history_chunk(con, listed, metrics, start, end, short, long_, recent, min_recent)
+    assert list(got.columns) == ["entity_id", "metric", "ts", "value", "residual", "excluded"]
+    assert list(got["entity_id"].cat.categories) == listed and list(got["metric"].cat.categories) == metrics
+
+    n_recent = rows[(rows["ts"] >= recent) & (rows["ts"] < start)].groupby("entity_id")["ts"].nunique()
+    from_ = {e: short if n_recent.get(e, 0) >= min_recent else long_ for e in listed}
+    assert from_["pompe-é"] == long_ and from_["zz"] == short  # both rules are exercised
+    want = rows[rows["entity_id"].isin(listed) & (rows["ts"] < end)]
+    want = want[want["ts"] >= want["entity_id"].map(from_)]
+    want = want.merge(stored[["entity_id", "metric", "ts", "residual", "excluded"]], how="left")
+    want = want[["entity_id", "metric", "ts", "value", "residual", "excluded"]]
+    got, want = _sorted(got), _sorted(want)
+    assert got["residual"].isna().any() and got["residual"].notna().any()
+    pd.testing.assert_frame_equal(got.drop(columns="excluded"), want.drop(columns="excluded"), check_dtype=False)
+    assert (got["excluded"].isna() == want["excluded"].isna()).all()
+    assert (got["excluded"].dropna().astype(bool).to_numpy() == want["excluded"].dropna().astype(bool).to_numpy()).all()
+
+    with pytest.raises(ValueError, match=r"raw.observations has metric values .* not among the 2 names"):
+        wh.read_history_chunk(con, listed, ["rpm", "temp_c"], start, end, short, long_, recent, min_recent)
