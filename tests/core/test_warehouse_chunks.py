@@ -127,12 +127,22 @@ def test_a_stream_takes_frames_wider_than_its_first(tmp_path):
 
 def test_a_history_chunk_is_the_listed_observations_with_what_was_stored_before_the_day(tmp_path):
     """read_history_chunk against the same rows computed in pandas: each entity from the short
-    or the long start by its recent count, the stored residual and excluded before the day only,
-    NULL where nothing was stored, an unlisted entity between the listed ones left out."""
+    or the long start by its distinct timestamps before the day, the stored residual and excluded
+    before the day only, NULL where nothing was stored, an unlisted entity between the listed
+    ones left out."""
     con, rows = _observations(tmp_path / "w.duckdb")
     h = lambda n: START + pd.Timedelta(hours=n)  # noqa: E731
-    start, end, short, long_, recent, min_recent = h(30), h(48), h(20), START, h(22), 5
-    stored = rows[rows["ts"] < h(28)].copy()  # the last two hours before the day not yet scored
+    start, end, short, long_, recent, min_recent = h(30), h(48), h(20), START, h(24), 6
+    # "m2": 3 distinct recent timestamps (6 rows over two metrics) and more in the day: long start
+    m2 = pd.DataFrame([("m2", m, h(t), float(t)) for t in (10, 11) for m in ("rpm",)]
+                      + [("m2", m, h(t), float(t)) for t in (26, 27, 28, *range(30, 41)) for m in ("rpm", "temp_c")],
+                      columns=["entity_id", "metric", "ts", "value"])
+    m2["source_file"], m2["ingested_at"] = "f.csv", START
+    con.register("m2_rows", m2[wh.OBSERVATIONS.column_names])
+    con.execute("INSERT INTO raw.observations SELECT * FROM m2_rows")
+    rows = pd.concat([rows, m2], ignore_index=True)
+    # stored: everything before h(28) and the day's first hours (a re-run day), not h(28)-h(30)
+    stored = rows[(rows["ts"] < h(28)) | ((rows["ts"] >= start) & (rows["ts"] < h(34)))].copy()
     rng = np.random.default_rng(4)
     stored["residual"] = rng.normal(size=len(stored))
     stored["excluded"] = rng.random(len(stored)) < 0.2
@@ -141,7 +151,7 @@ def test_a_history_chunk_is_the_listed_observations_with_what_was_stored_before_
             stored[c] = np.nan
     with wh.transaction(con):
         wh.replace_time_slice(con, wh.DECOMPOSITION, stored[wh.DECOMPOSITION.column_names], START, h(48))
-    listed = ["a'1", "b,3", "pompe-é", "zz"]  # "b,2" sorts between them and is not this chunk's
+    listed = ["a'1", "b,3", "m2", "pompe-é", "zz"]  # "b,2" sorts between them and is not this chunk's
     metrics = wh.distinct_metrics(con, wh.OBSERVATIONS, START, h(60))
     got = wh.read_history_chunk(con, listed, metrics, start, end, short, long_, recent, min_recent)
     assert list(got.columns) == ["entity_id", "metric", "ts", "value", "residual", "excluded"]
@@ -149,13 +159,17 @@ def test_a_history_chunk_is_the_listed_observations_with_what_was_stored_before_
 
     n_recent = rows[(rows["ts"] >= recent) & (rows["ts"] < start)].groupby("entity_id")["ts"].nunique()
     from_ = {e: short if n_recent.get(e, 0) >= min_recent else long_ for e in listed}
-    assert from_["pompe-é"] == long_ and from_["zz"] == short  # both rules are exercised
+    # each rule is exercised: exactly min_recent (a'1), none (pompe-é), few distinct but many
+    # rows, and many in the day (m2)
+    assert (n_recent["a'1"], from_["a'1"]) == (min_recent, short)
+    assert (from_["pompe-é"], from_["m2"], from_["zz"]) == (long_, long_, short)
     want = rows[rows["entity_id"].isin(listed) & (rows["ts"] < end)]
     want = want[want["ts"] >= want["entity_id"].map(from_)]
-    want = want.merge(stored[["entity_id", "metric", "ts", "residual", "excluded"]], how="left")
-    want = want[["entity_id", "metric", "ts", "value", "residual", "excluded"]]
+    before = stored[stored["ts"] < start][["entity_id", "metric", "ts", "residual", "excluded"]]
+    want = want.merge(before, how="left")[["entity_id", "metric", "ts", "value", "residual", "excluded"]]
     got, want = _sorted(got), _sorted(want)
     assert got["residual"].isna().any() and got["residual"].notna().any()
+    assert got.loc[got["ts"] >= start, "residual"].isna().all()  # the day's stored rows are not its history
     pd.testing.assert_frame_equal(got.drop(columns="excluded"), want.drop(columns="excluded"), check_dtype=False)
     assert (got["excluded"].isna() == want["excluded"].isna()).all()
     assert (got["excluded"].dropna().astype(bool).to_numpy() == want["excluded"].dropna().astype(bool).to_numpy()).all()
