@@ -376,15 +376,12 @@ def read_history_chunk(con: duckdb.DuckDBPyConnection, entities: list[str], metr
 
 def _coded_in_arrow(tab, entities: list[str], metrics: list[str]):
     """entity_id and metric of ``tab`` as their positions in ``entities`` and ``metrics`` (NULL
-    where absent), without the rows of entities not in ``entities`` (none, when the query kept
-    to them)."""
-    codes = {}
+    where absent: :func:`_decoded` names it)."""
     for name, names in (("entity_id", entities), ("metric", metrics)):
-        col = tab.column(name)
-        codes[name] = pc.index_in(col, value_set=pa.array(names, type=col.type))
-    for name, c in codes.items():
-        tab = tab.set_column(tab.schema.get_field_index(name), name, c)
-    return tab.filter(pc.is_valid(codes["entity_id"]))
+        i = tab.schema.get_field_index(name)
+        col = tab.column(i)
+        tab = tab.set_column(i, name, pc.index_in(col, value_set=pa.array(names, type=col.type)))
+    return tab
 
 
 @dataclass(frozen=True)
