@@ -37,7 +37,8 @@ features.decomposition for 28 days: what previous nights leave), lands the last 
 times the nightly job run. With ``--refit-days`` above 1 (carried models), detection alone first
 runs the day before the night (not timed; every series is new to it, so it refits them all and
 keeps their models), and the timed night refits only the series that are due; the night's refits
-by reason and the models carried are printed. ``--mode smd`` lands ``--machines`` copies of the shared SMD machines
+by reason and the models carried are printed. So it does with ``--select-days`` above 1 (the
+detector's default), for the calendar selections the night before keeps. ``--mode smd`` lands ``--machines`` copies of the shared SMD machines
 (38 metrics, 1-minute, ~47k rows each) under new names and times the full backfill.
 
 The machine is shared: the load average is printed with every figure; compare medians.
@@ -97,7 +98,8 @@ def _child_chain(a: dict) -> dict:
     instance = dg.DagsterInstance.ephemeral()
     result = job.execute_in_process(
         instance=instance, asset_selection=keys,
-        run_config={"ops": {"detection": {"config": {"refit_days": a.get("refit_days", 1)}}}},
+        run_config={"ops": {"detection": {"config": {"refit_days": a.get("refit_days", 1),
+                                                      **({"select_days": a["select_days"]} if a.get("select_days") else {})}}}},
         tags={"dagster/asset_partition_range_start": a["start"], "dagster/asset_partition_range_end": a["end"]},
         raise_on_error=False,
     )
@@ -115,7 +117,7 @@ def _child_chain(a: dict) -> dict:
     failures = [str(ev.event_specific_data.error.message)[:400] for ev in result.all_events
                 if ev.event_type_value == "STEP_FAILURE"]
     return {"wall": wall, "import": t0 - t_import, "success": result.success, "steps": steps, "spans": spans,
-            "failures": failures, "refits": _refits(a["warehouse"], a["end"])}
+            "failures": failures, "refits": {**_refits(a["warehouse"], a["end"]), **_kept(a["warehouse"], a["end"])}}
 
 
 def _refits(warehouse: str, day: str) -> dict:
@@ -128,6 +130,23 @@ def _refits(warehouse: str, day: str) -> dict:
     except (duckdb.Error, OSError):
         return {}
     return {**json.loads(row[0] or "{}"), "carried": int(row[1] or 0)} if row else {}
+
+
+def _kept(warehouse: str, day: str) -> dict:
+    """How many series refitted on ``day`` kept an earlier calendar selection (core/selection.py)."""
+    import pyarrow.parquet as pq
+
+    files = sorted((Path(warehouse).parent / "models" / "state").glob(f"{day}-selected_*.parquet"))
+    if not files:
+        return {}
+    made = pq.read_table(files[-1], columns=["day"])["day"].to_numpy()
+    return {"selections kept from earlier days": int((made < _day_number(day)).sum())}
+
+
+def _day_number(day: str) -> int:
+    import pandas as pd
+
+    return int(pd.Timestamp(day, tz="UTC").value // 86_400_000_000_000)
 
 
 def _child_baseline(a: dict) -> dict:
@@ -301,7 +320,8 @@ def _median(xs):
 
 def repeat_chain(work: Path, name: str, repeat: int, *, landing, start, end, full,
                  history: Path | None = None, keep: Path | None = None, refit_days: int = 1,
-                 job: str = "anomaly_chain", open_day: str | None = None, assets: list[str] | None = None) -> list[dict]:
+                 job: str = "anomaly_chain", open_day: str | None = None, assets: list[str] | None = None,
+                 select_days: int | None = None) -> list[dict]:
     """Run the chain ``repeat`` times, each on a fresh warehouse (a copy of ``history`` and the
     models kept beside it, if given); the first run's warehouse and models are kept at ``keep``
     when asked and it succeeded."""
@@ -315,7 +335,8 @@ def repeat_chain(work: Path, name: str, repeat: int, *, landing, start, end, ful
             if history.with_suffix(".models").exists():  # the models carried from the backfill
                 shutil.copytree(history.with_suffix(".models"), wh.parent / "models")
         runs.append(run_case_measured("chain", landing=str(landing), warehouse=str(wh), start=start, end=end,
-                                      full=full, refit_days=refit_days, job=job, open_day=open_day, assets=assets))
+                                      full=full, refit_days=refit_days, job=job, open_day=open_day, assets=assets,
+                                      select_days=select_days))
         if i == 0 and keep is not None and runs[-1]["success"]:
             _keep(wh.parent, keep)
         shutil.rmtree(wh.parent, ignore_errors=True)
@@ -494,6 +515,8 @@ def main(argv=None) -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--refit-days", type=int, default=1, help="the detector's refit_days (>1 carries models)")
+    ap.add_argument("--select-days", type=int, default=None,
+                    help="--mode nightly: the detector's select_days (default: its default)")
     ap.add_argument("--baseline-sample", type=int, default=20, help="entities the baseline is timed on (0: skip)")
     ap.add_argument("--machines", type=int, default=8, help="--mode smd: machines to land")
     ap.add_argument("--full", action="store_true",
@@ -674,22 +697,28 @@ def mode_nightly(a) -> None:
     rows = a.entities * 4 * 24
     print(f"nightly {night}: {a.entities} entities x 4 metrics, hourly ({rows:,} new rows; reads 14 days of observations "
           f"and 28 of features); cpus {os.cpu_count()}, load {os.getloadavg()}", flush=True)
-    if a.refit_days > 1:
-        # carried models need the state of the night before: detection alone runs that day once (not
-        # timed; every series is new to it), so the timed night refits only the series that are due
+    from anomaly_assets.core.detector import DetectorParams
+
+    select = a.select_days or DetectorParams().select_days
+    if a.refit_days > 1 or select > 1:
+        # carried models and kept selections need what the night before left: detection alone runs
+        # that day once (not timed; every series is new to it), so the timed night refits only the
+        # series that are due, and selects anew only on their day of the week
         from anomaly_assets.core.fleet import CODE_VERSION
 
         before = str((pd.Timestamp(night) - pd.Timedelta(days=1)).date())
-        carried = work / f"history_refit{a.refit_days}_{CODE_VERSION}.duckdb"
+        carried = work / f"history_refit{a.refit_days}_select{select}_{CODE_VERSION}.duckdb"
         if not carried.exists():
-            print(f"detection of {before} with refit_days={a.refit_days}, for its models (not timed)", flush=True)
+            print(f"detection of {before} with refit_days={a.refit_days}, select_days={select}, for its models "
+                  "(not timed)", flush=True)
             # it replaces a stored day: the stand-in wrote its history entity by entity, so every row
             # group holds that day and DuckDB's delete markers need ~4 GB at 100k entities (RESULTS.md)
             mine = os.environ.get("ANOMALY_DUCKDB_MEMORY")
             os.environ["ANOMALY_DUCKDB_MEMORY"] = mine or "6GB"
             try:
                 runs = repeat_chain(work, "before", 1, landing=landing, start=before, end=before, full=False,
-                                    history=history, keep=carried, refit_days=a.refit_days, assets=DETECTION_ASSETS)
+                                    history=history, keep=carried, refit_days=a.refit_days, assets=DETECTION_ASSETS,
+                                    select_days=select)
             finally:
                 if mine is None:
                     os.environ.pop("ANOMALY_DUCKDB_MEMORY", None)
@@ -697,7 +726,7 @@ def mode_nightly(a) -> None:
                 raise SystemExit(f"detection of {before} failed: {runs[0]['failures']}")
         history = carried
     runs = repeat_chain(work, "run", a.repeat, landing=landing, start=night, end=night, full=a.full,
-                        history=history, refit_days=a.refit_days)
+                        history=history, refit_days=a.refit_days, select_days=select)
     r = _report("nightly", runs, rows)
     print(f"target: <= 60 s and <= 4096 MB -> wall {'OK' if r['wall'] <= 60 else 'MISSED'}, "
           f"memory {'OK' if r['peak_mb'] <= 4096 else 'MISSED'} (peak of the run's process tree)", flush=True)

@@ -92,7 +92,8 @@ class Baseline:
 def fit(x: np.ndarray, ts: np.ndarray, interval: float, *, left_out: np.ndarray | None = None,
         components=calendar.COMPONENTS, gain: float = 0.15, holdout: float = 0.25, day_bins: int = 96,
         sweeps: int = 2, holiday: np.ndarray | None = None, level_points: int | None = None,
-        level_from: np.ndarray | None = None) -> Baseline:
+        level_from: np.ndarray | None = None, kept: np.ndarray | None = None,
+        kept_given: np.ndarray | None = None) -> Baseline:
     """Fit the baseline of a batch of series on their reference.
 
     Parameters
@@ -120,6 +121,11 @@ def fit(x: np.ndarray, ts: np.ndarray, interval: float, *, left_out: np.ndarray 
         (default: all of them).
     level_from : ndarray of int, shape (E, m), optional
         Per series, the first position the level is measured from (a new normal's start).
+    kept : ndarray of bool, shape (n_comp, E, m), optional
+        Components selected earlier (``core/selection.py``), used for the entities of ``kept_given``
+        instead of selecting (those not applicable to this reference are dropped).
+    kept_given : ndarray of bool, shape (E,), optional
+        The entities whose ``kept`` is used; the others select.
 
     Returns
     -------
@@ -130,11 +136,14 @@ def fit(x: np.ndarray, ts: np.ndarray, interval: float, *, left_out: np.ndarray 
     ts = np.asarray(ts)
     has_hol = holiday is not None and bool(np.any(holiday))
     span = float(ts[-1] - ts[0] + interval) if T else 0.0
+    prior, given = kept, np.zeros(E, bool) if kept_given is None else np.asarray(kept_given, bool)
     kept = np.zeros((len(calendar.COMPONENTS), E, m), bool)
     cand = [c for c in components if T and calendar.applicable(c, interval, span * (1 - holdout), has_hol)]
     bins_all = {c: calendar.bins(ts, interval, c, day_bins, holiday) for c in cand}
-    if cand:
-        kept = _select(x, ts, bins_all, cand, gain, holdout, sweeps)
+    if cand and not given.all():  # each series selects on its own columns: a subset selects the same
+        kept[:, ~given] = _select(x if not given.any() else x[~given], ts, bins_all, cand, gain, holdout, sweeps)
+    if cand and given.any():
+        kept[:, given] = prior[:, given] & np.isin(calendar.COMPONENTS, cand)[:, None, None]
     used = [c for c in cand if kept[calendar.COMPONENTS.index(c)].any()]
     effects = _polish_by_pattern(x, bins_all, used, kept, sweeps)
     seasonal = np.zeros_like(x)

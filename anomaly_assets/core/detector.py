@@ -83,6 +83,7 @@ class DetectorParams:
     accept_points: int = 7
     max_excluded: float = 0.25
     recurrent_runs: int = 0  # off: a fault that flags in stretches is learnt too (RESULTS.md)
+    select_days: int = 7  # a series keeps its calendar components this many days (core/selection.py)
     refit_days: int = 1  # a series' model is refitted every this many days (core/model.py)
     carry_level: float = 0.3  # with refit_days > 1: the share of a day's median residual the level takes
     detector: str = "robust"
@@ -106,6 +107,8 @@ class DetectorParams:
             raise ValueError(f"tail_quantile must be in [0.5, 1), got {self.tail_quantile}")
         if self.refit_days < 1:
             raise ValueError(f"refit_days must be at least 1, got {self.refit_days}")
+        if self.select_days < 1:
+            raise ValueError(f"select_days must be at least 1, got {self.select_days}")
         if not 0 <= self.carry_level <= 1:
             raise ValueError(f"carry_level must be in [0, 1], got {self.carry_level}")
         if self.min_points < 3:
@@ -152,6 +155,7 @@ class Scored:
     refits: list[Model] = field(default_factory=list)  # the refits of this call, in order
     model: Model | None = None  # the model at the end of the new points (None: all in cold start)
     start: Model | None = None  # with keep_start: the model fitted before the first new point
+    kept_given: np.ndarray | None = None  # (E,) with one refit before the first point: who kept a selection
 
 
 def interval_of(ts: np.ndarray) -> float:
@@ -173,7 +177,8 @@ def interval_before(ts_hist: np.ndarray, ts_new: np.ndarray, params: DetectorPar
 
 def detect(history: History, ts: np.ndarray, value: np.ndarray, params: DetectorParams,
            holiday: np.ndarray | None = None, model: Model | None = None, keep_start: bool = False,
-           event: np.ndarray | None = None) -> Scored:
+           event: np.ndarray | None = None, kept: np.ndarray | None = None,
+           kept_given: np.ndarray | None = None) -> Scored:
     """Score new points of a batch given its stored history, or with the model it carries.
 
     Parameters
@@ -197,6 +202,10 @@ def detect(history: History, ts: np.ndarray, value: np.ndarray, params: Detector
     event : ndarray of bool, shape (E, T), optional
         Known event days of the new points other than holidays (with ``history.event``:
         ``core/events.py``).
+    kept, kept_given : ndarray of bool, shapes (n_comp, E, m) and (E,), optional
+        Calendar components selected earlier, used instead of selecting for the entities of
+        ``kept_given`` when one refit before the first new point scores them all
+        (``core/selection.py``); ``Scored.kept_given`` says whether they were.
 
     Returns
     -------
@@ -228,11 +237,13 @@ def detect(history: History, ts: np.ndarray, value: np.ndarray, params: Detector
         out.model = model
         return out
     blocks = _blocks(n_hist, T, interval, params)
+    one = blocks == [(0, T)]  # one refit, before the first new point: a given selection is used
+    given = kept_given if one and kept_given is not None else np.zeros(E, bool)
     for a, b in blocks:
-        fitted = _fit_block(all_ts, x, resid, excl, hol, n_hist + a, interval, params, evd)
+        fitted = _fit_block(all_ts, x, resid, excl, hol, n_hist + a, interval, params, evd, kept, given)
         if fitted is None:
             continue
-        if keep_start and blocks == [(0, T)] and n_hist >= max(2 * DAY_S / interval, params.min_points):
+        if keep_start and one and n_hist >= max(2 * DAY_S / interval, params.min_points):
             out.start = fitted.take(np.arange(E))  # a copy: _apply moves the model's running parts on
         sl = slice(n_hist + a, n_hist + b)
         _apply(fitted, all_ts[sl], x[:, sl], hol[sl] if hol is not None else None, params, out, a,
@@ -241,6 +252,7 @@ def detect(history: History, ts: np.ndarray, value: np.ndarray, params: Detector
         excl[:, sl] = out.excluded[:, a:b]
         out.refits.append(fitted)
         out.model = fitted
+        out.kept_given = given if one else None
     return out
 
 
@@ -283,7 +295,7 @@ def _young_until(first: float, p: DetectorParams) -> float:
     return float(np.ceil((first + reach) / DAY_S) * DAY_S)
 
 
-def _fit_block(all_ts, x, resid, excl, hol, start, interval, p, evd=None) -> Model | None:
+def _fit_block(all_ts, x, resid, excl, hol, start, interval, p, evd=None, kept=None, kept_given=None) -> Model | None:
     """Refit on the reference before position ``start``; None when no series has enough points."""
     E, _, m = x.shape
     idx, left_out, level_from = ref.window(all_ts, excl, start, interval, p)
@@ -308,7 +320,7 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p, evd=None) -> Mod
         x_fit = np.where(ev_ref, np.nan, x_fit)
     base = bl.fit(x_fit, ts_ref, interval, left_out=left_out, components=p.components,
                   gain=p.seasonality_gain, day_bins=p.day_bins, holiday=hol_ref, level_points=p.level_points,
-                  level_from=level_from)
+                  level_from=level_from, kept=kept, kept_given=kept_given)
     fitted_ref = base.expected(ts_ref, hol_ref)
     if ev_ref is not None:
         base.event, base.event_spread = events.effect(xt - fitted_ref, ev_ref, flagged_out)
@@ -567,35 +579,3 @@ def _floor(x_ref, base, p) -> np.ndarray:
     typical = np.nan_to_num(bl._nanmedian(np.abs(x_ref)))
     return np.maximum.reduce([step, p.floor_level * typical, p.floor_spread * base.spread,
                               np.full_like(step, 1e-9)])
-
-
-def replay(ts: np.ndarray, value: np.ndarray, params: DetectorParams, holiday: np.ndarray | None = None,
-           history_days: float | None = None) -> Scored:
-    """Score a whole batch day by day, as the nightly runs would, feeding each day's outputs back.
-
-    ``ts`` (T,) epoch seconds in order, ``value`` (E, T, m). Returns :class:`Scored` for every
-    point (the first ones in cold start).
-    """
-    ts = np.asarray(ts, np.int64)
-    value = np.asarray(value, float)
-    E, T, m = value.shape
-    days = ts // DAY_S
-    bounds = np.flatnonzero(np.r_[True, np.diff(days) != 0, True])
-    res = Scored(*(np.full((E, T, m), np.nan) for _ in range(7)), np.zeros((E, T, m), bool),
-                 np.full((E, T), np.nan), np.full((E, T), np.nan), np.zeros((E, T, m)),
-                 driver=np.zeros((E, T), np.int8), span=np.ones((E, T), np.int32))
-    keep = history_days or max(params.reference_days, 1) + 1
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        interval = interval_before(ts[max(0, a - 2 * params.reference_points):a], ts[a:b], params)
-        span = max(keep * DAY_S, params.reference_points * interval)
-        lo = max(int(np.searchsorted(ts, ts[a] - span)), a - params.max_reference_points)
-        lo = max(lo, 0)
-        hist = History(ts[lo:a], value[:, lo:a], res.residual[:, lo:a], res.excluded[:, lo:a],
-                       holiday[lo:a] if holiday is not None else None)
-        s = detect(hist, ts[a:b], value[:, a:b], params, holiday[a:b] if holiday is not None else None)
-        for name in ("expected", "lower", "upper", "level", "seasonal", "residual", "residual_z", "excluded",
-                     "p", "p_alert", "rank_by", "driver", "span"):
-            getattr(res, name)[:, a:b] = getattr(s, name)
-        res.refits += s.refits
-        res.statistics = s.statistics or res.statistics
-    return res

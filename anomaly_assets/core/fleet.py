@@ -25,9 +25,10 @@ from anomaly_assets.core import calibration as cal
 from anomaly_assets.core import model as md
 from anomaly_assets.core.detector import DAY_S, DetectorParams, History, detect, fast_alpha, interval_before
 from anomaly_assets.core.explain import explain
+from anomaly_assets.core.selection import Selections, record as record_selection
 from anomaly_assets.core.state import FleetState
 
-CODE_VERSION = "2026.12.8.8"  # bump when a change alters results for the same data and parameters
+CODE_VERSION = "2026.12.9.0"  # bump when a change alters results for the same data and parameters
 DAY = pd.Timedelta(days=1)
 _US = 1_000_000
 _KEY = 1 << 32  # (entity, day) keys of _event_masks
@@ -62,6 +63,7 @@ class DayModel:
     params: list[pd.DataFrame] = field(default_factory=list)
     refits: dict[str, int] = field(default_factory=dict)  # series refitted, by reason (core/model.py)
     carried: int = 0  # entities scored with the model they carried
+    kept_selection: int = 0  # entities refitted with the calendar components they kept (core/selection.py)
 
     def series_params(self) -> pd.DataFrame:
         return pd.concat(self.params, ignore_index=True) if self.params else pd.DataFrame(columns=PARAM_COLUMNS)
@@ -78,6 +80,7 @@ class Detected:
     state: FleetState | None = None  # every entity's model after the last day
     opened: FleetState | None = None  # with keep_opened: the models fitted for the last day, before its points
     next_opened: FleetState | None = None  # with prefit_next: the next day's, before its predicted first points
+    selections: Selections | None = None  # each series' kept calendar components after the last day
 
 
 def model_version(params: DetectorParams, day: pd.Timestamp) -> str:
@@ -152,7 +155,7 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
                 families: Mapping[str, str] | None = None, units: Mapping[str, str] | None = None,
                 holidays: Mapping[str, np.ndarray] | None = None, state: FleetState | None = None,
                 opened: FleetState | None = None, keep_opened: bool = False, prefit_next: bool = False,
-                events: Mapping[str, np.ndarray] | None = None) -> Detected:
+                events: Mapping[str, np.ndarray] | None = None, selections: Selections | None = None) -> Detected:
     """Score every observation of ``days``, in order, from the rows before each day.
 
     Each entity is scored with the model it carries (``state``) unless it is due for a refit
@@ -192,19 +195,25 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
         entity_id -> sorted int64 array of its other known event days (promotions, peaks,
         closures; days since epoch): each series learns one effect for them, and they stay out of
         its reference (``docs/detection.md``).
+    selections : Selections, optional
+        The calendar components each series kept at its last selection (``core/selection.py``),
+        as the day before ``days[0]`` left them (none: each series selects at its first refit).
+        Carried on in place, and returned in ``Detected.selections``.
 
     Returns
     -------
     Detected
     """
     models = {d: DayModel(d, model_version(params, d)) for d in days}
+    if selections is None:
+        selections = Selections(params.select_days)
     if params.refit_days > 1 and state is None:
         state = FleetState(params.version(CODE_VERSION))
     carry = state if params.refit_days > 1 else opened  # a model fitted for the day carries only that day
     kept = FleetState(params.version(CODE_VERSION)) if keep_opened and params.refit_days == 1 else None
     if len(rows) == 0 or not days:
         return Detected(_empty(DECOMPOSITION_COLUMNS), _empty(SCORE_COLUMNS), _empty(EXPLANATION_COLUMNS), models,
-                        state, kept)
+                        state, kept, selections=selections)
     lay = _Layout(rows)
     dec, sco, exp = [], [], []
     for day in days:
@@ -219,17 +228,19 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
             if last is not None and model is not None:  # keep the day's model used, before it moves on
                 last.put(lay.entities[batch.entities], batch.metric_names(lay), model.take(np.arange(len(model.scale))))
             out = _score_batch(lay, batch, params, models[day], families, units, holidays, state, model, last,
-                               counted=carry is not None, events=events)
+                               counted=carry is not None, events=events, selections=selections)
             dec.append(out[0])
             sco.append(out[1])
             if len(out[2]):
                 exp.append(out[2])
-    nxt = _prefit(lay, days[-1], params, holidays, events) if prefit_next and params.refit_days == 1 else None
+    nxt = _prefit(lay, days[-1], params, holidays, events, selections) if prefit_next and params.refit_days == 1 \
+        else None
     return Detected(_concat(dec, DECOMPOSITION_COLUMNS), _concat(sco, SCORE_COLUMNS),
-                    _concat(exp, EXPLANATION_COLUMNS), models, state, kept, nxt)
+                    _concat(exp, EXPLANATION_COLUMNS), models, state, kept, nxt, selections)
 
 
-def _prefit(lay: _Layout, last: pd.Timestamp, params: DetectorParams, holidays, events=None) -> FleetState:
+def _prefit(lay: _Layout, last: pd.Timestamp, params: DetectorParams, holidays, events=None,
+            selections: Selections | None = None) -> FleetState:
     """The models of the day after ``last``, fitted before each entity's predicted first point:
     a point with no values at the next step of its grid is added to the layout and scored, and
     the model fitted before it is kept (as a micro-batch keeps its day's)."""
@@ -250,7 +261,8 @@ def _prefit(lay: _Layout, last: pd.Timestamp, params: DetectorParams, holidays, 
     ahead = lay.with_points(np.array(ents), np.array(at, np.int64))
     scratch = DayModel(last + DAY, "")
     for batch in _batches(ahead, d1, d1 + DAY_S * _US, params, holidays):
-        _score_batch(ahead, batch, params, scratch, None, None, holidays, None, None, out, events=events)
+        _score_batch(ahead, batch, params, scratch, None, None, holidays, None, None, out, events=events,
+                     selections=selections)
     return out
 
 
@@ -306,7 +318,8 @@ def _batches(lay: _Layout, d0: int, d1: int, params: DetectorParams, holidays=No
 
 
 def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, holidays, state: FleetState | None,
-                 carried: md.Model | None, opened: FleetState | None = None, counted: bool = False, events=None):
+                 carried: md.Model | None, opened: FleetState | None = None, counted: bool = False, events=None,
+                 selections: Selections | None = None):
     cols = batch.metrics
     ts_h = lay.pair_ts[batch.hist[0]] // _US
     ts_n = lay.pair_ts[batch.new[0]] // _US
@@ -333,7 +346,14 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
         s = detect(hist, ts_n, value, params, hol_n, model=carried, event=ev_n)
         model.carried += len(names)
     else:
-        s = detect(hist, ts_n, value, params, hol_n, keep_start=opened is not None, event=ev_n)
+        day = int(ts_n[0] // DAY_S)
+        if selections is None:
+            selections = Selections(params.select_days)
+        prior, given = selections.prior(names, metric_names, day)
+        s = detect(hist, ts_n, value, params, hol_n, keep_start=opened is not None, event=ev_n, kept=prior,
+                   kept_given=given)
+        record_selection(selections, names, metric_names, s, day, params.reference_days, params.max_reference_points)
+        model.kept_selection += int(s.kept_given.sum()) if s.kept_given is not None else 0
         _record(model, s, names, metric_names, ts_h)
         if opened is not None and s.start is not None:
             fitted = s.start.valid.any(axis=1)

@@ -30,6 +30,7 @@ from anomaly_assets import warehouse as wh
 from anomaly_assets.calendars import holidays_in, others_in
 from anomaly_assets.core.detector import DetectorParams
 from anomaly_assets.core.fleet import CODE_VERSION, days_in, detect_days
+from anomaly_assets.core.selection import Selections
 from anomaly_assets.core.state import FleetState
 from anomaly_assets.defs.alerts import AlertRulebook
 from anomaly_assets.defs.metadata import ChunkedWrite, column_schema, markdown_preview, table_metadata, time_window
@@ -55,6 +56,7 @@ class DetectorConfig(dg.Config):
     transform: Literal["auto", "none"] = _DEFAULTS.transform
     accept_days: float = _DEFAULTS.accept_days
     refit_days: int = _DEFAULTS.refit_days  # >1: carry each series' model between refits (docs/detection.md)
+    select_days: int = _DEFAULTS.select_days  # a series keeps its calendar components this long (docs/detection.md)
     carry_level: float = _DEFAULTS.carry_level  # with refit_days > 1: how far a day moves the carried level
     recurrent_runs: int = _DEFAULTS.recurrent_runs  # >0: what is left out this often is normal (docs/detection.md)
     probation_days: float = _DEFAULTS.probation_days  # a new series' first days: flags need far stronger evidence
@@ -112,7 +114,9 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
     # the models carried from the day before (kept only when they are refitted less than daily)
     version = params.version(CODE_VERSION)
     carried = models.load_state(str((start - pd.Timedelta(days=1)).date()), version) if params.refit_days > 1 else None
-    states, day_only, opened_parts, next_parts = [], [0], [], []
+    states, day_only, opened_parts, next_parts, sel_parts = [], [0], [], [], []
+    # each series' calendar components as the day before left them (core/selection.py)
+    selected = models.load_state(f"{(start - pd.Timedelta(days=1)).date()}-selected", version)
     with duckdb.get_connection() as con:
         wh.ensure_tables(con)
         # refitted daily, a day's models as its first run fitted them (a micro-batch of it): its
@@ -152,7 +156,7 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
                 day_only[0] += lean
                 pick = lambda by: {str(e): by[str(e)] for e in entities if str(e) in by}  # noqa: E731
                 yield (rows, days, params, fam.families, fam.units, pick(holidays), state, todays, intraday, prefit,
-                       pick(others))
+                       pick(others), Selections.from_table(_rows_of(selected, entities), params.select_days))
 
         def decomposition_rows():  # scored in worker processes, written here as they come back
             for out in map_chunks(detect_days, reads(), len(chunks)):
@@ -173,6 +177,7 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
                     opened_parts.append(out.opened.to_table())
                 if out.next_opened is not None:
                     next_parts.append(out.next_opened.to_table())
+                sel_parts.append(out.selections.to_table())
                 yield rows
 
         with wh.transaction(con), reader:
@@ -185,6 +190,7 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
             if intraday:
                 _keep_opened(models, start, version, _carried_on(opened, opened_parts), history_mark)
             wh.replace_keyed(con, wh.MODEL_VERSIONS, versions, "day", [str(d.date()) for d in days])
+            models.save_state(_carried_on(selected, sel_parts), f"{days[-1].date()}-selected", version)
             if prefit:  # marked with the history as it stands once this run's days are written
                 today = days[-1] + pd.Timedelta(days=1)
                 _keep_opened(models, today, version, _carried_on(None, next_parts),
@@ -200,6 +206,8 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
         "cold_start_rows": dec.counts.get("cold_start_rows", 0),
         "chunks": len(chunks), "workers": workers_for(len(chunks)),
         "entities_read_for_the_day_only": day_only[0],  # they carried their model (or the day's, today)
+        # refitted with the calendar components they kept (core/selection.py), per day summed
+        "refits_with_a_kept_selection": sum(m.kept_selection for ms in day_models.values() for m in ms),
     })
     yield dg.MaterializeResult(asset_key=_KEYS[wh.MODEL_VERSIONS], metadata={
         **table_metadata(wh.MODEL_VERSIONS, versions, start, end),
@@ -313,13 +321,17 @@ def _keep_opened(models: ModelStore, day: pd.Timestamp, version: str, table, mar
 
 def _state_of(carried, entities, version: str) -> FleetState | None:
     """The carried models of a chunk's entities (None: refit them all)."""
-    if carried is None:
+    return None if carried is None else FleetState.from_table(_rows_of(carried, entities), version)
+
+
+def _rows_of(table, entities):
+    """The rows of a per-entity table (models, selections) for a chunk's entities; None stays None."""
+    if table is None:
         return None
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    sub = carried.filter(pc.is_in(carried["entity_id"], value_set=pa.array([str(e) for e in entities], pa.string())))
-    return FleetState.from_table(sub, version)
+    return table.filter(pc.is_in(table["entity_id"], value_set=pa.array([str(e) for e in entities], pa.string())))
 
 
 def _rows_needed(history, reader, entities: list, metrics: list, state: FleetState, days: list,

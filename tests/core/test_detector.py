@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly_assets.core.detector import DetectorParams, History, detect, replay
+from anomaly_assets.core.detector import DetectorParams, History, detect
+from anomaly_assets.core.replay import replay
 
 H, D, MIN = 3_600, 86_400, 60
 P = DetectorParams()

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomaly_assets.core.detector import DetectorParams, replay
+from anomaly_assets.core.detector import DetectorParams
+from anomaly_assets.core.replay import replay
 from anomaly_assets.core.fleet import DECOMPOSITION_COLUMNS, SCORE_COLUMNS, days_in, detect_days
 
 P = DetectorParams()
@@ -45,7 +46,7 @@ def test_the_fleet_path_equals_the_per_entity_replay():
     out = detect_days(rows, _all_days(rows), P)
     for e, g in rows.groupby("entity_id"):
         w = g.pivot(index="ts", columns="metric", values="value").sort_index()
-        r = replay(w.index.as_unit("s").asi8, w.to_numpy()[None], P)
+        r = replay(w.index.as_unit("s").asi8, w.to_numpy()[None], P, names=[e])
         s = out.scores[out.scores.entity_id == e].sort_values("ts")
         want = np.where(np.isnan(r.p[0]), np.nan, r.p[0])
         got = 10 ** (-s.anomaly_score / (1 - s.anomaly_score)).to_numpy()

@@ -79,6 +79,30 @@ def test_nightly_runs_carry_models_and_equal_the_backfill(tmp_path):
     assert (backfill.loc[backfill.entity_id == "pump-1", "severity"].isin(["warning", "critical"])).any()
 
 
+def test_refitted_daily_nights_keep_selections_and_equal_the_backfill(tmp_path):
+    """Each night keeps every series' calendar selection beside the warehouse, and the next night
+    refits with it (core/selection.py): the same scores as one backfill over the same days."""
+    config = {"ops": {"detection": {"config": {"reference_days": 5.0}}}}  # a full reference from day 5
+    assets, res, inst = _setup(tmp_path / "backfill")
+    run = dg.materialize(assets, resources=res, instance=inst, selection=DETECTION, run_config=config,
+                         tags={"dagster/asset_partition_range_start": str(DAYS[0].date()),
+                               "dagster/asset_partition_range_end": str(DAYS[-1].date())})
+    assert run.success
+    in_backfill = run.asset_materializations_for_node("detection")[0].metadata["refits_with_a_kept_selection"].value
+    assets, res, inst = _setup(tmp_path / "nightly")
+    kept = 0
+    for day in DAYS:
+        night = dg.materialize(assets, resources=res, instance=inst, selection=DETECTION, run_config=config,
+                               partition_key=str(day.date()))
+        assert night.success
+        assert list((tmp_path / "nightly" / "models" / "state").glob(f"{day.date()}-selected_*.parquet"))
+        kept += night.asset_materializations_for_node("detection")[0].metadata["refits_with_a_kept_selection"].value
+    assert kept == in_backfill > 10  # most series kept their selection on most nights past day 5
+    backfill, _ = _tables(tmp_path / "backfill")
+    nightly, _ = _tables(tmp_path / "nightly")
+    pd.testing.assert_frame_equal(backfill, nightly, check_exact=False, rtol=1e-9)
+
+
 def test_an_unreadable_state_file_is_named(tmp_path):
     import pytest
 
