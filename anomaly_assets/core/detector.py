@@ -83,7 +83,7 @@ class DetectorParams:
     accept_points: int = 7
     max_excluded: float = 0.25
     recurrent_runs: int = 0  # off: a fault that flags in stretches is learnt too (RESULTS.md)
-    select_days: int = 7  # a series keeps its calendar components this many days (core/selection.py)
+    select_days: int = 1  # >1: a series keeps its calendar components this many days (core/selection.py)
     refit_days: int = 1  # a series' model is refitted every this many days (core/model.py)
     carry_level: float = 0.3  # with refit_days > 1: the share of a day's median residual the level takes
     detector: str = "robust"

@@ -28,7 +28,7 @@ from anomaly_assets.core.explain import explain
 from anomaly_assets.core.selection import Selections, record as record_selection
 from anomaly_assets.core.state import FleetState
 
-CODE_VERSION = "2026.12.9.0"  # bump when a change alters results for the same data and parameters
+CODE_VERSION = "2026.12.8.8"  # bump when a change alters results for the same data and parameters
 DAY = pd.Timedelta(days=1)
 _US = 1_000_000
 _KEY = 1 << 32  # (entity, day) keys of _event_masks

@@ -1,10 +1,10 @@
 """Each series' choice of calendar components, kept for a week once made on a full reference.
 
 A refit chooses which calendar effects a series keeps (``core/baseline.py``'s greedy forward
-selection by held-out error) before it fits them. The choice is the costliest part of a refit,
-and on a full reference it changes little from one day to the next, so a series keeps it for up to
-``select_days`` days (the default 7) while its level, effects, scale, tails and calibration are
-still refitted every day:
+selection by held-out error) before it fits them. The choice is the costliest part of a refit, so
+with ``select_days`` above 1 (an option; the default 1 chooses at every refit) a series keeps a
+choice for up to that many days while its level, effects, scale, tails and calibration are still
+refitted every day:
 
 - a selection is kept only if it was made on a **full reference**: at least 90 % of
   ``min(reference_days, max_reference_points x interval)``. A young series selects at every
@@ -16,7 +16,8 @@ still refitted every day:
 
 The rule depends only on the day and the series' past, so a nightly run that starts from the
 selections the night before left (``to_table`` / ``from_table``) makes the same choices as one
-backfill over the same days.
+backfill over the same days; a backfill's changes give the selections at each of its days' ends
+(:func:`day_ends`), from which a rerun of any of them starts.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Selections:
     def __init__(self, days: int = 7):
         self.days = int(days)
         self._kept: dict[str, tuple[tuple[str, ...], np.ndarray, int]] = {}
+        self.changes: list[tuple[str, tuple]] = []  # (entity, (metrics, kept or None: dropped, day)), in order
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -101,22 +103,20 @@ class Selections:
             if given[i]:
                 continue
             if full[i]:
-                self._kept[str(n)] = (metrics, kept[:, i, :].copy(), int(day))
-            else:
-                self._kept.pop(str(n), None)
+                self._kept[str(n)] = entry = (metrics, kept[:, i, :].copy(), int(day))
+                self.changes.append((str(n), entry))
+            elif self._kept.pop(str(n), None) is not None:
+                self.changes.append((str(n), (metrics, None, int(day))))
 
     def to_table(self) -> pa.Table:
         """One row per entity: ``entity_id``, ``metrics``, ``kept`` (the components' names per
         metric, ``|``-joined) and ``day``."""
-        names = list(self._kept)
-        comps = np.array(calendar.COMPONENTS)
-        return pa.table({
-            "entity_id": pa.array(names, pa.string()),
-            "metrics": pa.array([list(self._kept[n][0]) for n in names], pa.list_(pa.string())),
-            "kept": pa.array([["|".join(comps[k[:, j]]) for j in range(k.shape[1])]
-                              for _, k, _ in (self._kept[n] for n in names)], pa.list_(pa.string())),
-            "day": pa.array([self._kept[n][2] for n in names], pa.int32()),
-        })
+        return _table(list(self._kept.items()))
+
+    def changes_table(self) -> pa.Table:
+        """The selections kept and dropped since this object was made, in order: ``to_table``'s
+        columns, ``kept`` null where one was dropped (on ``day``)."""
+        return _table(self.changes)
 
     @classmethod
     def from_table(cls, table: pa.Table | None, days: int) -> "Selections":
@@ -126,14 +126,58 @@ class Selections:
             return out
         index = {c: k for k, c in enumerate(calendar.COMPONENTS)}
         for n, metrics, kept, day in zip(*(table[c].to_pylist() for c in ("entity_id", "metrics", "kept", "day"))):
-            k = np.zeros((len(calendar.COMPONENTS), len(metrics)), bool)
-            for j, names in enumerate(kept):
-                for c in filter(None, names.split("|")):
-                    if c not in index:
-                        raise ValueError(f"kept selection of {n!r}: unknown calendar component {c!r}")
-                    k[index[c], j] = True
-            out._kept[str(n)] = (tuple(metrics), k, int(day))
+            out._kept[str(n)] = (tuple(metrics), _parsed(n, kept, index), int(day))
         return out
+
+    def apply(self, changes: pa.Table) -> None:
+        """Apply the rows of ``changes_table`` in order."""
+        index = {c: k for k, c in enumerate(calendar.COMPONENTS)}
+        for n, metrics, kept, day in zip(*(changes[c].to_pylist() for c in ("entity_id", "metrics", "kept", "day"))):
+            if kept is None:
+                self._kept.pop(str(n), None)
+            else:
+                self._kept[str(n)] = (tuple(metrics), _parsed(n, kept, index), int(day))
+
+
+def _table(rows: list[tuple[str, tuple]]) -> pa.Table:
+    comps = np.array(calendar.COMPONENTS)
+    return pa.table({
+        "entity_id": pa.array([n for n, _ in rows], pa.string()),
+        "metrics": pa.array([list(e[0]) for _, e in rows], pa.list_(pa.string())),
+        "kept": pa.array([None if e[1] is None else ["|".join(comps[e[1][:, j]]) for j in range(e[1].shape[1])]
+                          for _, e in rows], pa.list_(pa.string())),
+        "day": pa.array([e[2] for _, e in rows], pa.int32()),
+    })
+
+
+def _parsed(name, kept: list[str], index: dict) -> np.ndarray:
+    k = np.zeros((len(calendar.COMPONENTS), len(kept)), bool)
+    for j, names in enumerate(kept):
+        for c in filter(None, names.split("|")):
+            if c not in index:
+                raise ValueError(f"kept selection of {name!r}: unknown calendar component {c!r}")
+            k[index[c], j] = True
+    return k
+
+
+def day_ends(start: pa.Table | None, changes: list[pa.Table], days: list[int], select_days: int):
+    """The selections at the end of each of ``days`` (ascending), from those at the start and a
+    run's changes: ``(day, table)`` with the changes made on or before it, the last day with all
+    of them (the next day's, fitted ahead, included). A rerun of any one of those days starts
+    from the day before's table and makes the run's choices again."""
+    state = Selections.from_table(start, select_days)
+    parts = [c for c in changes if c.num_rows]
+    rows = pa.concat_tables(parts) if parts else _table([])
+    # each entity's changes are in day order: a stable sort by day keeps it
+    order = np.argsort(rows["day"].to_numpy(), kind="stable")
+    rows = rows.take(order)
+    made = rows["day"].to_numpy()
+    done = 0
+    for i, d in enumerate(days):
+        upto = len(made) if i == len(days) - 1 else int(np.searchsorted(made, d, "right"))
+        state.apply(rows.slice(done, upto - done))
+        done = upto
+        yield d, state.to_table()
 
 
 def full_reference(seen: np.ndarray, interval: float, reference_days: float, max_points: int) -> np.ndarray:

@@ -30,7 +30,7 @@ from anomaly_assets import warehouse as wh
 from anomaly_assets.calendars import holidays_in, others_in
 from anomaly_assets.core.detector import DetectorParams
 from anomaly_assets.core.fleet import CODE_VERSION, days_in, detect_days
-from anomaly_assets.core.selection import Selections
+from anomaly_assets.core.selection import Selections, day_ends
 from anomaly_assets.core.state import FleetState
 from anomaly_assets.defs.alerts import AlertRulebook
 from anomaly_assets.defs.metadata import ChunkedWrite, column_schema, markdown_preview, table_metadata, time_window
@@ -177,7 +177,7 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
                     opened_parts.append(out.opened.to_table())
                 if out.next_opened is not None:
                     next_parts.append(out.next_opened.to_table())
-                sel_parts.append(out.selections.to_table())
+                sel_parts.append(out.selections.changes_table())
                 yield rows
 
         with wh.transaction(con), reader:
@@ -190,7 +190,10 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
             if intraday:
                 _keep_opened(models, start, version, _carried_on(opened, opened_parts), history_mark)
             wh.replace_keyed(con, wh.MODEL_VERSIONS, versions, "day", [str(d.date()) for d in days])
-            models.save_state(_carried_on(selected, sel_parts), f"{days[-1].date()}-selected", version)
+            # the selections at each day's end: a rerun of any of the days starts where this run was
+            ends = day_ends(selected, sel_parts, [d.value // 86_400_000_000_000 for d in days], params.select_days)
+            for day, (_, table) in zip(days, ends):
+                models.save_state(table, f"{day.date()}-selected", version)
             if prefit:  # marked with the history as it stands once this run's days are written
                 today = days[-1] + pd.Timedelta(days=1)
                 _keep_opened(models, today, version, _carried_on(None, next_parts),

@@ -15,10 +15,10 @@ from anomaly_assets.core import calendar
 from anomaly_assets.core.detector import DetectorParams
 from anomaly_assets.core.fleet import days_in, detect_days
 from anomaly_assets.core.replay import replay
-from anomaly_assets.core.selection import Selections
+from anomaly_assets.core.selection import Selections, day_ends
 
 # a week's reference: full (90 %) from the seventh day of hourly data on
-P = DetectorParams(reference_days=7.0)
+P = DetectorParams(reference_days=7.0, select_days=7)
 START = pd.Timestamp("2026-03-02", tz="UTC")
 KEY = ["entity_id", "ts"]
 DAY = 1 << np.arange(len(calendar.COMPONENTS)) == 1  # only "day" kept
@@ -147,3 +147,18 @@ def test_the_fleet_path_keeps_selections_as_the_per_entity_replay_does():
         s = out.scores[out.scores.entity_id == e].sort_values("ts")
         got = 10 ** (-s.anomaly_score / (1 - s.anomaly_score)).to_numpy()
         np.testing.assert_allclose(got, r.p[0], rtol=1e-9, equal_nan=True)
+
+
+def test_a_runs_changes_give_the_selections_at_each_days_end():
+    start = _made("a", 98)
+    run = Selections.from_table(start.to_table(), 7)
+    every = lambda n: np.ones(n, bool)  # noqa: E731
+    run.record(["b", "c"], ["x"], np.repeat(DAY[:, None, None], 2, axis=1), ~every(2), every(2), 100)
+    run.record(["a"], ["x"], np.zeros((len(calendar.COMPONENTS), 1, 1), bool), ~every(1), ~every(1), 101)  # dropped
+    run.record(["b"], ["x"], np.zeros((len(calendar.COMPONENTS), 1, 1), bool), ~every(1), every(1), 103)  # ahead
+    ends = dict(day_ends(start.to_table(), [run.changes_table()], [100, 101, 102], 7))
+    rows = {d: {r["entity_id"]: (r["kept"], r["day"]) for r in t.to_pylist()} for d, t in ends.items()}
+    assert rows[100] == {"a": (["day"], 98), "b": (["day"], 100), "c": (["day"], 100)}
+    assert rows[101] == {"b": (["day"], 100), "c": (["day"], 100)}
+    assert rows[102] == {"b": ([""], 103), "c": (["day"], 100)}  # the last day's end has every change
+    assert rows[102] == {r["entity_id"]: (r["kept"], r["day"]) for r in run.to_table().to_pylist()}

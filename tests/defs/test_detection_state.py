@@ -82,13 +82,22 @@ def test_nightly_runs_carry_models_and_equal_the_backfill(tmp_path):
 def test_refitted_daily_nights_keep_selections_and_equal_the_backfill(tmp_path):
     """Each night keeps every series' calendar selection beside the warehouse, and the next night
     refits with it (core/selection.py): the same scores as one backfill over the same days."""
-    config = {"ops": {"detection": {"config": {"reference_days": 5.0}}}}  # a full reference from day 5
+    config = {"ops": {"detection": {"config": {"reference_days": 5.0, "select_days": 7}}}}  # full from day 5
     assets, res, inst = _setup(tmp_path / "backfill")
     run = dg.materialize(assets, resources=res, instance=inst, selection=DETECTION, run_config=config,
                          tags={"dagster/asset_partition_range_start": str(DAYS[0].date()),
                                "dagster/asset_partition_range_end": str(DAYS[-1].date())})
     assert run.success
     in_backfill = run.asset_materializations_for_node("detection")[0].metadata["refits_with_a_kept_selection"].value
+    # the backfill keeps every day's selections: a rerun of a day inside it makes the same choices
+    state = tmp_path / "backfill" / "models" / "state"
+    assert all(list(state.glob(f"{d.date()}-selected_*.parquet")) for d in DAYS)
+    backfill, _ = _tables(tmp_path / "backfill")
+    again = dg.materialize(assets, resources=res, instance=inst, selection=DETECTION, run_config=config,
+                           partition_key=str(DAYS[8].date()))
+    assert again.success and again.asset_materializations_for_node("detection")[0].metadata[
+        "refits_with_a_kept_selection"].value > 0
+    pd.testing.assert_frame_equal(_tables(tmp_path / "backfill")[0], backfill, check_exact=False, rtol=1e-9)
     assets, res, inst = _setup(tmp_path / "nightly")
     kept = 0
     for day in DAYS:
@@ -98,7 +107,6 @@ def test_refitted_daily_nights_keep_selections_and_equal_the_backfill(tmp_path):
         assert list((tmp_path / "nightly" / "models" / "state").glob(f"{day.date()}-selected_*.parquet"))
         kept += night.asset_materializations_for_node("detection")[0].metadata["refits_with_a_kept_selection"].value
     assert kept == in_backfill > 10  # most series kept their selection on most nights past day 5
-    backfill, _ = _tables(tmp_path / "backfill")
     nightly, _ = _tables(tmp_path / "nightly")
     pd.testing.assert_frame_equal(backfill, nightly, check_exact=False, rtol=1e-9)
 
