@@ -37,8 +37,8 @@ features.decomposition for 28 days: what previous nights leave), lands the last 
 times the nightly job run. With ``--refit-days`` above 1 (carried models), detection alone first
 runs the day before the night (not timed; every series is new to it, so it refits them all and
 keeps their models), and the timed night refits only the series that are due; the night's refits
-by reason and the models carried are printed. So it does with ``--select-days`` above 1 (the
-detector's default), for the calendar selections the night before keeps. ``--mode smd`` lands ``--machines`` copies of the shared SMD machines
+by reason and the models carried are printed. So it does with ``--select-days`` above 1, for
+the calendar choices the night before keeps (how many were kept is printed). ``--mode smd`` lands ``--machines`` copies of the shared SMD machines
 (38 metrics, 1-minute, ~47k rows each) under new names and times the full backfill.
 
 The machine is shared: the load average is printed with every figure; compare medians.

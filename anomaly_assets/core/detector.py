@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from anomaly_assets.core import baseline as bl
-from anomaly_assets.core import calendar, calibration as cal, events, evidence as ev, reference as ref
+from anomaly_assets.core import calendar, calibration as cal, events, evidence as ev, reference as ref, selection
 from anomaly_assets.core.model import Model
 from anomaly_assets.core.transform import Transform
 
@@ -118,7 +118,10 @@ class DetectorParams:
             raise ValueError(f"unknown components {sorted(unknown)}; expected a subset of {calendar.COMPONENTS}")
 
     def version(self, code_version: str) -> str:
-        blob = json.dumps({"params": asdict(self), "code": code_version}, sort_keys=True, default=list)
+        params = asdict(self)
+        if params["select_days"] == 1:  # added later off: a config without it keeps its version and stored models
+            del params["select_days"]
+        blob = json.dumps({"params": params, "code": code_version}, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -213,6 +216,8 @@ def detect(history: History, ts: np.ndarray, value: np.ndarray, params: Detector
     """
     value = np.asarray(value, float)
     E, T, m = value.shape
+    if (kept is None) != (kept_given is None):
+        raise ValueError("kept and kept_given go together: the components, and the entities that use them")
     ts = np.asarray(ts, np.int64)
     th = np.asarray(history.ts, np.int64)
     n_hist = len(th)
@@ -335,6 +340,7 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p, evd=None, kept=N
     # the calibration
     span = ref.span(interval, p)
     seen = float(ts_ref[-1] - ts_ref[0] + interval) if len(ts_ref) else 0.0
+    settled = selection.settled(usable, ts_ref, all_ts[start], min(span, p.max_reference_points * interval))
     if len(ts_ref) and ts_ref[0] >= all_ts[start] - span + 2 * interval:
         plain = ts_ref[0] + min(p.young_days * DAY_S, p.young_share * seen)
         # a window cut at `max_reference_points` (data finer than ~2 minutes) passes the test above
@@ -408,7 +414,7 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p, evd=None, kept=N
     return Model(fitted_at=np.full(E, int(all_ts[start]), np.int64), seen=np.full(E, seen),
                  reference_points=np.full(E, len(idx), np.int64), baseline=base, transform=tf, scale=scale,
                  mtail=mtail, evidence=evm, tails=tails, gammas=gammas, warm=warm, probation=probation,
-                 n_ref=n_ref, band_z=e_star, valid=valid, smooth=smooth, rank=rank, drift=np.zeros(E, bool),
+                 n_ref=n_ref, settled=settled, band_z=e_star, valid=valid, smooth=smooth, rank=rank, drift=np.zeros(E, bool),
                  last_ts=np.full(E, int(all_ts[start - 1]) if start else 0, np.int64))
 
 

@@ -196,16 +196,18 @@ def detect_days(rows: pd.DataFrame, days: list[pd.Timestamp], params: DetectorPa
         closures; days since epoch): each series learns one effect for them, and they stay out of
         its reference (``docs/detection.md``).
     selections : Selections, optional
-        The calendar components each series kept at its last selection (``core/selection.py``),
-        as the day before ``days[0]`` left them (none: each series selects at its first refit).
-        Carried on in place, and returned in ``Detected.selections``.
+        With ``params.select_days`` above 1: the calendar components each entity kept at its last
+        choice (``core/selection.py``), as the day before ``days[0]`` left them (none: each
+        chooses at its first refit). Carried on in place, and returned in ``Detected.selections``.
+        The choices of the next day's models fitted ahead (``prefit_next``) are dated that day:
+        :func:`core.selection.day_ends` leaves them to the run that scores with those models.
 
     Returns
     -------
     Detected
     """
     models = {d: DayModel(d, model_version(params, d)) for d in days}
-    if selections is None:
+    if selections is None and params.select_days > 1:
         selections = Selections(params.select_days)
     if params.refit_days > 1 and state is None:
         state = FleetState(params.version(CODE_VERSION))
@@ -341,18 +343,20 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
         if params.refit_days <= 1:  # the day's own models, fitted by an earlier run: the day's record
             start = int((carried.last_ts + carried.baseline.interval - carried.seen).min())
             _record_fit(model, carried, names, metric_names, start)
+            if selections is not None:  # its choice, made from the same day before's choices as here
+                day = int(ts_n[0] // DAY_S)
+                selections.record(names, metric_names, carried.baseline.kept,
+                                  selections.prior(names, metric_names, day)[1], carried.settled, day)
         else:
             model.entities += int(carried.valid.any(axis=1).sum())
         s = detect(hist, ts_n, value, params, hol_n, model=carried, event=ev_n)
         model.carried += len(names)
     else:
         day = int(ts_n[0] // DAY_S)
-        if selections is None:
-            selections = Selections(params.select_days)
-        prior, given = selections.prior(names, metric_names, day)
+        prior, given = selections.prior(names, metric_names, day) if selections is not None else (None, None)
         s = detect(hist, ts_n, value, params, hol_n, keep_start=opened is not None, event=ev_n, kept=prior,
                    kept_given=given)
-        record_selection(selections, names, metric_names, s, day, params.reference_days, params.max_reference_points)
+        record_selection(selections, names, metric_names, s, day)
         model.kept_selection += int(s.kept_given.sum()) if s.kept_given is not None else 0
         _record(model, s, names, metric_names, ts_h)
         if opened is not None and s.start is not None:

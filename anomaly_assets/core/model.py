@@ -61,6 +61,7 @@ class Model:
     warm: np.ndarray  # (E,) too few out-of-sample points to calibrate: the warm-up's t law
     probation: np.ndarray  # (E,)
     n_ref: np.ndarray  # (E,) reference points with a value
+    settled: np.ndarray  # (E,) every metric's reference (nearly) as long as it gets (core/selection.py)
     band_z: np.ndarray  # (E, m) single-metric |z| that makes a warning
     valid: np.ndarray  # (E, m) series with enough points to be scored
     smooth: np.ndarray  # (E, n_alphas) EWMA state of each smoothed surprise (NaN: alpha 1)
@@ -184,7 +185,7 @@ def _or_zeros(a, like):
 
 
 # -- as data: one row per entity ----------------------------------------------------------------
-_SCALARS = ("fitted_at", "seen", "reference_points", "warm", "probation", "n_ref", "drift", "last_ts")
+_SCALARS = ("fitted_at", "seen", "reference_points", "warm", "probation", "n_ref", "settled", "drift", "last_ts")
 _PER_METRIC = ("scale", "band_z", "valid", "rank")
 
 
@@ -275,7 +276,8 @@ def _model_of(sub: pa.Table, m: int, interval: float, day_bins: int, names: tupl
             return None
         return flat.reshape(E, -1) if width is None else flat.reshape(E, width, -1)
 
-    sc = {n: sub[n].to_numpy().astype(float) for n in _SCALARS}
+    # a column added since a table was written reads as zeros (settled: a choice is not kept)
+    sc = {n: sub[n].to_numpy().astype(float) if n in sub.column_names else np.zeros(E) for n in _SCALARS}
     q = float(sub["tail_q"][0].as_py())
     effects = {}
     for c in calendar.COMPONENTS:  # a component no series keeps adds nothing: leave it out
@@ -297,5 +299,6 @@ def _model_of(sub: pa.Table, m: int, interval: float, day_bins: int, names: tupl
         tails=[cal.Tail(tu[:, k], tb[:, k], q) for k in range(tu.shape[1])],
         gammas=[None if np.isnan(gk[:, k]).all() else cal.Gamma(gk[:, k], gt[:, k]) for k in range(gk.shape[1])],
         warm=sc["warm"].astype(bool), probation=sc["probation"].astype(bool), n_ref=sc["n_ref"].astype(np.int64),
+        settled=sc["settled"].astype(bool),
         band_z=lst("band_z"), valid=lst("valid").astype(bool), smooth=lst("smooth"), rank=lst("rank"),
         drift=sc["drift"].astype(bool), last_ts=sc["last_ts"].astype(np.int64))

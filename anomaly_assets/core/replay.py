@@ -39,7 +39,7 @@ def replay(ts: np.ndarray, value: np.ndarray, params: DetectorParams, holiday: n
                  np.full((E, T), np.nan), np.full((E, T), np.nan), np.zeros((E, T, m)),
                  driver=np.zeros((E, T), np.int8), span=np.ones((E, T), np.int32))
     keep = history_days or max(params.reference_days, 1) + 1
-    kept = selection.Selections(params.select_days)
+    kept = selection.Selections(params.select_days) if params.select_days > 1 else None
     names = [str(e) for e in range(E)] if names is None else [str(e) for e in names]
     metrics = [str(j) for j in range(m)]
     for a, b in zip(bounds[:-1], bounds[1:]):
@@ -49,10 +49,10 @@ def replay(ts: np.ndarray, value: np.ndarray, params: DetectorParams, holiday: n
         lo = max(lo, 0)
         hist = History(ts[lo:a], value[:, lo:a], res.residual[:, lo:a], res.excluded[:, lo:a],
                        holiday[lo:a] if holiday is not None else None)
-        prior, given = kept.prior(names, metrics, int(days[a]))
+        prior, given = kept.prior(names, metrics, int(days[a])) if kept is not None else (None, None)
         s = detect(hist, ts[a:b], value[:, a:b], params, holiday[a:b] if holiday is not None else None,
                    kept=prior, kept_given=given)
-        selection.record(kept, names, metrics, s, int(days[a]), params.reference_days, params.max_reference_points)
+        selection.record(kept, names, metrics, s, int(days[a]))
         for name in ("expected", "lower", "upper", "level", "seasonal", "residual", "residual_z", "excluded",
                      "p", "p_alert", "rank_by", "driver", "span"):
             getattr(res, name)[:, a:b] = getattr(s, name)

@@ -1,22 +1,25 @@
-"""Each series' choice of calendar components, kept for a week once made on a full reference.
+"""Each series' choice of calendar components, kept for up to ``select_days`` once made on a
+settled reference.
 
 A refit chooses which calendar effects a series keeps (``core/baseline.py``'s greedy forward
 selection by held-out error) before it fits them. The choice is the costliest part of a refit, so
-with ``select_days`` above 1 (an option; the default 1 chooses at every refit) a series keeps a
+with ``select_days`` above 1 (an option; the default 1 chooses at every refit) an entity keeps a
 choice for up to that many days while its level, effects, scale, tails and calibration are still
 refitted every day:
 
-- a selection is kept only if it was made on a **full reference**: at least 90 % of
-  ``min(reference_days, max_reference_points x interval)``. A young series selects at every
-  refit, as its history grows into its cycles;
-- a series selects anew on **its day of the cycle** (a stable hash of its name, as
-  ``refit_days`` spreads carried refits, ``core/state.py``), so a fleet that started together
-  spreads its selections over the week; and at the latest ``select_days`` days after the last;
-- a metric the kept selection does not know makes its entity select anew.
+- a choice is kept only if it was made on a **settled reference**: every metric of the entity has
+  usable points back to at least 90 % of the longest reference it gets
+  (``min(reference span, max_reference_points x interval)``, ``core/reference.py``). A young
+  series, or an entity with a young metric, chooses at every refit;
+- an entity chooses anew on **its day of the cycle** (a stable hash of its name, salted apart from
+  the ``refit_days`` cycle's so the two do not fall on the same nights), so a fleet that started
+  together spreads its choices over the week; and at the latest ``select_days`` days after the
+  last;
+- a metric the kept choice does not know makes its entity choose anew.
 
 The rule depends only on the day and the series' past, so a nightly run that starts from the
-selections the night before left (``to_table`` / ``from_table``) makes the same choices as one
-backfill over the same days; a backfill's changes give the selections at each of its days' ends
+choices the day before left (``to_table`` / ``from_table``) makes the same choices as one
+backfill over the same days; a run's changes give the choices at each of its days' ends
 (:func:`day_ends`), from which a rerun of any of them starts.
 """
 
@@ -29,20 +32,19 @@ import pyarrow as pa
 
 from anomaly_assets.core import calendar
 
-DAY_S = 86_400
-_FULL = 0.9  # the share of the longest reference that counts as full
+_SETTLED = 0.9  # the share of the longest reference a settled one reaches back
 
 
 class Selections:
-    """The kept selections of a fleet's entities: entity -> (metrics, kept (n_comp, m), day made).
+    """The kept choices of a fleet's entities: entity -> (metrics, kept (n_comp, m), day made).
 
     Parameters
     ----------
     days : int
-        How many days a selection is kept (``DetectorParams.select_days``); 1: none is.
+        How many days a choice is kept (``DetectorParams.select_days``); 1: none is.
     """
 
-    def __init__(self, days: int = 7):
+    def __init__(self, days: int):
         self.days = int(days)
         self._kept: dict[str, tuple[tuple[str, ...], np.ndarray, int]] = {}
         self.changes: list[tuple[str, tuple]] = []  # (entity, (metrics, kept or None: dropped, day)), in order
@@ -51,17 +53,17 @@ class Selections:
         return len(self._kept)
 
     def due(self, name: str, day: int) -> bool:
-        """Whether ``name`` selects anew on ``day`` (days since epoch)."""
+        """Whether entity ``name`` chooses anew on ``day`` (days since epoch)."""
         got = self._kept.get(str(name))
         if got is None or self.days <= 1:
             return True
         made = got[2]
         if not 0 <= day - made < self.days:
             return True
-        return day != made and (day + zlib.crc32(str(name).encode())) % self.days == 0
+        return day != made and (day + zlib.crc32(b"select:" + str(name).encode())) % self.days == 0
 
     def prior(self, names, metrics, day: int) -> tuple[np.ndarray, np.ndarray]:
-        """The kept selections of a batch for ``day``.
+        """The kept choices of a batch for ``day``.
 
         Parameters
         ----------
@@ -76,7 +78,7 @@ class Selections:
         -------
         kept : ndarray of bool, shape (n_comp, E, m)
         given : ndarray of bool, shape (E,)
-            The entities that keep their selection (``kept`` holds it); the others select.
+            The entities that keep their choice (``kept`` holds it); the others choose.
         """
         metrics = [str(x) for x in metrics]
         kept = np.zeros((len(calendar.COMPONENTS), len(names), len(metrics)), bool)
@@ -91,22 +93,37 @@ class Selections:
             given[i] = True
         return kept, given
 
-    def record(self, names, metrics, kept: np.ndarray, given: np.ndarray, full: np.ndarray, day: int) -> None:
-        """Keep the selections a batch's refit made on ``day``.
+    def record(self, names, metrics, kept: np.ndarray, given: np.ndarray, settled: np.ndarray, day: int) -> None:
+        """Keep the choices a batch's refit before its first point on ``day`` used.
 
-        ``kept`` (n_comp, E, m) as the refit used it; ``given`` (E,) the entities that kept an
-        earlier one (it stays, with its day); ``full`` (E,) whether each entity's reference was
-        full. A selection made on a short reference is not kept, and none is then.
+        Parameters
+        ----------
+        names, metrics : sequence of str
+            The batch's entities (E) and metrics (m).
+        kept : ndarray of bool, shape (n_comp, E, m)
+            The components the refit used.
+        given : ndarray of bool, shape (E,)
+            The entities that used a kept choice: it stays, with the day it was made.
+        settled : ndarray of bool, shape (E,)
+            Whether each entity's reference was settled: only then is a new choice kept (and an
+            earlier one forgotten otherwise).
+        day : int
+            Days since epoch.
         """
         metrics = tuple(str(x) for x in metrics)
         for i, n in enumerate(names):
             if given[i]:
                 continue
-            if full[i]:
+            if settled[i]:
                 self._kept[str(n)] = entry = (metrics, kept[:, i, :].copy(), int(day))
                 self.changes.append((str(n), entry))
             elif self._kept.pop(str(n), None) is not None:
                 self.changes.append((str(n), (metrics, None, int(day))))
+
+    def expire(self, day: int) -> None:
+        """Forget the choices no refit on or after ``day`` can keep (made ``select_days`` or more before it)."""
+        for n in [n for n, (_, _, made) in self._kept.items() if day - made >= self.days]:
+            del self._kept[n]
 
     def to_table(self) -> pa.Table:
         """One row per entity: ``entity_id``, ``metrics``, ``kept`` (the components' names per
@@ -114,23 +131,21 @@ class Selections:
         return _table(list(self._kept.items()))
 
     def changes_table(self) -> pa.Table:
-        """The selections kept and dropped since this object was made, in order: ``to_table``'s
+        """The choices kept and dropped since this object was made, in order: ``to_table``'s
         columns, ``kept`` null where one was dropped (on ``day``)."""
         return _table(self.changes)
 
     @classmethod
     def from_table(cls, table: pa.Table | None, days: int) -> "Selections":
-        """The selections of ``to_table`` (None or an empty table: none)."""
+        """The choices of ``to_table`` (None, or a table without them: none)."""
         out = cls(days)
-        if table is None or "kept" not in table.column_names:
-            return out
-        index = {c: k for k, c in enumerate(calendar.COMPONENTS)}
-        for n, metrics, kept, day in zip(*(table[c].to_pylist() for c in ("entity_id", "metrics", "kept", "day"))):
-            out._kept[str(n)] = (tuple(metrics), _parsed(n, kept, index), int(day))
+        if table is not None and "kept" in table.column_names:
+            out.apply(table)
+            out.changes.clear()
         return out
 
     def apply(self, changes: pa.Table) -> None:
-        """Apply the rows of ``changes_table`` in order."""
+        """Apply the rows of ``changes_table`` (or ``to_table``) in order."""
         index = {c: k for k, c in enumerate(calendar.COMPONENTS)}
         for n, metrics, kept, day in zip(*(changes[c].to_pylist() for c in ("entity_id", "metrics", "kept", "day"))):
             if kept is None:
@@ -161,37 +176,71 @@ def _parsed(name, kept: list[str], index: dict) -> np.ndarray:
 
 
 def day_ends(start: pa.Table | None, changes: list[pa.Table], days: list[int], select_days: int):
-    """The selections at the end of each of ``days`` (ascending), from those at the start and a
-    run's changes: ``(day, table)`` with the changes made on or before it, the last day with all
-    of them (the next day's, fitted ahead, included). A rerun of any one of those days starts
-    from the day before's table and makes the run's choices again."""
+    """The choices at the end of each day of a run, from those it started from and its changes.
+
+    Parameters
+    ----------
+    start : pyarrow.Table or None
+        ``Selections.to_table`` of the day before the run's first.
+    changes : list of pyarrow.Table
+        ``Selections.changes_table`` of each chunk of entities (each in its own order).
+    days : list of int
+        The run's days (days since epoch), ascending.
+    select_days : int
+
+    Yields
+    ------
+    day : int
+    table : pyarrow.Table
+        The choices after the changes made on or before ``day``, without those no later refit can
+        keep. A change dated later (the choice of a model fitted ahead for the next day) is left
+        to the run that scores with that model: it may never score.
+    """
     state = Selections.from_table(start, select_days)
     parts = [c for c in changes if c.num_rows]
-    rows = pa.concat_tables(parts) if parts else _table([])
-    # each entity's changes are in day order: a stable sort by day keeps it
-    order = np.argsort(rows["day"].to_numpy(), kind="stable")
-    rows = rows.take(order)
+    rows = _table([]) if not parts else pa.concat_tables(parts)
+    # each entity's changes are in day order (chunks hold other entities): a stable sort keeps it
+    rows = rows.take(np.argsort(rows["day"].to_numpy(), kind="stable"))
     made = rows["day"].to_numpy()
     done = 0
-    for i, d in enumerate(days):
-        upto = len(made) if i == len(days) - 1 else int(np.searchsorted(made, d, "right"))
+    for d in days:
+        upto = int(np.searchsorted(made, d, "right"))
         state.apply(rows.slice(done, upto - done))
+        state.expire(d + 1)
         done = upto
         yield d, state.to_table()
 
 
-def full_reference(seen: np.ndarray, interval: float, reference_days: float, max_points: int) -> np.ndarray:
-    """Whether each reference span ``seen`` (seconds) is full: near the longest it gets."""
-    longest = min(reference_days * DAY_S, max_points * interval)
-    return np.asarray(seen, float) >= _FULL * longest
+def settled(usable: np.ndarray, ts_ref: np.ndarray, t0: float, longest: float) -> np.ndarray:
+    """Whether each entity's reference is settled: every metric has a usable point back to at
+    least 90 % of ``longest`` seconds before ``t0``.
+
+    Parameters
+    ----------
+    usable : ndarray of bool, shape (E, n, m)
+        The reference points a refit uses.
+    ts_ref : ndarray of shape (n,)
+        Their epoch seconds.
+    t0 : float
+        The epoch seconds of the first point the refit scores.
+    longest : float
+        The longest span (seconds) the reference reaches.
+
+    Returns
+    -------
+    ndarray of bool, shape (E,)
+    """
+    if usable.shape[1] == 0:
+        return np.zeros(usable.shape[0], bool)
+    first = usable.argmax(axis=1)  # (E, m): the first usable point (0 where none, caught below)
+    back = t0 - np.asarray(ts_ref, float)[first]
+    return (usable.any(axis=1) & (back >= _SETTLED * longest)).all(axis=1)
 
 
-def record(selections: "Selections", names, metrics, scored, day: int, reference_days: float,
-           max_points: int) -> None:
-    """Keep what a batch's refit selected (``scored``: :class:`core.detector.Scored`), when it
-    refitted once, before its first new point."""
-    if scored.kept_given is None or not scored.refits:
+def record(selections: Selections | None, names, metrics, scored, day: int) -> None:
+    """Keep the choices of a batch's refit (``scored``: :class:`core.detector.Scored`), when it
+    refitted once, before its first new point; nothing without ``selections``."""
+    if selections is None or scored.kept_given is None or not scored.refits:
         return
     r = scored.refits[-1]
-    full = full_reference(r.seen, r.baseline.interval, reference_days, max_points)
-    selections.record(names, metrics, r.baseline.kept, scored.kept_given, full, day)
+    selections.record(names, metrics, r.baseline.kept, scored.kept_given, r.settled, day)

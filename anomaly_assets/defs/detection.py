@@ -28,7 +28,7 @@ from dagster_duckdb import DuckDBResource
 
 from anomaly_assets import warehouse as wh
 from anomaly_assets.calendars import holidays_in, others_in
-from anomaly_assets.core.detector import DetectorParams
+from anomaly_assets.core.detector import DAY_S, DetectorParams
 from anomaly_assets.core.fleet import CODE_VERSION, days_in, detect_days
 from anomaly_assets.core.selection import Selections, day_ends
 from anomaly_assets.core.state import FleetState
@@ -115,8 +115,9 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
     version = params.version(CODE_VERSION)
     carried = models.load_state(str((start - pd.Timedelta(days=1)).date()), version) if params.refit_days > 1 else None
     states, day_only, opened_parts, next_parts, sel_parts = [], [0], [], [], []
-    # each series' calendar components as the day before left them (core/selection.py)
-    selected = models.load_state(f"{(start - pd.Timedelta(days=1)).date()}-selected", version)
+    # with select_days > 1: each entity's calendar components as the day before left them (core/selection.py)
+    choose = params.select_days > 1
+    selected = models.load_state(f"{(start - pd.Timedelta(days=1)).date()}-selected", version) if choose else None
     with duckdb.get_connection() as con:
         wh.ensure_tables(con)
         # refitted daily, a day's models as its first run fitted them (a micro-batch of it): its
@@ -156,7 +157,8 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
                 day_only[0] += lean
                 pick = lambda by: {str(e): by[str(e)] for e in entities if str(e) in by}  # noqa: E731
                 yield (rows, days, params, fam.families, fam.units, pick(holidays), state, todays, intraday, prefit,
-                       pick(others), Selections.from_table(_rows_of(selected, entities), params.select_days))
+                       pick(others), Selections.from_table(_rows_of(selected, entities), params.select_days)
+                       if choose else None)
 
         def decomposition_rows():  # scored in worker processes, written here as they come back
             for out in map_chunks(detect_days, reads(), len(chunks)):
@@ -177,7 +179,8 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
                     opened_parts.append(out.opened.to_table())
                 if out.next_opened is not None:
                     next_parts.append(out.next_opened.to_table())
-                sel_parts.append(out.selections.changes_table())
+                if out.selections is not None:
+                    sel_parts.append(out.selections.changes_table())
                 yield rows
 
         with wh.transaction(con), reader:
@@ -191,8 +194,8 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
                 _keep_opened(models, start, version, _carried_on(opened, opened_parts), history_mark)
             wh.replace_keyed(con, wh.MODEL_VERSIONS, versions, "day", [str(d.date()) for d in days])
             # the selections at each day's end: a rerun of any of the days starts where this run was
-            ends = day_ends(selected, sel_parts, [d.value // 86_400_000_000_000 for d in days], params.select_days)
-            for day, (_, table) in zip(days, ends):
+            ends = day_ends(selected, sel_parts, [d.value // 10**9 // DAY_S for d in days], params.select_days)
+            for day, (_, table) in zip(days, ends if choose else ()):
                 models.save_state(table, f"{day.date()}-selected", version)
             if prefit:  # marked with the history as it stands once this run's days are written
                 today = days[-1] + pd.Timedelta(days=1)

@@ -9,7 +9,6 @@ import pyarrow.parquet as pq
 
 from anomaly_assets.core.detector import DetectorParams
 from anomaly_assets.core.fleet import days_in, detect_days
-from anomaly_assets.core.selection import Selections
 from anomaly_assets.core.state import FleetState
 
 P = DetectorParams()
@@ -133,20 +132,16 @@ def test_carried_models_keep_the_event_effect_and_equal_the_backfill(tmp_path):
     hist0 = rows[rows.ts < days[0]]
     first = detect_days(hist0, _days(hist0), params, events=events)
     stored = first.decomposition[["entity_id", "metric", "ts", "residual", "excluded"]]
-    kept = lambda t: Selections.from_table(t, params.select_days)  # noqa: E731
     full = detect_days(rows.merge(stored, on=["entity_id", "metric", "ts"], how="left"), days, params,
-                       state=FleetState.from_table(first.state.to_table()), events=events,
-                       selections=kept(first.selections.to_table()))
-    state, selections = FleetState.from_table(first.state.to_table()), kept(first.selections.to_table())
+                       state=FleetState.from_table(first.state.to_table()), events=events)
+    state = FleetState.from_table(first.state.to_table())
     carried = 0
     for day in days:
         hist = rows[rows.ts < day + pd.Timedelta(days=1)].merge(stored, on=["entity_id", "metric", "ts"], how="left")
-        night = detect_days(hist, [day], params, state=state, events=events, selections=selections)
+        night = detect_days(hist, [day], params, state=state, events=events)
         carried += night.models[day].carried
         pq.write_table(night.state.to_table(), tmp_path / "state.parquet")
-        pq.write_table(night.selections.to_table(), tmp_path / "selected.parquet")
         state = FleetState.from_table(pq.read_table(tmp_path / "state.parquet"))
-        selections = kept(pq.read_table(tmp_path / "selected.parquet"))
         stored = pd.concat([stored, night.decomposition[list(stored.columns)]], ignore_index=True)
         key = ["entity_id", "ts"]
         day_of = lambda f: f[(f.ts >= day) & (f.ts < day + pd.Timedelta(days=1))].sort_values(key)  # noqa: E731

@@ -1,6 +1,7 @@
-"""A series' calendar components kept for a week once chosen on a full reference: when they are
-chosen anew, that a kept choice is what the refit uses, and the same numbers nightly, in a backfill
-and in the per-entity replay."""
+"""An entity's calendar components kept for a week once chosen on a settled reference
+(``select_days``): when they are chosen anew, that a kept choice is what the refit uses, and the
+same numbers nightly (micro-batches and the models fitted ahead included), in a backfill, in a
+rerun of one of its days and in the per-entity replay."""
 
 import dataclasses
 import zlib
@@ -16,9 +17,10 @@ from anomaly_assets.core.detector import DetectorParams
 from anomaly_assets.core.fleet import days_in, detect_days
 from anomaly_assets.core.replay import replay
 from anomaly_assets.core.selection import Selections, day_ends
+from anomaly_assets.core.state import FleetState
 
-# a week's reference: full (90 %) from the seventh day of hourly data on
-P = DetectorParams(reference_days=7.0, select_days=7)
+# a week's reference (100 hourly points are less): settled from the seventh day on
+P = DetectorParams(reference_days=7.0, reference_points=100, select_days=7)
 START = pd.Timestamp("2026-03-02", tz="UTC")
 KEY = ["entity_id", "ts"]
 DAY = 1 << np.arange(len(calendar.COMPONENTS)) == 1  # only "day" kept
@@ -53,7 +55,7 @@ def _made(name: str, day: int) -> Selections:
 def test_a_selection_is_kept_until_its_entitys_day_of_the_week():
     s = _made("pump-1", 100)
     due = [d for d in range(100, 115) if s.due("pump-1", d)]
-    slot = next(d for d in range(101, 108) if (d + zlib.crc32(b"pump-1")) % 7 == 0)
+    slot = next(d for d in range(101, 108) if (d + zlib.crc32(b"select:pump-1")) % 7 == 0)
     assert due[0] == slot and not s.due("pump-1", 100)
     assert s.due("pump-1", 99)  # never used before it was made
     # a fleet that selected on one day spreads its next selections over the week
@@ -64,7 +66,7 @@ def test_a_selection_is_kept_until_its_entitys_day_of_the_week():
     assert one.due("pump-1", 100)  # select_days=1: every refit selects
 
 
-def test_only_a_full_reference_and_known_metrics_keep_a_selection(tmp_path):
+def test_only_a_settled_reference_and_known_metrics_keep_a_selection(tmp_path):
     s = Selections(7)
     kept = np.zeros((len(calendar.COMPONENTS), 2, 1), bool)
     kept[calendar.COMPONENTS.index("week"), 0, 0] = True
@@ -73,6 +75,12 @@ def test_only_a_full_reference_and_known_metrics_keep_a_selection(tmp_path):
     got, given = s.prior(["a", "b"], ["x"], 200)
     assert list(given) == [True, False] and got[:, 0, 0].tolist() == kept[:, 0, 0].tolist()
     assert not s.prior(["a"], ["x", "y"], 200)[1][0]  # a metric it never selected for
+    two = Selections(7)  # metrics in another order than the batch's: each keeps its own components
+    k2 = np.zeros((len(calendar.COMPONENTS), 1, 2), bool)
+    k2[calendar.COMPONENTS.index("week"), 0, 1] = True
+    two.record(["a"], ["x", "y"], k2, np.array([False]), np.array([True]), 200)
+    got, _ = two.prior(["a"], ["y", "x"], 201)
+    assert got[calendar.COMPONENTS.index("week"), 0].tolist() == [True, False]
     pq.write_table(s.to_table(), tmp_path / "sel.parquet")
     back = Selections.from_table(pq.read_table(tmp_path / "sel.parquet"), 7)
     np.testing.assert_array_equal(back.prior(["a", "b"], ["x"], 201)[0], s.prior(["a", "b"], ["x"], 201)[0])
@@ -83,7 +91,7 @@ def test_only_a_full_reference_and_known_metrics_keep_a_selection(tmp_path):
 
 
 def test_a_kept_selection_is_what_the_refit_uses():
-    slot = -zlib.crc32(b"e00") % 7  # e00 selects anew on the days d with d % 7 == slot
+    slot = -zlib.crc32(b"select:e00") % 7  # e00 chooses anew on the days d with d % 7 == slot
     n = next(n for n in (10, 11) if (START.value // 10**9 // 86_400 + n - 1) % 7 != slot)
     rows = _rows(days=n)
     last = _days(rows)[-1]
@@ -155,10 +163,51 @@ def test_a_runs_changes_give_the_selections_at_each_days_end():
     every = lambda n: np.ones(n, bool)  # noqa: E731
     run.record(["b", "c"], ["x"], np.repeat(DAY[:, None, None], 2, axis=1), ~every(2), every(2), 100)
     run.record(["a"], ["x"], np.zeros((len(calendar.COMPONENTS), 1, 1), bool), ~every(1), ~every(1), 101)  # dropped
-    run.record(["b"], ["x"], np.zeros((len(calendar.COMPONENTS), 1, 1), bool), ~every(1), every(1), 103)  # ahead
-    ends = dict(day_ends(start.to_table(), [run.changes_table()], [100, 101, 102], 7))
+    run.record(["b"], ["x"], np.zeros((len(calendar.COMPONENTS), 1, 1), bool), ~every(1), every(1), 103)
+    ends = dict(day_ends(start.to_table(), [run.changes_table()], [100, 101, 102, 103, 105, 106], 7))
     rows = {d: {r["entity_id"]: (r["kept"], r["day"]) for r in t.to_pylist()} for d, t in ends.items()}
     assert rows[100] == {"a": (["day"], 98), "b": (["day"], 100), "c": (["day"], 100)}
-    assert rows[101] == {"b": (["day"], 100), "c": (["day"], 100)}
-    assert rows[102] == {"b": ([""], 103), "c": (["day"], 100)}  # the last day's end has every change
-    assert rows[102] == {r["entity_id"]: (r["kept"], r["day"]) for r in run.to_table().to_pylist()}
+    assert rows[101] == rows[102] == {"b": (["day"], 100), "c": (["day"], 100)}
+    assert rows[103] == rows[105] == {"b": ([""], 103), "c": (["day"], 100)}
+    assert rows[106] == {"b": ([""], 103)}  # c's choice of day 100 cannot be kept on day 107
+
+
+def _n(day) -> int:
+    return day.value // 10**9 // 86_400
+
+
+def test_micro_batches_and_the_days_fitted_ahead_make_the_backfills_choices():
+    """The asset's daily flow: the morning's micro-batch fits the day's models (keeping them), the
+    night scores the day with them and fits the next day's ahead; each run starts from the day
+    before's choices. The choices at each day's end and every score equal one backfill's, with an
+    entity whose choice changes (e03's daily cycle starts on day 8), one whose first point of a day
+    is not where it was predicted (e01, day 11), one silent on the day it would choose anew (e02)
+    and a newcomer no night fitted ahead (e04)."""
+    rows = _rows(cycle_from=(3, 24 * 8))
+    rows = rows[~((rows.entity_id == "e01") & (rows.ts == START + pd.Timedelta(days=11)))]
+    # e02 sends nothing on its day of the week: the model fitted ahead for it, and its choice, never score
+    off = next(k for k in range(8, 15) if (_n(START) + k + zlib.crc32(b"select:e02")) % 7 == 0)
+    rows = rows[~((rows.entity_id == "e02") & (rows.ts.dt.floor("D") == START + pd.Timedelta(days=off)))]
+    late = _rows(n_entities=1, seed=9).assign(entity_id="e04")
+    rows = pd.concat([rows, late[late.ts >= START + pd.Timedelta(days=9, hours=5)]], ignore_index=True)
+    days = _days(rows)
+    full = detect_days(rows, days, P)
+    want = dict(day_ends(None, [full.selections.changes_table()], [_n(d) for d in days], 7))
+    stored = rows.iloc[:0][["entity_id", "metric", "ts"]].assign(residual=np.nan, excluded=False)
+    selected, ahead, kept = None, None, 0
+    for day in days:
+        hist = rows[rows.ts < day + pd.Timedelta(days=1)].merge(stored, on=["entity_id", "metric", "ts"], how="left")
+        morning = hist[hist.ts < day + pd.Timedelta(hours=9)]
+        first = detect_days(morning, [day], P, opened=ahead, keep_opened=True,
+                            selections=Selections.from_table(selected, 7))
+        night = detect_days(hist, [day], P, opened=FleetState.from_table(first.opened.to_table()), prefit_next=True,
+                            selections=Selections.from_table(selected, 7))
+        kept += night.models[day].carried
+        [(_, selected)] = day_ends(selected, [night.selections.changes_table()], [_n(day)], 7)
+        assert sorted(selected.to_pylist(), key=str) == sorted(want[_n(day)].to_pylist(), key=str), day
+        ahead = FleetState.from_table(night.next_opened.to_table())
+        stored = pd.concat([stored, night.decomposition[list(stored.columns)]], ignore_index=True)
+        got = full.scores[(full.scores.ts >= day) & (full.scores.ts < day + pd.Timedelta(days=1))]
+        pd.testing.assert_frame_equal(got.sort_values(KEY).reset_index(drop=True).drop(columns="model_version"),
+                                      night.scores.sort_values(KEY).reset_index(drop=True).drop(columns="model_version"))
+    assert kept > 40 and sum(m.kept_selection for m in full.models.values()) > 20

@@ -10,6 +10,7 @@ import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from anomaly_assets.definitions import python_assets, resources, sql_assets
 from anomaly_assets.settings import load_settings
@@ -20,7 +21,7 @@ DETECTION = [dg.AssetKey(k) for k in (["features", "decomposition"], ["ml", "mod
 CONFIG = {"ops": {"detection": {"config": {"refit_days": 7}}}}
 
 
-def _setup(root):
+def _setup(root, late_cycle=False):
     rng = np.random.default_rng(3)
     ts = pd.date_range(DAYS[0], DAYS[-1] + pd.Timedelta(hours=23), freq="1h")
     rows = []
@@ -29,6 +30,8 @@ def _setup(root):
             v = 40 + 10 * j + 4 * np.sin(2 * np.pi * ts.hour.to_numpy() / 24) + rng.normal(0, 1, len(ts))
             if e == 1 and m == "temp":
                 v[24 * 9 + 6:] += 20  # a shift that lasts
+            if late_cycle and e == 3 and m == "load":  # a daily cycle from day 6: a kept choice lags
+                v[24 * 6:] += 8 * np.cos(2 * np.pi * ts.hour.to_numpy()[24 * 6:] / 24)
             rows.append(pd.DataFrame({"entity_id": f"pump-{e}", "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
                                       "metric": m, "value": v.round(3)}))
     (root / "landing").mkdir(parents=True)
@@ -80,10 +83,12 @@ def test_nightly_runs_carry_models_and_equal_the_backfill(tmp_path):
 
 
 def test_refitted_daily_nights_keep_selections_and_equal_the_backfill(tmp_path):
-    """Each night keeps every series' calendar selection beside the warehouse, and the next night
-    refits with it (core/selection.py): the same scores as one backfill over the same days."""
-    config = {"ops": {"detection": {"config": {"reference_days": 5.0, "select_days": 7}}}}  # full from day 5
-    assets, res, inst = _setup(tmp_path / "backfill")
+    """With select_days: each run keeps every entity's calendar components at each day's end
+    beside the warehouse, and the next run refits with those of the day before its first
+    (core/selection.py): nightly runs, one backfill and a rerun of one of its days agree."""
+    config = {"ops": {"detection": {"config": {"reference_days": 5.0, "reference_points": 100,
+                                               "select_days": 7}}}}  # settled from day 5
+    assets, res, inst = _setup(tmp_path / "backfill", late_cycle=True)
     run = dg.materialize(assets, resources=res, instance=inst, selection=DETECTION, run_config=config,
                          tags={"dagster/asset_partition_range_start": str(DAYS[0].date()),
                                "dagster/asset_partition_range_end": str(DAYS[-1].date())})
@@ -91,14 +96,17 @@ def test_refitted_daily_nights_keep_selections_and_equal_the_backfill(tmp_path):
     in_backfill = run.asset_materializations_for_node("detection")[0].metadata["refits_with_a_kept_selection"].value
     # the backfill keeps every day's selections: a rerun of a day inside it makes the same choices
     state = tmp_path / "backfill" / "models" / "state"
-    assert all(list(state.glob(f"{d.date()}-selected_*.parquet")) for d in DAYS)
+    files = {d: pq.read_table(next(state.glob(f"{d.date()}-selected_*.parquet"))) for d in DAYS}
+    for d, table in files.items():  # a day's file holds no choice made after it
+        assert max(table["day"].to_pylist(), default=0) <= d.value // 86_400_000_000_000, d
     backfill, _ = _tables(tmp_path / "backfill")
     again = dg.materialize(assets, resources=res, instance=inst, selection=DETECTION, run_config=config,
                            partition_key=str(DAYS[8].date()))
     assert again.success and again.asset_materializations_for_node("detection")[0].metadata[
         "refits_with_a_kept_selection"].value > 0
     pd.testing.assert_frame_equal(_tables(tmp_path / "backfill")[0], backfill, check_exact=False, rtol=1e-9)
-    assets, res, inst = _setup(tmp_path / "nightly")
+    assert pq.read_table(next(state.glob(f"{DAYS[8].date()}-selected_*.parquet"))).equals(files[DAYS[8]])
+    assets, res, inst = _setup(tmp_path / "nightly", late_cycle=True)
     kept = 0
     for day in DAYS:
         night = dg.materialize(assets, resources=res, instance=inst, selection=DETECTION, run_config=config,
@@ -109,6 +117,15 @@ def test_refitted_daily_nights_keep_selections_and_equal_the_backfill(tmp_path):
     assert kept == in_backfill > 10  # most series kept their selection on most nights past day 5
     nightly, _ = _tables(tmp_path / "nightly")
     pd.testing.assert_frame_equal(backfill, nightly, check_exact=False, rtol=1e-9)
+    # without select_days nothing is kept, and the late cycle is learnt sooner: other scores
+    assets, res, inst = _setup(tmp_path / "daily", late_cycle=True)
+    assert dg.materialize(assets, resources=res, instance=inst, selection=DETECTION,
+                          run_config={"ops": {"detection": {"config": {"reference_days": 5.0, "reference_points": 100}}}},
+                          tags={"dagster/asset_partition_range_start": str(DAYS[0].date()),
+                                "dagster/asset_partition_range_end": str(DAYS[-1].date())}).success
+    assert not list((tmp_path / "daily" / "models").rglob("*-selected_*"))
+    daily, _ = _tables(tmp_path / "daily")
+    assert not np.allclose(daily["anomaly_score"], backfill["anomaly_score"])
 
 
 def test_an_unreadable_state_file_is_named(tmp_path):
