@@ -145,7 +145,7 @@ def publish(warehouse: Path, target: Path, docs: Iterable[tuple[str, str, str, M
     ``docs`` (schema, name, doc, {column: doc}) become the copy's table, view and column comments
     (:func:`document`), so analysts read the contract with the data (``duckdb_columns()``).
     ``memory_limit`` (DuckDB's, e.g. ``"1GB"``) bounds the copy's memory: without one DuckDB takes
-    up to 80 % of the machine's, and a 12 GB warehouse's copy held 21 GB.
+    up to 80 % of the machine's, and a 12 GB warehouse's copy held 20 GB.
 
     Raises
     ------

@@ -121,6 +121,8 @@ class DetectorParams:
         params = asdict(self)
         if params["select_days"] == 1:  # added later off: a config without it keeps its version and stored models
             del params["select_days"]
+        else:
+            params["selection_rule"] = 2  # 05d135d: settled references, salted days
         blob = json.dumps({"params": params, "code": code_version}, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -276,8 +276,10 @@ def _model_of(sub: pa.Table, m: int, interval: float, day_bins: int, names: tupl
             return None
         return flat.reshape(E, -1) if width is None else flat.reshape(E, width, -1)
 
-    # a column added since a table was written reads as zeros (settled: a choice is not kept)
-    sc = {n: sub[n].to_numpy().astype(float) if n in sub.column_names else np.zeros(E) for n in _SCALARS}
+    # a column added since a table was written (absent, or null where joined to newer rows) reads
+    # as zeros (settled: a choice is not kept)
+    sc = {n: pc.fill_null(sub[n], 0).to_numpy().astype(float) if n in sub.column_names else np.zeros(E)
+          for n in _SCALARS}
     q = float(sub["tail_q"][0].as_py())
     effects = {}
     for c in calendar.COMPONENTS:  # a component no series keeps adds nothing: leave it out

@@ -12,9 +12,9 @@ refitted every day:
   (``min(reference span, max_reference_points x interval)``, ``core/reference.py``). A young
   series, or an entity with a young metric, chooses at every refit;
 - an entity chooses anew on **its day of the cycle** (a stable hash of its name, salted apart from
-  the ``refit_days`` cycle's so the two do not fall on the same nights), so a fleet that started
-  together spreads its choices over the week; and at the latest ``select_days`` days after the
-  last;
+  the ``refit_days`` cycle's, so the two coincide only as two independent hashes do), so a fleet
+  that started together spreads its choices over the week; and at the latest ``select_days`` days
+  after the last;
 - a metric the kept choice does not know makes its entity choose anew.
 
 The rule depends only on the day and the series' past, so a nightly run that starts from the

@@ -376,6 +376,9 @@ def _carried_on(carried, states: list):
 
     parts = [t for t in states if t.num_rows]
     if carried is not None and carried.num_rows:
-        seen = pa.concat_tables(parts)["entity_id"] if parts else pa.array([], pa.string())
+        seen = pa.concat_tables(parts, promote_options="default")["entity_id"] if parts else pa.array([], pa.string())
         parts.append(carried.filter(pc.invert(pc.is_in(carried["entity_id"], value_set=seen.combine_chunks()))))
-    return pa.concat_tables(parts) if parts else pa.table({"entity_id": pa.array([], pa.string())})
+    if not parts:
+        return pa.table({"entity_id": pa.array([], pa.string())})
+    # a table written before a column was added joins with nulls there (core/model.py reads them as zeros)
+    return pa.concat_tables(parts, promote_options="default")

@@ -5,6 +5,8 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -308,3 +310,21 @@ def test_a_reference_cut_at_its_point_cap_is_not_read_as_young_throughout(freq, 
     rows = pd.DataFrame({"entity_id": "e00", "metric": "flow", "ts": ts, "value": value})
     scores = detect_days(rows, _days(rows), DetectorParams(refit_days=refit_days)).scores.sort_values("ts")
     assert scores.is_anomaly.to_numpy()[fault].mean() > 0.9
+
+
+def test_models_stored_before_a_column_was_added_still_load_and_join():
+    """A state or opened file written before ``settled`` existed (CODE_VERSION unchanged, so it is
+    read again): it joins this run's models and reads as not settled."""
+    from anomaly_assets.defs.detection import _carried_on
+
+    out = detect_days(_rows(days=10), _days(_rows(days=10)), P)
+    table = out.state.to_table()
+    old = table.filter(pc.is_in(table["entity_id"], value_set=pa.array(["e00", "e01"]))).drop_columns(["settled"])
+    new = table.filter(pc.invert(pc.is_in(table["entity_id"], value_set=pa.array(["e00", "e01"]))))
+    back = FleetState.from_table(_carried_on(old, [new]))
+    assert sorted(back.entities()) == sorted(out.state.entities())
+    for pos, model in back.gather(np.array(["e00", "e01"], dtype=object)):
+        assert not model.settled.any()
+    [(_, a)], [(_, b)] = back.gather(np.array(["e03"], dtype=object)), out.state.gather(np.array(["e03"], dtype=object))
+    np.testing.assert_array_equal(a.settled, b.settled)
+    np.testing.assert_array_equal(a.scale, b.scale)

@@ -108,5 +108,5 @@ def test_the_copy_keeps_to_the_warehouses_memory_limit(tmp_path):
             assert c.execute("SELECT count(*), sum(k) FROM t").fetchone() == (30_000_000, 30_000_000 * 29_999_999 // 2)
     # MB of resident memory, each copy in its own process (here 549 against 903: a one-table copy
     # holds more than the limit, the 100k warehouse's held 1.3 GB at 1 GB against 20 GB unbounded)
-    assert peak["64MB"] < 0.8 * peak[None], peak
+    assert peak["64MB"] < 0.85 * peak[None], peak
     assert not [p for p in tmp_path.iterdir() if ".spill" in p.name]  # nothing left of what spilled
