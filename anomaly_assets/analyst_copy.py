@@ -163,6 +163,7 @@ def publish(warehouse: Path, target: Path, docs: Iterable[tuple[str, str, str, M
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(target)  # a killed publish's full-size temp copies
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+    spill = tmp.with_name(tmp.name + ".spill")  # what does not fit the memory limit, beside the copy
     t0 = time.perf_counter()
     try:
         con = duckdb.connect()  # in memory: only the two ATTACHes below touch files
@@ -170,8 +171,7 @@ def publish(warehouse: Path, target: Path, docs: Iterable[tuple[str, str, str, M
             con.execute("SET enable_progress_bar = false")  # no bar drawn into the run's output
             if memory_limit:
                 con.execute("SET memory_limit = ?", [memory_limit])
-                # what does not fit spills beside the copy, not into the working directory
-                con.execute("SET temp_directory = ?", [str(tmp.with_name(tmp.name + ".spill"))])
+                con.execute("SET temp_directory = ?", [str(spill)])  # not the working directory
             con.execute(f"ATTACH {_sql_path(warehouse)} AS src (READ_ONLY)")
             con.execute(f"ATTACH {_sql_path(tmp)} AS dst")
             con.execute("COPY FROM DATABASE src TO dst")
@@ -192,5 +192,5 @@ def publish(warehouse: Path, target: Path, docs: Iterable[tuple[str, str, str, M
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             leftover.unlink(missing_ok=True)
-        shutil.rmtree(tmp.with_name(tmp.name + ".spill"), ignore_errors=True)
+        shutil.rmtree(spill, ignore_errors=True)
     return Published(target, int(tables), int(rows), int(size or 0), time.perf_counter() - t0)

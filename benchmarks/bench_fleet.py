@@ -38,8 +38,9 @@ times the nightly job run. With ``--refit-days`` above 1 (carried models), detec
 runs the day before the night (not timed; every series is new to it, so it refits them all and
 keeps their models), and the timed night refits only the series that are due; the night's refits
 by reason and the models carried are printed. So it does with ``--select-days`` above 1, for
-the calendar choices the night before keeps (how many were kept is printed). ``--mode smd`` lands ``--machines`` copies of the shared SMD machines
-(38 metrics, 1-minute, ~47k rows each) under new names and times the full backfill.
+the calendar choices the night before keeps (how many were kept is printed). ``--mode smd``
+lands ``--machines`` copies of the shared SMD machines (38 metrics, 1-minute, ~47k rows each)
+under new names and times the full backfill.
 
 The machine is shared: the load average is printed with every figure; compare medians.
 """
@@ -98,8 +99,9 @@ def _child_chain(a: dict) -> dict:
     instance = dg.DagsterInstance.ephemeral()
     result = job.execute_in_process(
         instance=instance, asset_selection=keys,
-        run_config={"ops": {"detection": {"config": {"refit_days": a.get("refit_days", 1),
-                                                      **({"select_days": a["select_days"]} if a.get("select_days") else {})}}}},
+        run_config={"ops": {"detection": {"config": {
+            "refit_days": a.get("refit_days", 1),
+            **({"select_days": a["select_days"]} if a.get("select_days") else {})}}}},
         tags={"dagster/asset_partition_range_start": a["start"], "dagster/asset_partition_range_end": a["end"]},
         raise_on_error=False,
     )

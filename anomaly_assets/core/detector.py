@@ -416,7 +416,8 @@ def _fit_block(all_ts, x, resid, excl, hol, start, interval, p, evd=None, kept=N
     return Model(fitted_at=np.full(E, int(all_ts[start]), np.int64), seen=np.full(E, seen),
                  reference_points=np.full(E, len(idx), np.int64), baseline=base, transform=tf, scale=scale,
                  mtail=mtail, evidence=evm, tails=tails, gammas=gammas, warm=warm, probation=probation,
-                 n_ref=n_ref, settled=settled, band_z=e_star, valid=valid, smooth=smooth, rank=rank, drift=np.zeros(E, bool),
+                 n_ref=n_ref, settled=settled, band_z=e_star, valid=valid, smooth=smooth, rank=rank,
+                 drift=np.zeros(E, bool),
                  last_ts=np.full(E, int(all_ts[start - 1]) if start else 0, np.int64))
 
 

@@ -140,8 +140,7 @@ class Selections:
         """The choices of ``to_table`` (None, or a table without them: none)."""
         out = cls(days)
         if table is not None and "kept" in table.column_names:
-            out.apply(table)
-            out.changes.clear()
+            out.apply(table)  # not a change: ``changes`` stays empty
         return out
 
     def apply(self, changes: pa.Table) -> None:

@@ -193,10 +193,10 @@ def detection(context: dg.AssetExecutionContext, config: DetectorConfig, duckdb:
             if intraday:
                 _keep_opened(models, start, version, _carried_on(opened, opened_parts), history_mark)
             wh.replace_keyed(con, wh.MODEL_VERSIONS, versions, "day", [str(d.date()) for d in days])
-            # the selections at each day's end: a rerun of any of the days starts where this run was
-            ends = day_ends(selected, sel_parts, [d.value // 10**9 // DAY_S for d in days], params.select_days)
-            for day, (_, table) in zip(days, ends if choose else ()):
-                models.save_state(table, f"{day.date()}-selected", version)
+            if choose:  # the selections at each day's end: a rerun of any of the days starts where this run was
+                ends = day_ends(selected, sel_parts, [d.value // 10**9 // DAY_S for d in days], params.select_days)
+                for day, (_, table) in zip(days, ends):
+                    models.save_state(table, f"{day.date()}-selected", version)
             if prefit:  # marked with the history as it stands once this run's days are written
                 today = days[-1] + pd.Timedelta(days=1)
                 _keep_opened(models, today, version, _carried_on(None, next_parts),
@@ -376,8 +376,8 @@ def _carried_on(carried, states: list):
 
     parts = [t for t in states if t.num_rows]
     if carried is not None and carried.num_rows:
-        seen = pa.concat_tables(parts, promote_options="default")["entity_id"] if parts else pa.array([], pa.string())
-        parts.append(carried.filter(pc.invert(pc.is_in(carried["entity_id"], value_set=seen.combine_chunks()))))
+        seen = pa.chunked_array([t["entity_id"] for t in parts], pa.string()).combine_chunks()  # the names only
+        parts.append(carried.filter(pc.invert(pc.is_in(carried["entity_id"], value_set=seen))))
     if not parts:
         return pa.table({"entity_id": pa.array([], pa.string())})
     # a table written before a column was added joins with nulls there (core/model.py reads them as zeros)
