@@ -6,23 +6,36 @@ warehouse would make the next nightly run fail. Analysts therefore query ``analy
 (``ANOMALY_ANALYST_COPY``), a copy the pipeline publishes at the end of every run of the chain; the warehouse
 itself is only ever opened by the pipeline.
 
-How. An in-memory DuckDB attaches the warehouse ``READ_ONLY`` and a new temporary file in the
-target's folder, and ``COPY FROM DATABASE`` copies every schema, table, view and macro. That is
-one read transaction, so the copy is a consistent snapshot by construction, whatever is in the
-WAL, and it is compact (slices deleted by re-runs leave no free blocks behind). The temporary
+How. An in-memory DuckDB attaches the warehouse ``READ_ONLY`` and a temporary file in the
+target's folder, and fills the file in one read transaction of the warehouse (a refresh, below, or
+``COPY FROM DATABASE`` of every schema, table, view and macro), so the copy is a consistent snapshot
+by construction, whatever is in the WAL. A copy from scratch is compact (slices deleted by re-runs
+leave no free blocks behind); a refreshed one reuses the blocks its replaced slices free. The temporary
 file is detached (checkpointed and closed), made read-only (mode 0444, so nobody opens it for
 writing by mistake and locks other readers out) and moved over the target with ``os.replace``,
 atomic on one filesystem: a reader sees the old copy or the new one, never half a file, and a
 reader that already has the old file open keeps reading it (the replaced inode lives until it is
 closed).
 
-Why not ``CHECKPOINT`` then a byte copy: that is consistent only if no writer starts during the
-copy and the WAL is empty, and nothing enforces either; a byte copy would also need a lock held
-just as long. The warehouse is locked only while ``COPY FROM DATABASE`` runs, and the publishing asset
-runs in the ``duckdb_writer`` pool, so it never competes with the pipeline's own writers.
+Why not ``CHECKPOINT`` then a byte copy of the warehouse: that is consistent only if no writer starts
+during the copy and the WAL is empty, and nothing enforces either; a byte copy would also need a lock
+held just as long. The warehouse is locked only while it is read, and the publishing asset runs in
+the ``duckdb_writer`` pool, so it never competes with the pipeline's own writers.
 
-Cost. The copy rewrites the whole warehouse every run: 2000 entities x 35 days (15.5 million rows,
-310 MB) take 7-8 s on 2 shared cores, in proportion to the history kept, whatever the run changed.
+Refreshing, not rewriting. Every write of the pipeline records the slices it replaced in
+``meta.slice_changes`` (``warehouse.record_change``, in the writing transaction), and the copy holds
+that table as it was when the copy was made. A publish therefore starts from a byte copy of the last
+published file (the analysts' file is never written in place: readers keep their snapshot) and, in
+one transaction that reads the warehouse, replaces just the slices the copy has not seen, and every
+table no change names in full (the small ones: alerts, entities, evaluation). It then checks that
+every table holds as many rows as the warehouse's. A copy is made from scratch instead when there
+is none yet, when it or the warehouse has no change log, when it holds a change the warehouse does
+not (another warehouse, or one restored from a backup), when a table, column, view or macro differs,
+when the counts differ after the refresh, or when ``full=True`` (``anomaly-assets publish --full``).
+
+Cost. A copy from scratch rewrites the whole warehouse: 2000 entities x 35 days (15.5 million rows,
+310 MB) take 7-8 s on 2 shared cores, in proportion to the history kept. A refresh costs the byte
+copy (disk speed) and the slices changed since (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -48,6 +61,9 @@ class Published:
     rows: int
     bytes: int
     seconds: float
+    refreshed: bool = False  # True: the last copy refreshed with the changed slices; False: from scratch
+    reason: str = ""  # why the copy was made from scratch
+    slices: int = 0  # slices refreshed
 
 
 def _sql_path(path: Path) -> str:
@@ -139,9 +155,11 @@ def document(con: duckdb.DuckDBPyConnection, docs: Iterable[tuple[str, str, str,
 
 
 def publish(warehouse: Path, target: Path, docs: Iterable[tuple[str, str, str, Mapping[str, str]]] = (),
-            memory_limit: str | None = None) -> Published:
+            memory_limit: str | None = None, full: bool = False) -> Published:
     """Copy ``warehouse`` to ``target`` as one consistent snapshot, replacing ``target`` atomically.
 
+    The last published ``target`` is refreshed with the slices changed since it was made, or the
+    copy is made from scratch (``full``, or when a refresh cannot be trusted: the module's doc).
     ``docs`` (schema, name, doc, {column: doc}) become the copy's table, view and column comments
     (:func:`document`), so analysts read the contract with the data (``duckdb_columns()``).
     ``memory_limit`` (DuckDB's, e.g. ``"1GB"``) bounds the copy's memory: without one DuckDB takes
@@ -165,7 +183,11 @@ def publish(warehouse: Path, target: Path, docs: Iterable[tuple[str, str, str, M
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
     spill = tmp.with_name(tmp.name + ".spill")  # what does not fit the memory limit, beside the copy
     t0 = time.perf_counter()
+    refreshed, reason, slices = False, "asked for (full)" if full else "no copy yet", 0
     try:
+        if not full and target.exists():
+            shutil.copyfile(target, tmp)  # the analysts' file itself is never opened for writing
+            os.chmod(tmp, 0o644)
         con = duckdb.connect()  # in memory: only the two ATTACHes below touch files
         try:
             con.execute("SET enable_progress_bar = false")  # no bar drawn into the run's output
@@ -173,8 +195,16 @@ def publish(warehouse: Path, target: Path, docs: Iterable[tuple[str, str, str, M
                 con.execute("SET memory_limit = ?", [memory_limit])
                 con.execute("SET temp_directory = ?", [str(spill)])  # not the working directory
             con.execute(f"ATTACH {_sql_path(warehouse)} AS src (READ_ONLY)")
-            con.execute(f"ATTACH {_sql_path(tmp)} AS dst")
-            con.execute("COPY FROM DATABASE src TO dst")
+            if tmp.exists():
+                con.execute(f"ATTACH {_sql_path(tmp)} AS dst")
+                reason, slices = refresh(con)
+                refreshed = not reason
+                if not refreshed:
+                    con.execute("DETACH dst")
+                    tmp.unlink()
+            if not refreshed:
+                con.execute(f"ATTACH {_sql_path(tmp)} AS dst")
+                con.execute("COPY FROM DATABASE src TO dst")
             con.execute("DETACH src")  # the warehouse is free again from here on
             con.execute("USE dst")
             document(con, docs)
@@ -193,4 +223,93 @@ def publish(warehouse: Path, target: Path, docs: Iterable[tuple[str, str, str, M
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             leftover.unlink(missing_ok=True)
         shutil.rmtree(spill, ignore_errors=True)
-    return Published(target, int(tables), int(rows), int(size or 0), time.perf_counter() - t0)
+    return Published(target, int(tables), int(rows), int(size or 0), time.perf_counter() - t0,
+                     refreshed, reason, slices)
+
+
+_LOG = 'meta.slice_changes'
+
+
+def _rel(db: str, name: str) -> str:
+    """``db."schema"."table"`` for a change log's ``schema.table``."""
+    schema, table = name.split(".", 1)
+    return f'{db}."{schema}"."{table}"'
+
+
+def _catalog(con: duckdb.DuckDBPyConnection, db: str) -> set[tuple]:
+    """What a refresh must find equal in both databases: every column (with its type and place),
+    view and macro."""
+    return set(con.execute(
+        "SELECT 'column', schema_name, table_name, column_name || ' ' || data_type || ' ' || column_index "
+        "|| ' ' || is_nullable FROM duckdb_columns() WHERE database_name = $1 "
+        "UNION ALL SELECT 'view', schema_name, view_name, sql FROM duckdb_views() "
+        "WHERE database_name = $1 AND NOT internal "
+        "UNION ALL SELECT 'macro', schema_name, function_name, coalesce(macro_definition, '') FROM duckdb_functions() "
+        "WHERE database_name = $1 AND function_type IN ('macro', 'table_macro') AND NOT internal",
+        [db]).fetchall())
+
+
+def refresh(con: duckdb.DuckDBPyConnection) -> tuple[str, int]:
+    """Bring the copy attached as ``dst`` up to the warehouse attached as ``src``, in one transaction.
+
+    Replaces the slices of ``src``'s change log that ``dst``'s does not hold, and every table the
+    log never names in full; then checks every table's row count.
+
+    Returns
+    -------
+    (reason, slices) : (str, int)
+        Why the copy must be made from scratch instead ('' when refreshed: ``dst`` was changed and
+        committed), and how many slices were replaced.
+    """
+    logs = {db for (db,) in con.execute(
+        "SELECT database_name FROM duckdb_tables() WHERE schema_name = 'meta' AND table_name = 'slice_changes'").fetchall()}
+    if logs != {"src", "dst"}:
+        return ("the copy has no change log" if "src" in logs else "the warehouse has no change log"), 0
+    src, dst = _catalog(con, "src"), _catalog(con, "dst")
+    if src != dst:
+        changed = sorted({f"{kind} {schema}.{name}" for kind, schema, name, _ in src ^ dst})
+        return f"a table, column, view or macro changed: {', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}", 0
+    con.execute("BEGIN TRANSACTION")
+    done = False
+    try:
+        reason, slices = _apply(con)
+        if not reason:
+            con.execute("COMMIT")
+            done = True
+        return reason, slices
+    finally:
+        if not done:
+            con.execute("ROLLBACK")
+
+
+def _apply(con: duckdb.DuckDBPyConnection) -> tuple[str, int]:
+    """:func:`refresh`'s work inside its transaction; a reason to copy from scratch stops it."""
+    unknown = con.execute(f"SELECT count(*) FROM dst.{_LOG} WHERE change_id NOT IN (SELECT change_id FROM src.{_LOG})"
+                          ).fetchone()[0]
+    if unknown:
+        return f"the copy holds {unknown} changes the warehouse does not (another warehouse, or a restored one)", 0
+    pending = con.execute(
+        f"SELECT DISTINCT table_name, time_column, lo, hi FROM src.{_LOG} "
+        f"WHERE change_id NOT IN (SELECT change_id FROM dst.{_LOG}) ORDER BY ALL").fetchall()
+    named = {t for (t,) in con.execute(f"SELECT DISTINCT table_name FROM src.{_LOG}").fetchall()}
+    tables = [f"{s}.{t}" for s, t in con.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = 'src' ORDER BY ALL").fetchall()]
+    # a table the log never names is written some other way (replaced, keyed, appended): copied whole
+    whole = [t for t in tables if t not in named or any(p[0] == t and p[1] is None for p in pending)]
+    for t in whole:
+        con.execute(f"DELETE FROM {_rel('dst', t)}")
+        con.execute(f"INSERT INTO {_rel('dst', t)} BY NAME SELECT * FROM {_rel('src', t)}")
+    types = {(f"{s}.{t}", c): d for s, t, c, d in con.execute(
+        "SELECT schema_name, table_name, column_name, data_type FROM duckdb_columns() WHERE database_name = 'src'"
+    ).fetchall()}
+    slices = [p for p in pending if p[0] not in whole]
+    for t, column, lo, hi in slices:
+        kind = types[(t, column)]
+        where = f'"{column}" >= CAST(? AS {kind}) AND "{column}" < CAST(? AS {kind})'
+        con.execute(f"DELETE FROM {_rel('dst', t)} WHERE {where}", [lo, hi])
+        con.execute(f"INSERT INTO {_rel('dst', t)} BY NAME SELECT * FROM {_rel('src', t)} WHERE {where}", [lo, hi])
+    differ = [t for t in tables if con.execute(
+        f"SELECT (SELECT count(*) FROM {_rel('src', t)}) - (SELECT count(*) FROM {_rel('dst', t)})").fetchone()[0]]
+    if differ:
+        return f"row counts differ after the refresh in {', '.join(differ)} (a write the change log missed)", 0
+    return "", len(slices)

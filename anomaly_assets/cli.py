@@ -244,8 +244,9 @@ def _short(path: Path) -> str:
         return str(path)
 
 
-def publish() -> bool:
-    """Publish the analysts' read-only copy of the warehouse now (every chain run also does it).
+def publish(full: bool = False) -> bool:
+    """Publish the analysts' read-only copy of the warehouse now (every chain run also does it);
+    ``full``: copy from scratch instead of refreshing the last copy.
 
     Materializes the ``analyst_copy`` asset, so it waits for the ``duckdb_writer`` pool like any
     writer (copying while a run writes would make that run fail on DuckDB's file lock) and the
@@ -260,11 +261,14 @@ def publish() -> bool:
               file=sys.stderr)
         return False
     result = dg.materialize([analyst_copy], resources=resources(), instance=_instance(), raise_on_error=False,
-                            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+                            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+                                        "ops": {analyst_copy.op.name: {"config": {"full": full}}}})
     if result.success:
         md = result.asset_materializations_for_node(analyst_copy.op.name)[0].metadata
+        how = (f"refreshed {md['slices_refreshed'].value} changed slices" if md["refreshed"].value
+               else f"copied from scratch: {md['copied_from_scratch_because'].value}")
         print(f"published {md['tables'].value} tables ({md['dagster/row_count'].value:,} rows) "
-              f"to {_short(settings.analyst_copy)} in {md['seconds'].value:.2f} s")
+              f"to {_short(settings.analyst_copy)} in {md['seconds'].value:.2f} s ({how})")
     return result.success
 
 
@@ -393,7 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--out", type=Path, default=None,
                    help="data folder for the demo (default: data/, ANOMALY_DATA_DIR; a previous demo there is replaced)")
     sub.add_parser("summary", help="print tables, top anomalies, evaluation and alerts of the warehouse")
-    sub.add_parser("publish", help="copy the warehouse to the analysts' read-only copy (ANOMALY_ANALYST_COPY) now")
+    pb = sub.add_parser("publish", help="copy the warehouse to the analysts' read-only copy (ANOMALY_ANALYST_COPY) now")
+    pb.add_argument("--full", action="store_true",
+                    help="copy from scratch instead of refreshing the last copy with the changed slices (compacts it)")
     r = sub.add_parser("release", help="list refused landing files, or release some so that runs go on without them")
     r.add_argument("files", nargs="*", help="paths relative to the landing folder, as raw.rejected_files names them")
     r.add_argument("--note", help="why (recorded with the release; required to release)")
@@ -470,7 +476,7 @@ def _run(a) -> int:
     if a.cmd == "demo":
         return 0 if demo(a.entities, a.days, a.freq, a.out, a.kind, verbose=a.verbose) else 1
     if a.cmd == "publish":
-        return 0 if publish() else 1
+        return 0 if publish(full=a.full) else 1
     print(summary())
     return 0
 

@@ -5,12 +5,14 @@ asset metadata (column schema), the analysts' column comments and the DDL, so th
 
 Writes replace a *slice* (a time range, optionally restricted to some keys) inside one
 transaction: delete the slice, insert the new rows, commit. Re-running a partition, or running over
-a failed run, therefore never duplicates or drops rows.
+a failed run, therefore never duplicates or drops rows. Each slice replaced is also recorded in
+``meta.slice_changes`` in the same transaction, so the analysts' copy refreshes only those slices.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -227,9 +229,22 @@ ENTITIES = _t(
     time_column=None,
 )
 
+SLICE_CHANGES = _t(
+    "meta", "slice_changes", "Every slice of a table replaced (a time range, or the whole table), recorded in the "
+    "transaction that replaced it: what the analysts' copy refreshes (docs/operations.md).",
+    ("change_id", "VARCHAR NOT NULL", "Random id of the change"),
+    ("table_name", "VARCHAR NOT NULL", "The table, as schema.table"),
+    ("time_column", "VARCHAR", "The column the slice is a range of (NULL: the whole table was rebuilt)"),
+    ("lo", "VARCHAR", "The range's start, inclusive, as text of the column's type (NULL: the whole table)"),
+    ("hi", "VARCHAR", "The range's end, exclusive (NULL: the whole table)"),
+    ("changed_at", "TIMESTAMPTZ NOT NULL", "When the change was written"),
+    time_column=None,
+)
+
 TABLES: tuple[Table, ...] = (
     OBSERVATIONS, REJECTED_ROWS, REJECTED_FILES, LANDING_FILES, DECOMPOSITION, MODEL_VERSIONS,
     ANOMALY_SCORES, EXPLANATIONS, EVALUATION_METRICS, ALERTS, ALERT_EVENTS, ALERT_PRECISION, ENTITIES,
+    SLICE_CHANGES,
 )
 
 
@@ -475,6 +490,21 @@ def _delete_slice(con: duckdb.DuckDBPyConnection, table: Table, start, end) -> N
         f"DELETE FROM {table.qualified} WHERE {table.time_column} >= ? AND {table.time_column} < ?",
         [start, end],
     )
+    record_change(con, table.qualified, table.time_column, start, end)
+
+
+def record_change(con: duckdb.DuckDBPyConnection, relation: str, column: str | None = None,
+                  start=None, end=None) -> None:
+    """Record in ``meta.slice_changes`` that ``relation``'s rows with ``start <= column < end`` were
+    replaced (no ``column``: the whole table), inside the transaction that replaced them.
+
+    ``start`` and ``end`` are stored as DuckDB renders them (a time with its UTC offset, a date), so
+    they cast back to the same bounds whatever the reader's time zone.
+    """
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {SLICE_CHANGES.schema}")
+    con.execute(SLICE_CHANGES.ddl())
+    con.execute(f"INSERT INTO {SLICE_CHANGES.qualified} SELECT ?, ?, ?, CAST(? AS VARCHAR), CAST(? AS VARCHAR), now()",
+                [uuid.uuid4().hex, relation, column, start if column else None, end if column else None])
 
 
 def _check_slice(table: Table, chunk: pd.DataFrame, start, end) -> None:

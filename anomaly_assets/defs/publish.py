@@ -12,7 +12,9 @@ A final asset rather than a sensor reacting to finished runs, because:
   copy's size and timing recorded as materialization metadata. Today's micro-batches
   (``anomaly_intraday``) do not: the copy costs the whole warehouse, the batch an hour of data.
 
-``anomaly-assets publish`` does the same by hand. See :mod:`anomaly_assets.analyst_copy` for how
+Each publish refreshes the last copy with the slices the warehouse changed since (a copy from
+scratch when that cannot be trusted, or when asked: ``full`` in the Launchpad,
+``anomaly-assets publish --full``). ``anomaly-assets publish`` does the same by hand. See :mod:`anomaly_assets.analyst_copy` for how
 the copy is made.
 """
 
@@ -47,6 +49,12 @@ def contract_docs(sql_dir: Path | None = None) -> list[tuple[str, str, str, dict
     return docs
 
 
+class CopyConfig(dg.Config):
+    """How the analysts' copy is made."""
+
+    full: bool = False  # copy from scratch instead of refreshing the last copy (also compacts it)
+
+
 def build_analyst_copy(assets, sql_dir: Path | None = None) -> dg.AssetsDefinition:
     """The publishing asset, downstream of every leaf of ``assets``; the copy's tables and columns
     carry the contract's docs as comments (``sql_dir``: the SQL models documented too)."""
@@ -61,16 +69,22 @@ def build_analyst_copy(assets, sql_dir: Path | None = None) -> dg.AssetsDefiniti
         description="Read-only copy of the whole warehouse for analysts (ANOMALY_ANALYST_COPY), "
                     "replaced atomically when every upstream asset succeeded.",
     )
-    def analyst_copy(context: dg.AssetExecutionContext, duckdb: DuckDBResource, analyst: AnalystCopy) -> dg.MaterializeResult:
+    def analyst_copy(context: dg.AssetExecutionContext, config: CopyConfig, duckdb: DuckDBResource,
+                     analyst: AnalystCopy) -> dg.MaterializeResult:
         # the warehouse connections' memory limit: unbounded, DuckDB takes 80 % of the machine's
-        p = publish(Path(duckdb.database), analyst.target, docs, (duckdb.connection_config or {}).get("memory_limit"))
-        context.log.info(f"published {p.tables} tables ({p.rows:,} rows) to {p.target} in {p.seconds:.2f} s")
+        p = publish(Path(duckdb.database), analyst.target, docs, (duckdb.connection_config or {}).get("memory_limit"),
+                    full=config.full)
+        how = f"refreshed {p.slices} changed slices" if p.refreshed else f"copied from scratch ({p.reason})"
+        context.log.info(f"published {p.tables} tables ({p.rows:,} rows) to {p.target} in {p.seconds:.2f} s: {how}")
         return dg.MaterializeResult(metadata={
             "path": dg.MetadataValue.path(str(p.target)),
             "tables": p.tables,
             "dagster/row_count": p.rows,
             "bytes": p.bytes,
             "seconds": round(p.seconds, 3),
+            "refreshed": p.refreshed,
+            "slices_refreshed": p.slices,
+            "copied_from_scratch_because": p.reason,
         })
 
     return analyst_copy

@@ -49,6 +49,7 @@ import duckdb as duckdb_module  # `duckdb` is shadowed by the resource parameter
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from anomaly_assets import warehouse as wh
 from anomaly_assets.defs.partitions import WRITER_POOL
 
 __all__ = [
@@ -496,11 +497,14 @@ def rebuild(con, model: SqlModel, window: tuple[pd.Timestamp, pd.Timestamp] | No
             con.execute(f"DELETE FROM {relation} WHERE {_quote(model.incremental)} >= ? AND {_quote(model.incremental)} < ?",
                         [w.date() for w in window])
             con.execute(f"INSERT INTO {relation} BY NAME SELECT * FROM ({model.sql})", params)
+            wh.record_change(con, f"{model.schema}.{model.table}", model.incremental, *(w.date() for w in window))
             return f"{window[0].date()} to {(window[1] - pd.Timedelta(days=1)).date()}"
     kind = model.materialized.upper()
     if exists and (exists[0] == "VIEW") != (kind == "VIEW"):  # a model that changed kind since the last build
         con.execute(f"DROP {'VIEW' if exists[0] == 'VIEW' else 'TABLE'} {relation}")
     con.execute(f"CREATE OR REPLACE {kind} {relation} AS (\n{model.sql}\n)", model.parameters())
+    if kind != "VIEW":
+        wh.record_change(con, f"{model.schema}.{model.table}")
     return "whole"
 
 

@@ -166,7 +166,7 @@ def test_concurrent_runs_take_turns_on_the_warehouse_while_an_analyst_reads(tmp_
     # and the analysts' copy is the warehouse
     after = _tables(tmp_path / "warehouse.duckdb")
     assert after.keys() == reference.keys()
-    for name in reference:
+    for name in set(reference) - {"meta.slice_changes"}:  # the log of writes: the re-runs added theirs
         pd.testing.assert_frame_equal(after[name], reference[name], obj=name)
     copy = _tables(tmp_path / "analytics.duckdb")
     assert copy.keys() == after.keys()
