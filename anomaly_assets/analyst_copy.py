@@ -10,7 +10,7 @@ How. An in-memory DuckDB attaches the warehouse ``READ_ONLY`` and a temporary fi
 target's folder, and fills the file in one read transaction of the warehouse (a refresh, below, or
 ``COPY FROM DATABASE`` of every schema, table, view and macro), so the copy is a consistent snapshot
 by construction, whatever is in the WAL. A copy from scratch is compact (slices deleted by re-runs
-leave no free blocks behind); a refreshed one reuses the blocks its replaced slices free. The temporary
+leave no free blocks behind); a refreshed one keeps the rows it deleted in their row groups. The temporary
 file is detached (checkpointed and closed), made read-only (mode 0444, so nobody opens it for
 writing by mistake and locks other readers out) and moved over the target with ``os.replace``,
 atomic on one filesystem: a reader sees the old copy or the new one, never half a file, and a
@@ -22,20 +22,25 @@ during the copy and the WAL is empty, and nothing enforces either; a byte copy w
 held just as long. The warehouse is locked only while it is read, and the publishing asset runs in
 the ``duckdb_writer`` pool, so it never competes with the pipeline's own writers.
 
-Refreshing, not rewriting. Every write of the pipeline records the slices it replaced in
-``meta.slice_changes`` (``warehouse.record_change``, in the writing transaction), and the copy holds
-that table as it was when the copy was made. A publish therefore starts from a byte copy of the last
-published file (the analysts' file is never written in place: readers keep their snapshot) and, in
-one transaction that reads the warehouse, replaces just the slices the copy has not seen, and every
-table no change names in full (the small ones: alerts, entities, evaluation). It then checks that
-every table holds as many rows as the warehouse's. A copy is made from scratch instead when there
-is none yet, when it or the warehouse has no change log, when it holds a change the warehouse does
-not (another warehouse, or one restored from a backup), when a table, column, view or macro differs,
-when the counts differ after the refresh, or when ``full=True`` (``anomaly-assets publish --full``).
+Refreshing, not rewriting. Every write of the pipeline that replaces a slice of a table (a time
+range, or a whole SQL model) records it in ``meta.slice_changes`` in the writing transaction
+(``warehouse.record_change``), and the copy holds that table as it was when the copy was made. A
+publish therefore starts from a byte copy of the last published file (the analysts' file is never
+written in place: readers keep their snapshot) and, in one transaction that reads the warehouse,
+replaces the slices the copy's log lacks, and copies whole every table the log never names (those
+written by key or appended: alerts and their events, entities, evaluation, rejected rows, landed
+files, model versions). It then checks that every table holds as many rows as the warehouse's.
+The copy is made from scratch instead when there is none, when it cannot be opened, when either
+side has no change log, when it holds a change the warehouse does not (another warehouse, or one
+restored from a backup), when a table, column, view or macro differs, when the counts differ after
+the refresh, or when asked (``full=True``, ``anomaly-assets publish --full``, which also compacts: a
+refreshed file keeps some of the space its replaced slices held). A write that bypasses the
+pipeline's functions and keeps a table's row count (a manual ``UPDATE``) is not seen until such a
+copy.
 
-Cost. A copy from scratch rewrites the whole warehouse: 2000 entities x 35 days (15.5 million rows,
-310 MB) take 7-8 s on 2 shared cores, in proportion to the history kept. A refresh costs the byte
-copy (disk speed) and the slices changed since (benchmarks/RESULTS.md).
+Cost. A copy from scratch rewrites the whole warehouse, in proportion to the history kept. A
+refresh costs the byte copy (at disk speed), the slices changed since and the tables copied whole
+(benchmarks/RESULTS.md, "The analysts' copy refreshed").
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,45 +192,70 @@ def publish(warehouse: Path, target: Path, docs: Iterable[tuple[str, str, str, M
     refreshed, reason, slices = False, "asked for (full)" if full else "no copy yet", 0
     try:
         if not full and target.exists():
-            shutil.copyfile(target, tmp)  # the analysts' file itself is never opened for writing
-            os.chmod(tmp, 0o644)
-        con = duckdb.connect()  # in memory: only the two ATTACHes below touch files
-        try:
-            con.execute("SET enable_progress_bar = false")  # no bar drawn into the run's output
-            if memory_limit:
-                con.execute("SET memory_limit = ?", [memory_limit])
-                con.execute("SET temp_directory = ?", [str(spill)])  # not the working directory
-            con.execute(f"ATTACH {_sql_path(warehouse)} AS src (READ_ONLY)")
-            if tmp.exists():
-                con.execute(f"ATTACH {_sql_path(tmp)} AS dst")
-                reason, slices = refresh(con)
-                refreshed = not reason
-                if not refreshed:
-                    con.execute("DETACH dst")
-                    tmp.unlink()
-            if not refreshed:
+            reason, slices = _refreshed(warehouse, target, tmp, spill, memory_limit)
+            refreshed = not reason
+        if not refreshed:
+            with _connection(spill, memory_limit) as con:
+                con.execute(f"ATTACH {_sql_path(warehouse)} AS src (READ_ONLY)")
                 con.execute(f"ATTACH {_sql_path(tmp)} AS dst")
                 con.execute("COPY FROM DATABASE src TO dst")
-            con.execute("DETACH src")  # the warehouse is free again from here on
+        with _connection(spill, memory_limit) as con:  # the warehouse is free again from here on
+            con.execute(f"ATTACH {_sql_path(tmp)} AS dst")
             con.execute("USE dst")
             document(con, docs)
             con.execute("USE memory")
-            tables, rows, size = con.execute(
-                "SELECT count(*), coalesce(sum(estimated_size), 0)::BIGINT, "
-                "(SELECT total_blocks * block_size FROM pragma_database_size() WHERE database_name = 'dst') "
-                "FROM duckdb_tables() WHERE database_name = 'dst'"
-            ).fetchone()
+            counts = _counts(con, "dst")
+            size = con.execute("SELECT total_blocks * block_size FROM pragma_database_size() "
+                               "WHERE database_name = 'dst'").fetchone()[0]
             con.execute("DETACH dst")
-        finally:
-            con.close()
         os.chmod(tmp, 0o444)
         os.replace(tmp, target)
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             leftover.unlink(missing_ok=True)
         shutil.rmtree(spill, ignore_errors=True)
-    return Published(target, int(tables), int(rows), int(size or 0), time.perf_counter() - t0,
+    return Published(target, len(counts), sum(counts.values()), int(size or 0), time.perf_counter() - t0,
                      refreshed, reason, slices)
+
+
+@contextmanager
+def _connection(spill: Path, memory_limit: str | None):
+    """An in-memory DuckDB (only its ATTACHes touch files), in UTC, under ``memory_limit``."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET enable_progress_bar = false")  # no bar drawn into the run's output
+        con.execute("SET TimeZone = 'UTC'")
+        if memory_limit:
+            con.execute("SET memory_limit = ?", [memory_limit])
+            con.execute("SET temp_directory = ?", [str(spill)])  # not the working directory
+        yield con
+    finally:
+        con.close()
+
+
+def _counts(con: duckdb.DuckDBPyConnection, db: str) -> dict[str, int]:
+    """Every table of ``db`` and its rows (counted: DuckDB's estimate holds deleted rows too)."""
+    names = [f"{s}.{t}" for s, t in con.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = ? ORDER BY ALL", [db]).fetchall()]
+    return {t: con.execute(f"SELECT count(*) FROM {_rel(db, t)}").fetchone()[0] for t in names}
+
+
+def _refreshed(warehouse: Path, target: Path, tmp: Path, spill: Path, memory_limit: str | None) -> tuple[str, int]:
+    """:func:`refresh` a byte copy of ``target`` into ``tmp``; ``tmp`` is removed when it is not
+    refreshed (the reason is returned, with the slices replaced)."""
+    try:
+        shutil.copyfile(target, tmp)  # the analysts' file itself is never opened for writing
+        os.chmod(tmp, 0o644)
+        with _connection(spill, memory_limit) as con:
+            con.execute(f"ATTACH {_sql_path(warehouse)} AS src (READ_ONLY)")
+            con.execute(f"ATTACH {_sql_path(tmp)} AS dst")
+            reason, slices = refresh(con)
+    except (duckdb.Error, OSError, KeyError) as exc:  # a damaged or foreign last copy: start anew
+        reason, slices = f"the last copy could not be refreshed ({type(exc).__name__}: {str(exc)[:200]})", 0
+    if reason:
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+    return reason, slices
 
 
 _LOG = 'meta.slice_changes'

@@ -231,13 +231,13 @@ ENTITIES = _t(
 
 SLICE_CHANGES = _t(
     "meta", "slice_changes", "Every slice of a table replaced (a time range, or the whole table), recorded in the "
-    "transaction that replaced it: what the analysts' copy refreshes (docs/operations.md).",
+    "transaction that replaced it: what the analysts' copy refreshes (docs/warehouse.md).",
     ("change_id", "VARCHAR NOT NULL", "Random id of the change"),
     ("table_name", "VARCHAR NOT NULL", "The table, as schema.table"),
     ("time_column", "VARCHAR", "The column the slice is a range of (NULL: the whole table was rebuilt)"),
     ("lo", "VARCHAR", "The range's start, inclusive, as text of the column's type (NULL: the whole table)"),
     ("hi", "VARCHAR", "The range's end, exclusive (NULL: the whole table)"),
-    ("changed_at", "TIMESTAMPTZ NOT NULL", "When the change was written"),
+    ("changed_at", "TIMESTAMPTZ NOT NULL", "When the transaction that wrote it started"),
     time_column=None,
 )
 
@@ -498,12 +498,23 @@ def record_change(con: duckdb.DuckDBPyConnection, relation: str, column: str | N
     """Record in ``meta.slice_changes`` that ``relation``'s rows with ``start <= column < end`` were
     replaced (no ``column``: the whole table), inside the transaction that replaced them.
 
-    ``start`` and ``end`` are stored as DuckDB renders them (a time with its UTC offset, a date), so
-    they cast back to the same bounds whatever the reader's time zone.
+    The bounds are cast to the column's type in this session, as the replacing ``DELETE`` compared
+    them, and stored as DuckDB renders that (a time with its UTC offset, a date), so they cast back
+    to the same bounds in any session.
     """
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {SLICE_CHANGES.schema}")
-    con.execute(SLICE_CHANGES.ddl())
-    con.execute(f"INSERT INTO {SLICE_CHANGES.qualified} SELECT ?, ?, ?, CAST(? AS VARCHAR), CAST(? AS VARCHAR), now()",
+    schema, table = relation.split(".", 1)
+    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                       "AND schema_name = ? AND table_name = ?", [SLICE_CHANGES.schema, SLICE_CHANGES.name]
+                       ).fetchone()[0]:  # DDL only once: two transactions creating it would conflict
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {SLICE_CHANGES.schema}")
+        con.execute(SLICE_CHANGES.ddl())
+    bound = "CAST(? AS VARCHAR)"
+    if column:
+        kind = con.execute("SELECT data_type FROM duckdb_columns() WHERE database_name = current_database() "
+                           "AND schema_name = ? AND table_name = ? AND column_name = ?", [schema, table, column]
+                           ).fetchone()[0]
+        bound = f"CAST(CAST(? AS {kind}) AS VARCHAR)"
+    con.execute(f"INSERT INTO {SLICE_CHANGES.qualified} SELECT ?, ?, ?, {bound}, {bound}, now()",
                 [uuid.uuid4().hex, relation, column, start if column else None, end if column else None])
 
 

@@ -138,10 +138,6 @@ def test_history_from_2011_backfills_with_no_setting(tmp_path):
         con.close()
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
-
-
 def test_publish_refreshes_the_analysts_copy_or_copies_it_from_scratch(demo):
     root, _ = demo
     p = _cli(root, "publish")
@@ -150,3 +146,7 @@ def test_publish_refreshes_the_analysts_copy_or_copies_it_from_scratch(demo):
     p = _cli(root, "publish", "--full")
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     assert "copied from scratch: asked for (full)" in p.stdout, p.stdout
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
