@@ -372,8 +372,11 @@ def repeat_chain(work: Path, name: str, repeat: int, *, landing, start, end, ful
             shutil.copy(history, wh)
             if history.with_suffix(".models").exists():  # the models carried from the backfill
                 shutil.copytree(history.with_suffix(".models"), wh.parent / "models")
-        if analysts is not None:
-            shutil.copy(analysts, wh.parent / "analytics.duckdb")
+        if analysts is not None:  # a link: publish never writes the copy in place, it replaces the file
+            try:
+                os.link(analysts, wh.parent / "analytics.duckdb")
+            except OSError:
+                shutil.copy(analysts, wh.parent / "analytics.duckdb")
         runs.append(run_case_measured("chain", landing=str(landing), warehouse=str(wh), start=start, end=end,
                                       full=full, refit_days=refit_days, job=job, open_day=open_day, assets=assets,
                                       select_days=select_days))
