@@ -31,7 +31,7 @@ anomaly_chain = dg.define_asset_job(
 
 # Today's micro-batches (the landing sensor, today's partition alone): ingest, scores, explanations,
 # alerts and marts at once. What costs the history waits for the run that closes the day: the
-# daily report, the analysts' copy (a rewrite of the whole warehouse) and entity_health (a row per
+# daily report, the analysts' copy (a byte copy of the whole warehouse) and entity_health (a row per
 # entity and day of history); the per-day marts rebuild only today's rows (defs/sql_models.py).
 WAITS_FOR_THE_DAY = (dg.AssetKey(["reports", "daily"]), dg.AssetKey(["analyst_copy"]),
                      dg.AssetKey(["marts", "entity_health"]))

@@ -10,12 +10,13 @@ A final asset rather than a sensor reacting to finished runs, because:
   last good copy;
 * it is part of ``anomaly_chain``, so schedule, sensor, UI and shell runs all publish, with the
   copy's size and timing recorded as materialization metadata. Today's micro-batches
-  (``anomaly_intraday``) do not: the copy costs the whole warehouse, the batch an hour of data.
+  (``anomaly_intraday``) do not: the copy costs at least a byte copy of the whole warehouse, the
+  batch an hour of data.
 
 Each publish refreshes the last copy with the slices the warehouse changed since (a copy from
 scratch when that cannot be trusted, or when asked: ``full`` in the Launchpad,
-``anomaly-assets publish --full``). ``anomaly-assets publish`` does the same by hand. See :mod:`anomaly_assets.analyst_copy` for how
-the copy is made.
+``anomaly-assets publish --full``). ``anomaly-assets publish`` does the same by hand. See
+:mod:`anomaly_assets.analyst_copy` for how the copy is made.
 """
 
 from pathlib import Path
