@@ -258,7 +258,7 @@ def _refreshed(warehouse: Path, target: Path, tmp: Path, spill: Path, memory_lim
     return reason, slices
 
 
-_LOG = 'meta.slice_changes'
+_LOG = "meta.slice_changes"
 
 
 def _rel(db: str, name: str) -> str:
