@@ -506,8 +506,7 @@ def record_change(con: duckdb.DuckDBPyConnection, relation: str, column: str | N
     if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
                        "AND schema_name = ? AND table_name = ?", [SLICE_CHANGES.schema, SLICE_CHANGES.name]
                        ).fetchone()[0]:  # DDL only once: two transactions creating it would conflict
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {SLICE_CHANGES.schema}")
-        con.execute(SLICE_CHANGES.ddl())
+        ensure_tables(con, (SLICE_CHANGES,))
     bound = "CAST(? AS VARCHAR)"
     if column:
         kind = con.execute("SELECT data_type FROM duckdb_columns() WHERE database_name = current_database() "
