@@ -423,3 +423,27 @@ def test_the_documented_rules_example_is_valid(tmp_path):
     block = doc.split("## Rules as data", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     c = _load(tmp_path, block)
     assert {r.type for r in c.rules} == {"burst", "dominant_family", "sustained_deviation", "fleet_outlier", "business_gap"}
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def test_rules_read_the_decomposition_in_any_row_order():
+    """RuleInputs sorts the decomposition once; every rule that counts runs relies on it."""
+    stuck = {"name": "stuck", "type": "sustained_deviation", "condition": "stuck", "periods": 4}
+    moving = list(np.linspace(1, 2, 8))
+    fleet, ents = _fleet(lambda i, t: 8.0 if i == 0 else 0.1 * ((i + t) % 3 - 1), points=6)
+    d = pd.concat([fleet, _sales([3, 0, 0, 0, 2.5, 3], entity="p1"),
+                   decomposition({("p2", "vib_mm_s"): [(v, 1.5, 0.0) for v in moving + [2.0] * 3 + [2.5]]})],
+                  ignore_index=True)
+    c = cfg(GHOST, stuck, OUTLIER)
+    ordered = R.find_hits(c, inputs(d=d, entities=ents), START, END)
+    assert set(ordered["rule"]) == {GHOST["name"], "stuck", "outlier"}
+    for seed in range(3):
+        shuffled = d.sample(frac=1.0, random_state=seed)
+        pd.testing.assert_frame_equal(R.find_hits(c, inputs(d=shuffled, entities=ents), START, END), ordered)
+
+
+@pytest.mark.parametrize("mapping", [{"a": "x", "b": None}, pd.Series(["g1", None], index=["a", "c"])])
+def test_map_distinct_is_series_map(mapping):
+    keys = pd.Series(["a", "b", "a", None, "c", "d", "a"], dtype="str", index=[5, 3, 9, 1, 0, 2, 7], name="k")
+    pd.testing.assert_series_equal(R.inputs.map_distinct(keys, mapping), keys.map(mapping))
+    pd.testing.assert_series_equal(R.inputs.map_distinct(keys.astype(object), mapping), keys.astype(object).map(mapping))

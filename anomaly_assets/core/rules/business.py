@@ -290,8 +290,7 @@ def _stock_state(rule, inputs: RuleInputs, at: pd.DataFrame) -> tuple[np.ndarray
     lowest over those readings (NaN without them)."""
     stock = _stock_metrics(rule, inputs)
     dec = inputs.decomposition
-    s = dec[dec["metric"].isin(stock) & dec["entity_id"].isin(at["entity_id"].unique())]  # whole series, of these
-    s = s.sort_values(["entity_id", "metric", "ts"])
+    s = dec[dec["metric"].isin(stock) & dec["entity_id"].isin(at["entity_id"].unique())]  # whole series, in order
     if s.empty:  # no stock metric: the stock is neither frozen nor moving
         nan = np.full(len(at), np.nan)
         return np.zeros(len(at), bool), nan, np.zeros(len(at), bool), nan
@@ -346,7 +345,7 @@ def business_gap_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> 
     """
     metrics = watched_metrics(rule, inputs)
     dec = inputs.decomposition
-    d = dec[dec["metric"].isin(metrics)].sort_values(["entity_id", "metric", "ts"])
+    d = dec[dec["metric"].isin(metrics)]  # in series order (RuleInputs)
     if d.empty:
         return _empty_hits()
     w = _windows(d, rule.window, rule.baseline)

@@ -8,6 +8,7 @@ import pandas as pd
 from anomaly_assets.alert_config import AlertRules
 from anomaly_assets.core.rules.inputs import (
     HIT_COLUMNS, RuleInputs, _empty_hits, _flagged, _floors, _margin, _run_lengths, _series_code, _top_of_point, _us,
+    map_distinct,
 )
 from anomaly_assets.core.rules.peers import peer_stats
 
@@ -95,8 +96,7 @@ def sustained_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> pd.
     if rule.condition == "stuck":
         # only a sensor can be stuck: a count that is often 0, a price or a stock level that does
         # not move is the business, not the instrument (core/semantics.py)
-        d = d[d["metric"].map(inputs.metric_kind).eq("sensor").to_numpy()]
-    d = d.sort_values(["entity_id", "metric", "ts"])
+        d = d[map_distinct(d["metric"], inputs.metric_kind).eq("sensor").to_numpy()]
     if d.empty:
         return _empty_hits()
     code = _series_code(d)
@@ -153,8 +153,7 @@ def fleet_outlier_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end, pe
     p = peers if peers is not None else peer_stats(inputs, rule.peer_by)
     p = _select_series(p, rule.metrics, rule.families)
     if rule.kinds:
-        p = p[p["metric"].map(inputs.metric_kind).isin(rule.kinds).to_numpy()]
-    p = p.sort_values(["entity_id", "metric", "ts"])
+        p = p[map_distinct(p["metric"], inputs.metric_kind).isin(rule.kinds).to_numpy()]
     if p.empty:
         return _empty_hits()
     floors = _floors(cfg, rule, p["metric"], p["family"])

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from anomaly_assets.core.rules.inputs import RuleInputs, _us, _us1, _utc
+from anomaly_assets.core.rules.inputs import RuleInputs, _us, _us1, _utc, map_distinct
 from anomaly_assets.core.rules.peers import _at_points, peer_groups, peer_stats
 
 
@@ -25,8 +25,8 @@ class EvidenceBuilder:
             # the peers' figures at those points need every row of the entity's group at that time
             group = peer_groups(inputs, "site")
             at = inputs.decomposition[inputs.decomposition["ts"].isin(points["ts"])]
-            wanted = pd.MultiIndex.from_arrays([points["entity_id"].map(group), points["ts"]])
-            peer_rows = at[pd.MultiIndex.from_arrays([at["entity_id"].map(group), at["ts"]]).isin(wanted)]
+            wanted = pd.MultiIndex.from_arrays([map_distinct(points["entity_id"], group), points["ts"]])
+            peer_rows = at[pd.MultiIndex.from_arrays([map_distinct(at["entity_id"], group), at["ts"]]).isin(wanted)]
         # per point, its rows in their order (what .loc on a stably sorted (entity_id, ts) index gave)
         self._dec, self._expl, self._scores = _ByPoint(dec), _ByPoint(expl), _ByPoint(scores)
         peers = peer_stats(inputs, "site", peer_rows)

@@ -28,7 +28,8 @@ class RuleInputs:
 
     scores : entity_id, ts, anomaly_score, is_anomaly, severity
     explanations : entity_id, ts, metric, rank, contribution, family, expected, actual (flagged points)
-    decomposition : entity_id, metric, ts, value, expected, residual, residual_z (every observation)
+    decomposition : entity_id, metric, ts, value, expected, residual, residual_z (every observation),
+        sorted by entity_id, metric and ts here, so that the rules never sort it again
     entities : entity_id, site, tags (list of str), team — entities missing here get a site inferred
         from their id (pump-0007 -> pump) and no tags
     peer_figures : peer_by -> group, metric, ts, n, median, mad of residual_z (the pandas group median:
@@ -57,10 +58,10 @@ class RuleInputs:
     def __post_init__(self):
         self.scores = _utc(self.scores)
         self.explanations = _utc(self.explanations)
-        dec = _utc(self.decomposition).copy()
+        dec = _utc(self.decomposition).sort_values(["entity_id", "metric", "ts"])
         if "family" not in dec.columns:
             fam = {m: infer_family(m, self.families) for m in dec["metric"].unique()}
-            dec["family"] = dec["metric"].map(fam)
+            dec["family"] = map_distinct(dec["metric"], fam)
         self.decomposition = dec
         self.metric_kind = metric_kinds(dec, self.kinds)
         ids = pd.concat([self.scores["entity_id"], dec["entity_id"]]).unique()
@@ -82,6 +83,14 @@ def entity_info(entities: pd.DataFrame, ids) -> pd.DataFrame:
     team = ent["team"] if "team" in ent else pd.Series(None, index=ids, dtype=object)
     ent["team"] = [t if isinstance(t, str) and t else None for t in team]
     return ent[["site", "tags", "team"]]
+
+
+def map_distinct(keys: pd.Series, mapping) -> pd.Series:
+    """``keys.map(mapping)``, looked up once per distinct key: ``Series.map`` makes a Python
+    string of every one of millions of Arrow strings to hash it."""
+    codes, uniques = pd.factorize(keys, use_na_sentinel=False)
+    mapped = pd.Series(uniques).map(mapping)
+    return pd.Series(mapped.array.take(codes), index=keys.index, name=keys.name)
 
 
 def _utc(df: pd.DataFrame) -> pd.DataFrame:

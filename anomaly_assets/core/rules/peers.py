@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from anomaly_assets.core.rules.inputs import MAD_FLOOR, RuleInputs
+from anomaly_assets.core.rules.inputs import MAD_FLOOR, RuleInputs, map_distinct
 
 
 def peer_groups(inputs: RuleInputs | pd.DataFrame, peer_by: str = "site") -> pd.Series:
@@ -27,7 +27,7 @@ def peer_stats(inputs: RuleInputs, peer_by: str = "site", rows: pd.DataFrame | N
     d = (inputs.decomposition if rows is None else rows)[
         ["entity_id", "metric", "family", "ts", "value", "expected", "residual", "residual_z"]]
     group = peer_groups(inputs, peer_by)
-    d = d.assign(group=d["entity_id"].map(group)).dropna(subset=["group", "residual_z"])
+    d = d.assign(group=map_distinct(d["entity_id"], group)).dropna(subset=["group", "residual_z"])
     fig = (inputs.peer_figures or {}).get(peer_by)
     if fig is not None:  # the fleet's figures, computed beforehand (same numbers)
         m = d[["group", "metric", "ts"]].merge(fig, on=["group", "metric", "ts"], how="left")
