@@ -58,7 +58,7 @@ def resources(s=settings) -> dict:
         "models": ModelStore(path=str(s.model_dir)),
         "catalog": MetricCatalog(path=str(s.families) if s.families else None),
         # a bad configs/alert_rules.yaml fails here, naming the rule, field and value
-        "alert_rules": alert_defs.alert_rulebook(s.families),
+        "alert_rules": alert_defs.alert_rulebook(s.families, s.environ),
         "analyst": AnalystCopy(path=str(s.analyst_copy)),
         "expectations": expectations,
         "report_folder": reports.ReportFolder(path=str(s.report_dir)),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +41,9 @@ class Settings:
     data_dir: Path = Path("data").resolve()
     # whether partition_start came from ANOMALY_PARTITION_START (else: recorded or the default)
     partition_start_from_env: bool = False
+    # the environment these settings were read from, for what reads more of it later (the alert
+    # rulebook: ANOMALY_ALERT_RULES, ANOMALY_ENTITIES, ANOMALY_CALENDAR); None: os.environ
+    environ: dict[str, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def model_dir(self) -> Path:
@@ -121,4 +124,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         duckdb_memory=env.get("ANOMALY_DUCKDB_MEMORY", "1GB"),
         data_dir=data,
         partition_start_from_env=bool(start),
+        environ=env,
     )

@@ -234,6 +234,21 @@ def test_a_bad_rule_stops_the_definitions_from_loading(tmp_path):
     assert "rule 'burst' (rules[0]) field 'within'" in out.stderr and "'soon'" in out.stderr
 
 
+
+def test_the_rulebook_follows_the_settings_environment_not_the_process(tmp_path, monkeypatch):
+    rules = tmp_path / "rules.yaml"
+    shutil.copy(REPO / "configs" / "alert_rules.yaml", rules)
+    (tmp_path / "register.csv").write_text("entity_id,site,team\npump-0001,north,maintenance\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - {name: burst, type: burst, count: 3, within: soon}\n")
+    monkeypatch.setenv("ANOMALY_ALERT_RULES", str(bad))  # what the process has must not matter
+    monkeypatch.setenv("ANOMALY_ENTITIES", str(tmp_path / "missing.csv"))
+    env = {"ANOMALY_DATA_DIR": str(tmp_path), "ANOMALY_ALERT_RULES": str(rules),
+           "ANOMALY_ENTITIES": str(tmp_path / "register.csv")}
+    book = resources(load_settings(env))["alert_rules"]
+    assert (Path(book.path), Path(book.entities)) == (rules.resolve(), (tmp_path / "register.csv").resolve())
+    assert book.entity_frame()["entity_id"].tolist() == ["pump-0001"]
+
 # ------------------------------------------------------------------------------------------------ delivery
 class _Hook(BaseHTTPRequestHandler):
     received: list = []

@@ -29,15 +29,7 @@ def copy(tmp_path_factory):
     ent.head(4).to_csv(root / "register.csv", index=False)
     env = {"ANOMALY_LANDING_DIR": str(root / "landing"), "ANOMALY_WAREHOUSE": str(root / "wh.duckdb"),
            "ANOMALY_ENTITIES": str(root / "register.csv"), "ANOMALY_DATA_DIR": str(root)}
-    import os
-
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the rulebook reads ANOMALY_ENTITIES from the environment
-    try:
-        res = resources(load_settings(env))
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    res = resources(load_settings(env))  # the rulebook's register from env, not os.environ
     result = dg.materialize([*python_assets, *sql_assets, analyst_copy], resources=res,
                             instance=dg.DagsterInstance.ephemeral(),
                             tags={"dagster/asset_partition_range_start": "2026-09-07",

@@ -14,7 +14,6 @@ import pytest
 from anomaly_assets import warehouse as wh
 from anomaly_assets.analyst_copy import publish
 from anomaly_assets.definitions import analyst_copy, python_assets, resources, sql_assets
-from anomaly_assets.defs.alerts import alert_rulebook
 from anomaly_assets.demo.fleet import generate_fleet
 from anomaly_assets.settings import load_settings
 
@@ -64,8 +63,7 @@ def chain(tmp_path_factory):
     env = {"ANOMALY_LANDING_DIR": str(root / "landing"), "ANOMALY_WAREHOUSE": str(root / "wh.duckdb"),
            "ANOMALY_ENTITIES": str(root / "entities.csv"), "ANOMALY_DATA_DIR": str(root)}
     settings = load_settings(env)
-    res = resources(settings)
-    res["alert_rules"] = alert_rulebook(settings.families, env)  # the register from env, not os.environ
+    res = resources(settings)  # the rulebook's register from env, not os.environ
     instance = dg.DagsterInstance.ephemeral()
 
     def run(first: str, last: str) -> dict:
