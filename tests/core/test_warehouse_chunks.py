@@ -1,5 +1,5 @@
-"""Chunked reads and streamed writes: the entity chunks cover the window once, names coded in
-DuckDB come back as the same rows a plain query gives, and a stream of chunk frames is written
+"""Chunked reads and streamed writes: the entity chunks cover the window once, a chunk's rows
+come back with their names as the rows a plain query gives, and a stream of chunk frames is written
 whole even when later frames need wider types than the first."""
 
 import duckdb
@@ -32,6 +32,13 @@ def _observations(path) -> tuple[duckdb.DuckDBPyConnection, pd.DataFrame]:
     return con, rows
 
 
+def _read(con, entities, metrics, lo, hi) -> pd.DataFrame:
+    """The chunk's observations in [lo, hi), nothing stored before: what a first night reads."""
+    got = wh.read_history_chunk(con, entities, metrics, lo, hi, lo, lo, lo, 0)
+    assert got["residual"].isna().all() and got["excluded"].isna().all()
+    return got[["entity_id", "metric", "ts", "value"]]
+
+
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.astype({"entity_id": str, "metric": str})
     return out.sort_values(["entity_id", "metric", "ts"]).reset_index(drop=True)
@@ -50,7 +57,7 @@ def test_chunks_read_every_row_once_with_its_names(tmp_path, max_rows, parts):
         assert len(c) == 1 or per_entity[c].sum() <= max_rows
     if parts > 1:
         assert len(chunks) >= parts
-    read = [wh.read_chunk(con, wh.OBSERVATIONS, ["ts", "value"], START, end, c, metrics) for c in chunks]
+    read = [_read(con, c, metrics, START, end) for c in chunks]
     for c, frame in zip(chunks, read):
         assert list(frame.columns) == ["entity_id", "metric", "ts", "value"]
         assert list(frame["entity_id"].cat.categories) == c and list(frame["metric"].cat.categories) == metrics
@@ -58,11 +65,6 @@ def test_chunks_read_every_row_once_with_its_names(tmp_path, max_rows, parts):
     want = _sorted(rows[["entity_id", "metric", "ts", "value"]])
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
     assert got["ts"].dt.tz is not None
-    # what the assets use: the same lists from one table and window, the same reads
-    plan = wh.EntityChunks.of(con, wh.OBSERVATIONS, START, end, max_rows, parts)
-    assert (plan.entities, plan.metrics, len(plan)) == (chunks, metrics, len(chunks))
-    for a, b in zip(plan.read(con, ["ts", "value"]), read, strict=True):
-        pd.testing.assert_frame_equal(_sorted(a), _sorted(b))
 
 
 def test_the_window_bounds_the_read(tmp_path):
@@ -70,7 +72,7 @@ def test_the_window_bounds_the_read(tmp_path):
     lo, hi = START + pd.Timedelta(hours=10), START + pd.Timedelta(hours=40)
     chunks = wh.entity_chunks(con, wh.OBSERVATIONS, lo, hi, 50)
     metrics = wh.distinct_metrics(con, wh.OBSERVATIONS, lo, hi)
-    got = _sorted(pd.concat([wh.read_chunk(con, wh.OBSERVATIONS, ["ts", "value"], lo, hi, c, metrics) for c in chunks]))
+    got = _sorted(pd.concat([_read(con, c, metrics, lo, hi) for c in chunks]))
     inside = rows[(rows["ts"] >= lo) & (rows["ts"] < hi)]
     assert "z 9" not in {e for c in chunks for e in c}  # its one row is before the window
     pd.testing.assert_frame_equal(got, _sorted(inside[["entity_id", "metric", "ts", "value"]]), check_dtype=False)
@@ -80,10 +82,10 @@ def test_a_name_missing_from_the_lists_is_an_error_not_a_dropped_row(tmp_path):
     con, _ = _observations(tmp_path / "w.duckdb")
     end = START + pd.Timedelta(days=3)
     with pytest.raises(ValueError, match=r"raw.observations has metric values .* not among the 2 names"):
-        wh.read_chunk(con, wh.OBSERVATIONS, ["value"], START, end, sorted(ENTITIES), ["rpm", "temp_c"])
-    with pytest.raises(ValueError, match=r"raw.observations has entity_id values .* not among the 2 names"):
-        # "b,2" lies between the first and last names but is not listed
-        wh.read_chunk(con, wh.OBSERVATIONS, ["value"], START, end, ["a'1", "b,3"], METRICS)
+        _read(con, sorted(ENTITIES), ["rpm", "temp_c"], START, end)
+    # an entity between the first and last listed ones but not listed is not read at all
+    got = _read(con, ["a'1", "b,3"], METRICS, START, end)
+    assert set(got["entity_id"]) == {"a'1", "b,3"}
 
 
 def test_a_null_entity_id_is_named_not_read_past(tmp_path):
@@ -100,7 +102,7 @@ def test_a_null_entity_id_is_named_not_read_past(tmp_path):
     assert wh.entity_chunks(con, wh.OBSERVATIONS, START, end, 1) == [["e1"], [None]]
     assert wh.entity_ranges(con, wh.OBSERVATIONS, START, end, 1) == [("e1", "e1"), (None, None)]
     with pytest.raises(ValueError, match="NULL entity_id"):
-        wh.read_chunk(con, wh.OBSERVATIONS, ["value"], START, end, chunks[0], ["m"])
+        wh.read_history_chunk(con, chunks[0], ["m"], START, end, START, START, START, 0)
 
 
 def _scores(entities, why, model_version, anomaly_score=0.5):
