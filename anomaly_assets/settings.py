@@ -41,8 +41,9 @@ class Settings:
     data_dir: Path = Path("data").resolve()
     # whether partition_start came from ANOMALY_PARTITION_START (else: recorded or the default)
     partition_start_from_env: bool = False
-    # the environment these settings were read from, for what reads more of it later (the alert
-    # rulebook: ANOMALY_ALERT_RULES, ANOMALY_ENTITIES, ANOMALY_CALENDAR); None: os.environ
+    # a copy of the environment load_settings read, for what reads more of it later (the alert
+    # rulebook: ANOMALY_ALERT_RULES, ANOMALY_ENTITIES, ANOMALY_CALENDAR); None (settings made by
+    # hand): os.environ when the rulebook is built
     environ: dict[str, str] | None = field(default=None, repr=False, compare=False)
 
     @property

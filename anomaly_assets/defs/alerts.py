@@ -149,8 +149,10 @@ def peer_figures(con, lo, end, groups: pd.Series) -> pd.DataFrame:
 
 
 def _frame(con, sql: str, params: list) -> pd.DataFrame:
-    """The query's rows as pandas by way of Arrow: the same frame as ``.df()``, which builds it
-    from NumPy objects and takes several times as long on millions of strings."""
+    """The query's rows as pandas by way of Arrow: ``.df()`` builds the frame from NumPy objects
+    and takes several times as long on millions of strings. The same values; the dtypes differ
+    only where ``.df()`` picks pandas' nullable ones for a BOOLEAN or INTEGER holding NULL (object
+    and float64 here), or object for text when there are no rows (str here)."""
     return con.sql(sql, params=params).to_arrow_table().to_pandas()
 
 

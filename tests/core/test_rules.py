@@ -447,3 +447,12 @@ def test_map_distinct_is_series_map(mapping):
     keys = pd.Series(["a", "b", "a", None, "c", "d", "a"], dtype="str", index=[5, 3, 9, 1, 0, 2, 7], name="k")
     pd.testing.assert_series_equal(R.inputs.map_distinct(keys, mapping), keys.map(mapping))
     pd.testing.assert_series_equal(R.inputs.map_distinct(keys.astype(object), mapping), keys.astype(object).map(mapping))
+
+
+def test_evidence_at_an_unflagged_point_breaks_ties_by_metric_name_whatever_the_row_order():
+    rows = [("vib_mm_s", 3.0, 1.0, 4.0), ("temp_c", 60.0, 60.0, 0.0), ("amp_a", 50.0, 50.0, 0.0),
+            ("volt_v", 400.0, 400.0, 0.0)]
+    for order in (rows, rows[::-1]):
+        d = decomposition({("p1", m): [(v, x, z)] for m, v, x, z in order})
+        top = R.EvidenceBuilder(inputs(d=d)).point("p1", T0)["top_metrics"]
+        assert [t["metric"] for t in top] == ["vib_mm_s", "amp_a", "temp_c"]

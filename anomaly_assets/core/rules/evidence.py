@@ -68,7 +68,7 @@ class EvidenceBuilder:
             rows = self._dec.get(key)
             z2 = np.square(np.nan_to_num(rows["residual_z"].to_numpy(float)))
             share = z2 / z2.sum() if z2.sum() > 0 else np.full(len(z2), 1 / max(len(z2), 1))
-            order = np.argsort(-share, kind="stable")
+            order = np.argsort(-share, kind="stable")  # ties by metric name: RuleInputs sorts the rows
             r = rows.iloc[order]
             top = [{"metric": m, "family": f, "contribution": round(float(c), 4), "expected": _num(x), "actual": _num(v)}
                    for m, f, c, x, v in zip(r["metric"], r["family"], share[order], r["expected"], r["value"])]
