@@ -58,20 +58,19 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
-from collections import Counter
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
+from anomaly_assets.demo.fleet_csv import write_fleet
+from anomaly_assets.demo.fleet_data import _DAY_S, CSV_HEADER, FAULT_KINDS, METRICS, Fault, FleetData, FleetSummary
+
+# the demo's pump fleet: simulated here, its types in fleet_data.py, its files written by fleet_csv.py
 __all__ = [
+    "CSV_HEADER",
     "ENTITIES_PER_SITE",
     "FAULT_KINDS",
     "HISTORY_DAYS",
@@ -84,148 +83,20 @@ __all__ = [
     "write_fleet",
 ]
 
-METRICS: tuple[str, ...] = ("bearing_temp_c", "vibration_mm_s", "voltage_v", "current_a")
-TEMP, VIB, VOLT, CUR = range(4)
-FAULT_KINDS: tuple[str, ...] = (
-    "bearing_wear",
-    "overheating",
-    "power_spike",
-    "stuck_sensor",
-    "level_shift",
-)
+TEMP, VIB, VOLT, CUR = range(4)  # rows of METRICS
 HISTORY_DAYS = 14  # no fault before this many days after start
 FAULT_START_FRACTION = 0.4  # faults only in the last 60 % of the period
 FAULTY_SHARE = 0.15
 ENTITIES_PER_SITE = 20
-CSV_HEADER = "entity_id,timestamp," + ",".join(METRICS) + "\n"
 MODELS = ("CP-15", "CP-22", "CP-30")
 _MODEL_P = (0.3, 0.45, 0.25)
 _MODEL_CURRENT_SCALE = (0.9, 1.0, 1.1)
 _LOAD_SIGMA = 0.03  # AR(1) std of the load (fraction of full load)
-_DAY_S = 86_400
-
-
-# --------------------------------------------------------------------------- #
-# result types
-# --------------------------------------------------------------------------- #
-@dataclass(frozen=True)
-class Fault:
-    """One injected, labeled fault window (inclusive sample indices)."""
-
-    entity_id: str
-    fault_kind: str
-    start: pd.Timestamp
-    end: pd.Timestamp
-    metrics: tuple[str, ...]
-    entity_idx: int
-    start_idx: int
-    end_idx: int
-
-
-@dataclass(frozen=True, eq=False)
-class FleetData:
-    """The simulated fleet in memory.
-
-    ``values[i, m, t]`` is metric ``METRICS[m]`` of entity ``entity_ids[i]``
-    at ``timestamps[t]``, already rounded to the 3 decimals written to CSV.
-    ``clean`` is the same fleet without faults (only if requested).
-    """
-
-    entity_ids: np.ndarray
-    sites: np.ndarray
-    models: np.ndarray
-    tags: np.ndarray
-    timestamps: pd.DatetimeIndex
-    values: np.ndarray
-    faults: tuple[Fault, ...]
-    freq: str
-    step_seconds: int
-    seed: int
-    clean: np.ndarray | None = None
-
-    @property
-    def periods_per_day(self) -> int:
-        return _DAY_S // self.step_seconds
-
-    def entities_frame(self) -> pd.DataFrame:
-        """``entity_id,site,model,tags``."""
-        return pd.DataFrame(
-            {"entity_id": self.entity_ids, "site": self.sites, "model": self.models, "tags": self.tags}
-        )
-
-    def faults_frame(self) -> pd.DataFrame:
-        """``entity_id,fault_kind,start,end,metrics`` (ISO ``Z`` strings)."""
-        return pd.DataFrame(
-            {
-                "entity_id": [f.entity_id for f in self.faults],
-                "fault_kind": [f.fault_kind for f in self.faults],
-                "start": [_iso(f.start) for f in self.faults],
-                "end": [_iso(f.end) for f in self.faults],
-                "metrics": [";".join(f.metrics) for f in self.faults],
-            },
-            columns=["entity_id", "fault_kind", "start", "end", "metrics"],
-        )
-
-    def labels_frame(self) -> pd.DataFrame:
-        """``entity_id,start,end,metrics`` (the standard label format)."""
-        return self.faults_frame().drop(columns="fault_kind")
-
-    def label_mask(self) -> np.ndarray:
-        """Boolean ``(entities, periods)`` mask of labeled points."""
-        mask = np.zeros((self.values.shape[0], self.values.shape[2]), dtype=bool)
-        for f in self.faults:
-            mask[f.entity_idx, f.start_idx : f.end_idx + 1] = True
-        return mask
-
-    def to_wide(self) -> pd.DataFrame:
-        """All rows in the CSV layout (entity-major, then time)."""
-        n, m, t = self.values.shape
-        df = pd.DataFrame(self.values.transpose(0, 2, 1).reshape(n * t, m), columns=list(METRICS))
-        df.insert(0, "timestamp", np.tile(self.timestamps.to_numpy(), n))
-        df.insert(0, "entity_id", np.repeat(self.entity_ids, t))
-        return df
-
-
-@dataclass(frozen=True)
-class FleetSummary:
-    """What :func:`generate_fleet` wrote.
-
-    ``rows`` counts observations in long format
-    (``entities x metrics x periods``); ``csv_rows`` counts the wide CSV data
-    rows (``entities x periods``).  ``faults_by_kind`` counts label windows
-    (a ``power_spike`` incident has several).
-    """
-
-    entities: int
-    sites: int
-    metrics: tuple[str, ...]
-    freq: str
-    periods: int
-    rows: int
-    csv_rows: int
-    files: int
-    faulty_entities: int
-    faults_by_kind: Mapping[str, int] = field(hash=False)
-    first_timestamp: pd.Timestamp
-    last_timestamp: pd.Timestamp
-    landing_dir: Path
-    labels_path: Path
-    faults_path: Path
-    entities_path: Path
-    seed: int
-
-    @property
-    def label_windows(self) -> int:
-        return sum(self.faults_by_kind.values())
 
 
 # --------------------------------------------------------------------------- #
 # helpers
 # --------------------------------------------------------------------------- #
-def _iso(ts: pd.Timestamp) -> str:
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _step_seconds(freq: str) -> int:
     try:
         step = pd.Timedelta(freq)
@@ -516,164 +387,6 @@ def _inject_faults(
 
     out.sort(key=lambda f: (f.entity_idx, f.start_idx))
     return tuple(out)
-
-
-# --------------------------------------------------------------------------- #
-# writing
-# --------------------------------------------------------------------------- #
-_HEADER_BYTES = CSV_HEADER.encode()
-_COMMA, _NL, _DOT, _MINUS, _ZERO = (ord(c) for c in ",\n.-0")
-
-
-def _fixed3(x: np.ndarray) -> np.ndarray:
-    """Format floats like ``"%.3f"`` into a ``(len, width)`` uint8 matrix.
-
-    Unused leading bytes are NUL (removed later), so a row reads e.g.
-    ``b"\\0\\0\\055.120"``.  Vectorised: no per-value Python call.
-    Negative zero prints as ``0.000``.
-    """
-    if not np.isfinite(x).all():
-        raise ValueError("cannot format non-finite values")
-    milli = np.rint(x * 1000.0).astype(np.int64)
-    neg = milli < 0
-    ip, fp = np.divmod(np.abs(milli), 1000)
-    width = max(1, len(str(int(ip.max())))) if ip.size else 1
-    p10 = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)  # most significant first
-    out = np.zeros((x.size, width + 5), dtype=np.uint8)
-    out[:, 0] = np.where(neg, _MINUS, 0)
-    show = ip[:, None] >= p10
-    show[:, -1] = True  # always at least one integer digit
-    out[:, 1 : width + 1] = np.where(show, (ip[:, None] // p10) % 10 + _ZERO, 0)
-    out[:, width + 1] = _DOT
-    out[:, width + 2] = fp // 100 + _ZERO
-    out[:, width + 3] = fp // 10 % 10 + _ZERO
-    out[:, width + 4] = fp % 10 + _ZERO
-    return out
-
-
-def _str_matrix(strings: np.ndarray) -> np.ndarray:
-    """ASCII strings -> NUL-padded ``(len, width)`` uint8 matrix."""
-    b = np.asarray(strings).astype(np.bytes_)
-    return b.view(np.uint8).reshape(b.size, b.dtype.itemsize)
-
-
-def _csv_lines(
-    ent: np.ndarray, ts: np.ndarray, ent_idx: np.ndarray, ts_idx: np.ndarray, block: np.ndarray
-) -> tuple[bytes, np.ndarray]:
-    """Render CSV data lines; return the bytes and each row's start offset (+ end).
-
-    ``ent`` / ``ts`` are byte matrices (see :func:`_str_matrix`), the rows are
-    ``ent[ent_idx[r]], ts[ts_idx[r]], block[r, 0], ..., block[r, -1]``.
-    """
-    fields = [ent[ent_idx], ts[ts_idx]] + [_fixed3(block[:, j]) for j in range(block.shape[1])]
-    rows = block.shape[0]
-    width = sum(f.shape[1] for f in fields) + len(fields)
-    mat = np.zeros((rows, width), dtype=np.uint8)
-    pos = 0
-    for k, f in enumerate(fields):
-        mat[:, pos : pos + f.shape[1]] = f
-        pos += f.shape[1]
-        mat[:, pos] = _NL if k == len(fields) - 1 else _COMMA
-        pos += 1
-    keep = mat != 0
-    offsets = np.zeros(rows + 1, dtype=np.int64)
-    np.cumsum(keep.sum(axis=1), out=offsets[1:])
-    return mat[keep].tobytes(), offsets
-
-
-def _write_atomic(path: Path, data: bytes | memoryview) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(_HEADER_BYTES)
-        fh.write(data)
-    os.replace(tmp, path)
-
-
-def _write_day(
-    landing_dir: Path,
-    fleet: FleetData,
-    day: int,
-    ppd: int,
-    ent: np.ndarray,
-    ts: np.ndarray,
-    site_bounds: list[tuple[str, int, int]],
-) -> int:
-    """Format one day of the whole fleet once, then cut it per site."""
-    n = fleet.values.shape[0]
-    sl = slice(day * ppd, (day + 1) * ppd)
-    block = fleet.values[:, :, sl].transpose(0, 2, 1).reshape(n * ppd, len(METRICS))
-    data, row_start = _csv_lines(
-        ent, ts, np.repeat(np.arange(n), ppd), np.tile(np.arange(sl.start, sl.stop), n), block
-    )
-    buf = memoryview(data)
-    folder = landing_dir / fleet.timestamps[sl.start].strftime("%Y-%m-%d")
-    folder.mkdir(parents=True, exist_ok=True)
-    for site, a, b in site_bounds:
-        _write_atomic(folder / f"{site}.csv", buf[row_start[a * ppd] : row_start[b * ppd]])
-    return len(site_bounds)
-
-
-def write_fleet(
-    fleet: FleetData,
-    landing_dir: Path,
-    *,
-    labels_path: Path | None = None,
-    entities_path: Path | None = None,
-    workers: int | None = None,
-) -> FleetSummary:
-    """Write an in-memory fleet to the landing layout; see :func:`generate_fleet`."""
-    landing_dir = Path(landing_dir)
-    labels_path = Path(labels_path) if labels_path is not None else landing_dir.parent / "labels.csv"
-    entities_path = Path(entities_path) if entities_path is not None else landing_dir.parent / "entities.csv"
-    faults_path = labels_path.parent / "faults.csv"
-    landing_dir.mkdir(parents=True, exist_ok=True)
-
-    n, _, t_len = fleet.values.shape
-    ppd = fleet.periods_per_day
-    n_days = t_len // ppd
-    # contiguous entity ranges per site (entities are numbered site by site)
-    change = np.flatnonzero(fleet.sites[1:] != fleet.sites[:-1]) + 1
-    starts = np.concatenate(([0], change))
-    ends = np.concatenate((change, [n]))
-    site_bounds = [(str(fleet.sites[a]), int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
-
-    ent = _str_matrix(fleet.entity_ids)
-    ts = _str_matrix(np.asarray(fleet.timestamps.strftime("%Y-%m-%dT%H:%M:%SZ")))
-    workers = workers or min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        files = sum(
-            pool.map(
-                lambda d: _write_day(landing_dir, fleet, d, ppd, ent, ts, site_bounds),
-                range(n_days),
-            )
-        )
-
-    for p in (labels_path, faults_path, entities_path):
-        p.parent.mkdir(parents=True, exist_ok=True)
-    fleet.labels_frame().to_csv(labels_path, index=False, lineterminator="\n")
-    fleet.faults_frame().to_csv(faults_path, index=False, lineterminator="\n")
-    fleet.entities_frame().to_csv(entities_path, index=False, lineterminator="\n")
-
-    counts = Counter(f.fault_kind for f in fleet.faults)
-    return FleetSummary(
-        entities=n,
-        sites=len(site_bounds),
-        metrics=METRICS,
-        freq=fleet.freq,
-        periods=t_len,
-        rows=n * len(METRICS) * t_len,
-        csv_rows=n * t_len,
-        files=files,
-        faulty_entities=len({f.entity_idx for f in fleet.faults}),
-        faults_by_kind=MappingProxyType({k: counts.get(k, 0) for k in FAULT_KINDS}),
-        first_timestamp=fleet.timestamps[0],
-        last_timestamp=fleet.timestamps[-1],
-        landing_dir=landing_dir,
-        labels_path=labels_path,
-        faults_path=faults_path,
-        entities_path=entities_path,
-        seed=fleet.seed,
-    )
 
 
 def generate_fleet(

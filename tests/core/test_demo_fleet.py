@@ -15,10 +15,10 @@ from anomaly_assets.demo.fleet import (
     HISTORY_DAYS,
     METRICS,
     FleetSummary,
-    _fixed3,
     generate_fleet,
     simulate_fleet,
 )
+from anomaly_assets.demo.fleet_csv import _fixed3
 
 START = pd.Timestamp("2026-09-07", tz="UTC")
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
