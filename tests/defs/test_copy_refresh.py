@@ -62,8 +62,7 @@ def chain(tmp_path_factory):
                    entities_path=root / "entities.csv")
     env = {"ANOMALY_LANDING_DIR": str(root / "landing"), "ANOMALY_WAREHOUSE": str(root / "wh.duckdb"),
            "ANOMALY_ENTITIES": str(root / "entities.csv"), "ANOMALY_DATA_DIR": str(root)}
-    settings = load_settings(env)
-    res = resources(settings)  # the rulebook's register from env, not os.environ
+    res = resources(load_settings(env))  # the rulebook's register from env, not os.environ
     instance = dg.DagsterInstance.ephemeral()
 
     def run(first: str, last: str) -> dict:

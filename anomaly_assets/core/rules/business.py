@@ -47,7 +47,7 @@ import pandas as pd
 
 from anomaly_assets.alert_config import AlertRules
 from anomaly_assets.core.rules.inputs import (AMOUNT_COLUMNS, HIT_COLUMNS, RuleInputs, _empty_hits, _event_days,
-                                              _series_code)
+                                              _floors, _series_code)
 
 
 def _window_sum(v: np.ndarray, first: np.ndarray, w: int) -> np.ndarray:
@@ -308,15 +308,6 @@ def _stock_state(rule, inputs: RuleInputs, at: pd.DataFrame) -> tuple[np.ndarray
             j["_lowest"].to_numpy(float))
 
 
-def _floors(cfg: AlertRules, rule, w: pd.DataFrame) -> np.ndarray:
-    """The materiality floor of each row's metric (and family), looked up once per pair."""
-    cm, metrics = pd.factorize(w["metric"])
-    cf, families = pd.factorize(w["family"], use_na_sentinel=False)
-    nf = max(len(families), 1)
-    pair, at = np.unique(cm * nf + cf, return_inverse=True)
-    return np.array([cfg.floor(rule, metrics[c // nf], families[c % nf]) for c in pair], float)[at]
-
-
 def _prices(rule, inputs: RuleInputs, ids: pd.Series) -> np.ndarray:
     """The entities' ``price_column`` (NaN when absent or not a number)."""
     attrs = inputs.attributes
@@ -350,7 +341,7 @@ def business_gap_hits(rule, inputs: RuleInputs, cfg: AlertRules, start, end) -> 
         return _empty_hits()
     w = _windows(d, rule.window, rule.baseline)
     a, x = w["actual_total"].to_numpy(float), w["expected_total"].to_numpy(float)
-    floors = _floors(cfg, rule, w)
+    floors = _floors(cfg, rule, w["metric"], w["family"])
     rz = w["residual_z"].to_numpy(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         if rule.direction == "below":
