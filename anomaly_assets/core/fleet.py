@@ -6,9 +6,10 @@ that window (each point's out-of-sample residual and whether it was left out of 
 writes back what comes out. Days are scored in order and each day's outputs join the history of
 the next, so a range run equals the sequence of nightly runs (``tests/core/test_fleet.py``).
 
-Entities are scored together when they share a timeline and metrics over a day's window (a
-regular fleet is one batch per chunk); an entity with a timeline of its own (gaps, a late start,
-other metrics) is a smaller batch. No Python loop runs over points or metrics.
+Entities are scored together, in one array, when they share a timeline and metrics over a day's
+window; an entity with a timeline of its own (gaps, a late start, other metrics) is a batch of its
+own. A large group is cut into batches of a bounded size: an entity scores as it would alone, so
+the cut changes only the speed. No Python loop runs over points or metrics.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ CODE_VERSION = "2026.12.8.8"  # bump when a change alters results for the same d
 DAY = pd.Timedelta(days=1)
 _US = 1_000_000
 _KEY = 1 << 32  # (entity, day) keys of _event_masks
+# a batch's (entities x points x metrics) at most: the fit's many temporaries then stay in cache
+# and in the heap, not mapped and zeroed by the kernel each time (benchmarks/RESULTS.md)
+_BATCH_VALUES = 1 << 19
 
 DECOMPOSITION_COLUMNS = ["entity_id", "metric", "ts", "value", "expected", "lower", "upper", "trend", "seasonal",
                          "residual", "residual_z", "excluded"]
@@ -290,7 +294,7 @@ class _Batch:
 
 def _batches(lay: _Layout, d0: int, d1: int, params: DetectorParams, holidays=None, skip=frozenset()):
     """Entities with points in [d0, d1) (but ``skip``), grouped by identical timeline, metrics and
-    holidays over their window."""
+    holidays over their window, in batches of at most ``_BATCH_VALUES`` values (or one entity)."""
     groups: dict = {}
     span_cap = params.max_reference_points
     for e in range(len(lay.entities)):
@@ -312,11 +316,15 @@ def _batches(lay: _Layout, d0: int, d1: int, params: DetectorParams, holidays=No
         key = (n1 - h0, n1 - n0, present.tobytes(), lay.pair_ts[h0:n1].tobytes(),
                None if hol is None else hol.tobytes())
         groups.setdefault(key, []).append((e, h0, n0, n1))
-    for (_, _, present, _, _), members in groups.items():
-        ents = np.array([x[0] for x in members])
-        hist = np.array([np.arange(h0, n0) for _, h0, n0, _ in members]).reshape(len(members), -1)
-        new = np.array([np.arange(n0, n1) for _, _, n0, n1 in members]).reshape(len(members), -1)
-        yield _Batch(ents, hist, new, np.flatnonzero(np.frombuffer(present, bool)))
+    for (width, _, present, _, _), group in groups.items():
+        metrics = np.flatnonzero(np.frombuffer(present, bool))
+        step = max(1, _BATCH_VALUES // max(width * len(metrics), 1))
+        for k in range(0, len(group), step):
+            members = group[k:k + step]
+            ents = np.array([x[0] for x in members])
+            hist = np.array([np.arange(h0, n0) for _, h0, n0, _ in members]).reshape(len(members), -1)
+            new = np.array([np.arange(n0, n1) for _, _, n0, n1 in members]).reshape(len(members), -1)
+            yield _Batch(ents, hist, new, metrics)
 
 
 def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, holidays, state: FleetState | None,

@@ -89,6 +89,32 @@ def test_entities_with_their_own_timeline_or_metrics_are_their_own_batch():
     assert len(gap) == rows[rows.entity_id == "gappy"].ts.nunique() and (gap.severity != "cold_start").sum() > 400
 
 
+def test_a_large_group_cut_into_batches_scores_as_one(monkeypatch):
+    from anomaly_assets.core import fleet
+
+    rows = _rows(n_entities=7, days=12, fault=(3, "load", 24 * 9, 24 * 9 + 5))
+    days = _all_days(rows)
+    whole = detect_days(rows, days, P)
+    sizes = []
+    real = fleet._score_batch
+
+    def spy(lay, batch, *a, **k):
+        sizes.append(len(batch.entities) * (batch.hist.shape[1] + batch.new.shape[1]) * len(batch.metrics))
+        return real(lay, batch, *a, **k)
+
+    # two entities' worth of the last day's window (12 days x 24 points x 2 metrics): the later
+    # days' group of 7 is cut into up to 4 batches
+    monkeypatch.setattr(fleet, "_BATCH_VALUES", 2 * 12 * 24 * 2)
+    monkeypatch.setattr(fleet, "_score_batch", spy)
+    cut = detect_days(rows, days, P)
+    assert max(sizes) <= fleet._BATCH_VALUES and len(sizes) > 2 * len(days)
+    assert (cut.scores.is_anomaly & (cut.scores.entity_id == "e03")).any()
+    for name in ("decomposition", "scores", "explanations"):
+        a, b = (getattr(o, name).sort_values(["entity_id", "ts"], kind="stable").reset_index(drop=True)
+                for o in (whole, cut))
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-12)
+
+
 def test_holidays_are_part_of_the_batch_key():
     rows = _rows(n_entities=2, days=40, freq="1D")
     hol = {"e00": np.array([int(START.value // 86_400e9) + 10], dtype=np.int64)}
