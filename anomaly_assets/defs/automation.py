@@ -422,7 +422,7 @@ def _root_cause(error) -> str:
 def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     """Every asset check of the run that did not pass, once, as 'asset:check [days] (SEVERITY): why'.
 
-    A range run records a check once per day (see defs/checks.py): its failed days are listed
+    A range run records a check once per day (defs/check_reporting.py): its failed days are listed
     as ranges, with the reason given for the last of them.
     """
     records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records

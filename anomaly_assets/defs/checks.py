@@ -7,14 +7,15 @@ exactly (:class:`anomaly_assets.expectations.ChunkedValidation`; memory follows 
 features.decomposition reads only its checked columns, and a chunk's whole rows again when
 something fails in it, for the failing rows shown), the others (schema, volume, median, rates per day) through
 :func:`anomaly_assets.expectations.validate` on small frames, and reports one result per check,
-with GX's statistics, what each expectation observed and up to 10 failing rows as metadata. They live in one
-module because they share that shape, the rules file and the GX-to-Dagster translation; the
-sections below follow the chain.
+with GX's statistics, what each expectation observed and up to 10 failing rows as metadata. The
+GX-to-Dagster translation they share is :mod:`anomaly_assets.defs.check_reporting`; the sections
+below follow the chain.
 
 Checks are partitioned like their assets. A run of one day records its results against that day;
 a run over a range (a backfill, ``anomaly-assets backfill``) checks the whole range's slice at once
-and records the result on every day of it (:func:`_selected`; the volume and the flagged share are
-judged per day), so each partition has a status and the UI's list and detail agree.
+and records the result on every day of it (``check_reporting.selected_results``; the volume and
+the flagged share are judged per day), so each partition has a status and the UI's list and detail
+agree.
 
 Blocking checks (``blocking=True``) guard what downstream assets read: when one fails, the run
 stops before the next asset. The others warn (or, for a rejected landing file, fail without
@@ -29,7 +30,6 @@ SUMMARY only for what failed (``expectations._run_suite``).
 """
 
 import sys
-import warnings
 
 import dagster as dg
 import numpy as np
@@ -38,9 +38,11 @@ from dagster_duckdb import DuckDBResource
 
 from anomaly_assets import warehouse as wh
 from anomaly_assets.core.fleet import DAY, days_in
+from anomaly_assets.defs.check_reporting import (EXAMPLES, check_result, check_specs, entity_slices,
+                                                 range_text, read_chunks, selected_results)
 from anomaly_assets.defs.detection import DetectorConfig
 from anomaly_assets.defs.metadata import markdown_preview, time_window
-from anomaly_assets.defs.partitions import WRITER_POOL, daily_partitions, open_day_start
+from anomaly_assets.defs.partitions import WRITER_POOL, open_day_start
 from anomaly_assets.defs.resources import DataExpectations
 from anomaly_assets.expectations import ChunkedValidation, Validation, validate
 
@@ -48,7 +50,6 @@ OBSERVATIONS = dg.AssetKey([wh.OBSERVATIONS.schema, wh.OBSERVATIONS.name])
 DECOMPOSITION = dg.AssetKey([wh.DECOMPOSITION.schema, wh.DECOMPOSITION.name])
 ANOMALY_SCORES = dg.AssetKey([wh.ANOMALY_SCORES.schema, wh.ANOMALY_SCORES.name])
 
-EXAMPLES = 10
 # Row-wise expectations run on the slice a chunk of entities at a time (read through Arrow) and
 # are combined exactly (expectations.ChunkedValidation): memory follows the
 # chunk, not the fleet.
@@ -63,126 +64,6 @@ UTC_DAY = ("(DATE '1970-01-01' + CAST((epoch_us(ts) - CASE WHEN epoch_us(ts) < 0
 # severity, anomaly_score, is_anomaly: the combinations a score row may have
 STATES = ["normal, score set, not flagged", "warning, score set, flagged", "critical, score set, flagged",
           "cold_start, score NULL, not flagged"]
-
-
-def _specs(asset: dg.AssetKey, checks: dict[str, tuple[str, bool]]) -> list[dg.AssetCheckSpec]:
-    """Partitioned check specs; ``checks`` maps name -> (description, blocking)."""
-    with warnings.catch_warnings():  # partitions_def on a check spec is 'preview' in 1.13
-        warnings.simplefilter("ignore", dg.PreviewWarning)
-        return [
-            dg.AssetCheckSpec(name, asset=asset, description=doc, blocking=blocking, partitions_def=daily_partitions)
-            for name, (doc, blocking) in checks.items()
-        ]
-
-
-def _numbers(v: Validation) -> dict[str, int]:
-    """Numeric metadata of a validation (the UI plots numbers over time): expectations that
-    failed, rows checked and values that broke an expectation (summed over expectations)."""
-    out = {"failed_expectations": int(v.statistics.get("unsuccessful_expectations") or 0)}
-    elements = [o.observed["element_count"] for o in v.outcomes if isinstance(o.observed.get("element_count"), (int, float))]
-    unexpected = [o.observed["unexpected_count"] for o in v.outcomes
-                  if isinstance(o.observed.get("unexpected_count"), (int, float))]
-    if elements:
-        out["rows_checked"] = int(max(elements))
-    if unexpected:
-        out["unexpected_values"] = int(sum(unexpected))
-    return out
-
-
-def _result(asset: dg.AssetKey, name: str, v: Validation, *, severity=dg.AssetCheckSeverity.ERROR,
-            description: str | None = None, examples: pd.DataFrame | None = None, **extra) -> dg.AssetCheckResult:
-    expectations = [
-        {"expectation": o.expectation, "success": o.success, **o.observed, **({"error": o.error} if o.error else {})}
-        for o in v.outcomes
-    ]
-    rows = v.failing_examples(EXAMPLES) if examples is None else examples.head(EXAMPLES)
-    return dg.AssetCheckResult(
-        asset_key=asset, check_name=name, passed=v.success, severity=severity,
-        description=description or v.summary(),
-        metadata={
-            **_numbers(v),
-            "gx_statistics": dg.MetadataValue.json(v.statistics),
-            "expectations": dg.MetadataValue.json(expectations),
-            "failing_examples": markdown_preview(rows, n=EXAMPLES),
-            **extra,
-        },
-    )
-
-
-def _selected(context: dg.AssetCheckExecutionContext, results, per_day: dict[str, dict[str, tuple[bool, dict]]] | None = None):
-    """Only the results of the checks this run selected (checks can be run one by one in the UI).
-
-    A run over a range records each check once per day of the range, so that every partition
-    of the check has its own status (a result without a partition would leave the days of the
-    range unevaluated, which the UI lists as skipped). A day's verdict is the range's, or its own
-    where the check judges days (``per_day``: check name -> day -> (passed, numeric metadata)).
-    The full metadata goes with the last day; the others carry the numbers.
-    """
-    keys = context.selected_asset_check_keys
-    chosen = [r for r in results if dg.AssetCheckKey(r.asset_key, r.check_name) in keys]
-    days = list(context.partition_keys) if context.has_partition_key_range else []
-    if len(days) <= 1:
-        yield from chosen
-        return
-    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-        AssetCheckEvaluationTargetMaterializationData,
-    )
-
-    targets = {}  # (asset, day) -> the run's materialization the day's evaluation checks
-    for rec in context.instance.get_records_for_run(context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records:
-        ev = rec.event_log_entry.dagster_event
-        targets[(ev.asset_key, ev.partition)] = AssetCheckEvaluationTargetMaterializationData(
-            storage_id=rec.storage_id, run_id=rec.run_id, timestamp=rec.timestamp)
-    assets_def = context.op_execution_context.assets_def
-    numeric = (int, float, dg.IntMetadataValue, dg.FloatMetadataValue, dg.TextMetadataValue)
-    for r in chosen:
-        key = dg.AssetCheckKey(r.asset_key, r.check_name)
-        spec = assets_def.get_spec_for_check_key(key)
-        own = (per_day or {}).get(r.check_name, {})
-        light = {k: v for k, v in r.metadata.items() if isinstance(v, numeric)}
-        for day in days:
-            passed, md = own.get(day, (r.passed, {}))
-            yield dg.AssetCheckEvaluation(
-                asset_key=r.asset_key, check_name=r.check_name, passed=passed,
-                metadata={**(r.metadata if day == days[-1] else light), **md},
-                severity=r.severity, description=r.description, blocking=spec.blocking, partition=day,
-                target_materialization_data=targets.get((r.asset_key, day)))
-        yield dg.Output(None, output_name=assets_def.get_output_name_for_asset_check_key(key))
-
-
-def _range_md(start: pd.Timestamp, end: pd.Timestamp) -> str:
-    return f"{start.date()} .. {(end - DAY).date()}"
-
-
-def entity_slices(con, table: wh.Table, start, end, max_rows: int) -> list[tuple[str, list]]:
-    """SQL predicates (and their parameters) cutting ``table``'s [start, end) rows into consecutive
-    entity ranges of about ``max_rows`` rows; a NULL entity_id (NULLs sort last) goes with the
-    last range. One predicate matching every row when they fit in one read (no rows included: a
-    check always runs GX on a frame with the table's columns)."""
-    rows = con.execute(f"SELECT count(*) FROM {table.qualified} WHERE {table.time_column} >= ? AND "
-                       f"{table.time_column} < ?", [start, end]).fetchall()[0][0]
-    if rows <= max_rows:  # one read (no need to count the rows of every entity)
-        return [("true", [])]
-    out = []
-    for first, last in wh.entity_ranges(con, table, start, end, max_rows):
-        if first is None:
-            out.append(("entity_id IS NULL", []))
-        elif last is None:
-            out.append(("(entity_id >= ? OR entity_id IS NULL)", [first]))
-        else:
-            out.append(("entity_id BETWEEN ? AND ?", [first, last]))
-    return out or [("false", [])]
-
-
-def read_chunks(con, sql: str, params: list, slices: list[tuple[str, list]], parts: int = 1):
-    """``sql`` (with ``{where}`` for the entity predicate) read one slice at a time, through Arrow.
-    ``parts``: a UNION of that many selects, each taking ``params`` then the predicate's.
-
-    Text stays Arrow-backed (pandas ``str``, no copy). Measured on 6.7M observations against
-    categoricals (pyarrow dictionary encoding): half the read time, GX's value-length expectation (its
-    ``astype(str)``) 4x faster, its null checks slower; about 20% less in all."""
-    for where, extra in slices:
-        yield con.sql(sql.format(where=where), params=[*params, *extra] * parts).to_arrow_table().to_pandas()
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,7 +138,7 @@ def ranged_frame(obs: pd.DataFrame, rules) -> pd.DataFrame:
     return obs[["entity_id", "metric", "ts", "value", "source_file"]].assign(lower=lower[codes], upper=upper[codes])
 
 
-@dg.multi_asset_check(specs=_specs(OBSERVATIONS, OBSERVATION_CHECKS), can_subset=True, pool=WRITER_POOL,
+@dg.multi_asset_check(specs=check_specs(OBSERVATIONS, OBSERVATION_CHECKS), can_subset=True, pool=WRITER_POOL,
                       name="observations_checks")
 def observations_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource,
                         expectations: DataExpectations):
@@ -308,13 +189,13 @@ def observations_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBRe
             f"SELECT source_file, reason, ingested_at FROM {wh.REJECTED_FILES.qualified} ORDER BY source_file"
         ).df()
     daily["day"] = pd.to_datetime(daily["day"]).dt.tz_localize("UTC")
-    window = _range_md(start, end)
+    window = range_text(start, end)
 
     v = validate(schema, [gxe.ExpectColumnPairValuesToBeEqual(column_A="declared", column_B="found",
                                                                ignore_row_if="both_values_are_missing")])
     # the table's columns in order: a frame with no rows has them
     v += validate(columns, [gxe.ExpectTableColumnsToMatchOrderedList(column_list=wh.OBSERVATIONS.column_names)])
-    schema_result = _result(OBSERVATIONS, "schema", v, examples=schema[schema["declared"] != schema["found"]],
+    schema_result = check_result(OBSERVATIONS, "schema", v, examples=schema[schema["declared"] != schema["found"]],
                            table_schema=markdown_preview(schema, n=len(schema)))
     keys, dups, in_window, ranges = keys.result, dups.result, in_window.result, ranges.result
     configured = {m: r.model_dump() for m, r in rules.ranges.items()}
@@ -346,19 +227,19 @@ def observations_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBRe
                   "; ".join(rejected["reason"].head(EXAMPLES))
                   + " (fix or remove the file, or release it: anomaly-assets release <file>)")
 
-    yield from _selected(context, [
+    yield from selected_results(context, [
         schema_result,
-        _result(OBSERVATIONS, "keys_present", keys, partition_range=window),
-        _result(OBSERVATIONS, "no_duplicates", dups, partition_range=window),
-        _result(OBSERVATIONS, "in_partition_window", in_window, severity=dg.AssetCheckSeverity.WARN,
+        check_result(OBSERVATIONS, "keys_present", keys, partition_range=window),
+        check_result(OBSERVATIONS, "no_duplicates", dups, partition_range=window),
+        check_result(OBSERVATIONS, "in_partition_window", in_window, severity=dg.AssetCheckSeverity.WARN,
                 partition_range=window, now=str(now)),
-        _result(OBSERVATIONS, "value_ranges", ranges, severity=dg.AssetCheckSeverity.WARN, partition_range=window,
+        check_result(OBSERVATIONS, "value_ranges", ranges, severity=dg.AssetCheckSeverity.WARN, partition_range=window,
                 configured_ranges=dg.MetadataValue.json(configured),
                 default_range=dg.MetadataValue.json(rules.default_range.model_dump())),
-        _result(OBSERVATIONS, "volume", volume, severity=dg.AssetCheckSeverity.WARN, description=volume_note,
+        check_result(OBSERVATIONS, "volume", volume, severity=dg.AssetCheckSeverity.WARN, description=volume_note,
                 examples=checked[~checked["ratio"].between(rules.volume.min_ratio, rules.volume.max_ratio)],
                 days=markdown_preview(vol, n=len(vol)), partition_range=window),
-        _result(OBSERVATIONS, "no_rejected_files", files, description=files_note, examples=rejected,
+        check_result(OBSERVATIONS, "no_rejected_files", files, description=files_note, examples=rejected,
                 files_rejected=len(rejected)),
     ], per_day={"volume": volume_days})
 
@@ -419,7 +300,7 @@ def _history_before(con, unfitted: pd.DataFrame, start, end, history: int) -> pd
     return hist
 
 
-@dg.multi_asset_check(specs=_specs(DECOMPOSITION, DECOMPOSITION_CHECKS), can_subset=True, pool=WRITER_POOL,
+@dg.multi_asset_check(specs=check_specs(DECOMPOSITION, DECOMPOSITION_CHECKS), can_subset=True, pool=WRITER_POOL,
                       name="decomposition_checks")
 def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource,
                          expectations: DataExpectations):
@@ -492,7 +373,7 @@ def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
         finally:
             if len(unexplained):
                 con.unregister("_unexplained")
-    window = _range_md(start, end)
+    window = range_text(start, end)
     cold_start_rows = int(unfitted["rows"].sum())
     cold = cold.assign(day=cold["day"].dt.strftime("%Y-%m-%d"))
     explained = validate(cold, [gxe.ExpectColumnPairValuesAToBeGreaterThanB(
@@ -507,14 +388,14 @@ def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
     scale_note = ("no fitted rows in the range (all cold start): nothing to measure" if median is None else
                   f"median |residual_z| {median:.3g} (expected {band.min}..{band.max})")
 
-    yield from _selected(context, [
-        _result(DECOMPOSITION, "finite_past_cold_start", finite, partition_range=window,
+    yield from selected_results(context, [
+        check_result(DECOMPOSITION, "finite_past_cold_start", finite, partition_range=window,
                 fitted_rows=fitted_rows, cold_start_rows=cold_start_rows),
-        _result(DECOMPOSITION, "cold_start_only_when_history_is_short", explained, severity=dg.AssetCheckSeverity.WARN,
+        check_result(DECOMPOSITION, "cold_start_only_when_history_is_short", explained, severity=dg.AssetCheckSeverity.WARN,
                 partition_range=window, cold_start_series_days=len(cold),
                 params=dg.MetadataValue.json({"reference_days": params.reference_days,
                                               "min_points": params.min_points})),
-        _result(DECOMPOSITION, "residual_z_scale", scale, severity=dg.AssetCheckSeverity.WARN,
+        check_result(DECOMPOSITION, "residual_z_scale", scale, severity=dg.AssetCheckSeverity.WARN,
                 description=scale_note, partition_range=window,
                 **({"median_abs_residual_z": median} if median is not None else {})),
     ])
@@ -547,7 +428,7 @@ def score_states(s: pd.DataFrame) -> pd.Series:
     return pd.Series(pd.Categorical.from_codes(combo, categories=pd.Index(texts, dtype=object)), index=s.index)
 
 
-@dg.multi_asset_check(specs=_specs(ANOMALY_SCORES, SCORE_CHECKS), can_subset=True, pool=WRITER_POOL,
+@dg.multi_asset_check(specs=check_specs(ANOMALY_SCORES, SCORE_CHECKS), can_subset=True, pool=WRITER_POOL,
                       name="anomaly_scores_checks")
 def anomaly_scores_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource,
                           expectations: DataExpectations):
@@ -576,7 +457,7 @@ def anomaly_scores_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDB
             "GROUP BY 1) ORDER BY 1",
             [start, end],
         ).df()
-    window = _range_md(start, end)
+    window = range_text(start, end)
     valid = valid.result
     per_day = per_day.assign(rate=lambda d: d["flagged"] / d["scored"])
     scored = int(per_day["scored"].sum())
@@ -586,10 +467,10 @@ def anomaly_scores_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDB
                  f"flagged share per day {per_day['rate'].min():.3%} .. {per_day['rate'].max():.3%} "
                  f"(expected {band.lower:.3%} .. {band.upper:.3%})")
 
-    yield from _selected(context, [
-        _result(ANOMALY_SCORES, "score_in_unit_interval", valid, partition_range=window,
+    yield from selected_results(context, [
+        check_result(ANOMALY_SCORES, "score_in_unit_interval", valid, partition_range=window,
                 scored_points=scored, cold_start_points=points - scored),
-        _result(ANOMALY_SCORES, "anomaly_rate", rate, severity=dg.AssetCheckSeverity.WARN, description=rate_note,
+        check_result(ANOMALY_SCORES, "anomaly_rate", rate, severity=dg.AssetCheckSeverity.WARN, description=rate_note,
                 partition_range=window, days=markdown_preview(per_day, n=len(per_day)),
                 **({"max_flagged_share": float(per_day["rate"].max()),
                     "mean_flagged_share": float(per_day["flagged"].sum() / per_day["scored"].sum())}
