@@ -45,7 +45,10 @@ def _numbers(v: Validation) -> dict[str, int]:
 
 
 def check_result(asset: dg.AssetKey, name: str, v: Validation, *, severity=dg.AssetCheckSeverity.ERROR,
-            description: str | None = None, examples: pd.DataFrame | None = None, **extra) -> dg.AssetCheckResult:
+                 description: str | None = None, examples: pd.DataFrame | None = None,
+                 **extra) -> dg.AssetCheckResult:
+    """One check's result: passed as ``v``, its summary (or ``description``), GX's statistics,
+    each expectation's observations and up to ``EXAMPLES`` failing rows (or ``examples``)."""
     expectations = [
         {"expectation": o.expectation, "success": o.success, **o.observed, **({"error": o.error} if o.error else {})}
         for o in v.outcomes

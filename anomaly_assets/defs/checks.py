@@ -196,7 +196,7 @@ def observations_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBRe
     # the table's columns in order: a frame with no rows has them
     v += validate(columns, [gxe.ExpectTableColumnsToMatchOrderedList(column_list=wh.OBSERVATIONS.column_names)])
     schema_result = check_result(OBSERVATIONS, "schema", v, examples=schema[schema["declared"] != schema["found"]],
-                           table_schema=markdown_preview(schema, n=len(schema)))
+                                table_schema=markdown_preview(schema, n=len(schema)))
     keys, dups, in_window, ranges = keys.result, dups.result, in_window.result, ranges.result
     configured = {m: r.model_dump() for m, r in rules.ranges.items()}
 
@@ -232,15 +232,15 @@ def observations_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBRe
         check_result(OBSERVATIONS, "keys_present", keys, partition_range=window),
         check_result(OBSERVATIONS, "no_duplicates", dups, partition_range=window),
         check_result(OBSERVATIONS, "in_partition_window", in_window, severity=dg.AssetCheckSeverity.WARN,
-                partition_range=window, now=str(now)),
+                     partition_range=window, now=str(now)),
         check_result(OBSERVATIONS, "value_ranges", ranges, severity=dg.AssetCheckSeverity.WARN, partition_range=window,
-                configured_ranges=dg.MetadataValue.json(configured),
-                default_range=dg.MetadataValue.json(rules.default_range.model_dump())),
+                     configured_ranges=dg.MetadataValue.json(configured),
+                     default_range=dg.MetadataValue.json(rules.default_range.model_dump())),
         check_result(OBSERVATIONS, "volume", volume, severity=dg.AssetCheckSeverity.WARN, description=volume_note,
-                examples=checked[~checked["ratio"].between(rules.volume.min_ratio, rules.volume.max_ratio)],
-                days=markdown_preview(vol, n=len(vol)), partition_range=window),
+                     examples=checked[~checked["ratio"].between(rules.volume.min_ratio, rules.volume.max_ratio)],
+                     days=markdown_preview(vol, n=len(vol)), partition_range=window),
         check_result(OBSERVATIONS, "no_rejected_files", files, description=files_note, examples=rejected,
-                files_rejected=len(rejected)),
+                     files_rejected=len(rejected)),
     ], per_day={"volume": volume_days})
 
 
@@ -390,14 +390,14 @@ def decomposition_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
 
     yield from selected_results(context, [
         check_result(DECOMPOSITION, "finite_past_cold_start", finite, partition_range=window,
-                fitted_rows=fitted_rows, cold_start_rows=cold_start_rows),
+                     fitted_rows=fitted_rows, cold_start_rows=cold_start_rows),
         check_result(DECOMPOSITION, "cold_start_only_when_history_is_short", explained, severity=dg.AssetCheckSeverity.WARN,
-                partition_range=window, cold_start_series_days=len(cold),
-                params=dg.MetadataValue.json({"reference_days": params.reference_days,
-                                              "min_points": params.min_points})),
+                     partition_range=window, cold_start_series_days=len(cold),
+                     params=dg.MetadataValue.json({"reference_days": params.reference_days,
+                                                   "min_points": params.min_points})),
         check_result(DECOMPOSITION, "residual_z_scale", scale, severity=dg.AssetCheckSeverity.WARN,
-                description=scale_note, partition_range=window,
-                **({"median_abs_residual_z": median} if median is not None else {})),
+                     description=scale_note, partition_range=window,
+                     **({"median_abs_residual_z": median} if median is not None else {})),
     ])
 
 
@@ -469,12 +469,12 @@ def anomaly_scores_checks(context: dg.AssetCheckExecutionContext, duckdb: DuckDB
 
     yield from selected_results(context, [
         check_result(ANOMALY_SCORES, "score_in_unit_interval", valid, partition_range=window,
-                scored_points=scored, cold_start_points=points - scored),
+                     scored_points=scored, cold_start_points=points - scored),
         check_result(ANOMALY_SCORES, "anomaly_rate", rate, severity=dg.AssetCheckSeverity.WARN, description=rate_note,
-                partition_range=window, days=markdown_preview(per_day, n=len(per_day)),
-                **({"max_flagged_share": float(per_day["rate"].max()),
-                    "mean_flagged_share": float(per_day["flagged"].sum() / per_day["scored"].sum())}
-                   if len(per_day) else {})),
+                     partition_range=window, days=markdown_preview(per_day, n=len(per_day)),
+                     **({"max_flagged_share": float(per_day["rate"].max()),
+                         "mean_flagged_share": float(per_day["flagged"].sum() / per_day["scored"].sum())}
+                        if len(per_day) else {})),
     ], per_day={"anomaly_rate": {
         # a day without scored points (cold start) has nothing to judge: it passes
         **{str(d.date()): (True, {"scored": 0, "flagged": 0}) for d in days_in(start, end)},
