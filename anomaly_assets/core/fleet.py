@@ -8,8 +8,8 @@ the next, so a range run equals the sequence of nightly runs (``tests/core/test_
 
 Entities are scored together, in one array, when they share a timeline and metrics over a day's
 window; an entity with a timeline of its own (gaps, a late start, other metrics) is a batch of its
-own. A large group is cut into batches of a bounded size: an entity scores as it would alone, so
-the cut changes only the speed. No Python loop runs over points or metrics.
+own. A large group is cut into batches of a bounded size: an entity scores as it would alone (up
+to rounding), so the cut changes only the speed. No Python loop runs over points or metrics.
 """
 
 from __future__ import annotations
@@ -354,7 +354,8 @@ def _score_batch(lay, batch: _Batch, params, model: DayModel, families, units, h
             if selections is not None:  # its choice, made from the same day before's choices as here
                 day = int(ts_n[0] // DAY_S)
                 selections.record(names, metric_names, carried.baseline.kept,
-                                  selections.prior(names, metric_names, day)[1], carried.settled, day)
+                                  selections.prior(names, metric_names, day)[1], carried.settled, day,
+                                  carried.valid.any(axis=1))
         else:
             model.entities += int(carried.valid.any(axis=1).sum())
         s = detect(hist, ts_n, value, params, hol_n, model=carried, event=ev_n)

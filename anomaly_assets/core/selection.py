@@ -93,7 +93,8 @@ class Selections:
             given[i] = True
         return kept, given
 
-    def record(self, names, metrics, kept: np.ndarray, given: np.ndarray, settled: np.ndarray, day: int) -> None:
+    def record(self, names, metrics, kept: np.ndarray, given: np.ndarray, settled: np.ndarray, day: int,
+               fitted: np.ndarray | None = None) -> None:
         """Keep the choices a batch's refit before its first point on ``day`` used.
 
         Parameters
@@ -109,10 +110,14 @@ class Selections:
             earlier one forgotten otherwise).
         day : int
             Days since epoch.
+        fitted : ndarray of bool, shape (E,), optional
+            The entities with a series the refit could fit (default: all). The others made no
+            choice and their earlier one stays, as when no series of their batch could be fitted:
+            what is kept must not depend on which entities share a batch.
         """
         metrics = tuple(str(x) for x in metrics)
         for i, n in enumerate(names):
-            if given[i]:
+            if given[i] or (fitted is not None and not fitted[i]):
                 continue
             if settled[i]:
                 self._kept[str(n)] = entry = (metrics, kept[:, i, :].copy(), int(day))
@@ -242,4 +247,4 @@ def record(selections: Selections | None, names, metrics, scored, day: int) -> N
     if selections is None or scored.kept_given is None or not scored.refits:
         return
     r = scored.refits[-1]
-    selections.record(names, metrics, r.baseline.kept, scored.kept_given, r.settled, day)
+    selections.record(names, metrics, r.baseline.kept, scored.kept_given, r.settled, day, r.valid.any(axis=1))

@@ -115,6 +115,28 @@ def test_a_large_group_cut_into_batches_scores_as_one(monkeypatch):
         pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-12)
 
 
+def test_kept_choices_do_not_depend_on_the_batch(monkeypatch):
+    """An entity with too few usable points makes no calendar choice, whether its batch-mates can
+    be fitted (one batch) or not (the entity alone)."""
+    import dataclasses
+
+    from anomaly_assets.core import fleet
+
+    p = dataclasses.replace(P, select_days=3)
+    rows = _rows(n_entities=3, days=32)
+    sparse = (rows.entity_id == "e02") & (rows.ts >= START + pd.Timedelta(hours=3))
+    rows.loc[sparse, "value"] = np.nan  # e02: three points per metric, the same timeline
+    days = _all_days(rows)
+    whole = detect_days(rows, days, p)
+    monkeypatch.setattr(fleet, "_BATCH_VALUES", 1)  # every entity a batch of its own
+    alone = detect_days(rows, days, p)
+    for out in (whole, alone):
+        assert "e02" not in set(out.selections.to_table().column("entity_id").to_pylist())
+        assert {"e00", "e01"} <= set(out.selections.to_table().column("entity_id").to_pylist())
+    assert whole.selections.to_table().equals(alone.selections.to_table())
+    assert whole.selections.changes_table().equals(alone.selections.changes_table())
+
+
 def test_holidays_are_part_of_the_batch_key():
     rows = _rows(n_entities=2, days=40, freq="1D")
     hol = {"e00": np.array([int(START.value // 86_400e9) + 10], dtype=np.int64)}
